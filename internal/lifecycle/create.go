@@ -1,0 +1,192 @@
+package lifecycle
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/sandboxd/sandboxd/internal/sandbox"
+)
+
+// Outcome says what a use case did.
+type Outcome string
+
+// Outcomes of Create, Delete and the sweep, as they appear in results, metrics and spans.
+const (
+	Created  Outcome = "created"
+	Reused   Outcome = "reused"
+	Replaced Outcome = "replaced"
+	Conflict Outcome = "conflict"
+	Deleted  Outcome = "deleted"
+	NotFound Outcome = "not_found"
+	Cleaned  Outcome = "cleaned"
+	Failed   Outcome = "error"
+)
+
+// CreateRequest asks for the chat's sandbox.
+type CreateRequest struct {
+	ChatID         uuid.UUID
+	AgentID        string
+	VolumeHostPath string
+}
+
+// Create returns the chat's live sandbox, making one when there is none or the one there
+// is has expired. Errors:
+//   - sandbox.ErrInvalid: the request was refused before anything happened;
+//   - sandbox.ErrConflict: the chat's live sandbox was made for another agent or folder;
+//     nothing changed;
+//   - anything else: the runtime or registry failed; nothing is left running untracked.
+func (s *Service) Create(ctx context.Context, req CreateRequest) (sandbox.Session, Outcome, error) {
+	ctx, span := s.tracer.Start(ctx, "usecase.create_sandbox",
+		trace.WithAttributes(attribute.String("chat.id", req.ChatID.String())))
+	defer span.End()
+
+	session, outcome, err := s.create(ctx, span, req)
+	if err != nil && outcome != Conflict {
+		outcome = Failed
+	}
+	s.m.createTotal.Add(ctx, 1, metric.WithAttributes(result(string(outcome))))
+	span.SetAttributes(attribute.String("sandbox.result", string(outcome)))
+	if err != nil {
+		if outcome == Conflict {
+			span.RecordError(err)
+		} else {
+			failSpan(span, err)
+		}
+		return sandbox.Session{}, outcome, err
+	}
+	return session, outcome, nil
+}
+
+func (s *Service) create(ctx context.Context, span trace.Span, req CreateRequest) (sandbox.Session, Outcome, error) {
+	if req.ChatID == uuid.Nil {
+		return sandbox.Session{}, Failed, fmt.Errorf("create: chat id is the nil UUID: %w", sandbox.ErrInvalid)
+	}
+	// Everything that can be refused without side effects is refused before the lock.
+	if s.admitter != nil {
+		volume, err := s.admitter.Admit(ctx, req.ChatID, req.AgentID, req.VolumeHostPath)
+		if err != nil {
+			return sandbox.Session{}, Failed, fmt.Errorf("create: %w", err)
+		}
+		req.VolumeHostPath = volume
+	}
+	var (
+		session sandbox.Session
+		outcome Outcome
+	)
+	err := s.locked(ctx, req.ChatID, func(ctx context.Context) error {
+		var err error
+		session, outcome, err = s.createLocked(ctx, span, req)
+		return err
+	})
+	return session, outcome, err
+}
+
+func (s *Service) createLocked(ctx context.Context, span trace.Span, req CreateRequest) (sandbox.Session, Outcome, error) {
+	now := s.clock.Now()
+	current, err := s.store.Get(ctx, req.ChatID)
+	switch {
+	case errors.Is(err, sandbox.ErrNotFound):
+		sessionID := s.newID()
+		span.SetAttributes(attribute.String("session.id", sessionID.String()))
+		created, err := s.start(ctx, span, req, sessionID, false)
+		return created, Created, err
+	case err != nil:
+		return sandbox.Session{}, Failed, fmt.Errorf("create: read registry: %w", err)
+	}
+
+	if !current.Expired(now) {
+		if !current.SameRequest(req.AgentID, req.VolumeHostPath) {
+			return sandbox.Session{}, Conflict, fmt.Errorf(
+				"create: chat %s has a live sandbox for agent %q and folder %q: %w",
+				req.ChatID, current.AgentID, current.VolumeHostPath, sandbox.ErrConflict)
+		}
+		s.log.InfoContext(ctx, "sandbox_reused", sessionAttrs(current.ChatID, current.ID, current.ContainerID)...)
+		span.SetAttributes(
+			attribute.String("session.id", current.ID.String()),
+			attribute.String("container.id", current.ContainerID))
+		return current, Reused, nil
+	}
+
+	// Replace the expired session: stop its container first; should that fail, the old
+	// record stays so that the sweep or the next create tries again.
+	sessionID := s.newID()
+	span.SetAttributes(
+		attribute.String("sandbox.new_session.id", sessionID.String()),
+		attribute.String("sandbox.previous_session.id", current.ID.String()),
+		attribute.String("sandbox.previous_container.id", current.ContainerID))
+	if err := s.runtime.Stop(ctx, current.ContainerID); err != nil {
+		return sandbox.Session{}, Failed, fmt.Errorf("create: stop expired sandbox %s: %w", current.ContainerID, err)
+	}
+	s.log.InfoContext(ctx, "sandbox_replaced", sessionAttrs(current.ChatID, current.ID, current.ContainerID)...)
+	if err := s.store.Remove(ctx, current.ID); err != nil {
+		return sandbox.Session{}, Failed, fmt.Errorf("create: forget expired session %s: %w", current.ID, err)
+	}
+	s.recordActive(ctx)
+	created, err := s.start(ctx, span, req, sessionID, true)
+	return created, Replaced, err
+}
+
+// start makes a new sandbox and records it. If the record cannot be saved, the sandbox
+// is stopped again: nothing may run untracked.
+func (s *Service) start(ctx context.Context, span trace.Span, req CreateRequest, sessionID uuid.UUID, replacing bool) (sandbox.Session, error) {
+	now := s.clock.Now()
+	created, err := s.runtime.Create(ctx, CreateSpec{
+		SessionID:      sessionID,
+		ChatID:         req.ChatID,
+		AgentID:        req.AgentID,
+		VolumeHostPath: req.VolumeHostPath,
+		CreatedAt:      now,
+		ExpiresAt:      now.Add(s.ttl),
+	})
+	if err != nil {
+		return sandbox.Session{}, fmt.Errorf("create: start sandbox: %w", err)
+	}
+	if replacing {
+		span.SetAttributes(attribute.String("sandbox.new_container.id", created.ContainerID))
+	}
+	if err := s.store.Save(ctx, created); err != nil {
+		if stopErr := s.runtime.Stop(ctx, created.ContainerID); stopErr != nil {
+			// The reconciler removes it later: it carries our labels but has no record.
+			s.log.ErrorContext(ctx, "sandbox_untracked",
+				append(sessionAttrs(created.ChatID, created.ID, created.ContainerID),
+					slog.String("error", sandbox.ErrorType(stopErr)))...)
+		}
+		s.recordActive(ctx)
+		return sandbox.Session{}, fmt.Errorf("create: save session %s: %w", created.ID, err)
+	}
+	s.log.InfoContext(ctx, "sandbox_created", sessionAttrs(created.ChatID, created.ID, created.ContainerID)...)
+	span.SetAttributes(
+		attribute.String("session.id", created.ID.String()),
+		attribute.String("container.id", created.ContainerID))
+	s.recordActive(ctx)
+	return created, nil
+}
+
+// Get returns the chat's session, expired or not, or an error wrapping
+// sandbox.ErrNotFound.
+func (s *Service) Get(ctx context.Context, chatID uuid.UUID) (sandbox.Session, error) {
+	session, err := s.store.Get(ctx, chatID)
+	if err != nil {
+		return sandbox.Session{}, fmt.Errorf("get chat %s: %w", chatID, err)
+	}
+	return session, nil
+}
+
+// List returns one page of the registry.
+func (s *Service) List(ctx context.Context, filter ListFilter) ([]sandbox.Session, error) {
+	if filter.Now.IsZero() {
+		filter.Now = s.clock.Now()
+	}
+	sessions, err := s.store.List(ctx, filter)
+	if err != nil {
+		return nil, fmt.Errorf("list sessions: %w", err)
+	}
+	return sessions, nil
+}

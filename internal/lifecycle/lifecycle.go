@@ -1,0 +1,202 @@
+// Package lifecycle holds the use cases of sandboxd (create-or-reuse, delete, the expiry
+// sweep, reconciliation) and the ports they consume. It knows no infrastructure: it imports
+// the domain, the standard library and the OpenTelemetry API only.
+package lifecycle
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/sandboxd/sandboxd/internal/sandbox"
+)
+
+// ScopeName is the instrumentation scope of the lifecycle's meter and tracer.
+const ScopeName = "github.com/sandboxd/sandboxd/internal/lifecycle"
+
+// Config holds the dependencies of a Service. Store, Locker, Runtime and TTL are required;
+// the rest default to no-ops or the real clock.
+type Config struct {
+	Store   Store
+	Locker  Locker
+	Runtime Runtime
+	TTL     time.Duration
+
+	Admitter  Admitter         // checks create requests; nil accepts them as they are
+	Inventory Inventory        // needed by Reconcile only
+	Clock     Clock            // default: the system clock
+	NewID     func() uuid.UUID // new session ids; default uuid.New
+
+	// SweepBatch caps how many expired sessions one sweep takes (default 1000);
+	// SweepParallelism how many chats it cleans at once (default 1).
+	SweepBatch       int
+	SweepParallelism int
+	// ReconcileGrace is how old a labelled container without a record must be before the
+	// reconciler removes it (default 1 minute): younger ones may be a create in flight.
+	ReconcileGrace time.Duration
+	// OpTimeout bounds the work a use case does once it holds the lock; that work is
+	// detached from the caller's cancellation so a caller that leaves mid-way cannot
+	// leave a half-made sandbox behind (default 2 minutes).
+	OpTimeout time.Duration
+
+	Logger        *slog.Logger
+	MeterProvider metric.MeterProvider
+	Tracer        trace.TracerProvider
+}
+
+// Service runs the use cases. It is safe for concurrent use.
+type Service struct {
+	store     Store
+	locker    Locker
+	runtime   Runtime
+	ttl       time.Duration
+	admitter  Admitter
+	inventory Inventory
+	clock     Clock
+	newID     func() uuid.UUID
+
+	sweepBatch       int
+	sweepParallelism int
+	reconcileGrace   time.Duration
+	opTimeout        time.Duration
+
+	log    *slog.Logger
+	tracer trace.Tracer
+	m      instruments
+}
+
+type instruments struct {
+	createTotal       metric.Int64Counter
+	deleteTotal       metric.Int64Counter
+	cleanupTotal      metric.Int64Counter
+	cleanupErrorTotal metric.Int64Counter
+	reconcileTotal    metric.Int64Counter
+	activeCount       metric.Int64Gauge
+}
+
+type systemClock struct{}
+
+func (systemClock) Now() time.Time { return time.Now() }
+
+// New checks cfg and builds a Service. A missing required dependency is an error.
+func New(cfg Config) (*Service, error) {
+	var missing []error
+	if cfg.Store == nil {
+		missing = append(missing, errors.New("Store"))
+	}
+	if cfg.Locker == nil {
+		missing = append(missing, errors.New("Locker"))
+	}
+	if cfg.Runtime == nil {
+		missing = append(missing, errors.New("Runtime"))
+	}
+	if cfg.TTL <= 0 {
+		missing = append(missing, errors.New("TTL (> 0)"))
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("lifecycle: missing %w", errors.Join(missing...))
+	}
+	s := &Service{
+		store: cfg.Store, locker: cfg.Locker, runtime: cfg.Runtime, ttl: cfg.TTL,
+		admitter: cfg.Admitter, inventory: cfg.Inventory, clock: cfg.Clock, newID: cfg.NewID,
+		sweepBatch: cfg.SweepBatch, sweepParallelism: cfg.SweepParallelism,
+		reconcileGrace: cfg.ReconcileGrace, opTimeout: cfg.OpTimeout, log: cfg.Logger,
+	}
+	if s.clock == nil {
+		s.clock = systemClock{}
+	}
+	if s.newID == nil {
+		s.newID = uuid.New
+	}
+	if s.sweepBatch <= 0 {
+		s.sweepBatch = 1000
+	}
+	if s.sweepParallelism <= 0 {
+		s.sweepParallelism = 1
+	}
+	if s.reconcileGrace <= 0 {
+		s.reconcileGrace = time.Minute
+	}
+	if s.opTimeout <= 0 {
+		s.opTimeout = 2 * time.Minute
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	mp := cfg.MeterProvider
+	if mp == nil {
+		mp = metricnoop.NewMeterProvider()
+	}
+	tp := cfg.Tracer
+	if tp == nil {
+		tp = tracenoop.NewTracerProvider()
+	}
+	s.tracer = tp.Tracer(ScopeName)
+	meter := mp.Meter(ScopeName)
+	var err error
+	counter := func(name, desc string) metric.Int64Counter {
+		c, e := meter.Int64Counter(name, metric.WithDescription(desc))
+		err = errors.Join(err, e)
+		return c
+	}
+	s.m.createTotal = counter("sandbox.create.total", "Create requests by result.")
+	s.m.deleteTotal = counter("sandbox.delete.total", "Delete requests by result.")
+	s.m.cleanupTotal = counter("sandbox.cleanup.total", "Expired sandboxes cleaned by the sweep.")
+	s.m.cleanupErrorTotal = counter("sandbox.cleanup.error.total", "Sweep failures by error type.")
+	s.m.reconcileTotal = counter("sandbox.reconcile.total", "Reconciler repairs by result.")
+	g, e := meter.Int64Gauge("sandbox.active.count", metric.WithDescription("Sessions the registry holds."))
+	s.m.activeCount = g
+	if err = errors.Join(err, e); err != nil {
+		return nil, fmt.Errorf("lifecycle: instruments: %w", err)
+	}
+	return s, nil
+}
+
+// locked runs fn holding the chat's lock. fn's context is detached from the caller's
+// cancellation (bounded by OpTimeout) so a use case, once begun, runs to its end.
+func (s *Service) locked(ctx context.Context, chatID uuid.UUID, fn func(ctx context.Context) error) error {
+	unlock, err := s.locker.Lock(ctx, chatID)
+	if err != nil {
+		return fmt.Errorf("lock chat %s: %w", chatID, err)
+	}
+	defer unlock()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opTimeout)
+	defer cancel()
+	return fn(ctx)
+}
+
+// recordActive sets the active-count gauge to what the registry holds.
+func (s *Service) recordActive(ctx context.Context) {
+	n, err := s.store.Count(ctx)
+	if err != nil {
+		s.log.WarnContext(ctx, "sandbox_count_failed", slog.String("error", sandbox.ErrorType(err)))
+		return
+	}
+	s.m.activeCount.Record(ctx, int64(n))
+}
+
+// sessionAttrs are the log attributes every lifecycle event carries.
+func sessionAttrs(chatID, sessionID uuid.UUID, containerID string) []any {
+	return []any{
+		slog.String("chat_id", chatID.String()),
+		slog.String("session_id", sessionID.String()),
+		slog.String("container_id", containerID),
+	}
+}
+
+func failSpan(span trace.Span, err error) {
+	span.RecordError(err)
+	span.SetStatus(codes.Error, err.Error())
+}
+
+func result(r string) attribute.KeyValue { return attribute.String("result", r) }

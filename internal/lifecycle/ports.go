@@ -1,0 +1,96 @@
+package lifecycle
+
+import (
+	"context"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/sandboxd/sandboxd/internal/sandbox"
+)
+
+// Store is the registry of sessions: at most one per chat.
+type Store interface {
+	// Save records a new session. It returns an error wrapping sandbox.ErrConflict when
+	// the chat already has a session: the store itself enforces one session per chat.
+	Save(ctx context.Context, s sandbox.Session) error
+	// Get returns the chat's session, expired or not, or an error wrapping
+	// sandbox.ErrNotFound.
+	Get(ctx context.Context, chatID uuid.UUID) (sandbox.Session, error)
+	// ListExpired returns up to limit sessions with ExpiresAt <= now, oldest expiry first.
+	ListExpired(ctx context.Context, now time.Time, limit int) ([]sandbox.Session, error)
+	// List returns one page of sessions ordered by chat id, after filter.After.
+	List(ctx context.Context, filter ListFilter) ([]sandbox.Session, error)
+	// Count returns how many sessions the registry holds.
+	Count(ctx context.Context) (int, error)
+	// SetExpiry moves the expiry of the session sessionID. It returns an error wrapping
+	// sandbox.ErrNotFound when no such session exists.
+	SetExpiry(ctx context.Context, sessionID uuid.UUID, expiresAt time.Time) error
+	// Remove forgets the session sessionID. Removing a session that is gone is no error.
+	Remove(ctx context.Context, sessionID uuid.UUID) error
+}
+
+// ListFilter selects one page of List.
+type ListFilter struct {
+	AgentID string    // only sessions of this agent, when set
+	Expired *bool     // only expired (true) or live (false) sessions at Now, when set
+	Now     time.Time // the time Expired is judged at
+	After   uuid.UUID // the page starts after this chat id (uuid.Nil: from the start)
+	Limit   int       // page size; <= 0 means 100
+}
+
+// Locker serialises the use cases of one chat. Two holders of the same chat never
+// overlap; different chats never wait on each other.
+type Locker interface {
+	// Lock blocks until the chat's lock is held or ctx ends. The returned function
+	// releases it. Errors wrap sandbox.ErrUnavailable (or are ctx's error).
+	Lock(ctx context.Context, chatID uuid.UUID) (unlock func(), err error)
+}
+
+// CreateSpec is what the runtime needs to make a sandbox.
+type CreateSpec struct {
+	SessionID      uuid.UUID
+	ChatID         uuid.UUID
+	AgentID        string
+	VolumeHostPath string
+	CreatedAt      time.Time
+	ExpiresAt      time.Time
+}
+
+// Runtime runs sandboxes.
+type Runtime interface {
+	// Create makes and starts a sandbox and returns the RUNNING session. On error it
+	// leaves nothing running.
+	Create(ctx context.Context, spec CreateSpec) (sandbox.Session, error)
+	// Stop stops the sandbox and removes what is left of it; its workspace folder stays.
+	// Stopping a sandbox that is gone is no error.
+	Stop(ctx context.Context, containerID string) error
+	// Delete removes the sandbox at once. Deleting a sandbox that is gone is no error.
+	Delete(ctx context.Context, containerID string) error
+}
+
+// Admitter checks a create request before any lock is taken or runtime call made, so that
+// a request that will be refused changes nothing. It returns the workspace path the
+// session is to use (it may derive one when volumeHostPath is empty), or an error wrapping
+// sandbox.ErrInvalid. It must have no side effect.
+type Admitter interface {
+	Admit(ctx context.Context, chatID uuid.UUID, agentID, volumeHostPath string) (string, error)
+}
+
+// Container is a sandbox the runtime knows, as the reconciler sees it.
+type Container struct {
+	ID        string
+	ChatID    uuid.UUID
+	SessionID uuid.UUID
+	CreatedAt time.Time
+	Running   bool
+}
+
+// Inventory lists the sandboxes this service made, by their labels.
+type Inventory interface {
+	// Managed returns every container that carries this instance's labels.
+	Managed(ctx context.Context) ([]Container, error)
+}
+
+// Clock tells the time.
+type Clock interface{ Now() time.Time }

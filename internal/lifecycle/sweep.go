@@ -1,0 +1,128 @@
+package lifecycle
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/sandboxd/sandboxd/internal/sandbox"
+)
+
+// CleanupExpired stops and forgets the sessions whose TTL has passed and returns those it
+// cleaned, in snapshot order (oldest expiry first). A session replaced or extended since
+// the snapshot is skipped; a failure is logged and counted and the sweep goes on. The
+// error is only for a registry that cannot give the snapshot.
+func (s *Service) CleanupExpired(ctx context.Context) ([]sandbox.Session, error) {
+	ctx, span := s.tracer.Start(ctx, "usecase.cleanup_expired_sandboxes")
+	defer span.End()
+
+	expired, err := s.store.ListExpired(ctx, s.clock.Now(), s.sweepBatch)
+	if err != nil {
+		err = fmt.Errorf("sweep: list expired: %w", err)
+		span.SetAttributes(attribute.String("sandbox.result", string(Failed)))
+		failSpan(span, err)
+		return nil, err
+	}
+
+	outcomes := make([]Outcome, len(expired))
+	sem := make(chan struct{}, s.sweepParallelism)
+	var wg sync.WaitGroup
+	for i, snap := range expired {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			outcomes[i] = s.cleanOne(ctx, snap)
+		}()
+	}
+	wg.Wait()
+
+	var cleaned []sandbox.Session
+	failures := 0
+	for i, o := range outcomes {
+		switch o {
+		case Cleaned:
+			cleaned = append(cleaned, expired[i])
+		case Failed:
+			failures++
+		}
+	}
+	s.recordActive(ctx)
+	status := "completed"
+	if failures > 0 {
+		status = "completed_with_errors"
+	}
+	span.SetAttributes(
+		attribute.Int("sandbox.expired_count", len(expired)),
+		attribute.Int("sandbox.cleaned_count", len(cleaned)),
+		attribute.Int("sandbox.error_count", failures),
+		attribute.String("sandbox.result", status))
+	return cleaned, nil
+}
+
+// skipped marks a snapshot entry that was no longer the chat's expired session.
+const skipped Outcome = "skipped"
+
+// cleanOne cleans one snapshot entry under its chat's lock, after reading the chat's
+// session again: the snapshot may be stale.
+func (s *Service) cleanOne(ctx context.Context, snap sandbox.Session) Outcome {
+	outcome := skipped
+	err := s.locked(ctx, snap.ChatID, func(ctx context.Context) error {
+		current, err := s.store.Get(ctx, snap.ChatID)
+		if errors.Is(err, sandbox.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("sweep: read registry: %w", err)
+		}
+		if current.ID != snap.ID || !current.Expired(s.clock.Now()) {
+			return nil
+		}
+		outcome = s.clean(ctx, current)
+		return nil
+	})
+	if err != nil {
+		// The lock or the re-read failed: nothing was touched; count it as a failure.
+		s.log.ErrorContext(ctx, "sandbox_clean_failed",
+			append(sessionAttrs(snap.ChatID, snap.ID, snap.ContainerID),
+				slog.String("error", sandbox.ErrorType(err)))...)
+		s.m.cleanupErrorTotal.Add(ctx, 1, metric.WithAttributes(attribute.String("error.type", sandbox.ErrorType(err))))
+		return Failed
+	}
+	return outcome
+}
+
+func (s *Service) clean(ctx context.Context, current sandbox.Session) Outcome {
+	ctx, span := s.tracer.Start(ctx, "usecase.cleanup_expired_sandbox", trace.WithAttributes(
+		attribute.String("chat.id", current.ChatID.String()),
+		attribute.String("session.id", current.ID.String()),
+		attribute.String("container.id", current.ContainerID)))
+	defer span.End()
+
+	attrs := sessionAttrs(current.ChatID, current.ID, current.ContainerID)
+	// The span and log already name the container: the runtime's error is recorded as is.
+	err := s.runtime.Stop(ctx, current.ContainerID)
+	if err == nil {
+		if rmErr := s.store.Remove(ctx, current.ID); rmErr != nil {
+			err = fmt.Errorf("sweep: forget session %s: %w", current.ID, rmErr)
+		}
+	}
+	if err != nil {
+		errType := sandbox.ErrorType(err)
+		s.log.ErrorContext(ctx, "sandbox_clean_failed", append(attrs, slog.String("error", errType))...)
+		s.m.cleanupErrorTotal.Add(ctx, 1, metric.WithAttributes(attribute.String("error.type", errType)))
+		span.SetAttributes(attribute.String("sandbox.result", string(Failed)))
+		failSpan(span, err)
+		return Failed
+	}
+	s.log.InfoContext(ctx, "sandbox_cleaned", attrs...)
+	s.m.cleanupTotal.Add(ctx, 1, metric.WithAttributes(result(string(Cleaned))))
+	span.SetAttributes(attribute.String("sandbox.result", string(Cleaned)))
+	return Cleaned
+}

@@ -1,0 +1,269 @@
+// Package lifecycletest holds the conformance suites every implementation of the
+// lifecycle's ports runs: TestStore for registries, TestLocker for per-chat lockers.
+// It is imported by tests only.
+package lifecycletest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/sandboxd/sandboxd/internal/lifecycle"
+	"github.com/sandboxd/sandboxd/internal/sandbox"
+)
+
+// Base is the reference time of the suites; whole microseconds, which every engine keeps.
+var Base = time.Date(2026, 4, 2, 12, 0, 0, 0, time.UTC)
+
+// NewSession returns a RUNNING session for chat expiring at expires, made a minute earlier.
+func NewSession(chat uuid.UUID, expires time.Time) sandbox.Session {
+	id := uuid.New()
+	return sandbox.Session{
+		ID:             id,
+		ChatID:         chat,
+		ContainerID:    "container-" + id.String(),
+		Status:         sandbox.StatusRunning,
+		CreatedAt:      expires.Add(-time.Minute),
+		ExpiresAt:      expires,
+		AgentID:        "agent-alpha",
+		VolumeHostPath: "/srv/sandbox/" + chat.String(),
+	}
+}
+
+// Equal reports whether two sessions are the same, times compared as instants.
+func Equal(a, b sandbox.Session) bool {
+	return a.ID == b.ID && a.ChatID == b.ChatID && a.ContainerID == b.ContainerID &&
+		a.Status == b.Status && a.CreatedAt.Equal(b.CreatedAt) && a.ExpiresAt.Equal(b.ExpiresAt) &&
+		a.AgentID == b.AgentID && a.VolumeHostPath == b.VolumeHostPath
+}
+
+// TestStore runs the registry conformance suite. newStore must return an empty store,
+// independent of every other it returned.
+func TestStore(t *testing.T, newStore func(t *testing.T) lifecycle.Store) {
+	ctx := context.Background()
+
+	t.Run("SaveGetRoundTrip", func(t *testing.T) {
+		st := newStore(t)
+		s := NewSession(uuid.New(), Base.Add(5*time.Minute))
+		s.AgentID, s.VolumeHostPath = "", ""
+		mustSave(t, st, s)
+		got, err := st.Get(ctx, s.ChatID)
+		if err != nil {
+			t.Fatalf("Get: %v", err)
+		}
+		if !Equal(got, s) {
+			t.Fatalf("Get = %+v, want %+v", got, s)
+		}
+		if got.CreatedAt.Location() != time.UTC || got.ExpiresAt.Location() != time.UTC {
+			t.Fatalf("times not in UTC: %v %v", got.CreatedAt.Location(), got.ExpiresAt.Location())
+		}
+	})
+
+	t.Run("GetMissingIsNotFound", func(t *testing.T) {
+		st := newStore(t)
+		if _, err := st.Get(ctx, uuid.New()); !errors.Is(err, sandbox.ErrNotFound) {
+			t.Fatalf("Get missing: err = %v, want ErrNotFound", err)
+		}
+	})
+
+	t.Run("OneSessionPerChat", func(t *testing.T) {
+		st := newStore(t)
+		chat := uuid.New()
+		first := NewSession(chat, Base)
+		mustSave(t, st, first)
+		if err := st.Save(ctx, NewSession(chat, Base.Add(time.Hour))); !errors.Is(err, sandbox.ErrConflict) {
+			t.Fatalf("second Save for one chat: err = %v, want ErrConflict", err)
+		}
+		got, err := st.Get(ctx, chat)
+		if err != nil || !Equal(got, first) {
+			t.Fatalf("after refused Save: Get = %+v, %v; want the first session", got, err)
+		}
+		if n := mustCount(t, st); n != 1 {
+			t.Fatalf("Count = %d, want 1", n)
+		}
+	})
+
+	t.Run("ConcurrentSavesForOneChatAdmitOne", func(t *testing.T) {
+		st := newStore(t)
+		chat := uuid.New()
+		const n = 16
+		errs := make(chan error, n)
+		var wg sync.WaitGroup
+		for range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs <- st.Save(ctx, NewSession(chat, Base))
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		ok := 0
+		for err := range errs {
+			switch {
+			case err == nil:
+				ok++
+			case !errors.Is(err, sandbox.ErrConflict):
+				t.Errorf("concurrent Save: unexpected error %v", err)
+			}
+		}
+		if ok != 1 {
+			t.Fatalf("%d concurrent saves succeeded, want exactly 1", ok)
+		}
+	})
+
+	t.Run("RemoveIsIdempotentAndPrecise", func(t *testing.T) {
+		st := newStore(t)
+		a, b := NewSession(uuid.New(), Base), NewSession(uuid.New(), Base)
+		mustSave(t, st, a)
+		mustSave(t, st, b)
+		for range 2 {
+			if err := st.Remove(ctx, a.ID); err != nil {
+				t.Fatalf("Remove: %v", err)
+			}
+		}
+		if _, err := st.Get(ctx, a.ChatID); !errors.Is(err, sandbox.ErrNotFound) {
+			t.Fatalf("removed session still there: %v", err)
+		}
+		if got, err := st.Get(ctx, b.ChatID); err != nil || !Equal(got, b) {
+			t.Fatalf("other session disturbed: %+v, %v", got, err)
+		}
+		// The chat is free again.
+		mustSave(t, st, NewSession(a.ChatID, Base))
+	})
+
+	t.Run("ListExpiredOldestFirstInclusiveAndLimited", func(t *testing.T) {
+		st := newStore(t)
+		now := Base
+		older := NewSession(uuid.New(), now.Add(-time.Minute))
+		boundary := NewSession(uuid.New(), now)
+		oldest := NewSession(uuid.New(), now.Add(-time.Hour))
+		live := NewSession(uuid.New(), now.Add(time.Microsecond))
+		for _, s := range []sandbox.Session{older, boundary, oldest, live} {
+			mustSave(t, st, s)
+		}
+		got, err := st.ListExpired(ctx, now, 10)
+		if err != nil {
+			t.Fatalf("ListExpired: %v", err)
+		}
+		assertIDs(t, got, oldest, older, boundary)
+		got, err = st.ListExpired(ctx, now, 2)
+		if err != nil {
+			t.Fatalf("ListExpired limited: %v", err)
+		}
+		assertIDs(t, got, oldest, older)
+	})
+
+	t.Run("SetExpiry", func(t *testing.T) {
+		st := newStore(t)
+		s := NewSession(uuid.New(), Base)
+		mustSave(t, st, s)
+		later := Base.Add(time.Hour)
+		if err := st.SetExpiry(ctx, s.ID, later); err != nil {
+			t.Fatalf("SetExpiry: %v", err)
+		}
+		got, err := st.Get(ctx, s.ChatID)
+		if err != nil || !got.ExpiresAt.Equal(later) {
+			t.Fatalf("after SetExpiry: %+v, %v", got, err)
+		}
+		if err := st.SetExpiry(ctx, uuid.New(), later); !errors.Is(err, sandbox.ErrNotFound) {
+			t.Fatalf("SetExpiry of missing session: err = %v, want ErrNotFound", err)
+		}
+	})
+
+	t.Run("ListPagesAndFilters", func(t *testing.T) {
+		st := newStore(t)
+		var all []sandbox.Session
+		for i := range 7 {
+			s := NewSession(uuid.New(), Base.Add(time.Duration(i-3)*time.Minute)) // 4 expired at Base
+			if i%2 == 0 {
+				s.AgentID = "agent-beta"
+			}
+			mustSave(t, st, s)
+			all = append(all, s)
+		}
+		var seen []sandbox.Session
+		for after := uuid.Nil; ; {
+			page, err := st.List(ctx, lifecycle.ListFilter{After: after, Limit: 3})
+			if err != nil {
+				t.Fatalf("List: %v", err)
+			}
+			if len(page) > 3 {
+				t.Fatalf("page of %d, limit 3", len(page))
+			}
+			seen = append(seen, page...)
+			if len(page) < 3 {
+				break
+			}
+			after = page[len(page)-1].ChatID
+		}
+		if len(seen) != len(all) {
+			t.Fatalf("paged through %d sessions, want %d", len(seen), len(all))
+		}
+		for i := 1; i < len(seen); i++ {
+			if seen[i-1].ChatID.String() >= seen[i].ChatID.String() {
+				t.Fatalf("List not ordered by chat id at %d", i)
+			}
+		}
+		count := func(f lifecycle.ListFilter) int {
+			t.Helper()
+			f.Limit = 100
+			page, err := st.List(ctx, f)
+			if err != nil {
+				t.Fatalf("List(%+v): %v", f, err)
+			}
+			return len(page)
+		}
+		yes, no := true, false
+		if n := count(lifecycle.ListFilter{AgentID: "agent-beta"}); n != 4 {
+			t.Errorf("agent filter: %d, want 4", n)
+		}
+		if n := count(lifecycle.ListFilter{Expired: &yes, Now: Base}); n != 4 {
+			t.Errorf("expired filter: %d, want 4", n)
+		}
+		if n := count(lifecycle.ListFilter{Expired: &no, Now: Base}); n != 3 {
+			t.Errorf("live filter: %d, want 3", n)
+		}
+		if n := count(lifecycle.ListFilter{AgentID: "agent-beta", Expired: &no, Now: Base}); n != 2 {
+			t.Errorf("agent+live filter: %d, want 2", n)
+		}
+		if n := mustCount(t, st); n != 7 {
+			t.Errorf("Count = %d, want 7", n)
+		}
+	})
+}
+
+func mustSave(t *testing.T, st lifecycle.Store, s sandbox.Session) {
+	t.Helper()
+	if err := st.Save(context.Background(), s); err != nil {
+		t.Fatalf("Save(%s): %v", s.ChatID, err)
+	}
+}
+
+func mustCount(t *testing.T, st lifecycle.Store) int {
+	t.Helper()
+	n, err := st.Count(context.Background())
+	if err != nil {
+		t.Fatalf("Count: %v", err)
+	}
+	return n
+}
+
+func assertIDs(t *testing.T, got []sandbox.Session, want ...sandbox.Session) {
+	t.Helper()
+	ids := func(ss []sandbox.Session) string {
+		out := ""
+		for _, s := range ss {
+			out += fmt.Sprintf("%s ", s.ID)
+		}
+		return out
+	}
+	if ids(got) != ids(want) {
+		t.Fatalf("sessions = %s\nwant      %s", ids(got), ids(want))
+	}
+}

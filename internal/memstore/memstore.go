@@ -1,0 +1,140 @@
+// Package memstore provides an in-memory lifecycle.Store, for tests and for a sandboxd
+// that needs no durability.
+package memstore
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/sandboxd/sandboxd/internal/lifecycle"
+	"github.com/sandboxd/sandboxd/internal/sandbox"
+)
+
+var _ lifecycle.Store = (*Store)(nil)
+
+// Store keeps sessions in a map keyed by chat: one session per chat by construction.
+type Store struct {
+	mu     sync.Mutex
+	byChat map[uuid.UUID]sandbox.Session
+}
+
+// New returns an empty Store.
+func New() *Store { return &Store{byChat: make(map[uuid.UUID]sandbox.Session)} }
+
+// Save records s; a chat that already has a session is a sandbox.ErrConflict.
+func (st *Store) Save(_ context.Context, s sandbox.Session) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if cur, ok := st.byChat[s.ChatID]; ok {
+		return fmt.Errorf("memstore: chat %s already has session %s: %w", s.ChatID, cur.ID, sandbox.ErrConflict)
+	}
+	for _, cur := range st.byChat {
+		if cur.ID == s.ID {
+			return fmt.Errorf("memstore: session %s exists: %w", s.ID, sandbox.ErrConflict)
+		}
+	}
+	st.byChat[s.ChatID] = s
+	return nil
+}
+
+// Get returns the chat's session or sandbox.ErrNotFound.
+func (st *Store) Get(_ context.Context, chatID uuid.UUID) (sandbox.Session, error) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	s, ok := st.byChat[chatID]
+	if !ok {
+		return sandbox.Session{}, fmt.Errorf("memstore: chat %s: %w", chatID, sandbox.ErrNotFound)
+	}
+	return s, nil
+}
+
+// ListExpired returns up to limit sessions expired at now, oldest expiry first.
+func (st *Store) ListExpired(_ context.Context, now time.Time, limit int) ([]sandbox.Session, error) {
+	st.mu.Lock()
+	var out []sandbox.Session
+	for _, s := range st.byChat {
+		if s.Expired(now) {
+			out = append(out, s)
+		}
+	}
+	st.mu.Unlock()
+	slices.SortFunc(out, func(a, b sandbox.Session) int {
+		if c := a.ExpiresAt.Compare(b.ExpiresAt); c != 0 {
+			return c
+		}
+		return compareUUID(a.ChatID, b.ChatID)
+	})
+	if limit > 0 && len(out) > limit {
+		out = out[:limit]
+	}
+	return out, nil
+}
+
+// List returns one page of sessions ordered by chat id.
+func (st *Store) List(_ context.Context, f lifecycle.ListFilter) ([]sandbox.Session, error) {
+	limit := f.Limit
+	if limit <= 0 {
+		limit = 100
+	}
+	st.mu.Lock()
+	var out []sandbox.Session
+	for _, s := range st.byChat {
+		if compareUUID(s.ChatID, f.After) <= 0 {
+			continue
+		}
+		if f.AgentID != "" && s.AgentID != f.AgentID {
+			continue
+		}
+		if f.Expired != nil && s.Expired(f.Now) != *f.Expired {
+			continue
+		}
+		out = append(out, s)
+	}
+	st.mu.Unlock()
+	slices.SortFunc(out, func(a, b sandbox.Session) int { return compareUUID(a.ChatID, b.ChatID) })
+	if len(out) > limit {
+		out = out[:limit]
+	}
+	return out, nil
+}
+
+// Count returns the number of sessions.
+func (st *Store) Count(context.Context) (int, error) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return len(st.byChat), nil
+}
+
+// SetExpiry moves the expiry of session id, or returns sandbox.ErrNotFound.
+func (st *Store) SetExpiry(_ context.Context, id uuid.UUID, expiresAt time.Time) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for chat, s := range st.byChat {
+		if s.ID == id {
+			s.ExpiresAt = expiresAt
+			st.byChat[chat] = s
+			return nil
+		}
+	}
+	return fmt.Errorf("memstore: session %s: %w", id, sandbox.ErrNotFound)
+}
+
+// Remove forgets session id; a missing session is no error.
+func (st *Store) Remove(_ context.Context, id uuid.UUID) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for chat, s := range st.byChat {
+		if s.ID == id {
+			delete(st.byChat, chat)
+			return nil
+		}
+	}
+	return nil
+}
+
+func compareUUID(a, b uuid.UUID) int { return slices.Compare(a[:], b[:]) }
