@@ -1,0 +1,184 @@
+// Package workspace confines the host folders that sandboxes mount as their workspace to
+// one volume root. A workspace path must be absolute, lie strictly inside the root and
+// reach a real directory with no symbolic link on its way; anything else is refused with
+// an error wrapping sandbox.ErrInvalid that says what was wrong.
+//
+// The checks walk the path component by component through an os.Root, so a link planted
+// while they run cannot lead them outside the root. They can only say what the folder was
+// when they looked: callers that act on a path later check it again right before.
+package workspace
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/google/uuid"
+
+	"github.com/sandboxd/sandboxd/internal/sandbox"
+)
+
+// Root is a volume root: the folder every workspace must lie in. It is safe for
+// concurrent use.
+type Root struct {
+	dir string
+}
+
+// NewRoot returns the volume root dir. dir must be an absolute path to an existing
+// directory; the error otherwise is a configuration error, not sandbox.ErrInvalid.
+func NewRoot(dir string) (*Root, error) {
+	if !filepath.IsAbs(dir) {
+		return nil, fmt.Errorf("workspace: volume root %q is not an absolute path", dir)
+	}
+	dir = filepath.Clean(dir)
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return nil, fmt.Errorf("workspace: volume root: %w", err)
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("workspace: volume root %s is not a directory", dir)
+	}
+	return &Root{dir: dir}, nil
+}
+
+// Dir returns the root's cleaned absolute path.
+func (r *Root) Dir() string { return r.dir }
+
+// Derive returns the workspace a chat gets when it names none: <root>/<chat id>. It
+// neither checks nor creates it.
+func (r *Root) Derive(chatID uuid.UUID) string {
+	return filepath.Join(r.dir, chatID.String())
+}
+
+// Check returns the cleaned form of path if it is an existing real directory strictly
+// inside the root, reached without any symbolic link. Errors wrap sandbox.ErrInvalid when
+// the path is refused and sandbox.ErrUnavailable when the root cannot be opened.
+func (r *Root) Check(path string) (string, error) {
+	return r.check(path, false)
+}
+
+// CheckCreatable is Check for a folder that may not exist yet: a missing last component
+// is accepted, but everything above it must exist and pass Check's rules, and if the
+// folder does exist it must pass them too. Errors are Check's.
+func (r *Root) CheckCreatable(path string) (string, error) {
+	return r.check(path, true)
+}
+
+// Ensure makes sure the folder path exists: when its last component is missing it is
+// created with mode 0700 and handed to uid:gid (so a non-root sandbox user can write in
+// it; negative ids leave the owner alone), then the whole path is checked again. Only
+// the last component is ever created. Errors are Check's, or the failed file operation's.
+func (r *Root) Ensure(path string, uid, gid int) (string, error) {
+	rel, err := r.rel(path)
+	if err != nil {
+		return "", err
+	}
+	if _, err := r.walk(rel, true); err != nil {
+		return "", err
+	}
+	root, err := r.open()
+	if err != nil {
+		return "", err
+	}
+	defer root.Close()
+	switch err := root.Mkdir(rel, 0o700); {
+	case errors.Is(err, fs.ErrExist):
+		// Made earlier: the check below says whether it is still acceptable.
+	case err != nil:
+		return "", fmt.Errorf("workspace: create %s: %w", path, err)
+	default:
+		if uid >= 0 && (uid != os.Geteuid() || gid != os.Getegid()) {
+			if err := root.Lchown(rel, uid, gid); err != nil {
+				return "", fmt.Errorf("workspace: hand %s to %d:%d: %w", path, uid, gid, err)
+			}
+		}
+	}
+	return r.Check(path)
+}
+
+func (r *Root) check(path string, missingOK bool) (string, error) {
+	rel, err := r.rel(path)
+	if err != nil {
+		return "", err
+	}
+	if _, err := r.walk(rel, missingOK); err != nil {
+		return "", err
+	}
+	return filepath.Join(r.dir, rel), nil
+}
+
+// rel applies the rules that need no file system and returns path relative to the root.
+func (r *Root) rel(path string) (string, error) {
+	refuse := func(why string) (string, error) {
+		return "", fmt.Errorf("workspace path %q %s: %w", path, why, sandbox.ErrInvalid)
+	}
+	switch {
+	case strings.TrimSpace(path) == "":
+		return refuse("is empty")
+	case strings.TrimSpace(path) != path:
+		return refuse("has leading or trailing white space")
+	case strings.ContainsRune(path, 0):
+		return refuse("contains a NUL byte")
+	case !filepath.IsAbs(path):
+		return refuse("is not an absolute path")
+	}
+	for elem := range strings.SplitSeq(path, "/") {
+		if elem == ".." {
+			return refuse("contains \"..\"")
+		}
+		// A path is not a URL, but a client that escapes "." or "/" means to traverse.
+		if dec, err := url.PathUnescape(elem); err == nil && dec != elem &&
+			(dec == "." || dec == ".." || strings.ContainsAny(dec, "/\\\x00")) {
+			return refuse("contains an encoded traversal")
+		}
+	}
+	rel, err := filepath.Rel(r.dir, filepath.Clean(path))
+	switch {
+	case err != nil || rel == ".." || strings.HasPrefix(rel, "../"):
+		return refuse(fmt.Sprintf("is outside the volume root %s", r.dir))
+	case rel == ".":
+		return refuse("is the volume root itself")
+	}
+	return rel, nil
+}
+
+// walk looks at every component of rel in turn without following links. It reports
+// whether the last component exists; a missing one is an error unless missingOK.
+func (r *Root) walk(rel string, missingOK bool) (exists bool, err error) {
+	root, err := r.open()
+	if err != nil {
+		return false, err
+	}
+	defer root.Close()
+	parts := strings.Split(rel, "/")
+	for i := range parts {
+		sub := strings.Join(parts[:i+1], "/")
+		shown := filepath.Join(r.dir, sub)
+		fi, err := root.Lstat(sub)
+		switch {
+		case errors.Is(err, fs.ErrNotExist) && missingOK && i == len(parts)-1:
+			return false, nil
+		case errors.Is(err, fs.ErrNotExist):
+			return false, fmt.Errorf("workspace folder %s does not exist: %w", shown, sandbox.ErrInvalid)
+		case err != nil:
+			return false, fmt.Errorf("workspace folder %s cannot be checked (%v): %w", shown, err, sandbox.ErrInvalid)
+		case fi.Mode()&fs.ModeSymlink != 0:
+			return false, fmt.Errorf("workspace path %s is a symbolic link: %w", shown, sandbox.ErrInvalid)
+		case !fi.IsDir():
+			return false, fmt.Errorf("workspace path %s is not a directory: %w", shown, sandbox.ErrInvalid)
+		}
+	}
+	return true, nil
+}
+
+func (r *Root) open() (*os.Root, error) {
+	root, err := os.OpenRoot(r.dir)
+	if err != nil {
+		return nil, fmt.Errorf("workspace: open volume root: %w: %w", sandbox.ErrUnavailable, err)
+	}
+	return root, nil
+}

@@ -1,0 +1,149 @@
+package workspace_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/google/uuid"
+
+	"github.com/sandboxd/sandboxd/internal/sandbox"
+	"github.com/sandboxd/sandboxd/internal/workspace"
+)
+
+// layout makes <tmp>/vol (the root) with a real folder "good/sub", a file, links to / and
+// to a real folder, and a sibling <tmp>/vol-evil.
+func layout(t *testing.T) (*workspace.Root, string) {
+	t.Helper()
+	base := t.TempDir()
+	vol := filepath.Join(base, "vol")
+	for _, d := range []string{vol + "/good/sub", base + "/vol-evil/x"} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(vol+"/file", nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for link, target := range map[string]string{vol + "/toroot": "/", vol + "/togood": vol + "/good", vol + "/good/up": ".."} {
+		if err := os.Symlink(target, link); err != nil {
+			t.Fatal(err)
+		}
+	}
+	root, err := workspace.NewRoot(vol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root, vol
+}
+
+func TestCheckAcceptsRealFoldersInsideTheRoot(t *testing.T) {
+	root, vol := layout(t)
+	for _, p := range []string{vol + "/good", vol + "/good/sub", vol + "/good/sub/", vol + "//good/./sub"} {
+		got, err := root.Check(p)
+		if err != nil {
+			t.Errorf("Check(%q): %v", p, err)
+			continue
+		}
+		if want := filepath.Clean(p); got != want {
+			t.Errorf("Check(%q) = %q, want %q", p, got, want)
+		}
+	}
+}
+
+func TestCheckRefusesHostilePaths(t *testing.T) {
+	root, vol := layout(t)
+	for name, p := range map[string]string{
+		"empty":                 "",
+		"blank":                 "   ",
+		"relative":              "good",
+		"dot relative":          "./vol/good",
+		"traversal":             vol + "/good/../../etc",
+		"traversal back inside": vol + "/good/../good",
+		"encoded traversal":     vol + "/%2e%2e/%2e%2e/etc",
+		"encoded slash":         vol + "/good%2f..%2f..",
+		"sibling prefix":        vol + "-evil/x",
+		"outside":               "/etc",
+		"the root itself":       vol,
+		"symlink to /":          vol + "/toroot",
+		"through symlink to /":  vol + "/toroot/etc",
+		"symlink inside root":   vol + "/togood",
+		"through inner symlink": vol + "/togood/sub",
+		"symlink to parent":     vol + "/good/up",
+		"missing folder":        vol + "/nope",
+		"missing parent":        vol + "/nope/deeper",
+		"regular file":          vol + "/file",
+		"NUL":                   vol + "/good\x00/sub",
+		"trailing space":        vol + "/good ",
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := root.Check(p)
+			if !errors.Is(err, sandbox.ErrInvalid) {
+				t.Fatalf("Check(%q) = %v, want ErrInvalid", p, err)
+			}
+			t.Log(err)
+		})
+	}
+}
+
+func TestCheckCreatableAcceptsOnlyAMissingLastComponent(t *testing.T) {
+	root, vol := layout(t)
+	if _, err := root.CheckCreatable(vol + "/new"); err != nil {
+		t.Errorf("missing last component: %v", err)
+	}
+	if _, err := root.CheckCreatable(vol + "/good"); err != nil {
+		t.Errorf("existing folder: %v", err)
+	}
+	for _, p := range []string{vol + "/nope/new", vol + "/toroot", vol + "/toroot/new", vol + "/../new"} {
+		if _, err := root.CheckCreatable(p); !errors.Is(err, sandbox.ErrInvalid) {
+			t.Errorf("CheckCreatable(%q) = %v, want ErrInvalid", p, err)
+		}
+	}
+}
+
+func TestEnsureCreatesThePrivateFolderOnce(t *testing.T) {
+	root, vol := layout(t)
+	p := root.Derive(uuid.MustParse("11111111-1111-1111-1111-111111111111"))
+	if want := vol + "/11111111-1111-1111-1111-111111111111"; p != want {
+		t.Fatalf("Derive = %q, want %q", p, want)
+	}
+	for range 2 {
+		got, err := root.Ensure(p, -1, -1)
+		if err != nil || got != p {
+			t.Fatalf("Ensure = %q, %v", got, err)
+		}
+	}
+	fi, err := os.Lstat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !fi.IsDir() || fi.Mode().Perm() != 0o700 {
+		t.Errorf("mode = %v, want a 0700 directory", fi.Mode())
+	}
+}
+
+func TestEnsureNeverFollowsAPlantedLink(t *testing.T) {
+	root, vol := layout(t)
+	target := t.TempDir()
+	if err := os.Symlink(target, vol+"/planted"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := root.Ensure(vol+"/planted", -1, -1); !errors.Is(err, sandbox.ErrInvalid) {
+		t.Errorf("Ensure over a link = %v, want ErrInvalid", err)
+	}
+	if _, err := root.Ensure(vol+"/toroot/tmp", -1, -1); !errors.Is(err, sandbox.ErrInvalid) {
+		t.Errorf("Ensure under a link = %v, want ErrInvalid", err)
+	}
+	if entries, _ := os.ReadDir(target); len(entries) != 0 {
+		t.Errorf("link target got %v", entries)
+	}
+}
+
+func TestNewRootRefusesRelativeOrMissing(t *testing.T) {
+	for _, dir := range []string{"vol", filepath.Join(t.TempDir(), "missing")} {
+		if _, err := workspace.NewRoot(dir); err == nil {
+			t.Errorf("NewRoot(%q) accepted", dir)
+		}
+	}
+}
