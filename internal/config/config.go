@@ -1,0 +1,587 @@
+// Package config provides sandboxd's configuration: the keys, their defaults, loading them
+// from a YAML file, the environment (SANDBOXD_...) and command-line flags, in that order of
+// precedence, and checking the result.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"net/url"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/knadh/koanf/parsers/yaml"
+	"github.com/knadh/koanf/providers/env/v2"
+	"github.com/knadh/koanf/providers/file"
+	"github.com/knadh/koanf/providers/posflag"
+	"github.com/knadh/koanf/v2"
+	"github.com/spf13/pflag"
+)
+
+// EnvPrefix starts the name of every environment variable sandboxd reads.
+const EnvPrefix = "SANDBOXD_"
+
+// Config is sandboxd's configuration. Its koanf tags are the YAML keys.
+type Config struct {
+	// Listen is the HTTP API's address (host:port).
+	Listen string `koanf:"listen"`
+	// TTL is how long a sandbox lives after it is created.
+	TTL time.Duration `koanf:"ttl"`
+	// Tokens are the bearer tokens the API accepts. None: the API is open, which is
+	// refused unless Listen is a loopback address.
+	Tokens []string `koanf:"tokens"`
+	// MaxBodyBytes caps a request body.
+	MaxBodyBytes int64 `koanf:"max_body_bytes"`
+	// ShutdownTimeout bounds the graceful shutdown (in-flight requests, telemetry flush).
+	ShutdownTimeout time.Duration `koanf:"shutdown_timeout"`
+
+	Sweep     Sweep     `koanf:"sweep"`
+	Reconcile Reconcile `koanf:"reconcile"`
+
+	// Registry names the session registry: "sqlite:<path>" or "postgres://...".
+	Registry string `koanf:"registry"`
+
+	Docker Docker `koanf:"docker"`
+	Agents Agents `koanf:"agents"`
+
+	OTLP OTLP `koanf:"otlp"`
+	Log  Log  `koanf:"log"`
+}
+
+// Sweep configures the expiry sweep.
+type Sweep struct {
+	Interval    time.Duration `koanf:"interval"`
+	Parallelism int           `koanf:"parallelism"` // chats cleaned at once
+}
+
+// Reconcile configures the reconciler (run at start-up, then every Interval).
+type Reconcile struct {
+	Interval time.Duration `koanf:"interval"`
+	// Grace is how old an unrecorded container must be before it is removed.
+	Grace time.Duration `koanf:"grace"`
+}
+
+// Docker configures the container runtime.
+type Docker struct {
+	// Host is the engine's address (e.g. unix:///var/run/docker.sock); empty: DOCKER_HOST
+	// or the default socket.
+	Host string `koanf:"host"`
+	// Instance labels the containers this sandboxd makes; two services sharing an engine
+	// need different instances.
+	Instance string `koanf:"instance"`
+	// VolumeRoot is the host folder under which workspaces live; made absolute by Load.
+	VolumeRoot string `koanf:"volume_root"`
+}
+
+// Agents maps agent ids to the profile their sandboxes are made with.
+type Agents struct {
+	// Default is the profile of an empty or unlisted agent id, and the base every listed
+	// profile fills its unset fields from.
+	Default Profile `koanf:"default"`
+	// Profiles are the known agents.
+	Profiles map[string]Profile `koanf:"profiles"`
+	// RefuseUnknown refuses a create for an agent id that is not in Profiles.
+	RefuseUnknown bool `koanf:"refuse_unknown"`
+}
+
+// Profile is how one agent's sandbox is made.
+type Profile struct {
+	Image string `koanf:"image"`
+	// Memory is a size such as "512m" or "1g" (binary units); see MemoryBytes.
+	Memory  string  `koanf:"memory"`
+	CPUs    float64 `koanf:"cpus"`
+	PIDs    int64   `koanf:"pids"`
+	Network string  `koanf:"network"` // Docker network mode: "none", "bridge", ...
+	// Env is set in the sandbox's environment.
+	Env map[string]string `koanf:"env"`
+	// Workspace is where the chat's host folder is mounted in the sandbox.
+	Workspace string `koanf:"workspace"`
+	// User runs the sandbox's process ("uid:gid" or a name the image knows).
+	User string `koanf:"user"`
+	// Tmpfs maps in-sandbox paths to tmpfs mount options.
+	Tmpfs map[string]string `koanf:"tmpfs"`
+}
+
+// OTLP configures trace export.
+type OTLP struct {
+	// Endpoint is an OTLP/HTTP URL (e.g. http://localhost:4318); empty: no export.
+	Endpoint string `koanf:"endpoint"`
+}
+
+// Log configures the logger.
+type Log struct {
+	Level  string `koanf:"level"`  // debug, info, warn, error
+	Format string `koanf:"format"` // json or text
+}
+
+// Default returns the configuration with every default set: a loopback API on SQLite.
+func Default() Config {
+	return Config{
+		Listen:          "127.0.0.1:8080",
+		TTL:             time.Hour,
+		MaxBodyBytes:    1 << 20,
+		ShutdownTimeout: 30 * time.Second,
+		Sweep:           Sweep{Interval: 30 * time.Second, Parallelism: 4},
+		Reconcile:       Reconcile{Interval: 5 * time.Minute, Grace: time.Minute},
+		Registry:        "sqlite:./.data/sandboxd.db",
+		Docker:          Docker{Instance: "sandboxd", VolumeRoot: "./.data/volumes"},
+		Agents: Agents{Default: Profile{
+			Image:     "sandboxd-sandbox:latest",
+			Memory:    "512m",
+			CPUs:      1,
+			PIDs:      256,
+			Network:   "none",
+			Workspace: "/workspace",
+		}},
+		Log: Log{Level: "info", Format: "json"},
+	}
+}
+
+// option is one scalar key, settable from the environment and a flag.
+type option struct {
+	key   string // koanf path, with delim between sections
+	usage string
+	flag  func(fs *pflag.FlagSet, name string, d Config, usage string)
+}
+
+// delim separates the sections of a koanf path. Not ".": agent ids (map keys) may hold dots.
+const delim = "::"
+
+func options() []option {
+	str := func(get func(Config) string) func(*pflag.FlagSet, string, Config, string) {
+		return func(fs *pflag.FlagSet, n string, d Config, u string) { fs.String(n, get(d), u) }
+	}
+	dur := func(get func(Config) time.Duration) func(*pflag.FlagSet, string, Config, string) {
+		return func(fs *pflag.FlagSet, n string, d Config, u string) { fs.Duration(n, get(d), u) }
+	}
+	return []option{
+		{"listen", "HTTP API address (host:port)", str(func(c Config) string { return c.Listen })},
+		{"ttl", "sandbox lifetime", dur(func(c Config) time.Duration { return c.TTL })},
+		{"tokens", "bearer tokens the API accepts (comma-separated)",
+			func(fs *pflag.FlagSet, n string, _ Config, u string) { fs.StringSlice(n, nil, u) }},
+		{"max_body_bytes", "largest request body in bytes",
+			func(fs *pflag.FlagSet, n string, d Config, u string) { fs.Int64(n, d.MaxBodyBytes, u) }},
+		{"shutdown_timeout", "bound of the graceful shutdown", dur(func(c Config) time.Duration { return c.ShutdownTimeout })},
+		{"sweep::interval", "time between expiry sweeps", dur(func(c Config) time.Duration { return c.Sweep.Interval })},
+		{"sweep::parallelism", "chats one sweep cleans at once",
+			func(fs *pflag.FlagSet, n string, d Config, u string) { fs.Int(n, d.Sweep.Parallelism, u) }},
+		{"reconcile::interval", "time between reconciliations", dur(func(c Config) time.Duration { return c.Reconcile.Interval })},
+		{"reconcile::grace", "age before an unrecorded container is removed", dur(func(c Config) time.Duration { return c.Reconcile.Grace })},
+		{"registry", "session registry: sqlite:<path> or postgres://...", str(func(c Config) string { return c.Registry })},
+		{"docker::host", "Docker engine address (empty: DOCKER_HOST or the default socket)", str(func(c Config) string { return c.Docker.Host })},
+		{"docker::instance", "instance id labelling this service's containers", str(func(c Config) string { return c.Docker.Instance })},
+		{"docker::volume_root", "host folder holding the workspaces", str(func(c Config) string { return c.Docker.VolumeRoot })},
+		{"agents::default::image", "image of the default agent profile", str(func(c Config) string { return c.Agents.Default.Image })},
+		{"agents::refuse_unknown", "refuse agent ids without a profile",
+			func(fs *pflag.FlagSet, n string, d Config, u string) { fs.Bool(n, d.Agents.RefuseUnknown, u) }},
+		{"otlp::endpoint", "OTLP/HTTP endpoint for traces (empty: none)", str(func(c Config) string { return c.OTLP.Endpoint })},
+		{"log::level", "log level: debug, info, warn, error", str(func(c Config) string { return c.Log.Level })},
+		{"log::format", "log format: json or text", str(func(c Config) string { return c.Log.Format })},
+	}
+}
+
+// FlagName is the command-line flag of a key: "sweep::interval" is --sweep-interval.
+func flagName(key string) string {
+	return strings.NewReplacer(delim, "-", "_", "-").Replace(key)
+}
+
+// EnvName is the environment variable of a key: "sweep::interval" is SANDBOXD_SWEEP_INTERVAL.
+func envName(key string) string {
+	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(key, delim, "_"))
+}
+
+// Load reads the configuration: defaults, then the YAML file named by --config or
+// SANDBOXD_CONFIG (if any), then SANDBOXD_... variables of environ, then the flags in args
+// (without the program name). It returns the checked configuration, or an error that
+// says which keys are wrong. Asked for help (-h), it writes the usage to usage and
+// returns pflag.ErrHelp.
+func Load(args, environ []string, usage io.Writer) (Config, error) {
+	opts := options()
+	d := Default()
+	fs := pflag.NewFlagSet("sandboxd", pflag.ContinueOnError)
+	fs.SetOutput(usage)
+	configPath := fs.StringP("config", "c", "", "YAML configuration file (env "+EnvPrefix+"CONFIG)")
+	flagKeys := make(map[string]string, len(opts))
+	for _, o := range opts {
+		name := flagName(o.key)
+		flagKeys[name] = o.key
+		o.flag(fs, name, d, o.usage+" (env "+envName(o.key)+")")
+	}
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("config: unexpected arguments %q", fs.Args())
+	}
+
+	envKeys := make(map[string]string, len(opts))
+	for _, o := range opts {
+		envKeys[envName(o.key)] = o.key
+	}
+	k := koanf.New(delim)
+
+	path := *configPath
+	if path == "" {
+		path = lookup(environ, EnvPrefix+"CONFIG")
+	}
+	if path != "" {
+		if err := k.Load(file.Provider(path), yaml.Parser()); err != nil {
+			return Config{}, fmt.Errorf("config: read %s: %w", path, err)
+		}
+	}
+	// Unknown SANDBOXD_ variables are left alone: tests and scripts use the prefix too.
+	envProvider := env.Provider(delim, env.Opt{
+		Prefix:      EnvPrefix,
+		EnvironFunc: func() []string { return envList(environ) },
+		TransformFunc: func(k, v string) (string, any) {
+			key, ok := envKeys[k]
+			if !ok {
+				return "", nil
+			}
+			if key == "tokens" {
+				return key, splitList(v)
+			}
+			return key, v
+		},
+	})
+	if err := k.Load(envProvider, nil); err != nil {
+		return Config{}, fmt.Errorf("config: environment: %w", err)
+	}
+	flagProvider := posflag.ProviderWithFlag(fs, delim, nil, func(f *pflag.Flag) (string, any) {
+		key, ok := flagKeys[f.Name]
+		if !ok || !f.Changed {
+			return "", nil // defaults come from Default(), not from the flags
+		}
+		return key, posflag.FlagVal(fs, f)
+	})
+	if err := k.Load(flagProvider, nil); err != nil {
+		return Config{}, fmt.Errorf("config: flags: %w", err)
+	}
+
+	cfg := d
+	cfg.Agents.Profiles = nil
+	dc := &mapstructure.DecoderConfig{
+		DecodeHook: mapstructure.ComposeDecodeHookFunc(
+			mapstructure.StringToTimeDurationHookFunc(),
+			mapstructure.StringToSliceHookFunc(","),
+		),
+		WeaklyTypedInput: true,
+		ErrorUnused:      true, // a misspelt key in the file is an error, not a silent default
+	}
+	if err := k.UnmarshalWithConf("", &cfg, koanf.UnmarshalConf{DecoderConfig: dc}); err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	if err := cfg.finish(); err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+// finish fills derived values (profiles from the default, an absolute volume root) and
+// validates; every problem is reported, joined.
+func (c *Config) finish() error {
+	var errs []error
+	bad := func(key, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("config: %s: %s", key, fmt.Sprintf(format, a...)))
+	}
+
+	if loopback, err := isLoopback(c.Listen); err != nil {
+		bad("listen", "%v", err)
+	} else if !loopback && len(c.Tokens) == 0 {
+		bad("listen", "%q is not a loopback address and no tokens are configured: set tokens (%s) or listen on 127.0.0.1", c.Listen, envName("tokens"))
+	}
+	for i, t := range c.Tokens {
+		if strings.TrimSpace(t) == "" || strings.ContainsAny(t, " \t\r\n") {
+			bad("tokens", "token %d is empty or holds white space", i+1)
+		}
+	}
+	positive := func(key string, d time.Duration) {
+		if d <= 0 {
+			bad(key, "must be > 0, got %s", d)
+		}
+	}
+	positive("ttl", c.TTL)
+	positive("shutdown_timeout", c.ShutdownTimeout)
+	positive("sweep.interval", c.Sweep.Interval)
+	positive("reconcile.interval", c.Reconcile.Interval)
+	positive("reconcile.grace", c.Reconcile.Grace)
+	if c.Sweep.Parallelism < 1 {
+		bad("sweep.parallelism", "must be >= 1, got %d", c.Sweep.Parallelism)
+	}
+	if c.MaxBodyBytes <= 0 {
+		bad("max_body_bytes", "must be > 0, got %d", c.MaxBodyBytes)
+	}
+
+	if _, _, err := ParseRegistry(c.Registry); err != nil {
+		bad("registry", "%v", err)
+	}
+
+	if !validInstance(c.Docker.Instance) {
+		bad("docker.instance", "%q: use 1 to 63 letters, digits, '.', '_' or '-'", c.Docker.Instance)
+	}
+	if c.Docker.VolumeRoot == "" {
+		bad("docker.volume_root", "must be set")
+	} else if abs, err := filepath.Abs(c.Docker.VolumeRoot); err != nil {
+		bad("docker.volume_root", "%v", err)
+	} else {
+		c.Docker.VolumeRoot = abs
+	}
+
+	if err := checkProfile(c.Agents.Default); err != nil && !c.Agents.RefuseUnknown {
+		bad("agents.default", "%v", err)
+	}
+	for id, p := range c.Agents.Profiles {
+		p = p.over(c.Agents.Default)
+		if id == "" {
+			bad("agents.profiles", "an agent id is empty")
+		} else if err := checkProfile(p); err != nil {
+			bad("agents.profiles."+id, "%v", err)
+		}
+		c.Agents.Profiles[id] = p
+	}
+	if c.Agents.RefuseUnknown && len(c.Agents.Profiles) == 0 {
+		bad("agents.refuse_unknown", "is set but no agents.profiles are configured: every create would be refused")
+	}
+
+	if c.OTLP.Endpoint != "" {
+		u, err := url.Parse(c.OTLP.Endpoint)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("otlp.endpoint", "%q is not an http(s) URL such as http://localhost:4318", c.OTLP.Endpoint)
+		}
+	}
+	switch strings.ToLower(c.Log.Level) {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "%q: use debug, info, warn or error", c.Log.Level)
+	}
+	switch strings.ToLower(c.Log.Format) {
+	case "json", "text":
+	default:
+		bad("log.format", "%q: use json or text", c.Log.Format)
+	}
+	return errors.Join(errs...)
+}
+
+// over fills p's unset fields from base. Env and Tmpfs are merged, p winning.
+func (p Profile) over(base Profile) Profile {
+	if p.Image == "" {
+		p.Image = base.Image
+	}
+	if p.Memory == "" {
+		p.Memory = base.Memory
+	}
+	if p.CPUs == 0 {
+		p.CPUs = base.CPUs
+	}
+	if p.PIDs == 0 {
+		p.PIDs = base.PIDs
+	}
+	if p.Network == "" {
+		p.Network = base.Network
+	}
+	if p.Workspace == "" {
+		p.Workspace = base.Workspace
+	}
+	if p.User == "" {
+		p.User = base.User
+	}
+	p.Env = mergeMaps(base.Env, p.Env)
+	p.Tmpfs = mergeMaps(base.Tmpfs, p.Tmpfs)
+	return p
+}
+
+func mergeMaps(base, over map[string]string) map[string]string {
+	if len(base) == 0 && len(over) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(base)+len(over))
+	for k, v := range base {
+		out[k] = v
+	}
+	for k, v := range over {
+		out[k] = v
+	}
+	return out
+}
+
+func checkProfile(p Profile) error {
+	var errs []error
+	if p.Image == "" {
+		errs = append(errs, errors.New("image must be set"))
+	}
+	if _, err := p.MemoryBytes(); err != nil {
+		errs = append(errs, err)
+	}
+	if p.CPUs < 0 {
+		errs = append(errs, fmt.Errorf("cpus must be >= 0, got %g", p.CPUs))
+	}
+	if p.PIDs < 0 {
+		errs = append(errs, fmt.Errorf("pids must be >= 0, got %d", p.PIDs))
+	}
+	if p.Workspace != "" && !strings.HasPrefix(p.Workspace, "/") {
+		errs = append(errs, fmt.Errorf("workspace %q must be an absolute path in the sandbox", p.Workspace))
+	}
+	for path := range p.Tmpfs {
+		if !strings.HasPrefix(path, "/") {
+			errs = append(errs, fmt.Errorf("tmpfs path %q must be absolute", path))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// MemoryBytes parses Memory: a number of bytes with an optional k, m, g or t suffix
+// (binary units, "b", "i" and "ib" tolerated: 512m, 512MiB, 1G). Empty is 0: no limit.
+func (p Profile) MemoryBytes() (int64, error) {
+	s := strings.ToLower(strings.TrimSpace(p.Memory))
+	if s == "" {
+		return 0, nil
+	}
+	s = strings.TrimSuffix(strings.TrimSuffix(s, "b"), "i")
+	mult := int64(1)
+	if n := len(s); n > 0 {
+		if i := strings.IndexByte("kmgt", s[n-1]); i >= 0 {
+			mult = 1 << (10 * (i + 1))
+			s = s[:n-1]
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n <= 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("memory %q is not a size such as 512m or 2g", p.Memory)
+	}
+	return n * mult, nil
+}
+
+// Profile returns the profile of agentID: its own, or the default for an empty or
+// unlisted id. ok is false when the agent is unlisted and unknown agents are refused.
+func (a Agents) Profile(agentID string) (p Profile, ok bool) {
+	if p, ok := a.Profiles[agentID]; ok && agentID != "" {
+		return p, true
+	}
+	if a.RefuseUnknown {
+		return Profile{}, false
+	}
+	return a.Default, true
+}
+
+// ParseRegistry splits a registry DSN into its kind ("sqlite" or "postgres") and what the
+// store opens: the file path for sqlite, the whole DSN for postgres.
+func ParseRegistry(dsn string) (kind, target string, err error) {
+	switch {
+	case strings.HasPrefix(dsn, "sqlite:"):
+		path := strings.TrimPrefix(strings.TrimPrefix(dsn, "sqlite:"), "//")
+		if path == "" {
+			return "", "", fmt.Errorf("%q names no file: use sqlite:<path>", dsn)
+		}
+		return "sqlite", path, nil
+	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
+		if _, err := url.Parse(dsn); err != nil {
+			return "", "", fmt.Errorf("postgres DSN does not parse: %v", redact(err))
+		}
+		return "postgres", dsn, nil
+	}
+	return "", "", fmt.Errorf("unknown registry %q: use sqlite:<path> or postgres://<dsn>", redactDSN(dsn))
+}
+
+// isLoopback reports whether the listen address only takes connections from this host.
+func isLoopback(listen string) (bool, error) {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return false, fmt.Errorf("%q is not host:port", listen)
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return false, fmt.Errorf("%q: bad port %q", listen, port)
+	}
+	if host == "localhost" {
+		return true, nil
+	}
+	addr, err := netip.ParseAddr(host)
+	if err != nil {
+		return false, nil // a host name may resolve anywhere
+	}
+	return addr.IsLoopback(), nil
+}
+
+func validInstance(s string) bool {
+	if s == "" || len(s) > 63 {
+		return false
+	}
+	for _, r := range s {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '.', r == '_', r == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// redact keeps a password out of an error message.
+func redact(err error) string {
+	var uerr *url.Error
+	if errors.As(err, &uerr) {
+		return uerr.Err.Error()
+	}
+	return "malformed URL"
+}
+
+func redactDSN(dsn string) string {
+	if u, err := url.Parse(dsn); err == nil && u.User != nil {
+		u.User = url.User(u.User.Username())
+		return u.String()
+	}
+	if len(dsn) > 16 {
+		return dsn[:16] + "..."
+	}
+	return dsn
+}
+
+func lookup(env []string, name string) string {
+	for i := len(env) - 1; i >= 0; i-- {
+		if k, v, ok := strings.Cut(env[i], "="); ok && k == name {
+			return v
+		}
+	}
+	return ""
+}
+
+// envList drops duplicate names, the last one winning, as the shell does.
+func envList(env []string) []string {
+	seen := make(map[string]int, len(env))
+	var out []string
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		if i, ok := seen[k]; ok {
+			out[i] = kv
+			continue
+		}
+		seen[k] = len(out)
+		out = append(out, kv)
+	}
+	return out
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, part := range strings.Split(s, ",") {
+		if part = strings.TrimSpace(part); part != "" {
+			out = append(out, part)
+		}
+	}
+	return out
+}
+
+// Keys lists every key settable from the environment and flags, for documentation:
+// its YAML path, environment variable and flag.
+func Keys() [][3]string {
+	var out [][3]string
+	for _, o := range options() {
+		out = append(out, [3]string{strings.ReplaceAll(o.key, delim, "."), envName(o.key), "--" + flagName(o.key)})
+	}
+	return out
+}

@@ -1,0 +1,253 @@
+package config
+
+import (
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+func writeFile(t *testing.T, body string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "sandboxd.yaml")
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestDefaults(t *testing.T) {
+	cfg, err := Load(nil, nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Listen != "127.0.0.1:8080" || cfg.Registry != "sqlite:./.data/sandboxd.db" {
+		t.Errorf("listen %q registry %q", cfg.Listen, cfg.Registry)
+	}
+	wd, _ := os.Getwd()
+	if want := filepath.Join(wd, ".data", "volumes"); cfg.Docker.VolumeRoot != want {
+		t.Errorf("volume root %q, want %q (absolute)", cfg.Docker.VolumeRoot, want)
+	}
+	if p, ok := cfg.Agents.Profile("anyone"); !ok || p.Image == "" {
+		t.Errorf("unknown agent gets %+v, %v; want the default profile", p, ok)
+	}
+}
+
+// File < environment < flags, key by key: each layer only overrides what it sets.
+func TestPrecedence(t *testing.T) {
+	path := writeFile(t, `
+listen: 127.0.0.1:9001
+ttl: 10m
+sweep:
+  interval: 11s
+  parallelism: 3
+reconcile:
+  interval: 12m
+docker:
+  instance: from-file
+  volume_root: /srv/sandboxd/volumes
+agents:
+  default:
+    image: base:1
+    memory: 256m
+    env: {A: "1"}
+  profiles:
+    claude.v2:
+      image: claude:2
+      env: {B: "2"}
+tokens: [file-token]
+log:
+  format: text
+`)
+	env := []string{
+		"SANDBOXD_CONFIG=" + path,
+		"SANDBOXD_TTL=20m",
+		"SANDBOXD_SWEEP_INTERVAL=21s",
+		"SANDBOXD_DOCKER_INSTANCE=from-env",
+		"SANDBOXD_TOKENS=env-a, env-b",
+		"SANDBOXD_LOG_LEVEL=debug",
+		"SANDBOXD_TEST_PG_DSN=ignored", // the prefix is shared with tests: unknown names are left alone
+		"HOME=/root",
+	}
+	args := []string{"--ttl=30m", "--docker-instance", "from-flag", "--max-body-bytes=4096"}
+	cfg, err := Load(args, env, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"listen (file)", cfg.Listen, "127.0.0.1:9001"},
+		{"ttl (flag over env over file)", cfg.TTL, 30 * time.Minute},
+		{"sweep.interval (env over file)", cfg.Sweep.Interval, 21 * time.Second},
+		{"sweep.parallelism (file)", cfg.Sweep.Parallelism, 3},
+		{"reconcile.interval (file)", cfg.Reconcile.Interval, 12 * time.Minute},
+		{"reconcile.grace (default)", cfg.Reconcile.Grace, time.Minute},
+		{"docker.instance (flag)", cfg.Docker.Instance, "from-flag"},
+		{"docker.volume_root (file)", cfg.Docker.VolumeRoot, "/srv/sandboxd/volumes"},
+		{"tokens (env over file)", strings.Join(cfg.Tokens, "|"), "env-a|env-b"},
+		{"max_body_bytes (flag)", cfg.MaxBodyBytes, int64(4096)},
+		{"log.level (env)", cfg.Log.Level, "debug"},
+		{"log.format (file)", cfg.Log.Format, "text"},
+		{"registry (default)", cfg.Registry, "sqlite:./.data/sandboxd.db"},
+	}
+	for _, c := range checks {
+		if c.got != c.want {
+			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
+		}
+	}
+
+	p, ok := cfg.Agents.Profile("claude.v2")
+	if !ok || p.Image != "claude:2" || p.Memory != "256m" || p.PIDs != 256 ||
+		p.Env["A"] != "1" || p.Env["B"] != "2" {
+		t.Errorf("profile claude.v2 = %+v, want its own image over the default's other fields", p)
+	}
+	if n, _ := p.MemoryBytes(); n != 256<<20 {
+		t.Errorf("memory bytes = %d", n)
+	}
+}
+
+func TestFlagOverridesEnvTokens(t *testing.T) {
+	cfg, err := Load([]string{"--tokens", "x,y", "--listen", "0.0.0.0:8080"},
+		[]string{"SANDBOXD_TOKENS=e"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(cfg.Tokens, []string{"x", "y"}) {
+		t.Errorf("tokens = %q", cfg.Tokens)
+	}
+}
+
+func TestValidationErrors(t *testing.T) {
+	cases := []struct {
+		name string
+		args []string
+		env  []string
+		file string
+		want []string // substrings of the error
+	}{
+		{
+			name: "non-loopback listen without tokens",
+			args: []string{"--listen", "0.0.0.0:8080"},
+			want: []string{"listen", "not a loopback address and no tokens"},
+		},
+		{
+			name: "empty host means every interface",
+			env:  []string{"SANDBOXD_LISTEN=:8080"},
+			want: []string{"no tokens"},
+		},
+		{
+			name: "listen not host:port",
+			args: []string{"--listen", "localhost"},
+			want: []string{"listen", "not host:port"},
+		},
+		{
+			name: "durations and counts",
+			args: []string{"--ttl=0s", "--sweep-interval=-1s", "--sweep-parallelism=0", "--max-body-bytes=0"},
+			want: []string{"ttl: must be > 0", "sweep.interval: must be > 0", "sweep.parallelism: must be >= 1", "max_body_bytes"},
+		},
+		{
+			name: "unknown registry scheme",
+			env:  []string{"SANDBOXD_REGISTRY=mysql://u:secret@db/x"},
+			want: []string{"registry", "use sqlite:<path> or postgres://<dsn>"},
+		},
+		{
+			name: "bad instance",
+			args: []string{"--docker-instance", "has space"},
+			want: []string{"docker.instance"},
+		},
+		{
+			name: "bad otlp endpoint",
+			args: []string{"--otlp-endpoint", "localhost:4318"},
+			want: []string{"otlp.endpoint"},
+		},
+		{
+			name: "bad log level and format",
+			args: []string{"--log-level", "loud", "--log-format", "xml"},
+			want: []string{"log.level", "log.format"},
+		},
+		{
+			name: "misspelt key in the file",
+			file: "sweep:\n  intervall: 3s\n",
+			want: []string{"intervall"},
+		},
+		{
+			name: "profile without image, bad memory",
+			file: "agents:\n  default:\n    image: \"\"\n  profiles:\n    a:\n      memory: lots\n",
+			want: []string{"agents.default: image must be set", "agents.profiles.a", `memory "lots"`},
+		},
+		{
+			name: "refuse unknown with no profiles",
+			args: []string{"--agents-refuse-unknown"},
+			want: []string{"agents.refuse_unknown"},
+		},
+		{
+			name: "wrong type in env",
+			env:  []string{"SANDBOXD_TTL=soon"},
+			want: []string{"ttl"},
+		},
+		{
+			name: "stray argument",
+			args: []string{"serve"},
+			want: []string{"unexpected arguments"},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			args := tc.args
+			if tc.file != "" {
+				args = append([]string{"--config", writeFile(t, tc.file)}, args...)
+			}
+			_, err := Load(args, tc.env, io.Discard)
+			if err == nil {
+				t.Fatal("Load succeeded, want an error")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not say %q", err, w)
+				}
+			}
+			if strings.Contains(err.Error(), "secret") {
+				t.Errorf("error %q leaks a password", err)
+			}
+		})
+	}
+}
+
+func TestHelp(t *testing.T) {
+	var out strings.Builder
+	_, err := Load([]string{"-h"}, nil, &out)
+	if !errors.Is(err, pflag.ErrHelp) {
+		t.Fatalf("err = %v, want pflag.ErrHelp", err)
+	}
+	for _, k := range Keys() {
+		if !strings.Contains(out.String(), k[2]) || !strings.Contains(out.String(), k[1]) {
+			t.Errorf("usage does not show %s / %s", k[2], k[1])
+		}
+	}
+}
+
+func TestParseRegistry(t *testing.T) {
+	cases := []struct{ dsn, kind, target string }{
+		{"sqlite:./.data/sandboxd.db", "sqlite", "./.data/sandboxd.db"},
+		{"sqlite:///var/lib/sandboxd.db", "sqlite", "/var/lib/sandboxd.db"},
+		{"postgres://u:p@localhost/db?sslmode=disable", "postgres", "postgres://u:p@localhost/db?sslmode=disable"},
+		{"postgresql://localhost/db", "postgres", "postgresql://localhost/db"},
+	}
+	for _, c := range cases {
+		kind, target, err := ParseRegistry(c.dsn)
+		if err != nil || kind != c.kind || target != c.target {
+			t.Errorf("ParseRegistry(%q) = %q, %q, %v", c.dsn, kind, target, err)
+		}
+	}
+	if _, _, err := ParseRegistry("sqlite:"); err == nil {
+		t.Error("sqlite: with no path was accepted")
+	}
+}
