@@ -1,0 +1,323 @@
+package lifecycle_test
+
+// Behaviour beyond the seed: concurrency at scale, admission before the lock,
+// reconciliation, and the core's freedom from infrastructure.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"go.uber.org/goleak"
+
+	"github.com/sandboxd/sandboxd/internal/keylock"
+	"github.com/sandboxd/sandboxd/internal/lifecycle"
+	"github.com/sandboxd/sandboxd/internal/memstore"
+	"github.com/sandboxd/sandboxd/internal/sandbox"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestManyConcurrentCreatesForOneChatMakeOneContainer(t *testing.T) {
+	store := memstore.New()
+	e := newEnv(t, store, keylock.New(), &fakeRuntime{}, nil)
+	const n = 50
+	results := make([]sandbox.Session, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i], _, errs[i] = e.svc.Create(context.Background(), createRequest())
+		}()
+	}
+	wg.Wait()
+	for i := range n {
+		if errs[i] != nil {
+			t.Fatalf("create %d: %v", i, errs[i])
+		}
+		if results[i] != results[0] {
+			t.Fatalf("create %d got session %s, create 0 got %s", i, results[i].ID, results[0].ID)
+		}
+	}
+	creates, _, _ := e.runtime.calls()
+	assertEqual(t, "runtime creates", len(creates), 1)
+	assertCounted(t, e.tel, "sandbox.create.total", map[string]any{"result": "created"})
+	if got := e.tel.counter(t, "sandbox.create.total", map[string]any{"result": "reused"}); got != n-1 {
+		t.Fatalf("reused = %d, want %d", got, n-1)
+	}
+}
+
+// chatBlockingRuntime blocks creates for one chat until released.
+type chatBlockingRuntime struct {
+	fakeRuntime
+	blocked  uuid.UUID
+	started  chan struct{}
+	released chan struct{}
+}
+
+func (r *chatBlockingRuntime) Create(ctx context.Context, spec lifecycle.CreateSpec) (sandbox.Session, error) {
+	if spec.ChatID == r.blocked {
+		close(r.started)
+		<-r.released
+	}
+	return r.fakeRuntime.Create(ctx, spec)
+}
+
+func TestCreatesForDifferentChatsDoNotWaitOnEachOther(t *testing.T) {
+	runtime := &chatBlockingRuntime{blocked: chatID, started: make(chan struct{}), released: make(chan struct{})}
+	svc, err := lifecycle.New(lifecycle.Config{
+		Store: memstore.New(), Locker: keylock.New(), Runtime: runtime, TTL: ttl, Clock: fixedClock{now},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := svc.Create(context.Background(), createRequest())
+		done <- err
+	}()
+	<-runtime.started // chat 1 now holds its lock inside the runtime
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for i := range 10 {
+		req := createRequest()
+		req.ChatID = uuid.New()
+		if _, _, err := svc.Create(ctx, req); err != nil {
+			t.Fatalf("create %d for another chat while chat 1 is busy: %v", i, err)
+		}
+	}
+	close(runtime.released)
+	if err := <-done; err != nil {
+		t.Fatalf("blocked create: %v", err)
+	}
+}
+
+type refusingAdmitter struct{ calls int }
+
+func (a *refusingAdmitter) Admit(_ context.Context, _ uuid.UUID, _, path string) (string, error) {
+	a.calls++
+	if strings.Contains(path, "..") {
+		return "", fmt.Errorf("workspace %q leaves the volume root: %w", path, sandbox.ErrInvalid)
+	}
+	if path == "" {
+		return "/srv/derived", nil
+	}
+	return path, nil
+}
+
+func TestRefusedCreateChangesNothingEvenWhenTheSessionExpired(t *testing.T) {
+	old := expiredSession()
+	old.AgentID, old.VolumeHostPath = agentID, volumeHostPath
+	store := storeWith(t, old)
+	locker := &fakeLocker{}
+	admitter := &refusingAdmitter{}
+	runtime := &fakeRuntime{}
+	svc, err := lifecycle.New(lifecycle.Config{
+		Store: store, Locker: locker, Runtime: runtime, TTL: ttl, Clock: fixedClock{now}, Admitter: admitter,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := createRequest()
+	req.VolumeHostPath = "/srv/sandbox/../../etc"
+	if _, _, err := svc.Create(context.Background(), req); !errors.Is(err, sandbox.ErrInvalid) {
+		t.Fatalf("Create with traversal: err = %v, want ErrInvalid", err)
+	}
+	creates, stops, deletes := runtime.calls()
+	assertEqual(t, "runtime calls", len(creates)+len(stops)+len(deletes), 0)
+	assertEqual(t, "locks taken", len(locker.locked()), 0)
+	assertEqual(t, "registry", mustGet(t, store, chatID), old)
+
+	// An admitted request uses the path the admitter settled on.
+	req.ChatID, req.VolumeHostPath = uuid.New(), ""
+	got, _, err := svc.Create(context.Background(), req)
+	if err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	assertEqual(t, "derived volume", got.VolumeHostPath, "/srv/derived")
+}
+
+func TestCreateRefusesTheNilChat(t *testing.T) {
+	e := newEnv(t, memstore.New(), &fakeLocker{}, &fakeRuntime{}, nil)
+	req := createRequest()
+	req.ChatID = uuid.Nil
+	if _, _, err := e.svc.Create(context.Background(), req); !errors.Is(err, sandbox.ErrInvalid) {
+		t.Fatalf("err = %v, want ErrInvalid", err)
+	}
+}
+
+func TestNewRequiresItsDependencies(t *testing.T) {
+	_, err := lifecycle.New(lifecycle.Config{})
+	if err == nil {
+		t.Fatal("New with nothing succeeded")
+	}
+	for _, want := range []string{"Store", "Locker", "Runtime", "TTL"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not name %s", err, want)
+		}
+	}
+}
+
+func TestSweepWithParallelismCleansEverySessionOnce(t *testing.T) {
+	var sessions []sandbox.Session
+	for i := range 40 {
+		s := expiredSession()
+		s.ID, s.ChatID = uuid.New(), uuid.New()
+		s.ContainerID = fmt.Sprintf("container-%d", i)
+		s.ExpiresAt = now.Add(-time.Duration(40-i) * time.Second)
+		sessions = append(sessions, s)
+	}
+	store := storeWith(t, sessions...)
+	runtime := &fakeRuntime{}
+	svc, err := lifecycle.New(lifecycle.Config{
+		Store: store, Locker: keylock.New(), Runtime: runtime, TTL: ttl, Clock: fixedClock{now},
+		SweepParallelism: 8,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cleaned, err := svc.CleanupExpired(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertEqual(t, "cleaned in snapshot order", cleaned, sessions)
+	_, stops, _ := runtime.calls()
+	assertEqual(t, "stops", len(stops), 40)
+	if n, _ := store.Count(context.Background()); n != 0 {
+		t.Fatalf("%d sessions left", n)
+	}
+}
+
+// fakeInventory is a runtime's view of its labelled containers.
+type fakeInventory struct {
+	containers []lifecycle.Container
+	err        error
+}
+
+func (f *fakeInventory) Managed(context.Context) ([]lifecycle.Container, error) {
+	return f.containers, f.err
+}
+
+func TestReconcileRemovesOrphansAndRepairsDeadRecords(t *testing.T) {
+	tracked := liveSession() // container running: left alone
+	dead := liveSession()    // container gone: record repaired
+	dead.ID, dead.ChatID, dead.ContainerID = uuid.New(), uuid.New(), "container-dead"
+	exited := liveSession() // container exists but stopped: repaired
+	exited.ID, exited.ChatID, exited.ContainerID = uuid.New(), uuid.New(), "container-exited"
+	store := storeWith(t, tracked, dead, exited)
+	inv := &fakeInventory{containers: []lifecycle.Container{
+		{ID: "container-1", ChatID: tracked.ChatID, SessionID: tracked.ID, CreatedAt: now.Add(-time.Hour), Running: true},
+		{ID: "container-exited", ChatID: exited.ChatID, SessionID: exited.ID, CreatedAt: now.Add(-time.Hour)},
+		{ID: "orphan-old", ChatID: uuid.New(), SessionID: uuid.New(), CreatedAt: now.Add(-time.Hour), Running: true},
+		{ID: "orphan-young", ChatID: uuid.New(), SessionID: uuid.New(), CreatedAt: now.Add(-time.Second), Running: true},
+	}}
+	runtime := &fakeRuntime{}
+	tel := newTelemetry(t)
+	svc, err := lifecycle.New(lifecycle.Config{
+		Store: store, Locker: keylock.New(), Runtime: runtime, TTL: ttl, Clock: fixedClock{now},
+		Inventory: inv, ReconcileGrace: time.Minute, Tracer: tel.tp, MeterProvider: tel.mp,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := svc.Reconcile(context.Background())
+	if err != nil {
+		t.Fatalf("Reconcile: %v", err)
+	}
+	assertEqual(t, "report", rep, lifecycle.ReconcileReport{Containers: 4, Records: 3, OrphansRemoved: 1, RecordsRepaired: 2})
+	_, _, deletes := runtime.calls()
+	want := map[string]bool{"orphan-old": true, "container-dead": true, "container-exited": true}
+	assertEqual(t, "deleted", len(deletes), len(want))
+	for _, d := range deletes {
+		if !want[d] {
+			t.Errorf("reconciler deleted %s", d)
+		}
+	}
+	assertEqual(t, "tracked session", mustGet(t, store, tracked.ChatID), tracked)
+	assertNoSession(t, store, dead.ChatID)
+	assertNoSession(t, store, exited.ChatID)
+	if n := tel.counter(t, "sandbox.reconcile.total", map[string]any{"result": "record_repaired"}); n != 2 {
+		t.Fatalf("record_repaired = %d, want 2", n)
+	}
+	assertCounted(t, tel, "sandbox.reconcile.total", map[string]any{"result": "orphan_removed"})
+	assertActiveCount(t, tel, 1)
+}
+
+func TestReconcileDeletesNothingWhenTheEngineCannotBeListed(t *testing.T) {
+	dead := liveSession()
+	store := storeWith(t, dead)
+	runtime := &fakeRuntime{}
+	svc, err := lifecycle.New(lifecycle.Config{
+		Store: store, Locker: keylock.New(), Runtime: runtime, TTL: ttl, Clock: fixedClock{now},
+		Inventory: &fakeInventory{err: fmt.Errorf("engine down: %w", sandbox.ErrUnavailable)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Reconcile(context.Background()); !errors.Is(err, sandbox.ErrUnavailable) {
+		t.Fatalf("Reconcile: err = %v, want ErrUnavailable", err)
+	}
+	_, stops, deletes := runtime.calls()
+	assertEqual(t, "runtime calls", len(stops)+len(deletes), 0)
+	assertEqual(t, "record kept", mustGet(t, store, chatID), dead)
+}
+
+type brokenStore struct{ *memstore.Store }
+
+func (brokenStore) Get(context.Context, uuid.UUID) (sandbox.Session, error) {
+	return sandbox.Session{}, fmt.Errorf("registry down: %w", sandbox.ErrUnavailable)
+}
+
+func TestReconcileDeletesNothingWhenTheRegistryCannotBeRead(t *testing.T) {
+	runtime := &fakeRuntime{}
+	svc, err := lifecycle.New(lifecycle.Config{
+		Store: brokenStore{memstore.New()}, Locker: keylock.New(), Runtime: runtime, TTL: ttl, Clock: fixedClock{now},
+		Inventory: &fakeInventory{containers: []lifecycle.Container{
+			{ID: "maybe-orphan", ChatID: uuid.New(), SessionID: uuid.New(), CreatedAt: now.Add(-time.Hour), Running: true},
+		}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := svc.Reconcile(context.Background())
+	if err != nil {
+		t.Fatalf("Reconcile: %v", err)
+	}
+	assertEqual(t, "errors", rep.Errors, 1)
+	_, _, deletes := runtime.calls()
+	assertEqual(t, "deletes", len(deletes), 0)
+}
+
+// TestCoreImportsNoInfrastructure keeps the domain and the use cases free of Docker, SQL,
+// Kubernetes and the OpenTelemetry SDK.
+func TestCoreImportsNoInfrastructure(t *testing.T) {
+	for _, pkg := range []string{"../sandbox", "."} {
+		out, err := exec.Command("go", "list", "-deps", pkg).Output()
+		if err != nil {
+			t.Fatalf("go list -deps %s: %v", pkg, err)
+		}
+		for _, dep := range strings.Fields(string(out)) {
+			if !strings.Contains(strings.Split(dep, "/")[0], ".") {
+				continue // standard library
+			}
+			allowed := strings.HasPrefix(dep, "github.com/sandboxd/sandboxd/internal/sandbox") ||
+				strings.HasPrefix(dep, "github.com/sandboxd/sandboxd/internal/lifecycle") ||
+				dep == "github.com/google/uuid" ||
+				(strings.HasPrefix(dep, "go.opentelemetry.io/otel") && !strings.Contains(dep, "/sdk")) ||
+				dep == "github.com/go-logr/logr" || dep == "github.com/go-logr/stdr" || // the otel API's own logging
+				dep == "github.com/cespare/xxhash/v2" // and attribute hashing
+			if !allowed {
+				t.Errorf("%s depends on %s", pkg, dep)
+			}
+		}
+	}
+}
