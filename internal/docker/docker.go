@@ -1,0 +1,251 @@
+// Package docker runs sandboxes as hardened containers on a Docker engine. Its Runtime is
+// the lifecycle's Runtime, Admitter and Inventory: it makes, stops and removes containers,
+// checks create requests (agent profile, workspace folder) before anything happens, and
+// lists the containers this instance made so the reconciler can repair crashes.
+//
+// Every container runs a profile chosen by configuration, never by the client: its own
+// image, limits, network and user, with all capabilities dropped, no-new-privileges, a
+// read-only root, an init process and the chat's workspace folder as its only host mount.
+package docker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/moby/moby/client"
+
+	"github.com/sandboxd/sandboxd/internal/lifecycle"
+	"github.com/sandboxd/sandboxd/internal/sandbox"
+	"github.com/sandboxd/sandboxd/internal/workspace"
+)
+
+// Labels every sandbox container carries. The reconciler sees only containers with
+// LabelManagedBy=ManagedBy and LabelInstance equal to the runtime's instance.
+const (
+	LabelManagedBy = "sandboxd.managed-by"
+	LabelInstance  = "sandboxd.instance"
+	LabelChatID    = "sandboxd.chat-id"
+	LabelSessionID = "sandboxd.session-id"
+	LabelAgentID   = "sandboxd.agent-id"
+	LabelExpiresAt = "sandboxd.expires-at"
+	ManagedBy      = "sandboxd"
+)
+
+// DefaultImage is the sandbox base image that scripts/build-image.sh builds.
+const DefaultImage = "sandboxd-sandbox:latest"
+
+// Profile is what an agent's sandbox runs: chosen by configuration, never by the client.
+// Zero fields take the hardened defaults New documents.
+type Profile struct {
+	Image          string            // default DefaultImage
+	MemoryBytes    int64             // memory limit; swap is held equal to it (default 512 MiB)
+	NanoCPUs       int64             // CPU limit in 1e-9 CPUs (default 1 CPU)
+	PidsLimit      int64             // process limit (default 256)
+	Network        string            // Docker network mode (default "none"); host and container: are refused
+	Env            map[string]string // environment of the sandbox
+	WorkspaceMount string            // where the workspace folder appears (default /workspace)
+	User           string            // numeric "uid:gid", never uid 0 (default "1000:1000")
+	TmpfsBytes     int64             // size of the tmpfs on /tmp (default 64 MiB)
+
+	uid, gid int
+}
+
+// Config configures a Runtime. Instance and VolumeRoot are required.
+type Config struct {
+	// Host is the engine's address (e.g. unix:///var/run/docker.sock); empty means the
+	// environment's DOCKER_HOST or the platform default.
+	Host string
+	// Instance names this sandboxd in the labels of its containers, so that two services
+	// sharing an engine never reconcile each other's sandboxes.
+	Instance string
+	// VolumeRoot is the folder every workspace must lie in.
+	VolumeRoot string
+	// Profiles by agent id. DefaultProfile serves an empty agent id, and unknown agent
+	// ids unless RefuseUnknownAgents is set.
+	Profiles            map[string]Profile
+	DefaultProfile      Profile
+	RefuseUnknownAgents bool
+	// StopTimeout is how long Stop lets a sandbox end gracefully before it is killed
+	// (default 3 seconds; rounded up to whole seconds).
+	StopTimeout time.Duration
+}
+
+// Runtime runs sandboxes on a Docker engine. It is safe for concurrent use.
+type Runtime struct {
+	cli           *client.Client
+	instance      string
+	root          *workspace.Root
+	profiles      map[string]Profile
+	defaultProf   Profile
+	refuseUnknown bool
+	stopTimeout   int // seconds
+}
+
+var (
+	_ lifecycle.Runtime   = (*Runtime)(nil)
+	_ lifecycle.Admitter  = (*Runtime)(nil)
+	_ lifecycle.Inventory = (*Runtime)(nil)
+)
+
+// New checks cfg, fills the profiles' defaults and returns a Runtime. It does not contact
+// the engine (see Ping); the API version is negotiated on the first call. A missing or
+// unsafe setting is an error.
+func New(cfg Config) (*Runtime, error) {
+	var problems []error
+	if strings.TrimSpace(cfg.Instance) == "" {
+		problems = append(problems, errors.New("an instance id is required"))
+	}
+	root, err := workspace.NewRoot(cfg.VolumeRoot)
+	if err != nil {
+		problems = append(problems, err)
+	}
+	def, err := cfg.DefaultProfile.withDefaults()
+	if err != nil {
+		problems = append(problems, fmt.Errorf("default profile: %w", err))
+	}
+	profiles := make(map[string]Profile, len(cfg.Profiles))
+	for _, agent := range slices.Sorted(maps.Keys(cfg.Profiles)) {
+		p, err := cfg.Profiles[agent].withDefaults()
+		if err != nil {
+			problems = append(problems, fmt.Errorf("profile %q: %w", agent, err))
+		}
+		profiles[agent] = p
+	}
+	if len(problems) > 0 {
+		return nil, fmt.Errorf("docker: config: %w", errors.Join(problems...))
+	}
+
+	opts := []client.Opt{client.FromEnv}
+	if cfg.Host != "" {
+		opts = append(opts, client.WithHost(cfg.Host))
+	}
+	cli, err := client.New(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("docker: client: %w", err)
+	}
+	stop := cfg.StopTimeout
+	if stop <= 0 {
+		stop = 3 * time.Second
+	}
+	return &Runtime{
+		cli:           cli,
+		instance:      cfg.Instance,
+		root:          root,
+		profiles:      profiles,
+		defaultProf:   def,
+		refuseUnknown: cfg.RefuseUnknownAgents,
+		stopTimeout:   int((stop + time.Second - 1) / time.Second),
+	}, nil
+}
+
+// Close releases the client's idle connections.
+func (r *Runtime) Close() error { return r.cli.Close() }
+
+// Ping checks that the engine answers (and negotiates the API version). Its error wraps
+// sandbox.ErrUnavailable.
+func (r *Runtime) Ping(ctx context.Context) error {
+	if _, err := r.cli.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
+		return fmt.Errorf("docker: ping: %w: %w", sandbox.ErrUnavailable, err)
+	}
+	return nil
+}
+
+// withDefaults fills p's zero fields and refuses what would weaken the sandbox.
+func (p Profile) withDefaults() (Profile, error) {
+	if p.Image == "" {
+		p.Image = DefaultImage
+	}
+	if p.MemoryBytes == 0 {
+		p.MemoryBytes = 512 << 20
+	}
+	if p.NanoCPUs == 0 {
+		p.NanoCPUs = 1e9
+	}
+	if p.PidsLimit == 0 {
+		p.PidsLimit = 256
+	}
+	if p.Network == "" {
+		p.Network = "none"
+	}
+	if p.WorkspaceMount == "" {
+		p.WorkspaceMount = "/workspace"
+	}
+	if p.User == "" {
+		p.User = "1000:1000"
+	}
+	if p.TmpfsBytes == 0 {
+		p.TmpfsBytes = 64 << 20
+	}
+	p.Env = maps.Clone(p.Env)
+
+	var problems []error
+	if p.MemoryBytes < 6<<20 || p.NanoCPUs < 0 || p.PidsLimit < 0 || p.TmpfsBytes < 0 {
+		problems = append(problems, errors.New("limits must be positive (memory at least 6 MiB)"))
+	}
+	if p.Network == "host" || strings.HasPrefix(p.Network, "container:") {
+		problems = append(problems, fmt.Errorf("network %q shares a namespace", p.Network))
+	}
+	if !path.IsAbs(p.WorkspaceMount) || path.Clean(p.WorkspaceMount) == "/" {
+		problems = append(problems, fmt.Errorf("workspace mount %q must be an absolute path below /", p.WorkspaceMount))
+	}
+	uid, gid, err := parseUser(p.User)
+	if err != nil {
+		problems = append(problems, err)
+	}
+	p.uid, p.gid = uid, gid
+	return p, errors.Join(problems...)
+}
+
+// parseUser reads a numeric "uid[:gid]" and refuses root.
+func parseUser(s string) (uid, gid int, err error) {
+	us, gs, hasGID := strings.Cut(s, ":")
+	uid, err = strconv.Atoi(us)
+	if err == nil && hasGID {
+		gid, err = strconv.Atoi(gs)
+	} else {
+		gid = uid
+	}
+	switch {
+	case err != nil || uid < 0 || gid < 0:
+		return 0, 0, fmt.Errorf("user %q must be a numeric uid:gid", s)
+	case uid == 0:
+		return 0, 0, fmt.Errorf("user %q is root", s)
+	}
+	return uid, gid, nil
+}
+
+// profile returns the profile for agentID. Its error wraps sandbox.ErrInvalid.
+func (r *Runtime) profile(agentID string) (Profile, error) {
+	if agentID == "" {
+		return r.defaultProf, nil
+	}
+	if p, ok := r.profiles[agentID]; ok {
+		return p, nil
+	}
+	if r.refuseUnknown {
+		return Profile{}, fmt.Errorf("unknown agent %q: %w", agentID, sandbox.ErrInvalid)
+	}
+	return r.defaultProf, nil
+}
+
+// engineError wraps an engine error with op, translating it into the domain's sentinels:
+// NotFound into sandbox.ErrNotFound, an unreachable or overloaded engine into
+// sandbox.ErrUnavailable.
+func engineError(op string, err error) error {
+	switch {
+	case cerrdefs.IsNotFound(err):
+		return fmt.Errorf("docker: %s: %w: %w", op, sandbox.ErrNotFound, err)
+	case client.IsErrConnectionFailed(err), cerrdefs.IsUnavailable(err),
+		cerrdefs.IsDeadlineExceeded(err), errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("docker: %s: %w: %w", op, sandbox.ErrUnavailable, err)
+	}
+	return fmt.Errorf("docker: %s: %w", op, err)
+}

@@ -1,0 +1,259 @@
+package docker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/mount"
+	"github.com/moby/moby/client"
+
+	"github.com/sandboxd/sandboxd/internal/lifecycle"
+	"github.com/sandboxd/sandboxd/internal/sandbox"
+)
+
+// teardownTimeout bounds the removal of a half-made container, which runs even when the
+// caller has gone.
+const teardownTimeout = 30 * time.Second
+
+// Admit checks a create request without side effects: the agent must have a profile (or
+// fall back to the default one), and the workspace folder must be an existing real
+// directory inside the volume root with no symbolic link on its way. With no folder it
+// returns the derived <root>/<chat id>, which need not exist yet (Create makes it). Its
+// errors wrap sandbox.ErrInvalid (sandbox.ErrUnavailable if the volume root is gone).
+func (r *Runtime) Admit(_ context.Context, chatID uuid.UUID, agentID, volumeHostPath string) (string, error) {
+	if _, err := r.profile(agentID); err != nil {
+		return "", fmt.Errorf("docker: admit: %w", err)
+	}
+	var (
+		volume string
+		err    error
+	)
+	if strings.TrimSpace(volumeHostPath) == "" {
+		volume, err = r.root.CheckCreatable(r.root.Derive(chatID))
+	} else {
+		volume, err = r.root.Check(volumeHostPath)
+	}
+	if err != nil {
+		return "", fmt.Errorf("docker: admit: %w", err)
+	}
+	return volume, nil
+}
+
+// Create makes and starts the sandbox of spec and returns its RUNNING session. It checks
+// the request again (profile and folder, as Admit does: the folder may have changed since),
+// creates the derived folder <root>/<chat id> when that is the workspace and it is missing,
+// and checks the folder once more between creating and starting the container, since the
+// engine mounts it at start. On any failure it removes the container it made. Errors wrap
+// sandbox.ErrInvalid for a refused request and sandbox.ErrUnavailable when the engine
+// could not make or start the sandbox.
+func (r *Runtime) Create(ctx context.Context, spec lifecycle.CreateSpec) (sandbox.Session, error) {
+	prof, err := r.profile(spec.AgentID)
+	if err != nil {
+		return sandbox.Session{}, fmt.Errorf("docker: create: %w", err)
+	}
+	volume, err := r.workspace(spec, prof)
+	if err != nil {
+		return sandbox.Session{}, fmt.Errorf("docker: create: %w", err)
+	}
+
+	name := ContainerName(spec.ChatID, spec.SessionID)
+	created, err := r.cli.ContainerCreate(ctx, client.ContainerCreateOptions{
+		Name:       name,
+		Config:     r.containerConfig(spec, prof),
+		HostConfig: hostConfig(prof, volume),
+	})
+	if err != nil {
+		return sandbox.Session{}, fmt.Errorf("docker: create %s: %w: %w", name, sandbox.ErrUnavailable, err)
+	}
+	id := created.ID
+	fail := func(err error) (sandbox.Session, error) {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), teardownTimeout)
+		defer cancel()
+		if rmErr := r.remove(ctx, id); rmErr != nil {
+			err = errors.Join(err, rmErr)
+		}
+		return sandbox.Session{}, err
+	}
+	// The engine mounts the folder at start: look at it again right before.
+	if _, err := r.root.Check(volume); err != nil {
+		return fail(fmt.Errorf("docker: create %s: %w", name, err))
+	}
+	if _, err := r.cli.ContainerStart(ctx, id, client.ContainerStartOptions{}); err != nil {
+		return fail(fmt.Errorf("docker: start %s: %w: %w", name, sandbox.ErrUnavailable, err))
+	}
+	return sandbox.Session{
+		ID:             spec.SessionID,
+		ChatID:         spec.ChatID,
+		ContainerID:    id,
+		Status:         sandbox.StatusRunning,
+		CreatedAt:      spec.CreatedAt,
+		ExpiresAt:      spec.ExpiresAt,
+		AgentID:        spec.AgentID,
+		VolumeHostPath: spec.VolumeHostPath,
+	}, nil
+}
+
+// workspace checks the folder of spec and returns it, creating the chat's derived folder
+// when that is the one asked for (or none was).
+func (r *Runtime) workspace(spec lifecycle.CreateSpec, prof Profile) (string, error) {
+	derived := r.root.Derive(spec.ChatID)
+	if p := spec.VolumeHostPath; strings.TrimSpace(p) != "" && p != derived {
+		return r.root.Check(p)
+	}
+	return r.root.Ensure(derived, prof.uid, prof.gid)
+}
+
+// ContainerName is the name of the container of a chat's session:
+// sandboxd-<chat id>-<first 8 hex digits of the session id>.
+func ContainerName(chatID, sessionID uuid.UUID) string {
+	return "sandboxd-" + chatID.String() + "-" + sessionID.String()[:8]
+}
+
+func (r *Runtime) containerConfig(spec lifecycle.CreateSpec, p Profile) *container.Config {
+	env := make([]string, 0, len(p.Env))
+	for _, k := range slices.Sorted(maps.Keys(p.Env)) {
+		env = append(env, k+"="+p.Env[k])
+	}
+	return &container.Config{
+		Image:           p.Image,
+		User:            p.User,
+		Env:             env,
+		WorkingDir:      p.WorkspaceMount,
+		Hostname:        "sandbox",
+		NetworkDisabled: p.Network == "none",
+		Labels: map[string]string{
+			LabelManagedBy: ManagedBy,
+			LabelInstance:  r.instance,
+			LabelChatID:    spec.ChatID.String(),
+			LabelSessionID: spec.SessionID.String(),
+			LabelAgentID:   spec.AgentID,
+			LabelExpiresAt: spec.ExpiresAt.UTC().Format(time.RFC3339),
+		},
+	}
+}
+
+func hostConfig(p Profile, volume string) *container.HostConfig {
+	yes := true
+	pids := p.PidsLimit
+	return &container.HostConfig{
+		NetworkMode:    container.NetworkMode(p.Network),
+		RestartPolicy:  container.RestartPolicy{Name: container.RestartPolicyDisabled},
+		CapDrop:        []string{"ALL"},
+		SecurityOpt:    []string{"no-new-privileges"},
+		ReadonlyRootfs: true,
+		Privileged:     false,
+		IpcMode:        container.IPCModePrivate,
+		CgroupnsMode:   container.CgroupnsModePrivate,
+		Init:           &yes,
+		Tmpfs:          map[string]string{"/tmp": fmt.Sprintf("rw,nosuid,nodev,size=%d,mode=1777", p.TmpfsBytes)},
+		Resources: container.Resources{
+			Memory:     p.MemoryBytes,
+			MemorySwap: p.MemoryBytes, // swap equal to memory: no swap at all
+			NanoCPUs:   p.NanoCPUs,
+			PidsLimit:  &pids,
+		},
+		// Mounts, never Binds: a bind mount of a missing folder fails instead of
+		// creating it as root on the host.
+		Mounts: []mount.Mount{{
+			Type:        mount.TypeBind,
+			Source:      volume,
+			Target:      p.WorkspaceMount,
+			BindOptions: &mount.BindOptions{Propagation: mount.PropagationPrivate, NonRecursive: true},
+		}},
+	}
+}
+
+// Stop stops the sandbox gracefully (killing it after the configured timeout), then
+// removes the container; its workspace folder stays. A container that is gone is no
+// error. Errors wrap sandbox.ErrUnavailable when the engine cannot be reached, and
+// sandbox.ErrInvalid when containerID is not a sandboxd container.
+func (r *Runtime) Stop(ctx context.Context, containerID string) error {
+	if err := r.owned(ctx, containerID); err != nil {
+		return gone(err)
+	}
+	timeout := r.stopTimeout
+	if _, err := r.cli.ContainerStop(ctx, containerID, client.ContainerStopOptions{Timeout: &timeout}); err != nil {
+		if err := gone(engineError("stop "+containerID, err)); err != nil {
+			return err
+		}
+	}
+	return r.remove(ctx, containerID)
+}
+
+// Delete removes the sandbox at once, killing it if it runs. A container that is gone is
+// no error. Errors are Stop's.
+func (r *Runtime) Delete(ctx context.Context, containerID string) error {
+	if err := r.owned(ctx, containerID); err != nil {
+		return gone(err)
+	}
+	return r.remove(ctx, containerID)
+}
+
+// owned refuses to touch a container that sandboxd did not make, whatever the registry
+// says; a missing container is sandbox.ErrNotFound.
+func (r *Runtime) owned(ctx context.Context, containerID string) error {
+	if strings.TrimSpace(containerID) == "" {
+		return fmt.Errorf("docker: empty container id: %w", sandbox.ErrInvalid)
+	}
+	res, err := r.cli.ContainerInspect(ctx, containerID, client.ContainerInspectOptions{})
+	if err != nil {
+		return engineError("inspect "+containerID, err)
+	}
+	if c := res.Container.Config; c == nil || c.Labels[LabelManagedBy] != ManagedBy {
+		return fmt.Errorf("docker: container %s is not managed by sandboxd: %w", containerID, sandbox.ErrInvalid)
+	}
+	return nil
+}
+
+// remove force-removes a container; one that is gone is no error.
+func (r *Runtime) remove(ctx context.Context, containerID string) error {
+	_, err := r.cli.ContainerRemove(ctx, containerID, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
+	if err != nil {
+		return gone(engineError("remove "+containerID, err))
+	}
+	return nil
+}
+
+// gone turns "not found" into success: what is already gone needs no removing.
+func gone(err error) error {
+	if errors.Is(err, sandbox.ErrNotFound) {
+		return nil
+	}
+	return err
+}
+
+// Managed lists every container, running or not, that carries this instance's labels.
+// Its error wraps sandbox.ErrUnavailable when the engine cannot be reached.
+func (r *Runtime) Managed(ctx context.Context) ([]lifecycle.Container, error) {
+	res, err := r.cli.ContainerList(ctx, client.ContainerListOptions{
+		All: true,
+		Filters: client.Filters{}.Add("label",
+			LabelManagedBy+"="+ManagedBy,
+			LabelInstance+"="+r.instance),
+	})
+	if err != nil {
+		return nil, engineError("list containers", err)
+	}
+	out := make([]lifecycle.Container, 0, len(res.Items))
+	for _, c := range res.Items {
+		// Unparsable ids stay uuid.Nil: the container is ours all the same, and the
+		// registry holds no record for the nil chat, so the reconciler removes it.
+		chatID, _ := uuid.Parse(c.Labels[LabelChatID])
+		sessionID, _ := uuid.Parse(c.Labels[LabelSessionID])
+		out = append(out, lifecycle.Container{
+			ID:        c.ID,
+			ChatID:    chatID,
+			SessionID: sessionID,
+			CreatedAt: time.Unix(c.Created, 0),
+			Running:   c.State == container.StateRunning,
+		})
+	}
+	return out, nil
+}
