@@ -39,7 +39,7 @@ type Config struct {
 // Telemetry holds the providers the service is built with. Shutdown flushes them.
 type Telemetry struct {
 	// MeterProvider and TracerProvider are what the rest of the service uses.
-	MeterProvider metric.MeterProvider
+	MeterProvider  metric.MeterProvider
 	TracerProvider trace.TracerProvider
 	// Metrics serves the Prometheus text exposition of every metric, /metrics.
 	Metrics http.Handler
