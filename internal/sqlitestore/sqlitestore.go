@@ -1,0 +1,287 @@
+// Package sqlitestore provides a durable lifecycle.Store in one SQLite file, the embedded
+// default of sandboxd. It runs on modernc.org/sqlite (pure Go) and is safe for many
+// goroutines of one process.
+//
+// The file is meant for one sandboxd process; several replicas share PostgreSQL instead
+// (package pgstore).
+package sqlitestore
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/pressly/goose/v3"
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/sandboxd/sandboxd/internal/lifecycle"
+	"github.com/sandboxd/sandboxd/internal/sandbox"
+)
+
+var _ lifecycle.Store = (*Store)(nil)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// busyTimeout is how long a statement waits for another process's write lock on the file
+// before it fails with SQLITE_BUSY (translated to sandbox.ErrUnavailable).
+const busyTimeout = 5 * time.Second
+
+// Store is a lifecycle.Store on one SQLite file.
+//
+// SQLite admits one writer at a time. Rather than let goroutines race for the file's write
+// lock (and fail with "database is locked" when a deferred transaction cannot upgrade), all
+// writes go through a pool of exactly one connection, so they queue in Go; reads use a
+// separate read-only pool, which WAL lets run alongside the writer. busy_timeout covers
+// the remaining case, another process holding the file.
+type Store struct {
+	w *sql.DB // the single writer connection
+	r *sql.DB // readers
+}
+
+// Open opens (creating it if need be) the SQLite database at path, brings its schema up to
+// date and returns a Store. Errors wrap sandbox.ErrInvalid for an unusable path and
+// sandbox.ErrUnavailable when the file cannot be opened or migrated.
+func Open(ctx context.Context, path string) (*Store, error) {
+	if path == "" || strings.ContainsAny(path, "?#") {
+		return nil, fmt.Errorf("sqlitestore: open %q: path must be a file name without '?' or '#': %w", path, sandbox.ErrInvalid)
+	}
+	q := url.Values{}
+	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", busyTimeout.Milliseconds()))
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "synchronous(NORMAL)") // durable across process crashes; WAL keeps it consistent
+	q.Add("_pragma", "foreign_keys(1)")
+	q.Set("_txlock", "immediate") // a transaction takes the write lock at BEGIN, never mid-way
+	dsn := path + "?" + q.Encode()
+
+	w, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("sqlitestore: open %s: %w: %w", path, sandbox.ErrUnavailable, err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetConnMaxIdleTime(0)
+	r, err := sql.Open("sqlite", dsn+"&"+url.Values{"_pragma": {"query_only(1)"}}.Encode())
+	if err != nil {
+		_ = w.Close()
+		return nil, fmt.Errorf("sqlitestore: open %s: %w: %w", path, sandbox.ErrUnavailable, err)
+	}
+	r.SetMaxOpenConns(max(4, runtime.NumCPU()))
+	st := &Store{w: w, r: r}
+	if err := st.migrate(ctx); err != nil {
+		_ = st.Close()
+		return nil, fmt.Errorf("sqlitestore: open %s: %w", path, err)
+	}
+	return st, nil
+}
+
+// migrate applies the embedded migrations on the writer connection. Only one process is
+// expected per file; should two start at once, the immediate transactions and the busy
+// timeout make the second wait for the first.
+func (st *Store) migrate(ctx context.Context) error {
+	fsys, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	p, err := goose.NewProvider(goose.DialectSQLite3, st.w, fsys,
+		goose.WithDisableGlobalRegistry(true), goose.WithLogger(goose.NopLogger()))
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	if _, err := p.Up(ctx); err != nil {
+		return translate("migrate", err)
+	}
+	return nil
+}
+
+// Close closes the database. The Store must not be used afterwards.
+func (st *Store) Close() error {
+	return errors.Join(st.r.Close(), st.w.Close())
+}
+
+// Ping reports whether the database answers, for readiness checks. The error wraps
+// sandbox.ErrUnavailable.
+func (st *Store) Ping(ctx context.Context) error {
+	var one int
+	if err := st.w.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
+		return translate("ping", err)
+	}
+	return nil
+}
+
+// Save records s. It returns an error wrapping sandbox.ErrConflict when the chat already
+// has a session (the UNIQUE constraint on chat_id refuses it) or the session id is taken.
+func (st *Store) Save(ctx context.Context, s sandbox.Session) error {
+	_, err := st.w.ExecContext(ctx, `
+		INSERT INTO sandbox_sessions
+			(session_id, chat_id, container_id, status, created_at, expires_at, agent_id, volume_host_path)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		s.ID.String(), s.ChatID.String(), s.ContainerID, string(s.Status),
+		s.CreatedAt.UnixMicro(), s.ExpiresAt.UnixMicro(), s.AgentID, s.VolumeHostPath)
+	if err != nil {
+		return translate(fmt.Sprintf("save session %s of chat %s", s.ID, s.ChatID), err)
+	}
+	return nil
+}
+
+const columns = `session_id, chat_id, container_id, status, created_at, expires_at, agent_id, volume_host_path`
+
+// Get returns the chat's session, expired or not, or an error wrapping sandbox.ErrNotFound.
+func (st *Store) Get(ctx context.Context, chatID uuid.UUID) (sandbox.Session, error) {
+	row := st.r.QueryRowContext(ctx, `SELECT `+columns+` FROM sandbox_sessions WHERE chat_id = ?`, chatID.String())
+	s, err := scan(row)
+	if errors.Is(err, sql.ErrNoRows) {
+		return sandbox.Session{}, fmt.Errorf("sqlitestore: get chat %s: %w", chatID, sandbox.ErrNotFound)
+	}
+	if err != nil {
+		return sandbox.Session{}, translate(fmt.Sprintf("get chat %s", chatID), err)
+	}
+	return s, nil
+}
+
+// ListExpired returns up to limit sessions with ExpiresAt <= now, oldest expiry first
+// (ties in chat order), read from the expiry index. A limit <= 0 means no limit.
+func (st *Store) ListExpired(ctx context.Context, now time.Time, limit int) ([]sandbox.Session, error) {
+	if limit <= 0 {
+		limit = -1 // SQLite: no limit
+	}
+	rows, err := st.r.QueryContext(ctx, `SELECT `+columns+` FROM sandbox_sessions
+		WHERE expires_at <= ? ORDER BY expires_at, chat_id LIMIT ?`, now.UnixMicro(), limit)
+	if err != nil {
+		return nil, translate("list expired", err)
+	}
+	return collect("list expired", rows)
+}
+
+// List returns one page of sessions ordered by chat id, after filter.After, with the
+// filter's agent and expiry conditions.
+func (st *Store) List(ctx context.Context, f lifecycle.ListFilter) ([]sandbox.Session, error) {
+	limit := f.Limit
+	if limit <= 0 {
+		limit = 100
+	}
+	where := []string{"chat_id > ?"}
+	args := []any{f.After.String()}
+	if f.AgentID != "" {
+		where = append(where, "agent_id = ?")
+		args = append(args, f.AgentID)
+	}
+	if f.Expired != nil {
+		if *f.Expired {
+			where = append(where, "expires_at <= ?")
+		} else {
+			where = append(where, "expires_at > ?")
+		}
+		args = append(args, f.Now.UnixMicro())
+	}
+	args = append(args, limit)
+	rows, err := st.r.QueryContext(ctx, `SELECT `+columns+` FROM sandbox_sessions
+		WHERE `+strings.Join(where, " AND ")+` ORDER BY chat_id LIMIT ?`, args...)
+	if err != nil {
+		return nil, translate("list", err)
+	}
+	return collect("list", rows)
+}
+
+// Count returns how many sessions the registry holds.
+func (st *Store) Count(ctx context.Context) (int, error) {
+	var n int
+	if err := st.r.QueryRowContext(ctx, `SELECT count(*) FROM sandbox_sessions`).Scan(&n); err != nil {
+		return 0, translate("count", err)
+	}
+	return n, nil
+}
+
+// SetExpiry moves the expiry of session sessionID. It returns an error wrapping
+// sandbox.ErrNotFound when no such session exists.
+func (st *Store) SetExpiry(ctx context.Context, sessionID uuid.UUID, expiresAt time.Time) error {
+	res, err := st.w.ExecContext(ctx, `UPDATE sandbox_sessions SET expires_at = ? WHERE session_id = ?`,
+		expiresAt.UnixMicro(), sessionID.String())
+	if err != nil {
+		return translate(fmt.Sprintf("set expiry of session %s", sessionID), err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return translate(fmt.Sprintf("set expiry of session %s", sessionID), err)
+	} else if n == 0 {
+		return fmt.Errorf("sqlitestore: set expiry of session %s: %w", sessionID, sandbox.ErrNotFound)
+	}
+	return nil
+}
+
+// Remove forgets session sessionID. Removing a session that is gone is no error.
+func (st *Store) Remove(ctx context.Context, sessionID uuid.UUID) error {
+	if _, err := st.w.ExecContext(ctx, `DELETE FROM sandbox_sessions WHERE session_id = ?`, sessionID.String()); err != nil {
+		return translate(fmt.Sprintf("remove session %s", sessionID), err)
+	}
+	return nil
+}
+
+func scan(row interface{ Scan(...any) error }) (sandbox.Session, error) {
+	var (
+		s                sandbox.Session
+		status           string
+		created, expires int64
+	)
+	err := row.Scan(&s.ID, &s.ChatID, &s.ContainerID, &status, &created, &expires, &s.AgentID, &s.VolumeHostPath)
+	if err != nil {
+		return sandbox.Session{}, err
+	}
+	s.Status = sandbox.Status(status)
+	s.CreatedAt = time.UnixMicro(created).UTC()
+	s.ExpiresAt = time.UnixMicro(expires).UTC()
+	return s, nil
+}
+
+func collect(op string, rows *sql.Rows) ([]sandbox.Session, error) {
+	defer rows.Close()
+	var out []sandbox.Session
+	for rows.Next() {
+		s, err := scan(rows)
+		if err != nil {
+			return nil, translate(op, err)
+		}
+		out = append(out, s)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, translate(op, err)
+	}
+	return out, nil
+}
+
+// translate wraps a driver error with the operation and the sentinel it stands for: a
+// unique or primary-key violation is a conflict; a busy, locked, unreadable or full file is
+// unavailable. Context errors keep their identity.
+func translate(op string, err error) error {
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		switch code := se.Code(); {
+		case code == sqlite3.SQLITE_CONSTRAINT_UNIQUE || code == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY:
+			return fmt.Errorf("sqlitestore: %s: %w: %w", op, sandbox.ErrConflict, err)
+		case unavailable[code&0xff]:
+			return fmt.Errorf("sqlitestore: %s: %w: %w", op, sandbox.ErrUnavailable, err)
+		}
+	}
+	if errors.Is(err, sql.ErrConnDone) {
+		return fmt.Errorf("sqlitestore: %s: %w: %w", op, sandbox.ErrUnavailable, err)
+	}
+	return fmt.Errorf("sqlitestore: %s: %w", op, err)
+}
+
+// unavailable lists the primary result codes that mean the file cannot serve now.
+var unavailable = map[int]bool{
+	sqlite3.SQLITE_BUSY:     true,
+	sqlite3.SQLITE_LOCKED:   true,
+	sqlite3.SQLITE_IOERR:    true,
+	sqlite3.SQLITE_CANTOPEN: true,
+	sqlite3.SQLITE_FULL:     true,
+	sqlite3.SQLITE_READONLY: true,
+	sqlite3.SQLITE_NOMEM:    true,
+}
