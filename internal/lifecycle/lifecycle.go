@@ -33,6 +33,8 @@ type Config struct {
 	TTL     time.Duration
 
 	Admitter  Admitter         // checks create requests; nil accepts them as they are
+	Executor  Executor         // needed by Exec only
+	Files     Files            // needed by the file use cases only
 	Inventory Inventory        // needed by Reconcile only
 	Clock     Clock            // default: the system clock
 	NewID     func() uuid.UUID // new session ids; default uuid.New
@@ -49,6 +51,19 @@ type Config struct {
 	// leave a half-made sandbox behind (default 2 minutes).
 	OpTimeout time.Duration
 
+	// ExecDefaultTimeout (default 30s) and ExecMaxTimeout (default 10m) bound commands;
+	// ExecOutputCap (default 1 MiB) caps the output one command may return.
+	ExecDefaultTimeout time.Duration
+	ExecMaxTimeout     time.Duration
+	ExecOutputCap      int64
+	// MaxFileBytes caps one uploaded file (default 100 MiB).
+	MaxFileBytes int64
+	// MaxLifetime caps how far keepalive may push expiry past creation (default 24h).
+	MaxLifetime time.Duration
+	// ExtendOnActivity says whether exec and file calls of an agent's sandbox extend its
+	// TTL (nil: never).
+	ExtendOnActivity func(agentID string) bool
+
 	Logger        *slog.Logger
 	MeterProvider metric.MeterProvider
 	Tracer        trace.TracerProvider
@@ -61,6 +76,8 @@ type Service struct {
 	runtime   Runtime
 	ttl       time.Duration
 	admitter  Admitter
+	executor  Executor
+	files     Files
 	inventory Inventory
 	clock     Clock
 	newID     func() uuid.UUID
@@ -69,6 +86,13 @@ type Service struct {
 	sweepParallelism int
 	reconcileGrace   time.Duration
 	opTimeout        time.Duration
+
+	execDefaultTimeout time.Duration
+	execMaxTimeout     time.Duration
+	execOutputCap      int64
+	maxFileBytes       int64
+	maxLifetime        time.Duration
+	extendOnActivity   func(agentID string) bool
 
 	log    *slog.Logger
 	tracer trace.Tracer
@@ -81,6 +105,10 @@ type instruments struct {
 	cleanupTotal      metric.Int64Counter
 	cleanupErrorTotal metric.Int64Counter
 	reconcileTotal    metric.Int64Counter
+	execTotal         metric.Int64Counter
+	keepaliveTotal    metric.Int64Counter
+	fileTotal         metric.Int64Counter
+	execDuration      metric.Float64Histogram
 	activeCount       metric.Int64Gauge
 }
 
@@ -108,9 +136,15 @@ func New(cfg Config) (*Service, error) {
 	}
 	s := &Service{
 		store: cfg.Store, locker: cfg.Locker, runtime: cfg.Runtime, ttl: cfg.TTL,
-		admitter: cfg.Admitter, inventory: cfg.Inventory, clock: cfg.Clock, newID: cfg.NewID,
+		admitter: cfg.Admitter, executor: cfg.Executor, files: cfg.Files, inventory: cfg.Inventory, clock: cfg.Clock, newID: cfg.NewID,
 		sweepBatch: cfg.SweepBatch, sweepParallelism: cfg.SweepParallelism,
 		reconcileGrace: cfg.ReconcileGrace, opTimeout: cfg.OpTimeout, log: cfg.Logger,
+		execDefaultTimeout: orDefault(cfg.ExecDefaultTimeout, 30*time.Second),
+		execMaxTimeout:     orDefault(cfg.ExecMaxTimeout, 10*time.Minute),
+		execOutputCap:      orDefault(cfg.ExecOutputCap, 1<<20),
+		maxFileBytes:       orDefault(cfg.MaxFileBytes, 100<<20),
+		maxLifetime:        orDefault(cfg.MaxLifetime, 24*time.Hour),
+		extendOnActivity:   cfg.ExtendOnActivity,
 	}
 	if s.clock == nil {
 		s.clock = systemClock{}
@@ -154,12 +188,26 @@ func New(cfg Config) (*Service, error) {
 	s.m.cleanupTotal = counter("sandbox.cleanup.total", "Expired sandboxes cleaned by the sweep.")
 	s.m.cleanupErrorTotal = counter("sandbox.cleanup.error.total", "Sweep failures by error type.")
 	s.m.reconcileTotal = counter("sandbox.reconcile.total", "Reconciler repairs by result.")
+	s.m.execTotal = counter("sandbox.exec.total", "Commands run in sandboxes by result.")
+	s.m.keepaliveTotal = counter("sandbox.keepalive.total", "Keepalive requests by result.")
+	s.m.fileTotal = counter("sandbox.file.total", "Workspace file operations by op and result.")
+	h, e := meter.Float64Histogram("sandbox.exec.duration", metric.WithUnit("s"),
+		metric.WithDescription("How long commands ran in sandboxes."))
+	s.m.execDuration = h
+	err = errors.Join(err, e)
 	g, e := meter.Int64Gauge("sandbox.active.count", metric.WithDescription("Sessions the registry holds."))
 	s.m.activeCount = g
 	if err = errors.Join(err, e); err != nil {
 		return nil, fmt.Errorf("lifecycle: instruments: %w", err)
 	}
 	return s, nil
+}
+
+func orDefault[T time.Duration | int64](v, def T) T {
+	if v <= 0 {
+		return def
+	}
+	return v
 }
 
 // locked runs fn holding the chat's lock. fn's context is detached from the caller's

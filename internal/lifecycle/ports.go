@@ -2,6 +2,8 @@ package lifecycle
 
 import (
 	"context"
+	"io"
+	"io/fs"
 	"time"
 
 	"github.com/google/uuid"
@@ -94,3 +96,42 @@ type Inventory interface {
 
 // Clock tells the time.
 type Clock interface{ Now() time.Time }
+
+// ExecCommand is a command to run in a sandbox.
+type ExecCommand struct {
+	Cmd     []string // argv; Cmd[0] is looked up in the sandbox's PATH
+	Env     map[string]string
+	Workdir string    // empty: the profile's workspace mount
+	Stdin   io.Reader // nil: no input
+	// Stdout and Stderr receive the output as it comes. The lifecycle caps them.
+	Stdout io.Writer
+	Stderr io.Writer
+}
+
+// Executor runs commands in sandboxes.
+type Executor interface {
+	// Exec runs cmd in the container and returns its exit code once it ends. When ctx
+	// ends first, Exec must kill the process (and what it started) in the sandbox before
+	// it returns ctx's error. Errors: sandbox.ErrNotFound when the container is gone,
+	// sandbox.ErrInvalid for a command that cannot start.
+	Exec(ctx context.Context, containerID string, cmd ExecCommand) (exitCode int, err error)
+}
+
+// FileInfo describes one entry of a sandbox's workspace.
+type FileInfo struct {
+	Path    string // relative to the workspace, slash-separated
+	Size    int64
+	Mode    fs.FileMode
+	ModTime time.Time
+}
+
+// Files reads and writes a session's workspace. Every path is relative to the workspace
+// (a leading "/" or the workspace mount point is allowed and stripped); no path, and no
+// symlink on it, may lead outside the workspace: such requests fail with
+// sandbox.ErrInvalid. Missing files are sandbox.ErrNotFound; a write past maxBytes is
+// sandbox.ErrTooLarge and leaves no partial file.
+type Files interface {
+	WriteFile(ctx context.Context, s sandbox.Session, path string, r io.Reader, maxBytes int64) (FileInfo, error)
+	OpenFile(ctx context.Context, s sandbox.Session, path string) (io.ReadCloser, FileInfo, error)
+	ListDir(ctx context.Context, s sandbox.Session, path string) ([]FileInfo, error)
+}

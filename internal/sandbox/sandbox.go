@@ -27,6 +27,8 @@ var (
 	ErrUnavailable = errors.New("unavailable")
 	// ErrExpired: the chat's sandbox exists but its TTL has passed.
 	ErrExpired = errors.New("expired")
+	// ErrTooLarge: a body or file is over its configured limit; nothing was written.
+	ErrTooLarge = errors.New("too large")
 )
 
 // Status is the state of a sandbox as the runtime reports it.
@@ -84,6 +86,8 @@ func ErrorType(err error) string {
 		return "invalid"
 	case errors.Is(err, ErrExpired):
 		return "expired"
+	case errors.Is(err, ErrTooLarge):
+		return "too_large"
 	case errors.Is(err, ErrUnavailable):
 		return "unavailable"
 	case errors.Is(err, context.DeadlineExceeded):

@@ -1,0 +1,211 @@
+package lifecycle_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/sandboxd/sandboxd/internal/keylock"
+	"github.com/sandboxd/sandboxd/internal/lifecycle"
+	"github.com/sandboxd/sandboxd/internal/memstore"
+	"github.com/sandboxd/sandboxd/internal/sandbox"
+)
+
+// scriptedExecutor writes out and errOut, then either exits with code or, when hang is
+// set, waits for ctx to end and reports whether it saw that (the "kill").
+type scriptedExecutor struct {
+	out, errOut string
+	code        int
+	hang        bool
+	killed      chan struct{}
+	got         lifecycle.ExecCommand
+	container   string
+}
+
+func (e *scriptedExecutor) Exec(ctx context.Context, containerID string, cmd lifecycle.ExecCommand) (int, error) {
+	e.got, e.container = cmd, containerID
+	if cmd.Stdin != nil {
+		in, _ := io.ReadAll(cmd.Stdin)
+		_, _ = cmd.Stdout.Write(in)
+	}
+	_, _ = io.WriteString(cmd.Stdout, e.out)
+	_, _ = io.WriteString(cmd.Stderr, e.errOut)
+	if e.hang {
+		<-ctx.Done()
+		close(e.killed)
+		return 0, ctx.Err()
+	}
+	return e.code, nil
+}
+
+type agentEnv struct {
+	store *memstore.Store
+	exec  *scriptedExecutor
+	tel   *telemetry
+	svc   *lifecycle.Service
+}
+
+func newAgentEnv(t *testing.T, exec *scriptedExecutor, cfg lifecycle.Config, sessions ...sandbox.Session) *agentEnv {
+	t.Helper()
+	e := &agentEnv{store: storeWith(t, sessions...), exec: exec, tel: newTelemetry(t)}
+	cfg.Store, cfg.Locker, cfg.Runtime, cfg.TTL, cfg.Clock = e.store, keylock.New(), &fakeRuntime{}, ttl, fixedClock{now}
+	cfg.Executor, cfg.Tracer, cfg.MeterProvider = exec, e.tel.tp, e.tel.mp
+	svc, err := lifecycle.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.svc = svc
+	return e
+}
+
+func TestExecRunsInTheLiveSandboxAndReportsOutput(t *testing.T) {
+	exec := &scriptedExecutor{out: "hello\n", errOut: "warn\n", code: 3}
+	e := newAgentEnv(t, exec, lifecycle.Config{}, liveSession())
+	var stdout, stderr bytes.Buffer
+	res, err := e.svc.Exec(context.Background(), lifecycle.ExecRequest{
+		ChatID: chatID, Cmd: []string{"sh", "-c", "x"}, Env: map[string]string{"A": "1"}, Workdir: "/workspace/sub",
+		Stdin: strings.NewReader("in:"), Stdout: &stdout, Stderr: &stderr,
+	})
+	if err != nil {
+		t.Fatalf("Exec: %v", err)
+	}
+	assertEqual(t, "result", res, lifecycle.ExecResult{ExitCode: 3})
+	assertEqual(t, "stdout", stdout.String(), "in:hello\n")
+	assertEqual(t, "stderr", stderr.String(), "warn\n")
+	assertEqual(t, "container", exec.container, "container-1")
+	assertEqual(t, "env", exec.got.Env, map[string]string{"A": "1"})
+	assertEqual(t, "workdir", exec.got.Workdir, "/workspace/sub")
+	assertCounted(t, e.tel, "sandbox.exec.total", map[string]any{"result": "completed"})
+	if _, ok := e.tel.metric(t, "sandbox.exec.duration"); !ok {
+		t.Fatal("exec duration not recorded")
+	}
+}
+
+func TestExecCapsOutputAndSaysSo(t *testing.T) {
+	exec := &scriptedExecutor{out: strings.Repeat("o", 60), errOut: strings.Repeat("e", 60)}
+	e := newAgentEnv(t, exec, lifecycle.Config{ExecOutputCap: 100}, liveSession())
+	var stdout, stderr bytes.Buffer
+	res, err := e.svc.Exec(context.Background(), lifecycle.ExecRequest{ChatID: chatID, Cmd: []string{"x"}, Stdout: &stdout, Stderr: &stderr})
+	if err != nil {
+		t.Fatalf("Exec: %v", err)
+	}
+	if !res.Truncated {
+		t.Fatal("120 bytes under a cap of 100 not flagged as truncated")
+	}
+	assertEqual(t, "bytes kept", stdout.Len()+stderr.Len(), 100)
+}
+
+func TestExecTimeoutKillsTheCommand(t *testing.T) {
+	exec := &scriptedExecutor{hang: true, killed: make(chan struct{})}
+	e := newAgentEnv(t, exec, lifecycle.Config{}, liveSession())
+	res, err := e.svc.Exec(context.Background(), lifecycle.ExecRequest{ChatID: chatID, Cmd: []string{"sleep", "60"}, Timeout: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("Exec: %v", err)
+	}
+	assertEqual(t, "result", res, lifecycle.ExecResult{ExitCode: -1, TimedOut: true})
+	<-exec.killed
+	assertCounted(t, e.tel, "sandbox.exec.total", map[string]any{"result": "timed_out"})
+}
+
+func TestExecOfACallerThatLeavesKillsTheCommand(t *testing.T) {
+	exec := &scriptedExecutor{hang: true, killed: make(chan struct{})}
+	e := newAgentEnv(t, exec, lifecycle.Config{}, liveSession())
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { time.Sleep(20 * time.Millisecond); cancel() }()
+	if _, err := e.svc.Exec(ctx, lifecycle.ExecRequest{ChatID: chatID, Cmd: []string{"sleep", "60"}}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Exec: err = %v, want context.Canceled", err)
+	}
+	<-exec.killed
+}
+
+func TestExecRefusals(t *testing.T) {
+	expired := liveSession()
+	expired.ExpiresAt = now
+	for _, tc := range []struct {
+		name    string
+		session *sandbox.Session
+		req     lifecycle.ExecRequest
+		want    error
+	}{
+		{"no sandbox", nil, lifecycle.ExecRequest{ChatID: chatID, Cmd: []string{"true"}}, sandbox.ErrNotFound},
+		{"expired sandbox", &expired, lifecycle.ExecRequest{ChatID: chatID, Cmd: []string{"true"}}, sandbox.ErrExpired},
+		{"empty command", &expired, lifecycle.ExecRequest{ChatID: chatID}, sandbox.ErrInvalid},
+		{"timeout over the maximum", &expired, lifecycle.ExecRequest{ChatID: chatID, Cmd: []string{"true"}, Timeout: time.Hour}, sandbox.ErrInvalid},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var sessions []sandbox.Session
+			if tc.session != nil {
+				sessions = append(sessions, *tc.session)
+			}
+			exec := &scriptedExecutor{}
+			e := newAgentEnv(t, exec, lifecycle.Config{}, sessions...)
+			if _, err := e.svc.Exec(context.Background(), tc.req); !errors.Is(err, tc.want) {
+				t.Fatalf("err = %v, want %v", err, tc.want)
+			}
+			if exec.container != "" {
+				t.Fatal("the executor was called")
+			}
+		})
+	}
+}
+
+func TestKeepaliveExtendsUpToTheMaximumLifetime(t *testing.T) {
+	session := liveSession() // created a minute ago, expires in 4
+	e := newAgentEnv(t, &scriptedExecutor{}, lifecycle.Config{MaxLifetime: time.Hour}, session)
+
+	got, err := e.svc.Keepalive(context.Background(), chatID, 30*time.Minute)
+	if err != nil {
+		t.Fatalf("Keepalive: %v", err)
+	}
+	assertEqual(t, "expiry", got.ExpiresAt, now.Add(30*time.Minute))
+	assertEqual(t, "stored expiry", mustGet(t, e.store, chatID).ExpiresAt, now.Add(30*time.Minute))
+
+	got, err = e.svc.Keepalive(context.Background(), chatID, 10*time.Hour)
+	if err != nil {
+		t.Fatalf("Keepalive: %v", err)
+	}
+	assertEqual(t, "capped expiry", got.ExpiresAt, session.CreatedAt.Add(time.Hour))
+	assertEqual(t, "stored capped expiry", mustGet(t, e.store, chatID).ExpiresAt, session.CreatedAt.Add(time.Hour))
+	if n := e.tel.counter(t, "sandbox.keepalive.total", map[string]any{"result": "extended"}); n != 2 {
+		t.Fatalf("keepalive count = %d, want 2", n)
+	}
+}
+
+func TestKeepaliveRefusals(t *testing.T) {
+	expired := liveSession()
+	expired.ExpiresAt = now
+	e := newAgentEnv(t, &scriptedExecutor{}, lifecycle.Config{}, expired)
+	if _, err := e.svc.Keepalive(context.Background(), chatID, time.Minute); !errors.Is(err, sandbox.ErrExpired) {
+		t.Fatalf("keepalive of an expired sandbox: err = %v, want ErrExpired", err)
+	}
+	assertEqual(t, "expiry untouched", mustGet(t, e.store, chatID).ExpiresAt, now)
+	if _, err := e.svc.Keepalive(context.Background(), uuid.New(), time.Minute); !errors.Is(err, sandbox.ErrNotFound) {
+		t.Fatalf("keepalive of no sandbox: err = %v, want ErrNotFound", err)
+	}
+	if _, err := e.svc.Keepalive(context.Background(), chatID, 0); !errors.Is(err, sandbox.ErrInvalid) {
+		t.Fatalf("keepalive with ttl 0: err = %v, want ErrInvalid", err)
+	}
+}
+
+func TestActivityExtendsOnlyWhenTheProfileSaysSo(t *testing.T) {
+	for _, extend := range []bool{false, true} {
+		session := liveSession()
+		e := newAgentEnv(t, &scriptedExecutor{}, lifecycle.Config{
+			ExtendOnActivity: func(agent string) bool { return extend && agent == agentID },
+		}, session)
+		if _, err := e.svc.Exec(context.Background(), lifecycle.ExecRequest{ChatID: chatID, Cmd: []string{"true"}}); err != nil {
+			t.Fatal(err)
+		}
+		want := session.ExpiresAt
+		if extend {
+			want = now.Add(ttl)
+		}
+		assertEqual(t, "expiry after exec", mustGet(t, e.store, chatID).ExpiresAt, want)
+	}
+}
