@@ -90,7 +90,9 @@ type Agents struct {
 	RefuseUnknown bool `koanf:"refuse_unknown"`
 }
 
-// Profile is how one agent's sandbox is made.
+// Profile is how one agent's sandbox is made. An unset field of a listed profile takes
+// the default profile's value, and one unset there the runtime's hardened default (see
+// internal/docker: 512m, 1 CPU, 256 pids, network none, /workspace, 1000:1000, /tmp 64m).
 type Profile struct {
 	Image string `koanf:"image"`
 	// Memory is a size such as "512m" or "1g" (binary units); see MemoryBytes.
@@ -102,10 +104,10 @@ type Profile struct {
 	Env map[string]string `koanf:"env"`
 	// Workspace is where the chat's host folder is mounted in the sandbox.
 	Workspace string `koanf:"workspace"`
-	// User runs the sandbox's process ("uid:gid" or a name the image knows).
+	// User runs the sandbox's process: a numeric "uid:gid", never root.
 	User string `koanf:"user"`
-	// Tmpfs maps in-sandbox paths to tmpfs mount options.
-	Tmpfs map[string]string `koanf:"tmpfs"`
+	// Tmpfs is the size of the tmpfs on /tmp, such as "64m"; see TmpfsBytes.
+	Tmpfs string `koanf:"tmpfs"`
 }
 
 // OTLP configures trace export.
@@ -131,14 +133,6 @@ func Default() Config {
 		Reconcile:       Reconcile{Interval: 5 * time.Minute, Grace: time.Minute},
 		Registry:        "sqlite:./.data/sandboxd.db",
 		Docker:          Docker{Instance: "sandboxd", VolumeRoot: "./.data/volumes"},
-		Agents: Agents{Default: Profile{
-			Image:     "sandboxd-sandbox:latest",
-			Memory:    "512m",
-			CPUs:      1,
-			PIDs:      256,
-			Network:   "none",
-			Workspace: "/workspace",
-		}},
 		Log: Log{Level: "info", Format: "json"},
 	}
 }
@@ -177,7 +171,7 @@ func options() []option {
 		{"docker::host", "Docker engine address (empty: DOCKER_HOST or the default socket)", str(func(c Config) string { return c.Docker.Host })},
 		{"docker::instance", "instance id labelling this service's containers", str(func(c Config) string { return c.Docker.Instance })},
 		{"docker::volume_root", "host folder holding the workspaces", str(func(c Config) string { return c.Docker.VolumeRoot })},
-		{"agents::default::image", "image of the default agent profile", str(func(c Config) string { return c.Agents.Default.Image })},
+		{"agents::default::image", "image of the default agent profile (empty: the runtime's, sandboxd-sandbox:latest)", str(func(c Config) string { return c.Agents.Default.Image })},
 		{"agents::refuse_unknown", "refuse agent ids without a profile",
 			func(fs *pflag.FlagSet, n string, d Config, u string) { fs.Bool(n, d.Agents.RefuseUnknown, u) }},
 		{"otlp::endpoint", "OTLP/HTTP endpoint for traces (empty: none)", str(func(c Config) string { return c.OTLP.Endpoint })},
@@ -333,7 +327,7 @@ func (c *Config) finish() error {
 		c.Docker.VolumeRoot = abs
 	}
 
-	if err := checkProfile(c.Agents.Default); err != nil && !c.Agents.RefuseUnknown {
+	if err := checkProfile(c.Agents.Default); err != nil {
 		bad("agents.default", "%v", err)
 	}
 	for id, p := range c.Agents.Profiles {
@@ -391,8 +385,10 @@ func (p Profile) over(base Profile) Profile {
 	if p.User == "" {
 		p.User = base.User
 	}
+	if p.Tmpfs == "" {
+		p.Tmpfs = base.Tmpfs
+	}
 	p.Env = mergeMaps(base.Env, p.Env)
-	p.Tmpfs = mergeMaps(base.Tmpfs, p.Tmpfs)
 	return p
 }
 
@@ -412,10 +408,10 @@ func mergeMaps(base, over map[string]string) map[string]string {
 
 func checkProfile(p Profile) error {
 	var errs []error
-	if p.Image == "" {
-		errs = append(errs, errors.New("image must be set"))
-	}
 	if _, err := p.MemoryBytes(); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := p.TmpfsBytes(); err != nil {
 		errs = append(errs, err)
 	}
 	if p.CPUs < 0 {
@@ -427,18 +423,22 @@ func checkProfile(p Profile) error {
 	if p.Workspace != "" && !strings.HasPrefix(p.Workspace, "/") {
 		errs = append(errs, fmt.Errorf("workspace %q must be an absolute path in the sandbox", p.Workspace))
 	}
-	for path := range p.Tmpfs {
-		if !strings.HasPrefix(path, "/") {
-			errs = append(errs, fmt.Errorf("tmpfs path %q must be absolute", path))
-		}
-	}
 	return errors.Join(errs...)
 }
 
-// MemoryBytes parses Memory: a number of bytes with an optional k, m, g or t suffix
-// (binary units, "b", "i" and "ib" tolerated: 512m, 512MiB, 1G). Empty is 0: no limit.
-func (p Profile) MemoryBytes() (int64, error) {
-	s := strings.ToLower(strings.TrimSpace(p.Memory))
+// MemoryBytes parses Memory; empty is 0 (the runtime's default).
+func (p Profile) MemoryBytes() (int64, error) { return parseSize("memory", p.Memory) }
+
+// TmpfsBytes parses Tmpfs; empty is 0 (the runtime's default).
+func (p Profile) TmpfsBytes() (int64, error) { return parseSize("tmpfs", p.Tmpfs) }
+
+// NanoCPUs is CPUs in the runtime's unit, 1e-9 CPUs.
+func (p Profile) NanoCPUs() int64 { return int64(p.CPUs * 1e9) }
+
+// parseSize reads a number of bytes with an optional k, m, g or t suffix (binary units;
+// "b", "i" and "ib" tolerated: 512m, 512MiB, 1G).
+func parseSize(what, size string) (int64, error) {
+	s := strings.ToLower(strings.TrimSpace(size))
 	if s == "" {
 		return 0, nil
 	}
@@ -452,21 +452,9 @@ func (p Profile) MemoryBytes() (int64, error) {
 	}
 	n, err := strconv.ParseInt(s, 10, 64)
 	if err != nil || n <= 0 || n > (1<<62)/mult {
-		return 0, fmt.Errorf("memory %q is not a size such as 512m or 2g", p.Memory)
+		return 0, fmt.Errorf("%s %q is not a size such as 512m or 2g", what, size)
 	}
 	return n * mult, nil
-}
-
-// Profile returns the profile of agentID: its own, or the default for an empty or
-// unlisted id. ok is false when the agent is unlisted and unknown agents are refused.
-func (a Agents) Profile(agentID string) (p Profile, ok bool) {
-	if p, ok := a.Profiles[agentID]; ok && agentID != "" {
-		return p, true
-	}
-	if a.RefuseUnknown {
-		return Profile{}, false
-	}
-	return a.Default, true
 }
 
 // ParseRegistry splits a registry DSN into its kind ("sqlite" or "postgres") and what the

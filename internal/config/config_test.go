@@ -34,8 +34,8 @@ func TestDefaults(t *testing.T) {
 	if want := filepath.Join(wd, ".data", "volumes"); cfg.Docker.VolumeRoot != want {
 		t.Errorf("volume root %q, want %q (absolute)", cfg.Docker.VolumeRoot, want)
 	}
-	if p, ok := cfg.Agents.Profile("anyone"); !ok || p.Image == "" {
-		t.Errorf("unknown agent gets %+v, %v; want the default profile", p, ok)
+	if cfg.Agents.RefuseUnknown || len(cfg.Agents.Profiles) != 0 {
+		t.Errorf("agents = %+v, want every agent on the default profile", cfg.Agents)
 	}
 }
 
@@ -104,9 +104,8 @@ log:
 		}
 	}
 
-	p, ok := cfg.Agents.Profile("claude.v2")
-	if !ok || p.Image != "claude:2" || p.Memory != "256m" || p.PIDs != 256 ||
-		p.Env["A"] != "1" || p.Env["B"] != "2" {
+	p, ok := cfg.Agents.Profiles["claude.v2"] // an agent id with a dot stays one key
+	if !ok || p.Image != "claude:2" || p.Memory != "256m" || p.Env["A"] != "1" || p.Env["B"] != "2" {
 		t.Errorf("profile claude.v2 = %+v, want its own image over the default's other fields", p)
 	}
 	if n, _ := p.MemoryBytes(); n != 256<<20 {
@@ -179,9 +178,9 @@ func TestValidationErrors(t *testing.T) {
 			want: []string{"intervall"},
 		},
 		{
-			name: "profile without image, bad memory",
-			file: "agents:\n  default:\n    image: \"\"\n  profiles:\n    a:\n      memory: lots\n",
-			want: []string{"agents.default: image must be set", "agents.profiles.a", `memory "lots"`},
+			name: "bad sizes and paths in profiles",
+			file: "agents:\n  default:\n    tmpfs: 1x\n  profiles:\n    a:\n      memory: lots\n      workspace: rel\n",
+			want: []string{"agents.default", `tmpfs "1x"`, "agents.profiles.a", `memory "lots"`, `workspace "rel"`},
 		},
 		{
 			name: "refuse unknown with no profiles",
