@@ -133,7 +133,7 @@ func Default() Config {
 		Reconcile:       Reconcile{Interval: 5 * time.Minute, Grace: time.Minute},
 		Registry:        "sqlite:./.data/sandboxd.db",
 		Docker:          Docker{Instance: "sandboxd", VolumeRoot: "./.data/volumes"},
-		Log: Log{Level: "info", Format: "json"},
+		Log:             Log{Level: "info", Format: "json"},
 	}
 }
 
