@@ -1,0 +1,358 @@
+// Package httpapi provides the HTTP JSON API of sandboxd: the sandbox of a chat
+// (create-or-reuse, get, delete), the list of sandboxes, health and readiness probes,
+// the metrics endpoint and the OpenAPI 3.1 document that describes them, generated from
+// the Go types by huma and served at /openapi.json.
+//
+// Errors are RFC 9457 problem documents. The domain's sentinel errors become status codes
+// in one place, statusFor; this is the only package that knows status codes.
+package httpapi
+
+//go:generate go test -run TestOpenAPIDocumentIsCommitted -update .
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/danielgtaylor/huma/v2"
+	"github.com/danielgtaylor/huma/v2/adapters/humago"
+	"github.com/google/uuid"
+
+	"github.com/sandboxd/sandboxd/internal/lifecycle"
+	"github.com/sandboxd/sandboxd/internal/sandbox"
+)
+
+// Sandboxes is what the handlers need of the use cases; *lifecycle.Service provides it.
+type Sandboxes interface {
+	Create(ctx context.Context, req lifecycle.CreateRequest) (sandbox.Session, lifecycle.Outcome, error)
+	Get(ctx context.Context, chatID uuid.UUID) (sandbox.Session, error)
+	Delete(ctx context.Context, chatID uuid.UUID) (lifecycle.DeleteResult, error)
+	List(ctx context.Context, filter lifecycle.ListFilter) ([]sandbox.Session, error)
+}
+
+// DefaultMaxBodyBytes is the request body limit when Config.MaxBodyBytes is not set.
+const DefaultMaxBodyBytes = 64 << 10
+
+// Config holds the dependencies of the API. Sandboxes is required; the rest are optional.
+type Config struct {
+	Sandboxes Sandboxes
+	// Tokens are the bearer tokens accepted on /v1/. With none, /v1/ is open: the caller
+	// decides whether that is acceptable (sandboxd allows it on loopback only).
+	Tokens []string
+	// MaxBodyBytes caps request bodies; a larger one is refused with 413 before anything
+	// is read into the handlers. Default DefaultMaxBodyBytes.
+	MaxBodyBytes int64
+	// Ready reports whether the service can serve (registry and engine reachable);
+	// nil means always ready.
+	Ready func(context.Context) error
+	// Metrics serves GET /metrics (e.g. the Prometheus exporter's handler); nil: 404.
+	Metrics http.Handler
+	// Logger receives one record per request; default: discard.
+	Logger *slog.Logger
+	// Now tells the time at which the "expired" flag of a session is judged; it should
+	// be the lifecycle's clock. Default: time.Now.
+	Now func() time.Time
+}
+
+// Title and Version name the API in its OpenAPI document.
+const (
+	Title   = "sandboxd"
+	Version = "1.0.0"
+)
+
+const bearerScheme = "bearer"
+
+// server holds what the handlers share.
+type server struct {
+	sandboxes Sandboxes
+	ready     func(context.Context) error
+	metrics   http.Handler
+	log       *slog.Logger
+	now       func() time.Time
+	maxBody   int64
+}
+
+// v1 completes an operation of /v1/: bearer auth (enforced by authenticate) and the
+// body limit (enforced by limitBody before huma reads the body; huma's own limit, which
+// refuses a body of exactly its size, is set above it).
+func (s *server) v1(op huma.Operation) huma.Operation {
+	op.Security = []map[string][]string{{bearerScheme: {}}}
+	op.Errors = append([]int{http.StatusUnauthorized}, op.Errors...)
+	op.MaxBodyBytes = s.maxBody + 1
+	return op
+}
+
+// New checks cfg and returns the API's handler. A missing Sandboxes, an empty token or
+// a negative MaxBodyBytes is an error.
+func New(cfg Config) (http.Handler, error) {
+	if cfg.Sandboxes == nil {
+		return nil, errors.New("httpapi: missing Sandboxes")
+	}
+	for i, t := range cfg.Tokens {
+		if strings.TrimSpace(t) == "" {
+			return nil, fmt.Errorf("httpapi: token %d is empty", i)
+		}
+	}
+	if cfg.MaxBodyBytes < 0 {
+		return nil, fmt.Errorf("httpapi: MaxBodyBytes %d is negative", cfg.MaxBodyBytes)
+	}
+	if cfg.MaxBodyBytes == 0 {
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	s := &server{
+		sandboxes: cfg.Sandboxes, ready: cfg.Ready, metrics: cfg.Metrics,
+		log: cfg.Logger, now: cfg.Now, maxBody: cfg.MaxBodyBytes,
+	}
+
+	mux := http.NewServeMux()
+	api := newAPI(mux)
+	v1 := huma.NewGroup(api, "/v1")
+	v1.UseMiddleware(requireContentType(api))
+	s.registerSandbox(v1)
+	s.registerSandboxes(v1)
+	s.registerHealth(api)
+	s.registerMetrics(api, mux)
+
+	var h http.Handler = mux
+	h = limitBody(h, cfg.MaxBodyBytes)
+	h = authenticate(h, cfg.Tokens)
+	h = logRequests(h, cfg.Logger)
+	return h, nil
+}
+
+// newAPI makes the huma API on mux: JSON only, no docs UI, no schema links, unknown
+// body fields refused, validation details folded into the problem's detail.
+func newAPI(mux *http.ServeMux) huma.API {
+	config := huma.DefaultConfig(Title, Version)
+	config.Info.Description = "Every AI-agent chat gets its own hardened sandbox container."
+	config.OpenAPIPath = "/openapi"
+	config.DocsPath = ""
+	config.SchemasPath = ""
+	config.CreateHooks = nil
+	config.Formats = map[string]huma.Format{"application/json": huma.DefaultJSONFormat, "json": huma.DefaultJSONFormat}
+	config.Components.SecuritySchemes = map[string]*huma.SecurityScheme{
+		bearerScheme: {
+			Type:        "http",
+			Scheme:      "bearer",
+			Description: "One of the tokens configured for sandboxd.",
+		},
+	}
+	config.Transformers = append(config.Transformers, detailTransformer)
+	return humago.New(mux, config)
+}
+
+// detailTransformer appends the individual validation errors to a problem's detail, so
+// that the detail alone says what was wrong ("validation failed: unexpected property
+// (body.colour)").
+func detailTransformer(_ huma.Context, _ string, v any) (any, error) {
+	m, ok := v.(*huma.ErrorModel)
+	if !ok || len(m.Errors) == 0 {
+		return v, nil
+	}
+	parts := make([]string, 0, len(m.Errors))
+	for _, e := range m.Errors {
+		if e == nil {
+			continue
+		}
+		if e.Location != "" {
+			parts = append(parts, fmt.Sprintf("%s (%s)", e.Message, e.Location))
+		} else {
+			parts = append(parts, e.Message)
+		}
+	}
+	if len(parts) > 0 && !strings.Contains(m.Detail, parts[0]) {
+		m.Detail = m.Detail + ": " + strings.Join(parts, "; ")
+	}
+	return m, nil
+}
+
+// statusFor maps an error of the use cases to its HTTP status.
+func statusFor(err error) int {
+	switch {
+	case errors.Is(err, sandbox.ErrInvalid):
+		return http.StatusUnprocessableEntity
+	case errors.Is(err, sandbox.ErrNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, sandbox.ErrConflict), errors.Is(err, sandbox.ErrExpired):
+		return http.StatusConflict
+	case errors.Is(err, sandbox.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
+		return http.StatusServiceUnavailable
+	default:
+		return http.StatusInternalServerError
+	}
+}
+
+// fail turns err into a problem document. Client errors carry the error's message;
+// server errors carry a generic one and are logged, so no internals leak.
+func (s *server) fail(ctx context.Context, op string, err error) error {
+	status := statusFor(err)
+	if status < 500 {
+		// The detail is the error's own words without the sentinel's trailing name
+		// ("chat id "x" is not a UUID", not "...: invalid"): the status says that.
+		detail := err.Error()
+		for _, sentinel := range []error{sandbox.ErrInvalid, sandbox.ErrNotFound, sandbox.ErrConflict, sandbox.ErrExpired} {
+			detail = strings.TrimSuffix(detail, ": "+sentinel.Error())
+		}
+		return huma.NewError(status, detail)
+	}
+	s.log.ErrorContext(ctx, "request_failed", slog.String("operation", op),
+		slog.String("error", err.Error()), slog.String("error_type", sandbox.ErrorType(err)))
+	if status == http.StatusServiceUnavailable {
+		return huma.NewError(status, "a dependency of sandboxd is unavailable; try again later")
+	}
+	return huma.NewError(status, "internal error")
+}
+
+// writeProblem writes a problem document from outside huma (the middlewares).
+func writeProblem(w http.ResponseWriter, status int, detail string) {
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(&huma.ErrorModel{
+		Title:  http.StatusText(status),
+		Status: status,
+		Detail: detail,
+	})
+}
+
+// authenticate refuses requests to /v1/ that do not carry one of tokens as a bearer
+// token. With no tokens, everything passes.
+func authenticate(next http.Handler, tokens []string) http.Handler {
+	if len(tokens) == 0 {
+		return next
+	}
+	// Comparing digests keeps the comparison constant-time in the token's length too.
+	digests := make([][sha256.Size]byte, len(tokens))
+	for i, t := range tokens {
+		digests[i] = sha256.Sum256([]byte(t))
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasPrefix(r.URL.Path, "/v1/") {
+			next.ServeHTTP(w, r)
+			return
+		}
+		scheme, token, found := strings.Cut(r.Header.Get("Authorization"), " ")
+		if !found || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(token) == "" {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="sandboxd"`)
+			writeProblem(w, http.StatusUnauthorized, "missing bearer token: send Authorization: Bearer <token>")
+			return
+		}
+		got := sha256.Sum256([]byte(strings.TrimSpace(token)))
+		match := 0
+		for i := range digests {
+			match |= subtle.ConstantTimeCompare(got[:], digests[i][:])
+		}
+		if match != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="sandboxd", error="invalid_token"`)
+			writeProblem(w, http.StatusUnauthorized, "invalid bearer token")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// limitBody refuses a request whose body is over limit bytes with 413, before any
+// handler runs. A body of unknown length is read up to the limit and replayed.
+func limitBody(next http.Handler, limit int64) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > limit {
+			writeProblem(w, http.StatusRequestEntityTooLarge,
+				fmt.Sprintf("request body is %d bytes, over the limit of %d bytes", r.ContentLength, limit))
+			return
+		}
+		if r.Body != nil && r.Body != http.NoBody {
+			body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+			_ = r.Body.Close()
+			if err != nil {
+				writeProblem(w, http.StatusBadRequest, "cannot read request body")
+				return
+			}
+			if int64(len(body)) > limit {
+				writeProblem(w, http.StatusRequestEntityTooLarge,
+					fmt.Sprintf("request body is over the limit of %d bytes", limit))
+				return
+			}
+			r.Body = io.NopCloser(bytes.NewReader(body))
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// requireContentType refuses, with 415, a request body whose media type the operation
+// does not declare. A body without Content-Type is taken as JSON.
+func requireContentType(api huma.API) func(huma.Context, func(huma.Context)) {
+	return func(ctx huma.Context, next func(huma.Context)) {
+		op := ctx.Operation()
+		ct := ctx.Header("Content-Type")
+		if op.RequestBody == nil || ct == "" {
+			next(ctx)
+			return
+		}
+		mediaType, _, _ := strings.Cut(ct, ";")
+		mediaType = strings.ToLower(strings.TrimSpace(mediaType))
+		if _, ok := op.RequestBody.Content[mediaType]; !ok {
+			allowed := make([]string, 0, len(op.RequestBody.Content))
+			for k := range op.RequestBody.Content {
+				allowed = append(allowed, k)
+			}
+			_ = huma.WriteErr(api, ctx, http.StatusUnsupportedMediaType,
+				fmt.Sprintf("Content-Type %q is not supported; send %s", ct, strings.Join(allowed, " or ")))
+			return
+		}
+		next(ctx)
+	}
+}
+
+// statusRecorder remembers the status a handler wrote.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(status int) {
+	if r.status == 0 {
+		r.status = status
+	}
+	r.ResponseWriter.WriteHeader(status)
+}
+
+func (r *statusRecorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return r.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer (flush, deadlines).
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// logRequests logs one record per request: method, path, status, duration.
+func logRequests(next http.Handler, log *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w}
+		next.ServeHTTP(rec, r)
+		if rec.status == 0 {
+			rec.status = http.StatusOK
+		}
+		log.LogAttrs(r.Context(), slog.LevelInfo, "http_request",
+			slog.String("method", r.Method),
+			slog.String("path", r.URL.Path),
+			slog.Int("status", rec.status),
+			slog.Duration("duration", time.Since(start)))
+	})
+}
