@@ -1,0 +1,175 @@
+package periodic
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestRunsEveryIntervalUntilStopped(t *testing.T) {
+	var runs atomic.Int32
+	r, err := Start(context.Background(), nil, Job{
+		Name: "sweep", Interval: 5 * time.Millisecond,
+		Run: func(context.Context) error { runs.Add(1); return nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return runs.Load() >= 3 })
+	r.Stop()
+	n := runs.Load()
+	time.Sleep(20 * time.Millisecond)
+	if runs.Load() != n {
+		t.Errorf("runs went on after Stop: %d then %d", n, runs.Load())
+	}
+	r.Stop() // twice is fine
+}
+
+func TestImmediately(t *testing.T) {
+	ran := make(chan struct{}, 1)
+	r, err := Start(context.Background(), nil, Job{
+		Name: "reconcile", Interval: time.Hour, Immediately: true,
+		Run: func(context.Context) error { ran <- struct{}{}; return nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Stop()
+	select {
+	case <-ran:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the job did not run at start")
+	}
+}
+
+// A run slower than the interval delays the next one: runs never overlap.
+func TestNeverOverlaps(t *testing.T) {
+	var running, maxRunning, runs atomic.Int32
+	r, err := Start(context.Background(), nil, Job{
+		Name: "slow", Interval: time.Millisecond,
+		Run: func(context.Context) error {
+			n := running.Add(1)
+			for {
+				m := maxRunning.Load()
+				if n <= m || maxRunning.CompareAndSwap(m, n) {
+					break
+				}
+			}
+			time.Sleep(10 * time.Millisecond)
+			running.Add(-1)
+			runs.Add(1)
+			return nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return runs.Load() >= 5 })
+	r.Stop()
+	if m := maxRunning.Load(); m != 1 {
+		t.Errorf("%d runs at once, want 1", m)
+	}
+}
+
+// Stop cancels the run in progress and waits for it to return.
+func TestStopCancelsAndWaits(t *testing.T) {
+	started := make(chan struct{})
+	var returned atomic.Bool
+	r, err := Start(context.Background(), nil, Job{
+		Name: "long", Interval: time.Hour, Immediately: true,
+		Run: func(ctx context.Context) error {
+			close(started)
+			<-ctx.Done()
+			time.Sleep(5 * time.Millisecond) // cleanup after cancellation
+			returned.Store(true)
+			return ctx.Err()
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	r.Stop()
+	if !returned.Load() {
+		t.Error("Stop returned before the run did")
+	}
+}
+
+// The parent context ending stops the jobs too.
+func TestParentContext(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var runs atomic.Int32
+	r, err := Start(ctx, nil, Job{Name: "j", Interval: time.Millisecond,
+		Run: func(context.Context) error { runs.Add(1); return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return runs.Load() >= 1 })
+	cancel()
+	r.Stop()
+}
+
+// A failing run is logged and the job goes on.
+func TestErrorsAreLoggedAndJobGoesOn(t *testing.T) {
+	var mu sync.Mutex
+	var buf bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&lockedWriter{mu: &mu, w: &buf}, nil))
+	var runs atomic.Int32
+	r, err := Start(context.Background(), log, Job{
+		Name: "sweep", Interval: time.Millisecond,
+		Run: func(context.Context) error { runs.Add(1); return errors.New("registry down") },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return runs.Load() >= 3 })
+	r.Stop()
+	mu.Lock()
+	defer mu.Unlock()
+	out := buf.String()
+	if !strings.Contains(out, "job_failed") || !strings.Contains(out, "job=sweep") ||
+		!strings.Contains(out, `error="registry down"`) {
+		t.Errorf("log lacks the failure:\n%s", out)
+	}
+}
+
+func TestBadJobs(t *testing.T) {
+	_, err := Start(context.Background(), nil,
+		Job{Name: "a", Interval: 0, Run: func(context.Context) error { return nil }},
+		Job{Name: "b", Interval: time.Second})
+	if err == nil || !strings.Contains(err.Error(), `"a"`) || !strings.Contains(err.Error(), `"b"`) {
+		t.Errorf("err = %v, want both jobs named", err)
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in 5s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
