@@ -1,0 +1,239 @@
+// Package hostfiles provides the lifecycle's Files port on the host side of a sandbox's
+// workspace bind mount. Every access goes through an os.Root opened on the workspace
+// folder, so no path and no symlink (even one the sandbox planted a moment ago) can lead
+// outside it.
+package hostfiles
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"strings"
+	"syscall"
+
+	"github.com/google/uuid"
+
+	"github.com/sandboxd/sandboxd/internal/lifecycle"
+	"github.com/sandboxd/sandboxd/internal/sandbox"
+)
+
+var _ lifecycle.Files = (*Files)(nil)
+
+// Owner is the user that files written for a sandbox belong to, so that the sandbox's
+// non-root user can change them.
+type Owner struct{ UID, GID int }
+
+// Config says, per agent, where the workspace is mounted in the sandbox (so that paths
+// like /workspace/a.txt are understood; default /workspace) and whom written files
+// belong to (nil: left as written).
+type Config struct {
+	MountPoint func(agentID string) string
+	Owner      func(agentID string) *Owner
+}
+
+// Files reads and writes workspaces.
+type Files struct{ cfg Config }
+
+// New returns Files for cfg.
+func New(cfg Config) *Files { return &Files{cfg: cfg} }
+
+// WriteFile writes r to name (up to maxBytes) through a temporary file that is renamed
+// into place, so a refused or failed write leaves nothing behind. Missing parent folders
+// are made.
+func (f *Files) WriteFile(_ context.Context, s sandbox.Session, name string, r io.Reader, maxBytes int64) (lifecycle.FileInfo, error) {
+	rel, err := f.relative(s, name)
+	if err != nil {
+		return lifecycle.FileInfo{}, err
+	}
+	if rel == "." {
+		return lifecycle.FileInfo{}, fmt.Errorf("hostfiles: %q names the workspace itself: %w", name, sandbox.ErrInvalid)
+	}
+	root, err := openRoot(s)
+	if err != nil {
+		return lifecycle.FileInfo{}, err
+	}
+	defer root.Close()
+	owner := f.owner(s)
+	if dir := path.Dir(rel); dir != "." {
+		if err := root.MkdirAll(dir, 0o755); err != nil {
+			return lifecycle.FileInfo{}, mapErr("make folder", dir, err)
+		}
+		if owner != nil {
+			// Only the folders on the way; chown of an existing one is harmless.
+			for d := dir; d != "."; d = path.Dir(d) {
+				_ = root.Lchown(d, owner.UID, owner.GID)
+			}
+		}
+	}
+	tmp := path.Join(path.Dir(rel), ".sandboxd-upload-"+uuid.NewString())
+	out, err := root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return lifecycle.FileInfo{}, mapErr("create", rel, err)
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			_ = out.Close()
+			_ = root.Remove(tmp)
+		}
+	}()
+	n, err := io.Copy(out, io.LimitReader(r, maxBytes+1))
+	if err != nil {
+		return lifecycle.FileInfo{}, fmt.Errorf("hostfiles: write %q: %w", name, err)
+	}
+	if n > maxBytes {
+		return lifecycle.FileInfo{}, fmt.Errorf("hostfiles: %q is over the limit of %d bytes: %w", name, maxBytes, sandbox.ErrTooLarge)
+	}
+	if owner != nil {
+		if err := out.Chown(owner.UID, owner.GID); err != nil {
+			return lifecycle.FileInfo{}, fmt.Errorf("hostfiles: chown %q: %w", name, err)
+		}
+	}
+	if err := out.Close(); err != nil {
+		return lifecycle.FileInfo{}, fmt.Errorf("hostfiles: write %q: %w", name, err)
+	}
+	if err := root.Rename(tmp, rel); err != nil {
+		return lifecycle.FileInfo{}, mapErr("rename", rel, err)
+	}
+	committed = true
+	st, err := root.Lstat(rel)
+	if err != nil {
+		return lifecycle.FileInfo{}, mapErr("stat", rel, err)
+	}
+	return info(rel, st), nil
+}
+
+// OpenFile opens the regular file name for reading. Folders, devices and pipes are
+// refused with sandbox.ErrInvalid.
+func (f *Files) OpenFile(_ context.Context, s sandbox.Session, name string) (io.ReadCloser, lifecycle.FileInfo, error) {
+	rel, err := f.relative(s, name)
+	if err != nil {
+		return nil, lifecycle.FileInfo{}, err
+	}
+	root, err := openRoot(s)
+	if err != nil {
+		return nil, lifecycle.FileInfo{}, err
+	}
+	defer root.Close()
+	// O_NONBLOCK: a pipe planted by the sandbox must not hang the reader.
+	file, err := root.OpenFile(rel, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, lifecycle.FileInfo{}, mapErr("open", rel, err)
+	}
+	st, err := file.Stat()
+	if err != nil {
+		_ = file.Close()
+		return nil, lifecycle.FileInfo{}, fmt.Errorf("hostfiles: stat %q: %w", name, err)
+	}
+	if !st.Mode().IsRegular() {
+		_ = file.Close()
+		return nil, lifecycle.FileInfo{}, fmt.Errorf("hostfiles: %q is not a regular file (%s): %w", name, st.Mode().Type(), sandbox.ErrInvalid)
+	}
+	return file, info(rel, st), nil
+}
+
+// ListDir lists the folder name ("" or "." for the workspace itself).
+func (f *Files) ListDir(_ context.Context, s sandbox.Session, name string) ([]lifecycle.FileInfo, error) {
+	rel, err := f.relative(s, name)
+	if err != nil {
+		return nil, err
+	}
+	root, err := openRoot(s)
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
+	dir, err := root.Open(rel)
+	if err != nil {
+		return nil, mapErr("open", rel, err)
+	}
+	defer dir.Close()
+	entries, err := dir.ReadDir(-1)
+	if err != nil {
+		return nil, fmt.Errorf("hostfiles: list %q: %w: %w", name, err, sandbox.ErrInvalid)
+	}
+	out := make([]lifecycle.FileInfo, 0, len(entries))
+	for _, e := range entries {
+		st, err := e.Info()
+		if err != nil {
+			continue // vanished meanwhile
+		}
+		out = append(out, info(path.Join(rel, e.Name()), st))
+	}
+	return out, nil
+}
+
+// relative turns a client's path into one relative to the workspace root.
+func (f *Files) relative(s sandbox.Session, name string) (string, error) {
+	if strings.ContainsRune(name, 0) {
+		return "", fmt.Errorf("hostfiles: path contains NUL: %w", sandbox.ErrInvalid)
+	}
+	mount := "/workspace"
+	if f.cfg.MountPoint != nil {
+		if m := f.cfg.MountPoint(s.AgentID); m != "" {
+			mount = path.Clean(m)
+		}
+	}
+	p := name
+	switch {
+	case p == mount:
+		p = "."
+	case strings.HasPrefix(p, mount+"/"):
+		p = strings.TrimPrefix(p, mount+"/")
+	default:
+		p = strings.TrimPrefix(p, "/")
+	}
+	if p == "" {
+		p = "."
+	}
+	// Refuse rather than clean away "..": a client asking for it is wrong.
+	for _, part := range strings.Split(p, "/") {
+		if part == ".." {
+			return "", fmt.Errorf("hostfiles: path %q leaves the workspace: %w", name, sandbox.ErrInvalid)
+		}
+	}
+	p = path.Clean(p)
+	if !fs.ValidPath(p) {
+		return "", fmt.Errorf("hostfiles: path %q is not valid: %w", name, sandbox.ErrInvalid)
+	}
+	return p, nil
+}
+
+func (f *Files) owner(s sandbox.Session) *Owner {
+	if f.cfg.Owner == nil {
+		return nil
+	}
+	return f.cfg.Owner(s.AgentID)
+}
+
+func openRoot(s sandbox.Session) (*os.Root, error) {
+	if s.VolumeHostPath == "" {
+		return nil, fmt.Errorf("hostfiles: sandbox %s has no workspace folder: %w", s.ID, sandbox.ErrNotFound)
+	}
+	root, err := os.OpenRoot(s.VolumeHostPath)
+	if err != nil {
+		return nil, fmt.Errorf("hostfiles: open workspace of %s: %w", s.ID, err)
+	}
+	return root, nil
+}
+
+// mapErr translates what os.Root says into the domain's errors.
+func mapErr(op, name string, err error) error {
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("hostfiles: %s %q: %w", op, name, sandbox.ErrNotFound)
+	case errors.Is(err, syscall.ELOOP), errors.Is(err, syscall.ENOTDIR), errors.Is(err, syscall.EISDIR),
+		strings.Contains(err.Error(), "path escapes"):
+		// os.Root refuses symlinks out of the workspace with an unexported error.
+		return fmt.Errorf("hostfiles: %s %q: %v: %w", op, name, err, sandbox.ErrInvalid)
+	}
+	return fmt.Errorf("hostfiles: %s %q: %w", op, name, err)
+}
+
+func info(rel string, st fs.FileInfo) lifecycle.FileInfo {
+	return lifecycle.FileInfo{Path: rel, Size: st.Size(), Mode: st.Mode(), ModTime: st.ModTime().UTC()}
+}
