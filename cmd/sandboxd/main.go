@@ -1,0 +1,263 @@
+// Command sandboxd serves the sandbox API: every AI-agent chat gets its own hardened
+// container. It sweeps expired sandboxes, reconciles the registry with the engine, exports
+// metrics and traces, and shuts down gracefully on SIGINT or SIGTERM.
+//
+// Configuration comes from a YAML file (--config), SANDBOXD_... variables and flags, in
+// increasing precedence; `sandboxd -h` lists the flags.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/sandboxd/sandboxd/internal/config"
+	"github.com/sandboxd/sandboxd/internal/docker"
+	"github.com/sandboxd/sandboxd/internal/httpapi"
+	"github.com/sandboxd/sandboxd/internal/keylock"
+	"github.com/sandboxd/sandboxd/internal/lifecycle"
+	"github.com/sandboxd/sandboxd/internal/periodic"
+	"github.com/sandboxd/sandboxd/internal/sqlitestore"
+	"github.com/sandboxd/sandboxd/internal/telemetry"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Environ(), os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "sandboxd:", err)
+		stop()
+		os.Exit(1)
+	}
+}
+
+// run builds sandboxd from args and env, serves until ctx ends, then shuts down: the
+// listener closes, in-flight requests finish, the background jobs stop, telemetry is
+// flushed. Logs go to stdout; usage (-h) too.
+func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err error) {
+	cfg, err := config.Load(args, env, stderr)
+	if errors.Is(err, pflag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg.Log, stdout)
+
+	// Teardown runs after ctx has ended; it gets its own bounded context.
+	var closers []func(context.Context) error
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+		defer cancel()
+		for i := len(closers) - 1; i >= 0; i-- {
+			err = errors.Join(err, closers[i](sctx))
+		}
+	}()
+
+	tel, err := telemetry.New(ctx, telemetry.Config{OTLPEndpoint: cfg.OTLP.Endpoint})
+	if err != nil {
+		return err
+	}
+	closers = append(closers, tel.Shutdown)
+
+	reg, err := openRegistry(ctx, cfg.Registry)
+	if err != nil {
+		return err
+	}
+	closers = append(closers, func(context.Context) error { return reg.close() })
+
+	if err := os.MkdirAll(cfg.Docker.VolumeRoot, 0o755); err != nil {
+		return fmt.Errorf("volume root: %w", err)
+	}
+	dockerCfg, err := runtimeConfig(cfg)
+	if err != nil {
+		return err
+	}
+	rt, err := docker.New(dockerCfg)
+	if err != nil {
+		return err
+	}
+	closers = append(closers, func(context.Context) error { return rt.Close() })
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := rt.Ping(pctx); err != nil {
+		// Not fatal: the engine may come up after us; /readyz tells until it does.
+		log.WarnContext(ctx, "docker_unreachable", slog.String("error", err.Error()))
+	}
+
+	svc, err := lifecycle.New(lifecycle.Config{
+		Store:            reg.store,
+		Locker:           reg.locker,
+		Runtime:          rt,
+		Admitter:         rt,
+		Inventory:        rt,
+		TTL:              cfg.TTL,
+		SweepParallelism: cfg.Sweep.Parallelism,
+		ReconcileGrace:   cfg.Reconcile.Grace,
+		Logger:           log,
+		MeterProvider:    tel.MeterProvider,
+		Tracer:           tel.TracerProvider,
+	})
+	if err != nil {
+		return err
+	}
+
+	// A crash may have left containers without records or records without containers:
+	// repair before serving.
+	reconcile := func(ctx context.Context) error {
+		rep, err := svc.Reconcile(ctx)
+		if err == nil {
+			log.InfoContext(ctx, "reconciled", slog.Int("containers", rep.Containers),
+				slog.Int("records", rep.Records), slog.Int("orphans_removed", rep.OrphansRemoved),
+				slog.Int("records_repaired", rep.RecordsRepaired), slog.Int("errors", rep.Errors))
+		}
+		return err
+	}
+	if err := reconcile(ctx); err != nil {
+		log.ErrorContext(ctx, "reconcile_failed", slog.String("error", err.Error()))
+	}
+	jobs, err := periodic.Start(ctx, log,
+		periodic.Job{Name: "sweep", Interval: cfg.Sweep.Interval, Run: func(ctx context.Context) error {
+			_, err := svc.CleanupExpired(ctx)
+			return err
+		}},
+		periodic.Job{Name: "reconcile", Interval: cfg.Reconcile.Interval, Run: reconcile},
+	)
+	if err != nil {
+		return err
+	}
+	closers = append(closers, func(context.Context) error { jobs.Stop(); return nil })
+
+	handler, err := httpapi.New(httpapi.Config{
+		Sandboxes:    svc,
+		Tokens:       cfg.Tokens,
+		MaxBodyBytes: cfg.MaxBodyBytes,
+		Ready:        func(ctx context.Context) error { return errors.Join(reg.ping(ctx), rt.Ping(ctx)) },
+		Metrics:      tel.Metrics,
+		Logger:       log,
+	})
+	if err != nil {
+		return err
+	}
+	return serve(ctx, log, cfg, handler)
+}
+
+// serve listens on cfg.Listen until ctx ends, then stops accepting and waits (up to the
+// shutdown timeout) for the requests in flight.
+func serve(ctx context.Context, log *slog.Logger, cfg config.Config, handler http.Handler) error {
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       time.Minute,
+		// A create may wait for a chat's lock and then make a container (bounded by the
+		// lifecycle's 2-minute operation timeout).
+		WriteTimeout:   5 * time.Minute,
+		IdleTimeout:    2 * time.Minute,
+		MaxHeaderBytes: 64 << 10,
+		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		// Requests are not cancelled by the shutdown signal: they are let finish.
+		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	log.InfoContext(ctx, "listening", slog.String("addr", ln.Addr().String()),
+		slog.Bool("auth", len(cfg.Tokens) > 0), slog.String("instance", cfg.Docker.Instance))
+
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	select {
+	case err := <-served:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.InfoContext(ctx, "shutting_down")
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		_ = srv.Close()
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	<-served // http.ErrServerClosed
+	return nil
+}
+
+// registry is the session store and the chat locker that goes with it.
+type registry struct {
+	store  lifecycle.Store
+	locker lifecycle.Locker
+	ping   func(context.Context) error
+	close  func() error
+}
+
+// openRegistry opens the registry dsn names: SQLite (one process, locks in memory) or
+// PostgreSQL (replicas, advisory locks).
+func openRegistry(ctx context.Context, dsn string) (registry, error) {
+	kind, target, err := config.ParseRegistry(dsn)
+	if err != nil {
+		return registry{}, err
+	}
+	switch kind {
+	case "sqlite":
+		if err := os.MkdirAll(filepath.Dir(target), 0o700); err != nil {
+			return registry{}, fmt.Errorf("registry: %w", err)
+		}
+		st, err := sqlitestore.Open(ctx, target)
+		if err != nil {
+			return registry{}, err
+		}
+		return registry{store: st, locker: keylock.New(), ping: st.Ping, close: st.Close}, nil
+	}
+	return registry{}, fmt.Errorf("registry: %s is not supported by this build", kind)
+}
+
+// runtimeConfig turns the configuration's agent profiles into the Docker runtime's.
+func runtimeConfig(cfg config.Config) (docker.Config, error) {
+	var errs []error
+	profile := func(p config.Profile) docker.Profile {
+		mem, err := p.MemoryBytes()
+		errs = append(errs, err)
+		tmpfs, err := p.TmpfsBytes()
+		errs = append(errs, err)
+		return docker.Profile{
+			Image: p.Image, MemoryBytes: mem, NanoCPUs: p.NanoCPUs(), PidsLimit: p.PIDs,
+			Network: p.Network, Env: p.Env, WorkspaceMount: p.Workspace, User: p.User,
+			TmpfsBytes: tmpfs,
+		}
+	}
+	dc := docker.Config{
+		Host:                cfg.Docker.Host,
+		Instance:            cfg.Docker.Instance,
+		VolumeRoot:          cfg.Docker.VolumeRoot,
+		DefaultProfile:      profile(cfg.Agents.Default),
+		Profiles:            make(map[string]docker.Profile, len(cfg.Agents.Profiles)),
+		RefuseUnknownAgents: cfg.Agents.RefuseUnknown,
+	}
+	for id, p := range cfg.Agents.Profiles {
+		dc.Profiles[id] = profile(p)
+	}
+	return dc, errors.Join(errs...)
+}
+
+func newLogger(cfg config.Log, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.Level)) // checked by config
+	opts := &slog.HandlerOptions{Level: level}
+	if strings.EqualFold(cfg.Format, "text") {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
