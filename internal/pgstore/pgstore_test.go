@@ -1,0 +1,262 @@
+package pgstore_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/goleak"
+
+	"github.com/sandboxd/sandboxd/internal/keylock"
+	"github.com/sandboxd/sandboxd/internal/lifecycle"
+	"github.com/sandboxd/sandboxd/internal/lifecycletest"
+	"github.com/sandboxd/sandboxd/internal/pgstore"
+	"github.com/sandboxd/sandboxd/internal/pgtest"
+	"github.com/sandboxd/sandboxd/internal/sandbox"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(pgtest.Main(m)) }
+
+func newPool(t *testing.T, dsn string) *pgxpool.Pool {
+	t.Helper()
+	pool, err := pgxpool.New(context.Background(), dsn)
+	if err != nil {
+		t.Fatalf("pgxpool.New: %v", err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
+}
+
+func newStore(t *testing.T, pool *pgxpool.Pool) *pgstore.Store {
+	t.Helper()
+	st, err := pgstore.New(context.Background(), pool)
+	if err != nil {
+		t.Fatalf("pgstore.New: %v", err)
+	}
+	return st
+}
+
+func TestStoreConformance(t *testing.T) {
+	lifecycletest.TestStore(t, func(t *testing.T) lifecycle.Store {
+		return newStore(t, newPool(t, pgtest.DSN(t)))
+	})
+}
+
+// Two replicas that start at once against an empty database both come up: the migrations
+// run once, under an advisory lock, and the second finds the schema in place.
+func TestReplicasStartingAtOnceMigrateOnce(t *testing.T) {
+	dsn := pgtest.DSN(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	errs := make(chan error, 3)
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			st, err := pgstore.Open(ctx, dsn)
+			if err == nil {
+				err = st.Ping(ctx)
+				_ = st.Close()
+			}
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("concurrent Open: %v", err)
+		}
+	}
+	var applied int
+	if err := newPool(t, dsn).QueryRow(ctx, `SELECT count(*) FROM goose_db_version WHERE version_id > 0`).Scan(&applied); err != nil {
+		t.Fatalf("read goose_db_version: %v", err)
+	}
+	if applied != 1 {
+		t.Fatalf("%d migrations recorded, want 1", applied)
+	}
+}
+
+// The database itself refuses a second session for a chat, whether the caller goes
+// through a Store without taking any lock or writes the row by hand.
+func TestDatabaseRefusesASecondSessionForAChat(t *testing.T) {
+	ctx := context.Background()
+	pool := newPool(t, pgtest.DSN(t))
+	st := newStore(t, pool)
+	chat := uuid.New()
+	first := lifecycletest.NewSession(chat, lifecycletest.Base)
+	if err := st.Save(ctx, first); err != nil {
+		t.Fatalf("Save: %v", err)
+	}
+	if err := st.Save(ctx, lifecycletest.NewSession(chat, lifecycletest.Base.Add(time.Hour))); !errors.Is(err, sandbox.ErrConflict) {
+		t.Fatalf("second Save without a lock: err = %v, want ErrConflict", err)
+	}
+	_, err := pool.Exec(ctx, `INSERT INTO sandbox_sessions
+		(session_id, chat_id, container_id, status, created_at, expires_at)
+		VALUES ($1, $2, 'intruder', 'RUNNING', now(), now())`, uuid.New(), chat)
+	if err == nil {
+		t.Fatal("raw INSERT of a second session for the chat succeeded")
+	}
+	got, err := st.Get(ctx, chat)
+	if err != nil || !lifecycletest.Equal(got, first) {
+		t.Fatalf("after refused inserts: Get = %+v, %v; want the first session", got, err)
+	}
+}
+
+// A restarted replica (a new pool and Store on the same database) sees every session, and
+// its first sweep cleans what expired while it was down.
+func TestRestartSeesEverySessionAndSweepsWhatExpired(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.DSN(t)
+	clock := &fakeClock{now: lifecycletest.Base}
+	rt := &fakeRuntime{}
+
+	before, err := pgstore.Open(ctx, dsn)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	svc := newService(t, before, rt, clock)
+	made := map[uuid.UUID]sandbox.Session{}
+	var early []uuid.UUID
+	for i := range 5 {
+		if i == 3 {
+			clock.Set(lifecycletest.Base.Add(5 * time.Minute))
+		}
+		chat := uuid.New()
+		s, outcome, err := svc.Create(ctx, lifecycle.CreateRequest{ChatID: chat, AgentID: "agent-alpha"})
+		if err != nil || outcome != lifecycle.Created {
+			t.Fatalf("Create: %v, %v", outcome, err)
+		}
+		made[chat] = s
+		if i < 3 {
+			early = append(early, chat)
+		}
+	}
+	_ = before.Close()
+
+	after, err := pgstore.Open(ctx, dsn)
+	if err != nil {
+		t.Fatalf("Open after restart: %v", err)
+	}
+	t.Cleanup(func() { _ = after.Close() })
+	if n, err := after.Count(ctx); err != nil || n != 5 {
+		t.Fatalf("after restart: Count = %d, %v; want 5", n, err)
+	}
+	for chat, want := range made {
+		got, err := after.Get(ctx, chat)
+		if err != nil || !lifecycletest.Equal(got, want) {
+			t.Fatalf("after restart: Get(%s) = %+v, %v; want %+v", chat, got, err, want)
+		}
+	}
+	clock.Set(lifecycletest.Base.Add(12 * time.Minute)) // TTL 10m: the first three expired
+	cleaned, err := newService(t, after, rt, clock).CleanupExpired(ctx)
+	if err != nil {
+		t.Fatalf("CleanupExpired: %v", err)
+	}
+	if len(cleaned) != 3 {
+		t.Fatalf("swept %d sessions, want 3", len(cleaned))
+	}
+	for _, chat := range early {
+		if _, err := after.Get(ctx, chat); !errors.Is(err, sandbox.ErrNotFound) {
+			t.Errorf("expired chat %s still registered: %v", chat, err)
+		}
+		if !rt.Stopped(made[chat].ContainerID) {
+			t.Errorf("container of expired chat %s not stopped", chat)
+		}
+	}
+	if n, err := after.Count(ctx); err != nil || n != 2 {
+		t.Fatalf("after sweep: Count = %d, %v; want 2", n, err)
+	}
+}
+
+func TestPing(t *testing.T) {
+	st := newStore(t, newPool(t, pgtest.DSN(t)))
+	if err := st.Ping(context.Background()); err != nil {
+		t.Fatalf("Ping: %v", err)
+	}
+}
+
+func TestUnreachableDatabaseIsUnavailable(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	_ = l.Close() // nothing listens there now
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err = pgstore.Open(ctx, fmt.Sprintf("postgres://nobody@127.0.0.1:%d/none?sslmode=disable&connect_timeout=2", port))
+	if !errors.Is(err, sandbox.ErrUnavailable) {
+		t.Fatalf("Open of an unreachable database: err = %v, want ErrUnavailable", err)
+	}
+	if _, err := pgstore.Open(ctx, "postgres://%zz"); !errors.Is(err, sandbox.ErrInvalid) {
+		t.Fatalf("Open of a malformed dsn: err = %v, want ErrInvalid", err)
+	}
+}
+
+func newService(t *testing.T, st lifecycle.Store, rt lifecycle.Runtime, clock lifecycle.Clock) *lifecycle.Service {
+	t.Helper()
+	svc, err := lifecycle.New(lifecycle.Config{
+		Store: st, Locker: keylock.New(), Runtime: rt, TTL: 10 * time.Minute, Clock: clock,
+	})
+	if err != nil {
+		t.Fatalf("lifecycle.New: %v", err)
+	}
+	return svc
+}
+
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Set(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = t
+}
+
+// fakeRuntime makes container-<session> for every create and remembers what it stopped.
+type fakeRuntime struct {
+	mu      sync.Mutex
+	stopped map[string]bool
+}
+
+func (r *fakeRuntime) Create(_ context.Context, spec lifecycle.CreateSpec) (sandbox.Session, error) {
+	return sandbox.Session{
+		ID: spec.SessionID, ChatID: spec.ChatID, ContainerID: "container-" + spec.SessionID.String(),
+		Status: sandbox.StatusRunning, CreatedAt: spec.CreatedAt, ExpiresAt: spec.ExpiresAt,
+		AgentID: spec.AgentID, VolumeHostPath: spec.VolumeHostPath,
+	}, nil
+}
+
+func (r *fakeRuntime) Stop(_ context.Context, id string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.stopped == nil {
+		r.stopped = map[string]bool{}
+	}
+	r.stopped[id] = true
+	return nil
+}
+
+func (r *fakeRuntime) Delete(ctx context.Context, id string) error { return r.Stop(ctx, id) }
+
+func (r *fakeRuntime) Stopped(id string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.stopped[id]
+}
