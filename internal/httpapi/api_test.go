@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/sandboxd/sandboxd/internal/client"
@@ -238,6 +239,8 @@ func TestBadInputIsRefusedWithoutSideEffects(t *testing.T) {
 		{"malformed after", http.MethodGet, "/v1/sandboxes?after=nope", "", nil, false, 422, `after "nope" is not a chat id`},
 		{"limit zero", http.MethodGet, "/v1/sandboxes?limit=0", "", nil, false, 422, "limit"},
 		{"limit too big", http.MethodGet, "/v1/sandboxes?limit=100000", "", nil, false, 422, "limit"},
+		{"no such route", http.MethodGet, "/v1/chats/0b6f1f7e-3c1a-4d0e-9a61-6f0d2c8e4b1a/sandbox/extra", "", nil, false, 404, "no such route: GET /v1/chats/"},
+		{"method not allowed", http.MethodPost, chat, `{}`, nil, false, 405, "POST is not allowed"},
 		{"expired not a bool", http.MethodGet, "/v1/sandboxes?expired=maybe", "", nil, false, 422, "expired"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -402,5 +405,72 @@ func TestNewChecksConfig(t *testing.T) {
 		if _, err := httpapi.New(cfg); err == nil {
 			t.Errorf("New(%+v): no error", cfg)
 		}
+	}
+}
+
+func TestParallelPutsMakeOneSandbox(t *testing.T) {
+	f := newFixture(t)
+	const n = 20
+	type answer struct {
+		status  int
+		session string
+	}
+	answers := make(chan answer, n)
+	var start sync.WaitGroup
+	start.Add(1)
+	var done sync.WaitGroup
+	for range n {
+		done.Add(1)
+		go func() {
+			defer done.Done()
+			start.Wait()
+			req, _ := http.NewRequest(http.MethodPut, f.srv.URL+"/v1/chats/"+chatN(9)+"/sandbox", strings.NewReader(`{"agent_id":"a"}`))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Authorization", "Bearer "+testToken)
+			resp, err := f.srv.Client().Do(req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer resp.Body.Close()
+			var a putAnswer
+			_ = json.NewDecoder(resp.Body).Decode(&a)
+			answers <- answer{resp.StatusCode, a.SessionID}
+		}()
+	}
+	start.Done()
+	done.Wait()
+	close(answers)
+	statuses := map[int]int{}
+	sessions := map[string]bool{}
+	for a := range answers {
+		statuses[a.status]++
+		sessions[a.session] = true
+	}
+	if statuses[201] != 1 || statuses[200] != n-1 || len(sessions) != 1 {
+		t.Errorf("statuses %v, sessions %v: want one 201, %d 200s, one session", statuses, sessions, n-1)
+	}
+	if c, _, _ := f.runtime.calls(); c != 1 || f.rows(t) != 1 {
+		t.Errorf("creates=%d rows=%d, want 1 1", c, f.rows(t))
+	}
+}
+
+func TestBodyAtTheLimitIsAccepted(t *testing.T) {
+	f := newFixture(t) // MaxBodyBytes 1024
+	prefix, suffix := `{"agent_id":"`, `"}`
+	body := prefix + strings.Repeat("a", 1024-len(prefix)-len(suffix)) + suffix
+	if len(body) != 1024 {
+		t.Fatalf("body is %d bytes", len(body))
+	}
+	// agent_id is at most 256 characters: the body passes the size check and is then
+	// refused by validation, which shows it was read whole.
+	resp := f.request(t, http.MethodPut, "/v1/chats/"+chatN(1)+"/sandbox", body, nil)
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusUnprocessableEntity || !strings.Contains(string(b), "body.agent_id") {
+		t.Errorf("PUT of exactly the limit = %d %s, want 422 about agent_id", resp.StatusCode, b)
+	}
+	body = `{"volume_host_path":"/` + strings.Repeat("v", 1024-len(`{"volume_host_path":"/`)-len(suffix)) + suffix
+	if status, _ := f.put(t, chatN(1), body); len(body) != 1024 || status != http.StatusCreated {
+		t.Errorf("PUT of %d bytes = %d, want 201", len(body), status)
 	}
 }

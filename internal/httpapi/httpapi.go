@@ -127,6 +127,7 @@ func New(cfg Config) (http.Handler, error) {
 	s.registerSandboxes(v1)
 	s.registerHealth(api)
 	s.registerMetrics(api, mux)
+	mux.Handle("/", noRoute(mux))
 
 	var h http.Handler = mux
 	h = limitBody(h, cfg.MaxBodyBytes)
@@ -216,6 +217,28 @@ func (s *server) fail(ctx context.Context, op string, err error) error {
 		return huma.NewError(status, "a dependency of sandboxd is unavailable; try again later")
 	}
 	return huma.NewError(status, "internal error")
+}
+
+// noRoute answers what no route matches: 405 with Allow when the path exists under
+// other methods, else 404; both as problem documents.
+func noRoute(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var allowed []string
+		for _, m := range []string{http.MethodGet, http.MethodPut, http.MethodPost, http.MethodPatch, http.MethodDelete} {
+			probe := r.Clone(r.Context())
+			probe.Method = m
+			if _, pattern := mux.Handler(probe); pattern != "/" {
+				allowed = append(allowed, m)
+			}
+		}
+		if len(allowed) > 0 {
+			w.Header().Set("Allow", strings.Join(allowed, ", "))
+			writeProblem(w, http.StatusMethodNotAllowed,
+				fmt.Sprintf("%s is not allowed on %s; use %s", r.Method, r.URL.Path, strings.Join(allowed, ", ")))
+			return
+		}
+		writeProblem(w, http.StatusNotFound, fmt.Sprintf("no such route: %s %s", r.Method, r.URL.Path))
+	})
 }
 
 // writeProblem writes a problem document from outside huma (the middlewares).
