@@ -87,6 +87,8 @@ type Runtime struct {
 	defaultProf   Profile
 	refuseUnknown bool
 	stopTimeout   int // seconds
+
+	beforeStart func(containerID string) // test hook: runs between create and start
 }
 
 var (

@@ -81,6 +81,9 @@ func (r *Runtime) Create(ctx context.Context, spec lifecycle.CreateSpec) (sandbo
 		}
 		return sandbox.Session{}, err
 	}
+	if r.beforeStart != nil {
+		r.beforeStart(id)
+	}
 	// The engine mounts the folder at start: look at it again right before.
 	if _, err := r.root.Check(volume); err != nil {
 		return fail(fmt.Errorf("docker: create %s: %w", name, err))

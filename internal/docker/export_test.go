@@ -1,0 +1,4 @@
+package docker
+
+// SetBeforeStart makes r call f between creating a container and starting it.
+func SetBeforeStart(r *Runtime, f func(containerID string)) { r.beforeStart = f }

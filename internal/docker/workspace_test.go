@@ -1,0 +1,182 @@
+package docker_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/sandboxd/sandboxd/internal/docker"
+	"github.com/sandboxd/sandboxd/internal/lifecycle"
+	"github.com/sandboxd/sandboxd/internal/sandbox"
+)
+
+// tree lists every path under dir (links not followed), to show that nothing was created.
+func tree(t *testing.T, dir string) []string {
+	t.Helper()
+	var out []string
+	err := filepath.WalkDir(dir, func(p string, _ os.DirEntry, err error) error {
+		out = append(out, p)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func mkdir(t *testing.T, p string) {
+	t.Helper()
+	if err := os.MkdirAll(p, 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func symlink(t *testing.T, target, link string) {
+	t.Helper()
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestHostileWorkspacePathsAreRefusedWithNothingCreated(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx := context.Background()
+	outside := t.TempDir() // where a link would lead; must stay empty
+	mkdir(t, e.root+"/good")
+	mkdir(t, e.root+"-evil/x")
+	symlink(t, "/", e.root+"/toroot")
+	symlink(t, outside, e.root+"/tooutside")
+
+	cases := map[string]struct {
+		path  string
+		setup func(spec lifecycle.CreateSpec) // plants something for this chat
+	}{
+		"traversal":            {path: e.root + "/good/../../../etc"},
+		"encoded traversal":    {path: e.root + "/%2e%2e/%2e%2e/etc"},
+		"encoded slash":        {path: e.root + "/good%2f..%2f..%2f"},
+		"sibling prefix":       {path: e.root + "-evil/x"},
+		"outside the root":     {path: outside},
+		"the root itself":      {path: e.root},
+		"symlink to /":         {path: e.root + "/toroot"},
+		"through symlink to /": {path: e.root + "/toroot/tmp"},
+		"symlink outside":      {path: e.root + "/tooutside"},
+		"missing folder":       {path: e.root + "/missing"},
+		"NUL":                  {path: e.root + "/good\x00"},
+		"relative":             {path: "good"},
+		"dot relative":         {path: "./" + filepath.Base(e.root) + "/good"},
+		"empty, derived folder is a link to /": {path: "", setup: func(spec lifecycle.CreateSpec) {
+			symlink(t, "/", filepath.Join(e.root, spec.ChatID.String()))
+		}},
+		"empty, derived folder is a link outside": {path: "  ", setup: func(spec lifecycle.CreateSpec) {
+			symlink(t, outside, filepath.Join(e.root, spec.ChatID.String()))
+		}},
+		"empty, derived folder is a file": {path: "", setup: func(spec lifecycle.CreateSpec) {
+			if err := os.WriteFile(filepath.Join(e.root, spec.ChatID.String()), nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			spec := newSpec(tc.path)
+			if tc.setup != nil {
+				tc.setup(spec)
+			}
+			before := tree(t, e.root)
+			if _, err := e.rt.Admit(ctx, spec.ChatID, "", tc.path); !errors.Is(err, sandbox.ErrInvalid) {
+				t.Errorf("Admit(%q) = %v, want ErrInvalid", tc.path, err)
+			}
+			// Create checks again on its own, as it must when the lifecycle has no admitter.
+			if s, err := e.rt.Create(ctx, spec); !errors.Is(err, sandbox.ErrInvalid) {
+				t.Errorf("Create(%q) = %+v, %v, want ErrInvalid", tc.path, s, err)
+			}
+			if after := tree(t, e.root); !slices.Equal(before, after) {
+				t.Errorf("volume root changed:\nbefore %v\nafter  %v", before, after)
+			}
+		})
+	}
+	e.assertNoContainers(t)
+	if entries, _ := os.ReadDir(outside); len(entries) != 0 {
+		t.Errorf("something was made outside the root: %v", entries)
+	}
+}
+
+func TestALinkPlantedAfterAdmitIsRefusedAtCreate(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx := context.Background()
+	outside := t.TempDir()
+
+	t.Run("given folder", func(t *testing.T) {
+		folder := e.root + "/mine"
+		mkdir(t, folder)
+		spec := newSpec(folder)
+		volume, err := e.rt.Admit(ctx, spec.ChatID, "", folder)
+		if err != nil {
+			t.Fatalf("Admit: %v", err)
+		}
+		// The sandbox of another chat, which writes in the volume root's folders, swaps it.
+		if err := os.Remove(folder); err != nil {
+			t.Fatal(err)
+		}
+		symlink(t, "/", folder)
+		spec.VolumeHostPath = volume
+		if _, err := e.rt.Create(ctx, spec); !errors.Is(err, sandbox.ErrInvalid) {
+			t.Errorf("Create = %v, want ErrInvalid", err)
+		}
+	})
+	t.Run("derived folder", func(t *testing.T) {
+		spec := newSpec("")
+		volume, err := e.rt.Admit(ctx, spec.ChatID, "", "")
+		if err != nil {
+			t.Fatalf("Admit: %v", err)
+		}
+		symlink(t, outside, volume)
+		spec.VolumeHostPath = volume
+		if _, err := e.rt.Create(ctx, spec); !errors.Is(err, sandbox.ErrInvalid) {
+			t.Errorf("Create = %v, want ErrInvalid", err)
+		}
+	})
+	t.Run("between container create and start", func(t *testing.T) {
+		folder := e.root + "/late"
+		mkdir(t, folder)
+		var made string
+		docker.SetBeforeStart(e.rt, func(id string) {
+			made = id
+			if err := os.Remove(folder); err != nil {
+				t.Error(err)
+			}
+			symlink(t, outside, folder)
+		})
+		defer docker.SetBeforeStart(e.rt, nil)
+		if _, err := e.rt.Create(ctx, newSpec(folder)); !errors.Is(err, sandbox.ErrInvalid) {
+			t.Errorf("Create = %v, want ErrInvalid", err)
+		}
+		if made == "" {
+			t.Fatal("no container was made before the check")
+		}
+		e.assertGone(t, made)
+	})
+	e.assertNoContainers(t)
+	if entries, _ := os.ReadDir(outside); len(entries) != 0 {
+		t.Errorf("something was made outside the root: %v", entries)
+	}
+}
+
+func TestAdmitHasNoSideEffect(t *testing.T) {
+	e := newEnv(t, nil)
+	spec := newSpec("")
+	volume, err := e.rt.Admit(context.Background(), spec.ChatID, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(e.root, spec.ChatID.String()); volume != want {
+		t.Errorf("Admit = %q, want the derived %q", volume, want)
+	}
+	if _, err := os.Lstat(volume); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Admit created the derived folder: %v", err)
+	}
+	e.assertNoContainers(t)
+}
