@@ -43,7 +43,8 @@ const (
 const DefaultImage = "sandboxd-sandbox:latest"
 
 // Profile is what an agent's sandbox runs: chosen by configuration, never by the client.
-// Zero fields take the hardened defaults New documents.
+// Zero fields take the defaults given with them. Capabilities, privileges, namespaces and
+// the root file system are not part of a profile: every sandbox gets the hardened ones.
 type Profile struct {
 	Image          string            // default DefaultImage
 	MemoryBytes    int64             // memory limit; swap is held equal to it (default 512 MiB)

@@ -287,6 +287,18 @@ func TestInsideTheSandbox(t *testing.T) {
 			t.Errorf("bounding set not empty:\n%s", out)
 		}
 	})
+	t.Run("no new privileges, seccomp filter on", func(t *testing.T) {
+		out, _ := run("grep", "-E", "^(NoNewPrivs|Seccomp):", "/proc/self/status")
+		if got := strings.Join(strings.Fields(out), " "); got != "NoNewPrivs: 1 Seccomp: 2" {
+			t.Errorf("status = %q, want NoNewPrivs 1 and Seccomp 2 (filter)", got)
+		}
+	})
+	t.Run("init is PID 1", func(t *testing.T) {
+		out, _ := run("cat", "/proc/1/cmdline")
+		if !strings.HasPrefix(out, "/sbin/docker-init") && !strings.HasPrefix(out, "/dev/init") {
+			t.Errorf("PID 1 is %q, want docker's init", out)
+		}
+	})
 	t.Run("fork bomb hits the pids limit", func(t *testing.T) {
 		out, _ := run("sh", "-c", `i=0; while [ $i -lt 100 ]; do sleep 3 & i=$((i+1)); done; wait`)
 		if !strings.Contains(out, "can't fork") && !strings.Contains(out, "Resource temporarily unavailable") {
