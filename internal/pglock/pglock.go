@@ -1,0 +1,139 @@
+// Package pglock provides a lifecycle.Locker on PostgreSQL advisory locks, so that the use
+// cases of one chat are serialised across every sandboxd replica that shares a database.
+//
+// # The lock is not a fence
+//
+// Each lock is a session-level advisory lock held by one dedicated connection. PostgreSQL
+// releases it when that connection's session ends, and the session can end under a holder
+// that is still working: a network partition, a TCP keepalive timeout, a server restart, an
+// operator's pg_terminate_backend. The holder learns of it only at its next query, and by
+// then another replica may hold the chat's lock and run a use case of its own. So the lock
+// makes overlap rare; it does not make it impossible.
+//
+// What makes a second sandbox for a chat impossible is checked where the state lives:
+//   - the registry's UNIQUE (chat_id) constraint (pgstore, sqlitestore): of two overlapping
+//     creates, the database admits one Save, the other gets sandbox.ErrConflict, and the
+//     lifecycle stops the sandbox it had just made (nothing runs untracked);
+//   - the runtime's deterministic container names, derived from the chat and session ids:
+//     the engine refuses a second container of one name, and the reconciler finds any
+//     labelled container that has no record.
+package pglock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/sandboxd/sandboxd/internal/lifecycle"
+	"github.com/sandboxd/sandboxd/internal/sandbox"
+)
+
+var _ lifecycle.Locker = (*Locker)(nil)
+
+// DefaultWait bounds how long Lock waits for a connection and the chat's lock together
+// when Config.Wait is zero. It should exceed the longest use case (lifecycle's OpTimeout
+// is 2 minutes by default) only if callers are to queue behind it.
+const DefaultWait = 30 * time.Second
+
+// releaseTimeout bounds the unlock, which runs after the caller may have left.
+const releaseTimeout = 5 * time.Second
+
+// Config holds the dependencies of a Locker.
+type Config struct {
+	// Pool gives each lock its connection, held from Lock to unlock: every holder and
+	// every waiter takes one. Required. Give the Locker a pool of its own, not the
+	// store's: a use case that holds a lock and then queries the store must never wait
+	// for a connection that only lock holders and waiters have.
+	Pool *pgxpool.Pool
+	// Wait bounds one Lock (a connection, then the lock); default DefaultWait. The
+	// caller's ctx bounds it too.
+	Wait time.Duration
+}
+
+// Locker serialises the use cases of one chat across replicas. It is safe for concurrent
+// use.
+type Locker struct {
+	pool *pgxpool.Pool
+	wait time.Duration
+}
+
+// New returns a Locker. A missing Pool wraps sandbox.ErrInvalid.
+func New(cfg Config) (*Locker, error) {
+	if cfg.Pool == nil {
+		return nil, fmt.Errorf("pglock: missing Pool: %w", sandbox.ErrInvalid)
+	}
+	if cfg.Wait <= 0 {
+		cfg.Wait = DefaultWait
+	}
+	return &Locker{pool: cfg.Pool, wait: cfg.Wait}, nil
+}
+
+// Key returns the advisory lock key of a chat: a 64-bit FNV-1a hash of a sandboxd prefix
+// and the chat's 16 bytes. Two chats may share a key (one in 2^64 pairs); they then
+// merely wait on each other.
+func Key(chatID uuid.UUID) int64 {
+	h := fnv.New64a()
+	h.Write([]byte("sandboxd/chat/"))
+	h.Write(chatID[:])
+	return int64(h.Sum64())
+}
+
+// Lock blocks until this replica holds the chat's lock, for at most the configured wait
+// and while ctx lasts. The returned function releases it; calling it again does nothing.
+//
+// Errors: ctx's own error when ctx ended; otherwise an error wrapping
+// sandbox.ErrUnavailable (no connection, the wait ran out, the server failed). On any
+// error the connection is closed, never returned to the pool, so that no lock or waiter
+// can outlive the call on a pooled session.
+func (l *Locker) Lock(ctx context.Context, chatID uuid.UUID) (func(), error) {
+	wctx, cancel := context.WithTimeout(ctx, l.wait)
+	defer cancel()
+	conn, err := l.pool.Acquire(wctx)
+	if err != nil {
+		return nil, l.fail(ctx, chatID, "acquire a connection", err)
+	}
+	key := Key(chatID)
+	if _, err := conn.Exec(wctx, "SELECT pg_advisory_lock($1)", key); err != nil {
+		// Drop the session, never pool it: it may hold the lock (granted as ctx ended) or
+		// still wait for it. When ctx ends mid-wait, pgx itself sends the server a cancel
+		// request, which takes the wait out of the lock queue, before closing the socket.
+		cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+		_ = conn.Hijack().Close(cctx)
+		ccancel()
+		return nil, l.fail(ctx, chatID, "wait for the lock", err)
+	}
+
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			rctx, rcancel := context.WithTimeout(context.Background(), releaseTimeout)
+			defer rcancel()
+			var released bool
+			err := conn.QueryRow(rctx, "SELECT pg_advisory_unlock($1)", key).Scan(&released)
+			if err != nil || !released {
+				// The session is broken or did not hold the lock (it was lost with the
+				// session): close it rather than return a doubtful session to the pool.
+				_ = conn.Hijack().Close(rctx)
+				return
+			}
+			conn.Release()
+		})
+	}, nil
+}
+
+// fail wraps err: ctx's own end keeps its identity, everything else is unavailable.
+func (l *Locker) fail(ctx context.Context, chatID uuid.UUID, op string, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("pglock: lock chat %s: %s: %w", chatID, op, context.Cause(ctx))
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("pglock: lock chat %s: %s: no lock within %s: %w", chatID, op, l.wait, sandbox.ErrUnavailable)
+	}
+	return fmt.Errorf("pglock: lock chat %s: %s: %w: %w", chatID, op, sandbox.ErrUnavailable, err)
+}
