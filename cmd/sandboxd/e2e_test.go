@@ -1,0 +1,487 @@
+package main
+
+// End-to-end tests: the real sandboxd binary, on a real SQLite file and the real Docker
+// engine, driven only through its HTTP API (internal/client). Each test has its own
+// instance id, data folder and volume root; dockertest removes its containers.
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/google/uuid"
+	dockerclient "github.com/moby/moby/client"
+
+	"github.com/sandboxd/sandboxd/internal/client"
+	"github.com/sandboxd/sandboxd/internal/dockertest"
+	"github.com/sandboxd/sandboxd/internal/sandbox"
+)
+
+const token = "e2e-secret-token"
+
+// binary is the sandboxd built by TestMain.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "sandboxd-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "sandboxd")
+	args := []string{"build", "-o", binary}
+	if raceBuild {
+		args = append(args, "-race")
+	}
+	build := exec.Command("go", append(args, ".")...)
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build sandboxd:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// world is what one test's sandboxd runs on; it outlives restarts of the server.
+type world struct {
+	t        *testing.T
+	docker   *dockerclient.Client
+	instance string
+	dataDir  string
+	env      []string
+}
+
+func newWorld(t *testing.T, settings ...string) *world {
+	t.Helper()
+	cli := dockertest.Client(t)
+	image := dockertest.Image(t, cli)
+	w := &world{t: t, docker: cli, instance: dockertest.Instance(t, cli), dataDir: t.TempDir()}
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "SANDBOXD_") {
+			w.env = append(w.env, kv)
+		}
+	}
+	w.env = append(w.env,
+		"SANDBOXD_LISTEN=127.0.0.1:0",
+		"SANDBOXD_TOKENS="+token,
+		"SANDBOXD_REGISTRY=sqlite:"+filepath.Join(w.dataDir, "sandboxd.db"),
+		"SANDBOXD_DOCKER_INSTANCE="+w.instance,
+		"SANDBOXD_DOCKER_VOLUME_ROOT="+filepath.Join(w.dataDir, "volumes"),
+		"SANDBOXD_AGENTS_DEFAULT_IMAGE="+image,
+		"SANDBOXD_LOG_FORMAT=json",
+		"SANDBOXD_LOG_LEVEL=debug",
+		"SANDBOXD_SHUTDOWN_TIMEOUT=30s",
+	)
+	w.env = append(w.env, settings...)
+	return w
+}
+
+// server is one run of the binary.
+type server struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	api    *client.Client
+	base   string
+	exited chan struct{}
+	err    error // the process's exit, once exited is closed
+
+	mu   sync.Mutex
+	logs strings.Builder
+}
+
+// start runs sandboxd and waits until it listens.
+func (w *world) start() *server {
+	t := w.t
+	t.Helper()
+	s := &server{t: t, exited: make(chan struct{})}
+	s.cmd = exec.Command(binary)
+	s.cmd.Env = w.env
+	s.cmd.Dir = w.dataDir
+	stdout, err := s.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.cmd.Stderr = (*logWriter)(s)
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		select {
+		case <-s.exited:
+		default:
+			_ = s.cmd.Process.Kill()
+			<-s.exited
+		}
+		if t.Failed() {
+			t.Logf("sandboxd pid %d log:\n%s", s.cmd.Process.Pid, s.log())
+		}
+	})
+
+	listening := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			_, _ = (*logWriter)(s).Write([]byte(line + "\n"))
+			var rec struct{ Msg, Addr string }
+			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "listening" {
+				listening <- rec.Addr
+			}
+		}
+		_, _ = io.Copy(io.Discard, stdout)
+		s.err = s.cmd.Wait()
+		close(s.exited)
+	}()
+	select {
+	case addr := <-listening:
+		s.base = "http://" + addr
+	case <-s.exited:
+		t.Fatalf("sandboxd exited before listening: %v", s.err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("sandboxd did not listen within 60s")
+	}
+	s.api, err = client.New(s.base, token, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// stop sends sig and waits for the process to end; SIGTERM must end it cleanly.
+func (s *server) stop(sig syscall.Signal) {
+	s.t.Helper()
+	if err := s.cmd.Process.Signal(sig); err != nil {
+		s.t.Fatal(err)
+	}
+	select {
+	case <-s.exited:
+	case <-time.After(60 * time.Second):
+		s.t.Fatal("sandboxd did not stop within 60s")
+	}
+	if sig == syscall.SIGTERM && s.err != nil {
+		s.t.Errorf("sandboxd exited with %v after SIGTERM", s.err)
+	}
+}
+
+type logWriter server
+
+func (w *logWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.logs.Write(p)
+}
+
+func (s *server) log() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.logs.String()
+}
+
+// labelled returns the ids of the containers of this test's instance.
+func (w *world) labelled() []string {
+	w.t.Helper()
+	return dockertest.Containers(w.t, w.docker, dockertest.LabelInstance+"="+w.instance)
+}
+
+// running reports whether container id exists and runs; false when it is gone.
+func (w *world) running(id string) bool {
+	w.t.Helper()
+	res, err := w.docker.ContainerInspect(context.Background(), id, dockerclient.ContainerInspectOptions{})
+	if cerrdefs.IsNotFound(err) {
+		return false
+	}
+	if err != nil {
+		w.t.Fatalf("inspect %s: %v", id, err)
+	}
+	return res.Container.State != nil && res.Container.State.Running
+}
+
+func newChat() string { return uuid.NewString() }
+
+func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s", what, within)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// The cycle a client goes through: create, reuse, conflict, replace after expiry, delete.
+func TestCreateReuseConflictReplaceDelete(t *testing.T) {
+	t.Parallel()
+	// The sweep is slow so that the expired session is still there to be replaced.
+	w := newWorld(t, "SANDBOXD_TTL=3s", "SANDBOXD_SWEEP_INTERVAL=1h")
+	srv := w.start()
+	ctx := context.Background()
+	api := srv.api
+	chat := newChat()
+
+	for _, probe := range []string{"/healthz", "/readyz"} {
+		res, err := http.Get(srv.base + probe)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK {
+			t.Errorf("%s: %d", probe, res.StatusCode)
+		}
+	}
+
+	first, result, err := api.Create(ctx, chat, client.CreateBody{})
+	if err != nil || result != client.Created {
+		t.Fatalf("create: %v %v", result, err)
+	}
+	if first.ChatID != chat || first.Status != "RUNNING" || !w.running(first.ContainerID) {
+		t.Fatalf("created %+v; container running: %v", first, w.running(first.ContainerID))
+	}
+
+	again, result, err := api.Create(ctx, strings.ToUpper(strings.ReplaceAll(chat, "-", "")), client.CreateBody{})
+	if err != nil || result != client.Reused || again.SessionID != first.SessionID || again.ContainerID != first.ContainerID {
+		t.Fatalf("second create: %v %v %+v, want the first session reused", result, err, again)
+	}
+
+	_, _, err = api.Create(ctx, chat, client.CreateBody{AgentID: "another-agent"})
+	if !errors.Is(err, sandbox.ErrConflict) {
+		t.Fatalf("create for another agent: %v, want a conflict", err)
+	}
+	if !w.running(first.ContainerID) {
+		t.Fatal("a refused create stopped the live sandbox")
+	}
+
+	time.Sleep(time.Until(first.ExpiresAt) + 100*time.Millisecond)
+	got, err := api.Get(ctx, chat)
+	if err != nil || !got.Expired {
+		t.Fatalf("get after the TTL: %+v %v, want the expired session", got, err)
+	}
+	third, result, err := api.Create(ctx, chat, client.CreateBody{AgentID: "another-agent"})
+	if err != nil || result != client.Replaced || third.SessionID == first.SessionID || third.ContainerID == first.ContainerID {
+		t.Fatalf("create after expiry: %v %v %+v, want a replacement", result, err, third)
+	}
+	if w.running(first.ContainerID) || !w.running(third.ContainerID) {
+		t.Errorf("old container running %v, new running %v", w.running(first.ContainerID), w.running(third.ContainerID))
+	}
+
+	del, err := api.Delete(ctx, chat)
+	if err != nil || del.Result != client.Deleted || del.SessionID != third.SessionID || del.ContainerID != third.ContainerID {
+		t.Fatalf("delete: %+v %v", del, err)
+	}
+	if ids := w.labelled(); len(ids) != 0 {
+		t.Errorf("containers left after delete: %v", ids)
+	}
+	if _, err := api.Get(ctx, chat); !errors.Is(err, sandbox.ErrNotFound) {
+		t.Errorf("get after delete: %v, want not found", err)
+	}
+	del, err = api.Delete(ctx, chat)
+	if err != nil || del.Result != client.NotFound || del.SessionID != "" {
+		t.Errorf("second delete: %+v %v, want not_found", del, err)
+	}
+	srv.stop(syscall.SIGTERM)
+}
+
+// A session past its TTL is cleaned by the background sweep: record and container gone.
+func TestExpiredSandboxIsSwept(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, "SANDBOXD_TTL=2s", "SANDBOXD_SWEEP_INTERVAL=250ms")
+	srv := w.start()
+	ctx := context.Background()
+	chat := newChat()
+
+	s, _, err := srv.api.Create(ctx, chat, client.CreateBody{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "the sweep forgets the expired session", func() bool {
+		_, err := srv.api.Get(ctx, chat)
+		return errors.Is(err, sandbox.ErrNotFound)
+	})
+	if time.Now().Before(s.ExpiresAt) {
+		t.Errorf("swept before its expiry %s", s.ExpiresAt)
+	}
+	if w.running(s.ContainerID) {
+		t.Error("the swept sandbox's container still runs")
+	}
+	if ids := w.labelled(); len(ids) != 0 {
+		t.Errorf("containers left after the sweep: %v", ids)
+	}
+	if !strings.Contains(srv.log(), `"msg":"sandbox_cleaned"`) {
+		t.Error("no sandbox_cleaned in the log")
+	}
+	srv.stop(syscall.SIGTERM)
+}
+
+// Twenty clients asking at once for one chat's sandbox get one session and one container.
+func TestParallelCreatesMakeOneSandbox(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	srv := w.start()
+	chat := newChat()
+
+	const n = 20
+	type answer struct {
+		s      client.Session
+		result client.Result
+		err    error
+	}
+	answers := make([]answer, n)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			s, r, err := srv.api.Create(context.Background(), chat, client.CreateBody{})
+			answers[i] = answer{s, r, err}
+		})
+	}
+	close(start)
+	wg.Wait()
+
+	var results []string
+	for i, a := range answers {
+		if a.err != nil {
+			t.Fatalf("create %d: %v", i, a.err)
+		}
+		if a.s.SessionID != answers[0].s.SessionID || a.s.ContainerID != answers[0].s.ContainerID {
+			t.Errorf("create %d answered session %s, create 0 %s", i, a.s.SessionID, answers[0].s.SessionID)
+		}
+		results = append(results, string(a.result))
+	}
+	slices.Sort(results)
+	if results[0] != "created" || results[1] != "reused" || results[n-1] != "reused" {
+		t.Errorf("results %v, want one created and %d reused", results, n-1)
+	}
+	if ids := w.labelled(); len(ids) != 1 || !strings.HasPrefix(answers[0].s.ContainerID, ids[0]) && ids[0] != answers[0].s.ContainerID {
+		t.Errorf("containers %v, want just %s", ids, answers[0].s.ContainerID)
+	}
+	srv.stop(syscall.SIGTERM)
+}
+
+// Sessions live in the registry, not the process: a restarted server knows them and
+// their sandboxes keep running across the restart.
+func TestRestartKeepsSessions(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	srv := w.start()
+	ctx := context.Background()
+	chats := []string{newChat(), newChat()}
+	var before []client.Session
+	for _, chat := range chats {
+		s, _, err := srv.api.Create(ctx, chat, client.CreateBody{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		before = append(before, s)
+	}
+	srv.stop(syscall.SIGTERM)
+	for _, s := range before {
+		if !w.running(s.ContainerID) {
+			t.Errorf("shutdown stopped the sandbox of chat %s", s.ChatID)
+		}
+	}
+
+	srv = w.start()
+	for i, chat := range chats {
+		got, err := srv.api.Get(ctx, chat)
+		if err != nil || got.SessionID != before[i].SessionID || got.ContainerID != before[i].ContainerID {
+			t.Errorf("after restart, chat %s: %+v %v; want session %s", chat, got, err, before[i].SessionID)
+		}
+		s, result, err := srv.api.Create(ctx, chat, client.CreateBody{})
+		if err != nil || result != client.Reused || s.SessionID != before[i].SessionID {
+			t.Errorf("create after restart: %v %v, want the session reused", result, err)
+		}
+	}
+	if ids := w.labelled(); len(ids) != len(chats) {
+		t.Errorf("%d containers after restart, want %d", len(ids), len(chats))
+	}
+	if !strings.Contains(srv.log(), `"msg":"reconciled"`) {
+		t.Error("no start-up reconciliation in the log")
+	}
+	srv.stop(syscall.SIGTERM)
+}
+
+// A server stopped while a create is in flight leaves nothing untracked once it has
+// started again: SIGTERM lets the create finish; SIGKILL leaves the reconciler to remove
+// a container whose record was never saved (or a record whose container was never made).
+func TestStopDuringCreateLeavesNothingUntracked(t *testing.T) {
+	t.Parallel()
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
+		t.Run(sig.String(), func(t *testing.T) {
+			t.Parallel()
+			// No grace: at start-up, no create of this instance can be in flight.
+			w := newWorld(t, "SANDBOXD_RECONCILE_GRACE=1ms")
+			srv := w.start()
+			chat := newChat()
+
+			type answer struct {
+				s      client.Session
+				result client.Result
+				err    error
+			}
+			answered := make(chan answer, 1)
+			go func() {
+				s, r, err := srv.api.Create(context.Background(), chat, client.CreateBody{})
+				answered <- answer{s, r, err}
+			}()
+			// Signal as soon as the container exists: the create is between the engine
+			// and the registry.
+			eventually(t, 30*time.Second, "the create makes a container", func() bool { return len(w.labelled()) > 0 })
+			srv.stop(sig)
+			a := <-answered
+			if sig == syscall.SIGTERM && (a.err != nil || a.result != client.Created) {
+				t.Errorf("the create in flight at SIGTERM answered %v %v, want it finished", a.result, a.err)
+			}
+
+			srv = w.start()
+			defer srv.stop(syscall.SIGTERM)
+			ctx := context.Background()
+			got, err := srv.api.Get(ctx, chat)
+			switch {
+			case err == nil:
+				if !w.running(got.ContainerID) {
+					t.Errorf("the registry holds session %s whose container %s does not run", got.SessionID, got.ContainerID)
+				}
+				if a.err == nil && got.SessionID != a.s.SessionID {
+					t.Errorf("registry holds %s, the create answered %s", got.SessionID, a.s.SessionID)
+				}
+			case errors.Is(err, sandbox.ErrNotFound):
+				if a.err == nil {
+					t.Errorf("the create answered %s, but the registry has nothing", a.s.SessionID)
+				}
+			default:
+				t.Fatal(err)
+			}
+			for _, id := range w.labelled() {
+				if err != nil || !strings.HasPrefix(got.ContainerID, id) && got.ContainerID != id {
+					t.Errorf("container %s runs without a record", id)
+				}
+			}
+			// And the chat works: a create now reuses or makes exactly one sandbox.
+			s, _, err := srv.api.Create(ctx, chat, client.CreateBody{})
+			if err != nil || !w.running(s.ContainerID) {
+				t.Fatalf("create after restart: %v", err)
+			}
+			if ids := w.labelled(); len(ids) != 1 {
+				t.Errorf("containers %v after restart and create, want one", ids)
+			}
+		})
+	}
+}
