@@ -64,6 +64,24 @@ func TestStore(t *testing.T, newStore func(t *testing.T) lifecycle.Store) {
 		}
 	})
 
+	t.Run("TimesKeepMicroseconds", func(t *testing.T) {
+		st := newStore(t)
+		s := NewSession(uuid.New(), Base.Add(5*time.Minute+123456*time.Microsecond))
+		s.CreatedAt = Base.Add(654321 * time.Microsecond)
+		mustSave(t, st, s)
+		got, err := st.Get(ctx, s.ChatID)
+		if err != nil || !Equal(got, s) {
+			t.Fatalf("Get = %+v, %v; want %+v", got, err, s)
+		}
+		// One microsecond either side of the expiry decides what the sweep sees.
+		if page, err := st.ListExpired(ctx, s.ExpiresAt.Add(-time.Microsecond), 10); err != nil || len(page) != 0 {
+			t.Fatalf("ListExpired a microsecond before expiry = %d sessions, %v; want none", len(page), err)
+		}
+		if page, err := st.ListExpired(ctx, s.ExpiresAt, 10); err != nil || len(page) != 1 {
+			t.Fatalf("ListExpired at expiry = %d sessions, %v; want 1", len(page), err)
+		}
+	})
+
 	t.Run("GetMissingIsNotFound", func(t *testing.T) {
 		st := newStore(t)
 		if _, err := st.Get(ctx, uuid.New()); !errors.Is(err, sandbox.ErrNotFound) {
