@@ -28,6 +28,7 @@ import (
 
 	"github.com/sandboxd/sandboxd/internal/client"
 	"github.com/sandboxd/sandboxd/internal/dockertest"
+	"github.com/sandboxd/sandboxd/internal/pgtest"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 )
 
@@ -53,7 +54,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "build sandboxd:", err)
 		os.Exit(1)
 	}
-	code := m.Run()
+	code := pgtest.Main(m).Run() // stops a throwaway PostgreSQL the tests started
 	_ = os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -484,4 +485,54 @@ func TestStopDuringCreateLeavesNothingUntracked(t *testing.T) {
 			}
 		})
 	}
+}
+
+// On PostgreSQL, two replicas sharing the registry and the engine serialise a chat
+// through advisory locks: twenty creates spread over both make one sandbox, which both
+// then report, and which outlives a restart of both.
+func TestPostgresReplicas(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, "SANDBOXD_REGISTRY="+pgtest.DSN(t))
+	a, b := w.start(), w.start()
+	chat := newChat()
+
+	const n = 20
+	sessions := make([]string, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		api := a.api
+		if i%2 == 1 {
+			api = b.api
+		}
+		wg.Go(func() {
+			s, _, err := api.Create(context.Background(), chat, client.CreateBody{})
+			sessions[i], errs[i] = s.SessionID, err
+		})
+	}
+	wg.Wait()
+	for i := range n {
+		if errs[i] != nil || sessions[i] != sessions[0] {
+			t.Fatalf("create %d: session %s, %v; create 0: %s", i, sessions[i], errs[i], sessions[0])
+		}
+	}
+	if ids := w.labelled(); len(ids) != 1 {
+		t.Errorf("containers %v, want one", ids)
+	}
+	a.stop(syscall.SIGTERM)
+	b.stop(syscall.SIGTERM)
+
+	c := w.start()
+	got, err := c.api.Get(context.Background(), chat)
+	if err != nil || got.SessionID != sessions[0] || !w.running(got.ContainerID) {
+		t.Errorf("after restart: %+v %v, want session %s running", got, err, sessions[0])
+	}
+	del, err := c.api.Delete(context.Background(), chat)
+	if err != nil || del.Result != client.Deleted {
+		t.Errorf("delete: %+v %v", del, err)
+	}
+	if ids := w.labelled(); len(ids) != 0 {
+		t.Errorf("containers %v after delete", ids)
+	}
+	c.stop(syscall.SIGTERM)
 }

@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/spf13/pflag"
 
 	"github.com/sandboxd/sandboxd/internal/config"
@@ -29,6 +30,9 @@ import (
 	"github.com/sandboxd/sandboxd/internal/keylock"
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
 	"github.com/sandboxd/sandboxd/internal/periodic"
+	"github.com/sandboxd/sandboxd/internal/pglock"
+	"github.com/sandboxd/sandboxd/internal/pgstore"
+	"github.com/sandboxd/sandboxd/internal/sandbox"
 	"github.com/sandboxd/sandboxd/internal/sqlitestore"
 	"github.com/sandboxd/sandboxd/internal/telemetry"
 )
@@ -220,8 +224,30 @@ func openRegistry(ctx context.Context, dsn string) (registry, error) {
 			return registry{}, err
 		}
 		return registry{store: st, locker: keylock.New(), ping: st.Ping, close: st.Close}, nil
+	case "postgres":
+		st, err := pgstore.Open(ctx, target)
+		if err != nil {
+			return registry{}, err
+		}
+		// The locker gets a pool of its own: a lock holder must never wait for a
+		// connection that only other holders and waiters have.
+		pool, err := pgxpool.New(ctx, target)
+		if err != nil {
+			_ = st.Close()
+			return registry{}, fmt.Errorf("registry: lock pool: %w", sandbox.ErrUnavailable)
+		}
+		locker, err := pglock.New(pglock.Config{Pool: pool})
+		if err != nil {
+			pool.Close()
+			_ = st.Close()
+			return registry{}, err
+		}
+		return registry{store: st, locker: locker, ping: st.Ping, close: func() error {
+			pool.Close()
+			return st.Close()
+		}}, nil
 	}
-	return registry{}, fmt.Errorf("registry: %s is not supported by this build", kind)
+	return registry{}, fmt.Errorf("registry: unknown kind %q", kind)
 }
 
 // runtimeConfig turns the configuration's agent profiles into the Docker runtime's.
