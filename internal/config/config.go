@@ -127,7 +127,7 @@ func Default() Config {
 	return Config{
 		Listen:          "127.0.0.1:8080",
 		TTL:             time.Hour,
-		MaxBodyBytes:    1 << 20,
+		MaxBodyBytes:    64 << 10,
 		ShutdownTimeout: 30 * time.Second,
 		Sweep:           Sweep{Interval: 30 * time.Second, Parallelism: 4},
 		Reconcile:       Reconcile{Interval: 5 * time.Minute, Grace: time.Minute},
