@@ -14,8 +14,10 @@ import (
 	"fmt"
 	"io/fs"
 	"net/url"
+	"os"
 	"runtime"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/google/uuid"
@@ -75,17 +77,23 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	}
 	r.SetMaxOpenConns(max(4, runtime.NumCPU()))
 	st := &Store{w: w, r: r}
-	if err := st.migrate(ctx); err != nil {
+	if err := st.migrate(ctx, path); err != nil {
 		_ = st.Close()
 		return nil, fmt.Errorf("sqlitestore: open %s: %w", path, err)
 	}
 	return st, nil
 }
 
-// migrate applies the embedded migrations on the writer connection. Only one process is
-// expected per file; should two start at once, the immediate transactions and the busy
-// timeout make the second wait for the first.
-func (st *Store) migrate(ctx context.Context) error {
+// migrate applies the embedded migrations on the writer connection. One process is
+// expected per file, but two may start at once (a restart overlapping its predecessor):
+// goose checks and creates its tables outside any one transaction, so the migration runs
+// under an exclusive lock on a file next to the database, one process after the other.
+func (st *Store) migrate(ctx context.Context, path string) error {
+	unlock, err := lockFile(ctx, path+".migrate.lock")
+	if err != nil {
+		return fmt.Errorf("migrate: %w: %w", sandbox.ErrUnavailable, err)
+	}
+	defer unlock()
 	fsys, err := fs.Sub(migrations, "migrations")
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
@@ -99,6 +107,32 @@ func (st *Store) migrate(ctx context.Context) error {
 		return translate("migrate", err)
 	}
 	return nil
+}
+
+// lockFile takes an exclusive flock on name (created if need be), waiting while ctx lasts.
+// The lock goes with the process, should it die. (Not the database file itself: closing any
+// descriptor of that file would drop SQLite's own POSIX locks on it.)
+func lockFile(ctx context.Context, name string) (unlock func(), err error) {
+	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return func() { _ = f.Close() }, nil // closing the file releases the flock
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			_ = f.Close()
+			return nil, fmt.Errorf("lock %s: %w", name, err)
+		}
+		select {
+		case <-ctx.Done():
+			_ = f.Close()
+			return nil, fmt.Errorf("lock %s: %w", name, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // Close closes the database. The Store must not be used afterwards.
