@@ -20,6 +20,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -37,6 +38,12 @@ type Sandboxes interface {
 	Get(ctx context.Context, chatID uuid.UUID) (sandbox.Session, error)
 	Delete(ctx context.Context, chatID uuid.UUID) (lifecycle.DeleteResult, error)
 	List(ctx context.Context, filter lifecycle.ListFilter) ([]sandbox.Session, error)
+
+	Exec(ctx context.Context, req lifecycle.ExecRequest) (lifecycle.ExecResult, error)
+	Keepalive(ctx context.Context, chatID uuid.UUID, ttl time.Duration) (sandbox.Session, error)
+	WriteFile(ctx context.Context, chatID uuid.UUID, path string, r io.Reader) (lifecycle.FileInfo, error)
+	OpenFile(ctx context.Context, chatID uuid.UUID, path string) (io.ReadCloser, lifecycle.FileInfo, error)
+	ListDir(ctx context.Context, chatID uuid.UUID, path string) ([]lifecycle.FileInfo, error)
 }
 
 // DefaultMaxBodyBytes is the request body limit when Config.MaxBodyBytes is not set.
@@ -49,7 +56,8 @@ type Config struct {
 	// decides whether that is acceptable (sandboxd allows it on loopback only).
 	Tokens []string
 	// MaxBodyBytes caps request bodies; a larger one is refused with 413 before anything
-	// is read into the handlers. Default DefaultMaxBodyBytes.
+	// is read into the handlers. Default DefaultMaxBodyBytes. File uploads are exempt:
+	// they stream, and the lifecycle's file size limit applies to them.
 	MaxBodyBytes int64
 	// Ready reports whether the service can serve (registry and engine reachable);
 	// nil means always ready.
@@ -125,12 +133,15 @@ func New(cfg Config) (http.Handler, error) {
 	v1.UseMiddleware(requireContentType(api))
 	s.registerSandbox(v1)
 	s.registerSandboxes(v1)
+	s.registerExec(v1)
+	s.registerFiles(v1)
+	s.registerKeepalive(v1)
 	s.registerHealth(api)
 	s.registerMetrics(api, mux)
 	mux.Handle("/", noRoute(mux))
 
 	var h http.Handler = mux
-	h = limitBody(h, cfg.MaxBodyBytes)
+	h = limitBody(h, mux, cfg.MaxBodyBytes, uploadPattern)
 	h = authenticate(h, cfg.Tokens)
 	h = logRequests(h, cfg.Logger)
 	return h, nil
@@ -191,6 +202,8 @@ func statusFor(err error) int {
 		return http.StatusNotFound
 	case errors.Is(err, sandbox.ErrConflict), errors.Is(err, sandbox.ErrExpired):
 		return http.StatusConflict
+	case errors.Is(err, sandbox.ErrTooLarge):
+		return http.StatusRequestEntityTooLarge
 	case errors.Is(err, sandbox.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
 		return http.StatusServiceUnavailable
 	default:
@@ -206,7 +219,7 @@ func (s *server) fail(ctx context.Context, op string, err error) error {
 		// The detail is the error's own words without the sentinel's trailing name
 		// ("chat id "x" is not a UUID", not "...: invalid"): the status says that.
 		detail := err.Error()
-		for _, sentinel := range []error{sandbox.ErrInvalid, sandbox.ErrNotFound, sandbox.ErrConflict, sandbox.ErrExpired} {
+		for _, sentinel := range []error{sandbox.ErrInvalid, sandbox.ErrNotFound, sandbox.ErrConflict, sandbox.ErrExpired, sandbox.ErrTooLarge} {
 			detail = strings.TrimSuffix(detail, ": "+sentinel.Error())
 		}
 		return huma.NewError(status, detail)
@@ -289,9 +302,14 @@ func authenticate(next http.Handler, tokens []string) http.Handler {
 }
 
 // limitBody refuses a request whose body is over limit bytes with 413, before any
-// handler runs. A body of unknown length is read up to the limit and replayed.
-func limitBody(next http.Handler, limit int64) http.Handler {
+// handler runs. A body of unknown length is read up to the limit and replayed. Requests
+// that mux routes to one of the streaming patterns pass untouched.
+func limitBody(next http.Handler, mux *http.ServeMux, limit int64, streaming ...string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, pattern := mux.Handler(r); slices.Contains(streaming, pattern) {
+			next.ServeHTTP(w, r)
+			return
+		}
 		if r.ContentLength > limit {
 			writeProblem(w, http.StatusRequestEntityTooLarge,
 				fmt.Sprintf("request body is %d bytes, over the limit of %d bytes", r.ContentLength, limit))
@@ -327,7 +345,8 @@ func requireContentType(api huma.API) func(huma.Context, func(huma.Context)) {
 		}
 		mediaType, _, _ := strings.Cut(ct, ";")
 		mediaType = strings.ToLower(strings.TrimSpace(mediaType))
-		if _, ok := op.RequestBody.Content[mediaType]; !ok {
+		_, anyType := op.RequestBody.Content["*/*"]
+		if _, ok := op.RequestBody.Content[mediaType]; !ok && !anyType {
 			allowed := make([]string, 0, len(op.RequestBody.Content))
 			for k := range op.RequestBody.Content {
 				allowed = append(allowed, k)
