@@ -1,0 +1,139 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"go.uber.org/goleak"
+
+	"github.com/sandboxd/sandboxd/internal/client"
+	"github.com/sandboxd/sandboxd/internal/dockertest"
+)
+
+func TestRunRefusesBadConfig(t *testing.T) {
+	cases := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"open API on every interface", []string{"--listen", "0.0.0.0:0"}, "no tokens"},
+		{"unknown registry", []string{"--registry", "mysql://db"}, "registry"},
+		{"stray argument", []string{"serve"}, "unexpected arguments"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			err := run(context.Background(), tc.args, nil, &stdout, &stderr)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("run = %v, want an error about %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestRunHelp(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if err := run(context.Background(), []string{"-h"}, nil, &stdout, &stderr); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(stderr.String(), "--registry") {
+		t.Errorf("usage lacks the flags:\n%s", stderr.String())
+	}
+}
+
+// run in-process: it serves, and returns nil once its context ends, leaving no goroutine
+// behind (the HTTP server, the jobs, the Docker client and the registry are all closed).
+func TestRunServesAndStopsInProcess(t *testing.T) {
+	cli := dockertest.Client(t)
+	image := dockertest.Image(t, cli)
+	instance := dockertest.Instance(t, cli)
+	dir := t.TempDir()
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+
+	env := []string{
+		"SANDBOXD_LISTEN=127.0.0.1:0",
+		"SANDBOXD_REGISTRY=sqlite:" + filepath.Join(dir, "sandboxd.db"),
+		"SANDBOXD_DOCKER_INSTANCE=" + instance,
+		"SANDBOXD_DOCKER_VOLUME_ROOT=" + filepath.Join(dir, "volumes"),
+		"SANDBOXD_AGENTS_DEFAULT_IMAGE=" + image,
+		"SANDBOXD_SWEEP_INTERVAL=100ms",
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	logs := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, nil, env, logs, logs) }()
+
+	var addr string
+	eventually(t, 30*time.Second, "run listens", func() bool {
+		for _, line := range strings.Split(logs.String(), "\n") {
+			var rec struct{ Msg, Addr string }
+			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "listening" {
+				addr = rec.Addr
+				return true
+			}
+		}
+		return false
+	})
+	transport := &http.Transport{}
+	defer transport.CloseIdleConnections()
+	api, err := client.New("http://"+addr, "", &http.Client{Transport: transport})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, result, err := api.Create(context.Background(), uuid.NewString(), client.CreateBody{})
+	if err != nil || result != client.Created {
+		t.Fatalf("create: %v %v", result, err)
+	}
+	res, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var metrics bytes.Buffer
+	_, _ = metrics.ReadFrom(res.Body)
+	res.Body.Close()
+	http.DefaultClient.CloseIdleConnections()
+	if !strings.Contains(metrics.String(), `sandbox_create_total{`) {
+		t.Errorf("/metrics lacks sandbox_create_total:\n%s", metrics.String())
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("run returned %v after its context ended", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("run did not return within 60s of its context ending")
+	}
+	if !strings.Contains(logs.String(), `"msg":"shutting_down"`) {
+		t.Errorf("no shutting_down in the log:\n%s", logs.String())
+	}
+	transport.CloseIdleConnections()
+	dockertest.Remove(t, cli, s.ContainerID)
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
