@@ -142,6 +142,9 @@ func (r *Root) rel(path string) (string, error) {
 		return refuse(fmt.Sprintf("is outside the volume root %s", r.dir))
 	case rel == ".":
 		return refuse("is the volume root itself")
+	case rel == PoolDir || strings.HasPrefix(rel, PoolDir+"/"):
+		// The pool's folders belong to sandboxes not yet handed out (see PoolDir).
+		return refuse("lies in the sandbox pool's folder " + filepath.Join(r.dir, PoolDir))
 	}
 	return rel, nil
 }
