@@ -3,7 +3,7 @@
 // Errors the server answers with a problem document come back as *Error, which carries
 // the status, title and detail; errors.Is maps it to the domain's sentinels (404 to
 // sandbox.ErrNotFound, 409 to sandbox.ErrConflict, 400/413/415/422 to sandbox.ErrInvalid,
-// 503 to sandbox.ErrUnavailable).
+// 413 to sandbox.ErrTooLarge too, 503 to sandbox.ErrUnavailable).
 package client
 
 import (
@@ -108,6 +108,8 @@ func (e *Error) Is(target error) bool {
 			http.StatusUnsupportedMediaType, http.StatusUnprocessableEntity:
 			return true
 		}
+	case sandbox.ErrTooLarge:
+		return e.Status == http.StatusRequestEntityTooLarge
 	case sandbox.ErrUnavailable:
 		return e.Status == http.StatusServiceUnavailable
 	}
@@ -198,43 +200,28 @@ func sandboxPath(chatID string) string {
 	return "/v1/chats/" + url.PathEscape(chatID) + "/sandbox"
 }
 
-// do sends one request and decodes a 2xx JSON answer into out, or a problem into *Error.
+// do sends one request with a JSON body (none when in is nil) and decodes a 2xx JSON
+// answer into out, or a problem into *Error.
 func (c *Client) do(ctx context.Context, method, path string, query url.Values, in, out any) error {
-	target := c.base.String() + path // path is escaped already (sandboxPath)
-	if len(query) > 0 {
-		target += "?" + query.Encode()
-	}
-
-	var body io.Reader
+	var (
+		body        io.Reader
+		contentType string
+	)
 	if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
 			return fmt.Errorf("client: %s %s: encode body: %w", method, path, err)
 		}
-		body = bytes.NewReader(b)
+		body, contentType = bytes.NewReader(b), "application/json"
 	}
-	req, err := http.NewRequestWithContext(ctx, method, target, body)
+	resp, err := c.send(ctx, method, path, query, body, contentType, "application/json")
 	if err != nil {
-		return fmt.Errorf("client: %s %s: %w", method, path, err)
-	}
-	req.Header.Set("Accept", "application/json, application/problem+json")
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return fmt.Errorf("client: %s %s: %w", method, path, err)
+		return err
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
 		return fmt.Errorf("client: %s %s: read answer: %w", method, path, err)
-	}
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return problem(resp, data)
 	}
 	if out == nil {
 		return nil
@@ -243,6 +230,39 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 		return fmt.Errorf("client: %s %s: decode answer: %w", method, path, err)
 	}
 	return nil
+}
+
+// send sends one request and returns a 2xx answer, whose body the caller closes; any
+// other answer becomes an *Error.
+func (c *Client) send(ctx context.Context, method, path string, query url.Values, body io.Reader, contentType, accept string) (*http.Response, error) {
+	target := c.base.String() + path // path is escaped already (sandboxPath)
+	if len(query) > 0 {
+		target += "?" + query.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, method, target, body)
+	if err != nil {
+		return nil, fmt.Errorf("client: %s %s: %w", method, path, err)
+	}
+	req.Header.Set("Accept", accept+", application/problem+json")
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("client: %s %s: %w", method, path, err)
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		defer resp.Body.Close()
+		data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		if err != nil {
+			return nil, fmt.Errorf("client: %s %s: read answer: %w", method, path, err)
+		}
+		return nil, problem(resp, data)
+	}
+	return resp, nil
 }
 
 // problem makes the *Error of a non-2xx answer; an answer that is not a problem

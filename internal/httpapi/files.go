@@ -56,8 +56,8 @@ type dirQuery struct {
 type putFileInput struct {
 	ChatID string `path:"chat_id" maxLength:"64" doc:"The chat's UUID, in any spelling (hyphens or not, any case, braces, urn)." example:"0b6f1f7e-3c1a-4d0e-9a61-6f0d2c8e4b1a"`
 	Path   string `query:"path" required:"true" minLength:"1" maxLength:"4096" doc:"The file, relative to the workspace or under its mount point." example:"src/main.go"`
-	body io.Reader
-	rc   *http.ResponseController
+	body   io.Reader
+	rc     *http.ResponseController
 }
 
 func (in *putFileInput) Resolve(ctx huma.Context) []error {

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/sandboxd/sandboxd/internal/client"
+	"github.com/sandboxd/sandboxd/internal/hostfiles"
 	"github.com/sandboxd/sandboxd/internal/httpapi"
 	"github.com/sandboxd/sandboxd/internal/keylock"
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
@@ -27,6 +28,13 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 const (
 	testToken = "s3cret-token"
 	testTTL   = time.Hour
+
+	// Limits of the fixture's lifecycle, small enough to cross in a test.
+	testMaxTimeout  = time.Minute
+	testOutputCap   = 1 << 10
+	testMaxFile     = 256 << 10
+	testMaxLifetime = 6 * time.Hour
+	testExecTook    = 250 * time.Millisecond
 )
 
 // fakeRuntime makes pretend sandboxes and counts what it was asked to do.
@@ -94,14 +102,15 @@ func (c *fakeClock) Advance(d time.Duration) {
 }
 
 // fixture is a real lifecycle.Service over memstore and keylock with a fake runtime,
-// served by httptest.
+// a fake executor and the real hostfiles, served by httptest.
 type fixture struct {
-	srv     *httptest.Server
-	client  *client.Client
-	runtime *fakeRuntime
-	store   *memstore.Store
-	clock   *fakeClock
-	svc     *lifecycle.Service
+	srv      *httptest.Server
+	client   *client.Client
+	runtime  *fakeRuntime
+	executor *fakeExecutor
+	store    *memstore.Store
+	clock    *fakeClock
+	svc      *lifecycle.Service
 }
 
 type option func(*httpapi.Config)
@@ -113,9 +122,13 @@ func newFixture(t *testing.T, opts ...option) *fixture {
 		store:   memstore.New(),
 		clock:   &fakeClock{now: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)},
 	}
+	f.executor = newFakeExecutor(f.clock)
 	var err error
 	f.svc, err = lifecycle.New(lifecycle.Config{
 		Store: f.store, Locker: keylock.New(), Runtime: f.runtime, TTL: testTTL, Clock: f.clock,
+		Executor: f.executor, Files: hostfiles.New(hostfiles.Config{}),
+		ExecMaxTimeout: testMaxTimeout, ExecOutputCap: testOutputCap,
+		MaxFileBytes: testMaxFile, MaxLifetime: testMaxLifetime,
 	})
 	if err != nil {
 		t.Fatal(err)
