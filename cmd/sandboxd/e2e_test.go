@@ -231,7 +231,7 @@ func eventually(t *testing.T, within time.Duration, what string, cond func() boo
 func TestCreateReuseConflictReplaceDelete(t *testing.T) {
 	t.Parallel()
 	// The sweep is slow so that the expired session is still there to be replaced.
-	w := newWorld(t, "SANDBOXD_TTL=3s", "SANDBOXD_SWEEP_INTERVAL=1h")
+	w := newWorld(t, "SANDBOXD_TTL=5s", "SANDBOXD_SWEEP_INTERVAL=1h")
 	srv := w.start()
 	ctx := context.Background()
 	api := srv.api
