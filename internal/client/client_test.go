@@ -38,6 +38,9 @@ func TestErrorMapsStatusesToSentinels(t *testing.T) {
 				t.Errorf("errors.Is(%d, %v) = %v", tc.status, s, got)
 			}
 		}
+		if got := errors.Is(err, sandbox.ErrTooLarge); got != (tc.status == 413) {
+			t.Errorf("errors.Is(%d, ErrTooLarge) = %v", tc.status, got)
+		}
 	}
 }
 

@@ -4,7 +4,9 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/danielgtaylor/huma/v2"
@@ -121,6 +123,7 @@ func (s *server) registerFiles(api huma.API) {
 		Method:      http.MethodGet,
 		Path:        filesPath + "/list",
 		Summary:     "List a folder of the chat's workspace",
+		Description: "The folder's entries, ordered by path; links are listed, not followed.",
 		Tags:        []string{"files"},
 		Errors:      []int{http.StatusNotFound, http.StatusConflict, http.StatusUnprocessableEntity, http.StatusServiceUnavailable},
 	}), s.listFiles)
@@ -184,6 +187,7 @@ func (s *server) listFiles(ctx context.Context, in *dirQuery) (*fileListOutput, 
 	for _, f := range found {
 		out.Items = append(out.Items, renderFile(f))
 	}
+	slices.SortFunc(out.Items, func(a, b fileInfo) int { return strings.Compare(a.Path, b.Path) })
 	return &fileListOutput{Body: out}, nil
 }
 
