@@ -1,0 +1,230 @@
+// Command sandboxbench measures sandboxd against the Docker engine it drives, on the same
+// machine in the same run (issue 7). It starts the real sandboxd binary (built from this
+// module unless -sandboxd names one) on SQLite and on PostgreSQL (a throwaway cluster, or
+// -pg-dsn) with the real engine, on loopback, and measures each figure beside a baseline:
+//
+//   - reuse: PUT on live sessions over HTTP against a trivial handler behind the same
+//     net/http server settings, through the same client;
+//   - cold create: PUT until an exec of `true` succeeds in the sandbox, against the same
+//     container config created and started through the Engine API, then the same exec;
+//   - parallel creates of distinct chats: wall time against as many direct create+starts;
+//   - sweep drain: expired sandboxes from their common expiry until the engine lists none,
+//     against removing as many containers directly in parallel;
+//   - memory: sandboxd's RSS with many sessions in the registry against one session;
+//   - registry operations per second on sqlitestore and pgstore against SELECT 1;
+//   - with -pool-env, creates through a sandboxd whose warm pool is on, against the cold
+//     creates of the same run.
+//
+// It prints a table, writes it as JSON with -json, and removes every container it made.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/moby/moby/client"
+)
+
+func main() {
+	if os.Getenv(roleEnv) == "trivial" {
+		if err := serveTrivial(); err != nil {
+			fmt.Fprintln(os.Stderr, "sandboxbench trivial server:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	ctx, stop := signalContext()
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "sandboxbench:", err)
+		stop()
+		os.Exit(1)
+	}
+}
+
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}
+
+// options are the sizes of the run.
+type options struct {
+	N             int           `json:"n"`              // cold creates per side (and pool creates)
+	Reuse         int           `json:"reuse"`          // reuse PUTs per side
+	Workers       int           `json:"workers"`        // concurrent reuse clients, one live chat each
+	Parallel      int           `json:"parallel"`       // distinct chats created at once
+	Drain         int           `json:"drain"`          // expired sandboxes the sweep drains
+	DrainParallel int           `json:"drain_parallel"` // sweep parallelism, and direct removes at once
+	SweepInterval time.Duration `json:"sweep_interval"`
+	Rounds        int           `json:"rounds"` // rounds of the parallel and drain measurements (median)
+	Sessions      int           `json:"sessions"`
+	RegistryOps   int           `json:"registry_ops"`
+	Settle        time.Duration `json:"settle"` // wait before reading the RSS
+	PoolEnv       []string      `json:"pool_env,omitempty"`
+	PoolGap       time.Duration `json:"pool_gap"`
+	Postgres      bool          `json:"postgres"`
+	Quick         bool          `json:"quick"`
+
+	pgDSN    string
+	sandboxd string
+	image    string
+	jsonPath string
+}
+
+func parseOptions(args []string, stderr io.Writer) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("sandboxbench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.IntVar(&o.N, "n", 50, "cold creates per side (sandboxd, Engine API), and warm-pool creates")
+	fs.IntVar(&o.Reuse, "reuse", 10000, "reuse PUTs per side (sandboxd, trivial handler)")
+	fs.IntVar(&o.Workers, "workers", 4, "concurrent reuse clients, one live chat each")
+	fs.IntVar(&o.Parallel, "parallel", 50, "distinct chats created at once")
+	fs.IntVar(&o.Drain, "drain", 100, "expired sandboxes the sweep drains")
+	fs.IntVar(&o.DrainParallel, "drain-parallel", 16, "sweep parallelism of sandboxd, and direct removes at once")
+	fs.DurationVar(&o.SweepInterval, "sweep-interval", 100*time.Millisecond, "sweep interval of sandboxd")
+	fs.IntVar(&o.Rounds, "rounds", 3, "rounds of the parallel-create and drain measurements (the median is reported)")
+	fs.IntVar(&o.Sessions, "sessions", 10000, "sessions in the registry for the memory measurement")
+	fs.IntVar(&o.RegistryOps, "registry-ops", 5000, "operations of each kind on the registry")
+	fs.DurationVar(&o.Settle, "settle", 3*time.Second, "wait before reading sandboxd's RSS")
+	poolEnv := fs.String("pool-env", "", "SANDBOXD_...=value settings (comma-separated) that turn the warm pool on; empty: no pool measurement")
+	fs.DurationVar(&o.PoolGap, "pool-gap", 500*time.Millisecond, "pause before each warm-pool create (not timed), for the pool to refill")
+	fs.BoolVar(&o.Postgres, "pg", true, "measure on PostgreSQL too")
+	fs.StringVar(&o.pgDSN, "pg-dsn", "", "PostgreSQL server DSN (a user allowed to create databases); empty: a throwaway cluster")
+	fs.StringVar(&o.sandboxd, "sandboxd", "", "sandboxd binary; empty: go build ./cmd/sandboxd of this module")
+	fs.StringVar(&o.image, "image", "sandboxd-sandbox:latest", "sandbox image (scripts/build-image.sh)")
+	fs.StringVar(&o.jsonPath, "json", "", "write the results as JSON to this file")
+	fs.BoolVar(&o.Quick, "quick", false, "a CI-sized run: a few of everything")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if *poolEnv != "" {
+		o.PoolEnv = strings.Split(*poolEnv, ",")
+	}
+	if o.Quick {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		quick := func(name string, p *int, v int) {
+			if !set[name] {
+				*p = v
+			}
+		}
+		quick("n", &o.N, 3)
+		quick("reuse", &o.Reuse, 200)
+		quick("workers", &o.Workers, 2)
+		quick("parallel", &o.Parallel, 4)
+		quick("drain", &o.Drain, 4)
+		quick("drain-parallel", &o.DrainParallel, 4)
+		quick("rounds", &o.Rounds, 1)
+		quick("sessions", &o.Sessions, 200)
+		quick("registry-ops", &o.RegistryOps, 100)
+		if !set["settle"] {
+			o.Settle = 500 * time.Millisecond
+		}
+	}
+	if o.N < 1 || o.Reuse < 2 || o.Workers < 1 || o.Parallel < 1 || o.Drain < 1 || o.DrainParallel < 1 ||
+		o.Rounds < 1 || o.Sessions < 2 || o.RegistryOps < 1 || o.SweepInterval <= 0 {
+		return o, errors.New("every size must be positive (-reuse and -sessions at least 2)")
+	}
+	return o, nil
+}
+
+// run measures and reports; see the package comment.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
+	opts, err := parseOptions(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	cli, err := client.New(client.FromEnv)
+	if err != nil {
+		return fmt.Errorf("docker client: %w", err)
+	}
+	defer cli.Close()
+	if _, err := cli.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
+		return fmt.Errorf("docker engine: %w", err)
+	}
+	if _, err := cli.ImageInspect(ctx, opts.image); err != nil {
+		return fmt.Errorf("image %s: %w (build it with scripts/build-image.sh)", opts.image, err)
+	}
+
+	tmp, err := os.MkdirTemp("", "sandboxbench-")
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, os.RemoveAll(tmp)) }()
+	b := &bench{opts: opts, cli: cli, image: opts.image, tmp: tmp, log: stderr,
+		runID: "sbench-" + randomHex(4),
+		hc: &http.Client{Transport: &http.Transport{
+			MaxIdleConns: 256, MaxIdleConnsPerHost: 256, IdleConnTimeout: time.Minute,
+		}}}
+	defer b.hc.CloseIdleConnections()
+	// Whatever happens, every container of this run goes: sandboxd's and the baselines'.
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+		defer cancel()
+		n, rmErr := removeRun(cctx, cli, b.runID)
+		if n > 0 {
+			fmt.Fprintf(stderr, "removed %d containers left by this run\n", n)
+		}
+		err = errors.Join(err, rmErr)
+	}()
+
+	b.bin = opts.sandboxd
+	if b.bin == "" {
+		fmt.Fprintln(stderr, "building sandboxd")
+		if b.bin, err = buildSandboxd(ctx, tmp); err != nil {
+			return err
+		}
+	}
+	registries := []registry{sqliteRegistry()}
+	if opts.Postgres {
+		admin := opts.pgDSN
+		if admin == "" {
+			c, err := startPG()
+			if err != nil {
+				return err
+			}
+			defer func() { err = errors.Join(err, c.stop()) }()
+			admin = c.dsn
+		}
+		registries = append(registries, postgresRegistry(admin))
+	}
+
+	rep := Report{Started: time.Now().UTC(), Command: "sandboxbench " + strings.Join(args, " "),
+		Machine: machine(ctx, cli), Options: opts}
+	for _, reg := range registries {
+		if err := b.runRegistry(ctx, reg); err != nil {
+			return err
+		}
+	}
+	rep.Rows = b.rows
+	fmt.Fprintln(stdout)
+	printTable(stdout, rep)
+	if opts.jsonPath != "" {
+		if err := writeJSON(opts.jsonPath, rep); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
