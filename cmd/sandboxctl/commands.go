@@ -29,7 +29,7 @@ func newRootCommand(getenv func(string) string, stdout, stderr io.Writer) *cobra
 	c := &cli{getenv: getenv, stdout: stdout, stderr: stderr}
 	root := &cobra.Command{
 		Use:           "sandboxctl",
-		Short:         "Drive a sandboxd: create, get, delete and list chat sandboxes",
+		Short:         "Drive a sandboxd: chat sandboxes, and commands and files in them",
 		SilenceErrors: true, // main prints the one-line error
 		SilenceUsage:  true,
 	}
@@ -41,7 +41,8 @@ func newRootCommand(getenv func(string) string, stdout, stderr io.Writer) *cobra
 	f.BoolVar(&c.json, "json", false, "print JSON instead of a table")
 	f.DurationVar(&c.timeout, "timeout", 5*time.Minute, "give up on the server after this long")
 
-	root.AddCommand(c.createCommand(), c.getCommand(), c.deleteCommand(), c.listCommand())
+	root.AddCommand(c.createCommand(), c.getCommand(), c.deleteCommand(), c.listCommand(),
+		c.execCommand(), c.cpCommand(), c.lsCommand(), c.keepaliveCommand())
 	return root
 }
 

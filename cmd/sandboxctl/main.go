@@ -1,10 +1,18 @@
 // Command sandboxctl drives a sandboxd over its HTTP API: create, get, delete and list
-// the sandboxes of chats.
+// the sandboxes of chats; run commands and move files in them; keep them alive.
 //
 //	sandboxctl create <chat> [--agent A] [--volume P]
 //	sandboxctl get <chat>
 //	sandboxctl delete <chat>
 //	sandboxctl list [--agent A] [--expired[=false]] [--limit N] [--after CHAT]
+//	sandboxctl exec <chat> [--timeout 30s] [-w DIR] [-e K=V]... -- <command> [args...]
+//	sandboxctl cp <local> <chat>:<path>    (upload; - reads stdin)
+//	sandboxctl cp <chat>:<path> <local>    (download; - writes stdout)
+//	sandboxctl ls <chat> [path]
+//	sandboxctl keepalive <chat> --ttl 10m
+//
+// exec streams the command's output and exits with its exit code (124 when it was
+// killed at its timeout).
 //
 // The server and token come from --server and --token, or SANDBOXD_URL and
 // SANDBOXD_TOKEN. Output is a table for people, JSON with --json.
@@ -12,6 +20,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -24,13 +33,30 @@ func main() {
 	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
 	stop()
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "sandboxctl: %v\n", err)
-		os.Exit(1)
+		var exit *exitError
+		if !errors.As(err, &exit) {
+			fmt.Fprintf(os.Stderr, "sandboxctl: %v\n", err)
+			os.Exit(1)
+		}
+		if exit.msg != "" {
+			fmt.Fprintf(os.Stderr, "sandboxctl: %s\n", exit.msg)
+		}
+		os.Exit(exitCode(exit.code))
 	}
 }
 
+// exitCode is what a process can exit with: codes outside 0-255 (a negative one of a
+// killed command) become 255, and 0 (no failure to report) never comes here.
+func exitCode(code int) int {
+	if code <= 0 || code > 255 {
+		return 255
+	}
+	return code
+}
+
 // run executes the command line args with the environment getenv. It returns the
-// error to print: a usage error, a transport error or the server's problem.
+// error to print: a usage error, a transport error or the server's problem; or an
+// *exitError with the exit code of a command that exec ran.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	root := newRootCommand(getenv, stdout, stderr)
 	root.SetArgs(args)

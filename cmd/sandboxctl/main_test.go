@@ -15,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/sandboxd/sandboxd/internal/client"
+	"github.com/sandboxd/sandboxd/internal/hostfiles"
 	"github.com/sandboxd/sandboxd/internal/httpapi"
 	"github.com/sandboxd/sandboxd/internal/keylock"
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
@@ -49,6 +50,8 @@ func newServer(t *testing.T) *httptest.Server {
 	t.Helper()
 	svc, err := lifecycle.New(lifecycle.Config{
 		Store: memstore.New(), Locker: keylock.New(), Runtime: &fakeRuntime{}, TTL: time.Hour,
+		Executor: fakeExecutor{}, Files: hostfiles.New(hostfiles.Config{}),
+		MaxLifetime: 2 * time.Hour, MaxFileBytes: 1 << 20,
 	})
 	if err != nil {
 		t.Fatal(err)

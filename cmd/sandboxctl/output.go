@@ -55,6 +55,16 @@ func writeList(w io.Writer, sessions []client.Session) error {
 	return t.Flush()
 }
 
+// writeFiles prints workspace entries one a line, as ls -l does.
+func writeFiles(w io.Writer, files []client.FileInfo) error {
+	t := newTable(w)
+	fmt.Fprintln(t, "MODE\tSIZE\tMODIFIED\tPATH")
+	for _, f := range files {
+		fmt.Fprintf(t, "%s\t%d\t%s\t%s\n", f.Mode, f.Size, f.ModTime.Format(time.RFC3339), f.Path)
+	}
+	return t.Flush()
+}
+
 func status(s client.Session) string {
 	if s.Expired {
 		return s.Status + " (expired)"
