@@ -30,6 +30,7 @@ import (
 //	gate             prints "before\n", waits for the gate to open, prints "after\n"
 //	hang             prints "started\n", then waits for its ctx to end
 //	vanish           prints "started\n", then fails as if the container were gone
+//	split            prints "hé!" in two writes that cut the é in half
 //
 // A command whose ctx ends returns ctx's error, as a real executor does once it has
 // killed the process; the ctx's end is recorded in ended.
@@ -93,6 +94,12 @@ func (e *fakeExecutor) Exec(ctx context.Context, _ string, cmd lifecycle.ExecCom
 		<-ctx.Done()
 		e.ended <- ctx.Err()
 		return -1, ctx.Err()
+	case "split":
+		if _, err := cmd.Stdout.Write([]byte("h\xc3")); err != nil {
+			return 0, err
+		}
+		_, err := cmd.Stdout.Write([]byte("\xa9!"))
+		return 0, err
 	case "vanish":
 		if _, err := io.WriteString(cmd.Stdout, "started\n"); err != nil {
 			return 0, err
@@ -334,6 +341,13 @@ func TestExecStreamThroughTheClient(t *testing.T) {
 	got, err = f.client.ExecStream(ctx, execChat, client.ExecBody{Cmd: []string{"flood", strconv.Itoa(3 * testOutputCap)}}, &stdout, nil)
 	if err != nil || !got.Truncated || stdout.Len() != testOutputCap {
 		t.Errorf("ExecStream(flood) = %+v, %v, %d bytes", got, err, stdout.Len())
+	}
+
+	// Events carry whole characters, however the output was cut.
+	stdout.Reset()
+	_, err = f.client.ExecStream(ctx, execChat, client.ExecBody{Cmd: []string{"split"}}, &stdout, nil)
+	if err != nil || stdout.String() != "hé!" {
+		t.Errorf("ExecStream(split) = %v, stdout %q; want hé!", err, stdout.String())
 	}
 
 	// A failure after the output began comes as an error event with its status.

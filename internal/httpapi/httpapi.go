@@ -1,7 +1,9 @@
 // Package httpapi provides the HTTP JSON API of sandboxd: the sandbox of a chat
-// (create-or-reuse, get, delete), the list of sandboxes, health and readiness probes,
-// the metrics endpoint and the OpenAPI 3.1 document that describes them, generated from
-// the Go types by huma and served at /openapi.json.
+// (create-or-reuse, get, delete, keepalive), commands run in it (exec, buffered or
+// streamed as ndjson), the files of its workspace (streamed upload and download,
+// listing), the list of sandboxes, health and readiness probes, the metrics endpoint
+// and the OpenAPI 3.1 document that describes them, generated from the Go types by huma
+// and served at /openapi.json.
 //
 // Errors are RFC 9457 problem documents. The domain's sentinel errors become status codes
 // in one place, statusFor; this is the only package that knows status codes.
