@@ -19,6 +19,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -79,6 +80,7 @@ type options struct {
 	sandboxd string
 	image    string
 	jsonPath string
+	runID    string
 }
 
 func parseOptions(args []string, stderr io.Writer) (options, error) {
@@ -104,6 +106,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.image, "image", "sandboxd-sandbox:latest", "sandbox image (scripts/build-image.sh)")
 	fs.StringVar(&o.jsonPath, "json", "", "write the results as JSON to this file")
 	fs.BoolVar(&o.Quick, "quick", false, "a CI-sized run: a few of everything")
+	fs.StringVar(&o.runID, "run-id", "", "prefix of the instance ids of this run's containers (empty: sbench-<random>)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -168,7 +171,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	}
 	defer func() { err = errors.Join(err, os.RemoveAll(tmp)) }()
 	b := &bench{opts: opts, cli: cli, image: opts.image, tmp: tmp, log: stderr,
-		runID: "sbench-" + randomHex(4),
+		runID: cmp.Or(opts.runID, "sbench-"+randomHex(4)),
 		hc: &http.Client{Transport: &http.Transport{
 			MaxIdleConns: 256, MaxIdleConnsPerHost: 256, IdleConnTimeout: time.Minute,
 		}}}
