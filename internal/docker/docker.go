@@ -55,6 +55,9 @@ type Profile struct {
 	WorkspaceMount string            // where the workspace folder appears (default /workspace)
 	User           string            // numeric "uid:gid", never uid 0 (default "1000:1000")
 	TmpfsBytes     int64             // size of the tmpfs on /tmp (default 64 MiB)
+	// ExtendOnActivity makes exec and file calls extend the sandbox's TTL (default off);
+	// the lifecycle asks through ExtendsOnActivity.
+	ExtendOnActivity bool
 
 	uid, gid int
 }
@@ -237,6 +240,34 @@ func (r *Runtime) profile(agentID string) (Profile, error) {
 		return Profile{}, fmt.Errorf("unknown agent %q: %w", agentID, sandbox.ErrInvalid)
 	}
 	return r.defaultProf, nil
+}
+
+// WorkspaceMount returns where the agent's sandboxes see their workspace folder (the
+// default profile's mount for an unknown agent).
+func (r *Runtime) WorkspaceMount(agentID string) string {
+	return r.profileOrDefault(agentID).WorkspaceMount
+}
+
+// SandboxUser returns the uid and gid the agent's sandboxes run as, which should own the
+// files written into their workspaces.
+func (r *Runtime) SandboxUser(agentID string) (uid, gid int) {
+	p := r.profileOrDefault(agentID)
+	return p.uid, p.gid
+}
+
+// ExtendsOnActivity reports whether exec and file calls extend the TTL of the agent's
+// sandboxes.
+func (r *Runtime) ExtendsOnActivity(agentID string) bool {
+	return r.profileOrDefault(agentID).ExtendOnActivity
+}
+
+// profileOrDefault is the agent's profile, or the default one when it has none: only
+// Admit and Create refuse unknown agents, and a sandbox that exists was admitted.
+func (r *Runtime) profileOrDefault(agentID string) Profile {
+	if p, ok := r.profiles[agentID]; ok {
+		return p
+	}
+	return r.defaultProf
 }
 
 // engineError wraps an engine error with op, translating it into the domain's sentinels:

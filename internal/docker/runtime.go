@@ -202,17 +202,23 @@ func (r *Runtime) Delete(ctx context.Context, containerID string) error {
 // owned refuses to touch a container that sandboxd did not make, whatever the registry
 // says; a missing container is sandbox.ErrNotFound.
 func (r *Runtime) owned(ctx context.Context, containerID string) error {
+	_, err := r.ownedContainer(ctx, containerID)
+	return err
+}
+
+// ownedContainer is owned that returns what the engine knows of the container.
+func (r *Runtime) ownedContainer(ctx context.Context, containerID string) (container.InspectResponse, error) {
 	if strings.TrimSpace(containerID) == "" {
-		return fmt.Errorf("docker: empty container id: %w", sandbox.ErrInvalid)
+		return container.InspectResponse{}, fmt.Errorf("docker: empty container id: %w", sandbox.ErrInvalid)
 	}
 	res, err := r.cli.ContainerInspect(ctx, containerID, client.ContainerInspectOptions{})
 	if err != nil {
-		return engineError("inspect "+containerID, err)
+		return container.InspectResponse{}, engineError("inspect "+containerID, err)
 	}
 	if c := res.Container.Config; c == nil || c.Labels[LabelManagedBy] != ManagedBy {
-		return fmt.Errorf("docker: container %s is not managed by sandboxd: %w", containerID, sandbox.ErrInvalid)
+		return container.InspectResponse{}, fmt.Errorf("docker: container %s is not managed by sandboxd: %w", containerID, sandbox.ErrInvalid)
 	}
-	return nil
+	return res.Container, nil
 }
 
 // remove force-removes a container; one that is gone is no error.
