@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"path"
 	"slices"
@@ -21,6 +22,8 @@ import (
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/client"
+	"go.opentelemetry.io/otel/metric"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
 
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
@@ -55,6 +58,9 @@ type Profile struct {
 	WorkspaceMount string            // where the workspace folder appears (default /workspace)
 	User           string            // numeric "uid:gid", never uid 0 (default "1000:1000")
 	TmpfsBytes     int64             // size of the tmpfs on /tmp (default 64 MiB)
+	// Pool is how many sandboxes of this profile are kept started ahead of demand (see
+	// StartPool); the zero value keeps none.
+	Pool PoolSize
 	// ExtendOnActivity makes exec and file calls extend the sandbox's TTL (default off);
 	// the lifecycle asks through ExtendsOnActivity.
 	ExtendOnActivity bool
@@ -80,6 +86,12 @@ type Config struct {
 	// StopTimeout is how long Stop lets a sandbox end gracefully before it is killed
 	// (default 3 seconds; rounded up to whole seconds).
 	StopTimeout time.Duration
+	// PoolCheckInterval is how often the warm pool checks its containers (default
+	// DefaultPoolCheckInterval).
+	PoolCheckInterval time.Duration
+	// MeterProvider receives the pool's metrics; Logger its warnings. Both optional.
+	MeterProvider metric.MeterProvider
+	Logger        *slog.Logger
 }
 
 // Runtime runs sandboxes on a Docker engine. It is safe for concurrent use.
@@ -92,6 +104,7 @@ type Runtime struct {
 	refuseUnknown bool
 	stopTimeout   int // seconds
 
+	pool        *pool                    // the warm pool (pool.go)
 	beforeStart func(containerID string) // test hook: runs between create and start
 }
 
@@ -141,7 +154,7 @@ func New(cfg Config) (*Runtime, error) {
 	if stop <= 0 {
 		stop = 3 * time.Second
 	}
-	return &Runtime{
+	r := &Runtime{
 		cli:           cli,
 		instance:      cfg.Instance,
 		root:          root,
@@ -149,7 +162,19 @@ func New(cfg Config) (*Runtime, error) {
 		defaultProf:   def,
 		refuseUnknown: cfg.RefuseUnknownAgents,
 		stopTimeout:   int((stop + time.Second - 1) / time.Second),
-	}, nil
+	}
+	mp, log := cfg.MeterProvider, cfg.Logger
+	if mp == nil {
+		mp = metricnoop.NewMeterProvider()
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if r.pool, err = newPool(r, cfg, mp, log); err != nil {
+		_ = cli.Close()
+		return nil, fmt.Errorf("docker: %w", err)
+	}
+	return r, nil
 }
 
 // Close releases the client's idle connections.
@@ -193,6 +218,11 @@ func (p Profile) withDefaults() (Profile, error) {
 	p.Env = maps.Clone(p.Env)
 
 	var problems []error
+	pool, err := p.Pool.withDefaults()
+	if err != nil {
+		problems = append(problems, err)
+	}
+	p.Pool = pool
 	if p.MemoryBytes < 6<<20 || p.NanoCPUs < 0 || p.PidsLimit < 0 || p.TmpfsBytes < 0 {
 		problems = append(problems, errors.New("limits must be positive (memory at least 6 MiB)"))
 	}

@@ -58,6 +58,10 @@ func (r *Runtime) Create(ctx context.Context, spec lifecycle.CreateSpec) (sandbo
 	if err != nil {
 		return sandbox.Session{}, fmt.Errorf("docker: create: %w", err)
 	}
+	// A pre-started sandbox, when one fits (pool.go); else a cold create.
+	if s, ok := r.pool.claim(ctx, spec); ok {
+		return s, nil
+	}
 	volume, err := r.workspace(spec, prof)
 	if err != nil {
 		return sandbox.Session{}, fmt.Errorf("docker: create: %w", err)
@@ -114,9 +118,10 @@ func (r *Runtime) workspace(spec lifecycle.CreateSpec, prof Profile) (string, er
 }
 
 // ContainerName is the name of the container of a chat's session:
-// sandboxd-<chat id>-<first 8 hex digits of the session id>.
+// sandboxd-<chat id>-<session id>. It names chat and session unambiguously: a claimed
+// pool container, whose labels name neither, is known by it (see Managed).
 func ContainerName(chatID, sessionID uuid.UUID) string {
-	return "sandboxd-" + chatID.String() + "-" + sessionID.String()[:8]
+	return "sandboxd-" + chatID.String() + "-" + sessionID.String()
 }
 
 func (r *Runtime) containerConfig(spec lifecycle.CreateSpec, p Profile) *container.Config {
@@ -238,8 +243,10 @@ func gone(err error) error {
 	return err
 }
 
-// Managed lists every container, running or not, that carries this instance's labels.
-// Its error wraps sandbox.ErrUnavailable when the engine cannot be reached.
+// Managed lists every container, running or not, that carries this instance's labels,
+// except the warm pool's unclaimed ones; a claimed pool container is reported with the
+// chat and session its name carries. Its error wraps sandbox.ErrUnavailable when the
+// engine cannot be reached.
 func (r *Runtime) Managed(ctx context.Context) ([]lifecycle.Container, error) {
 	res, err := r.cli.ContainerList(ctx, client.ContainerListOptions{
 		All: true,
@@ -256,6 +263,11 @@ func (r *Runtime) Managed(ctx context.Context) ([]lifecycle.Container, error) {
 		// registry holds no record for the nil chat, so the reconciler removes it.
 		chatID, _ := uuid.Parse(c.Labels[LabelChatID])
 		sessionID, _ := uuid.Parse(c.Labels[LabelSessionID])
+		if pc, ps, pooled, skip := poolContainer(c); skip {
+			continue
+		} else if pooled {
+			chatID, sessionID = pc, ps
+		}
 		out = append(out, lifecycle.Container{
 			ID:        c.ID,
 			ChatID:    chatID,

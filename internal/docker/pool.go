@@ -1,0 +1,637 @@
+package docker
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/google/uuid"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/client"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/sandboxd/sandboxd/internal/lifecycle"
+	"github.com/sandboxd/sandboxd/internal/sandbox"
+)
+
+// The warm pool.
+//
+// A profile with Pool.Min > 0 keeps that many sandboxes created and started ahead of
+// demand. A pooled container is made exactly as a cold one (same config, limits, user and
+// hardening) except for its name (sandboxd-pool-<profile>-<owner>-<rand>), its labels
+// (LabelManagedBy, LabelInstance, LabelPool, LabelPoolOwner; no chat, session, agent or
+// expiry) and its workspace, a fresh folder <root>/.pool/<owner>-<rand>.
+//
+// Create claims one when the chat's workspace is its derived folder <root>/<chat> and that
+// folder does not exist yet: it renames the pooled folder to <root>/<chat> (the bind mount
+// holds the directory, not its name, so the sandbox's /workspace is the chat's folder from
+// then on) and the container to ContainerName(chat, session). Labels cannot change after
+// creation, so a claimed container's identity is its name: Managed reads chat and session
+// from it, and does not list unclaimed pool containers at all (the pool owns them, the
+// reconciler never sees them). A crash between the claim and the registry's save leaves a
+// container that Managed reports with its chat and no record: the reconciler removes it.
+//
+// Invariants, kept here: a container is in ready at most once and only while its name is
+// a pool name and its folder is in .pool; it leaves ready (under mu) before it is renamed
+// or removed, so a claim and the health check never both act on it. Pool containers and
+// folders carry the id of the pool that made them (owner): each live pool holds a lock on
+// <root>/.pool/<owner>.lock, so that leftovers of a pool that died (a previous run) are
+// told apart from the pools of other processes sharing the engine, instance and volume
+// root (replicas), and only the former are removed at start-up.
+
+// Labels of pooled containers.
+const (
+	LabelPool      = "sandboxd.pool"       // the profile a pooled container was made for
+	LabelPoolOwner = "sandboxd.pool-owner" // the pool (one per process run) that made it
+)
+
+const (
+	// DefaultPoolCheckInterval is how often the pool looks at its containers by default.
+	DefaultPoolCheckInterval = 10 * time.Second
+	// poolFillParallelism bounds the containers one profile's pool makes at once.
+	poolFillParallelism = 4
+	// poolClaimAttempts bounds the pooled containers one create tries before it falls
+	// back to a cold create.
+	poolClaimAttempts = 2
+	// defaultPoolName names the default profile's pool.
+	defaultPoolName = "default"
+)
+
+// PoolSize is how many pre-started sandboxes a profile keeps.
+type PoolSize struct {
+	// Min is how many ready containers the pool keeps (0: no pool).
+	Min int
+	// Max bounds the ready containers when demand outruns the pool: each interval in
+	// which a create found the pool empty raises the pool's target by one, up to Max;
+	// each quiet interval lowers it again, down to Min. 0 means Min.
+	Max int
+}
+
+func (s PoolSize) withDefaults() (PoolSize, error) {
+	if s.Max == 0 {
+		s.Max = s.Min
+	}
+	if s.Min < 0 || s.Max < s.Min {
+		return s, fmt.Errorf("pool size min %d, max %d: want 0 <= min <= max", s.Min, s.Max)
+	}
+	return s, nil
+}
+
+// pool is the Runtime's warm pool (see above). It is safe for concurrent use.
+type pool struct {
+	rt       *Runtime
+	owner    string
+	interval time.Duration
+	log      *slog.Logger
+
+	byAgent map[string]*profilePool // pools of the listed profiles that have one
+	def     *profilePool            // the default profile's, or nil
+	all     []*profilePool
+
+	hits, misses metric.Int64Counter
+	claimTime    metric.Float64Histogram
+
+	mu      sync.Mutex
+	started bool
+	drained bool
+	cancel  context.CancelFunc
+	unlock  func(remove bool) // releases <owner>.lock
+	claims  sync.WaitGroup    // claims in progress; Add only under mu while !drained
+	loops   sync.WaitGroup    // one refill loop per profile
+}
+
+// profilePool is one profile's share of the pool.
+type profilePool struct {
+	name string
+	prof Profile
+	size PoolSize
+	attr metric.MeasurementOption
+	kick chan struct{} // wakes the refill loop; buffered, never blocks
+
+	// guarded by pool.mu
+	ready  []member
+	target int
+	empty  bool // a create found the pool empty since the last check
+}
+
+// member is a ready pooled container and its folder's name in .pool.
+type member struct{ id, folder string }
+
+func newPool(r *Runtime, cfg Config, mp metric.MeterProvider, log *slog.Logger) (*pool, error) {
+	p := &pool{
+		rt:       r,
+		owner:    randomHex(8),
+		interval: cfg.PoolCheckInterval,
+		log:      log,
+		byAgent:  map[string]*profilePool{},
+	}
+	if p.interval <= 0 {
+		p.interval = DefaultPoolCheckInterval
+	}
+	add := func(name string, prof Profile) *profilePool {
+		if prof.Pool.Min == 0 {
+			return nil
+		}
+		pp := &profilePool{
+			name: name, prof: prof, size: prof.Pool, target: prof.Pool.Min,
+			attr: metric.WithAttributeSet(attribute.NewSet(attribute.String("profile", name))),
+			kick: make(chan struct{}, 1),
+		}
+		p.all = append(p.all, pp)
+		return pp
+	}
+	p.def = add(defaultPoolName, r.defaultProf)
+	for agent, prof := range r.profiles {
+		if pp := add(agent, prof); pp != nil {
+			p.byAgent[agent] = pp
+		}
+	}
+
+	meter := mp.Meter("github.com/sandboxd/sandboxd/internal/docker")
+	var errs [4]error
+	p.hits, errs[0] = meter.Int64Counter("sandbox.pool.hits",
+		metric.WithDescription("Creates served by a pre-started sandbox."))
+	p.misses, errs[1] = meter.Int64Counter("sandbox.pool.misses",
+		metric.WithDescription("Creates of a pooled profile that fell back to a cold create, by reason."))
+	p.claimTime, errs[2] = meter.Float64Histogram("sandbox.pool.claim.duration", metric.WithUnit("s"),
+		metric.WithDescription("Time to hand out a pre-started sandbox."))
+	_, errs[3] = meter.Int64ObservableGauge("sandbox.pool.size",
+		metric.WithDescription("Ready pre-started sandboxes."),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			for _, pp := range p.all {
+				o.Observe(int64(len(pp.ready)), pp.attr)
+			}
+			return nil
+		}))
+	if err := errors.Join(errs[:]...); err != nil {
+		return nil, fmt.Errorf("pool metrics: %w", err)
+	}
+	return p, nil
+}
+
+// forAgent returns the pool of the profile agentID gets, or nil if it has none.
+func (p *pool) forAgent(agentID string) *profilePool {
+	if _, listed := p.rt.profiles[agentID]; listed && agentID != "" {
+		return p.byAgent[agentID]
+	}
+	return p.def
+}
+
+// StartPool starts the warm pool: it takes the pool's lock in <root>/.pool, removes the
+// pool containers and folders that a previous run of this instance left (those whose pool
+// holds no lock any more), then fills every profile's pool in the background and checks
+// its containers every Config.PoolCheckInterval until DrainPool. With no profile pooled
+// it only removes the leftovers. An error taking the lock means no pool (the error says
+// why); an error removing leftovers is returned but the pool runs.
+func (r *Runtime) StartPool(ctx context.Context) error {
+	p := r.pool
+	p.mu.Lock()
+	if p.started || p.drained {
+		p.mu.Unlock()
+		return errors.New("docker: pool: started already")
+	}
+	p.started = true
+	p.mu.Unlock()
+
+	unlock, ok, err := r.root.LockPooled(p.owner+".lock", true)
+	if err == nil && !ok {
+		err = errors.New("lock held by another pool")
+	}
+	if err != nil {
+		return fmt.Errorf("docker: pool: %w", err)
+	}
+	leftovers := p.removeLeftovers(ctx, false)
+
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.unlock = unlock
+	if p.drained { // drained while we cleaned up
+		return leftovers
+	}
+	lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	p.cancel = cancel
+	for _, pp := range p.all {
+		p.loops.Go(func() { p.run(lctx, pp) })
+	}
+	return leftovers
+}
+
+// DrainPool stops the pool and removes every container and folder it has not handed out,
+// waiting for claims in progress first. Creates after it are cold. It is idempotent.
+func (r *Runtime) DrainPool(ctx context.Context) error {
+	p := r.pool
+	p.mu.Lock()
+	if p.drained {
+		p.mu.Unlock()
+		return nil
+	}
+	p.drained = true
+	cancel := p.cancel
+	for _, pp := range p.all {
+		pp.ready = nil // removed below, with everything else of this pool
+	}
+	p.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	p.loops.Wait()
+	p.claims.Wait()
+
+	p.mu.Lock()
+	started, unlock := p.started, p.unlock
+	p.mu.Unlock()
+	if !started || unlock == nil {
+		return nil
+	}
+	err := p.removeLeftovers(ctx, true)
+	unlock(err == nil)
+	return err
+}
+
+// run is one profile's refill loop: fill, then wait for a claim (kick) or the next check.
+func (p *pool) run(ctx context.Context, pp *profilePool) {
+	tick := time.NewTicker(p.interval)
+	defer tick.Stop()
+	for {
+		p.fill(ctx, pp)
+		select {
+		case <-ctx.Done():
+			return
+		case <-pp.kick:
+		case <-tick.C:
+			p.check(ctx, pp)
+			p.mu.Lock()
+			if pp.empty {
+				pp.target = min(pp.target+1, pp.size.Max)
+			} else if pp.target > pp.size.Min {
+				pp.target--
+			}
+			pp.empty = false
+			p.mu.Unlock()
+		}
+	}
+}
+
+// fill makes containers, at most poolFillParallelism at once, until the pool holds its
+// target. After a failure it stops until the next check or claim: a failing engine is
+// not hammered.
+func (p *pool) fill(ctx context.Context, pp *profilePool) {
+	for ctx.Err() == nil {
+		p.mu.Lock()
+		need := pp.target - len(pp.ready)
+		p.mu.Unlock()
+		if need <= 0 {
+			return
+		}
+		var (
+			wg     sync.WaitGroup
+			failed atomic.Bool
+		)
+		for range min(need, poolFillParallelism) {
+			wg.Go(func() {
+				m, err := p.make(ctx, pp)
+				if err != nil {
+					failed.Store(true)
+					if ctx.Err() == nil {
+						p.log.WarnContext(ctx, "sandbox_pool_fill_failed", slog.String("profile", pp.name),
+							slog.String("error", err.Error()))
+					}
+					return
+				}
+				p.mu.Lock()
+				pp.ready = append(pp.ready, m)
+				p.mu.Unlock()
+			})
+		}
+		wg.Wait()
+		if failed.Load() {
+			return
+		}
+	}
+}
+
+// make creates and starts one pooled container of pp's profile.
+func (p *pool) make(ctx context.Context, pp *profilePool) (member, error) {
+	r := p.rt
+	suffix := randomHex(6)
+	folder := p.owner + "-" + suffix
+	dir, err := r.root.MakePooled(folder, pp.prof.uid, pp.prof.gid)
+	if err != nil {
+		return member{}, fmt.Errorf("docker: pool: %w", err)
+	}
+	cfg := r.containerConfig(lifecycle.CreateSpec{}, pp.prof)
+	cfg.Labels = map[string]string{
+		LabelManagedBy: ManagedBy,
+		LabelInstance:  r.instance,
+		LabelPool:      pp.name,
+		LabelPoolOwner: p.owner,
+	}
+	name := "sandboxd-pool-" + nameSafe(pp.name) + "-" + folder
+	created, err := r.cli.ContainerCreate(ctx, client.ContainerCreateOptions{
+		Name: name, Config: cfg, HostConfig: hostConfig(pp.prof, dir),
+	})
+	if err != nil {
+		err = fmt.Errorf("docker: pool: create %s: %w", name, engineError("create", err))
+		return member{}, errors.Join(err, r.root.RemovePooled(folder))
+	}
+	m := member{id: created.ID, folder: folder}
+	if _, err := r.cli.ContainerStart(ctx, m.id, client.ContainerStartOptions{}); err != nil {
+		err = fmt.Errorf("docker: pool: start %s: %w", name, engineError("start", err))
+		return member{}, errors.Join(err, p.destroy(ctx, m))
+	}
+	return m, nil
+}
+
+// check replaces the ready containers that are no longer running (or gone).
+func (p *pool) check(ctx context.Context, pp *profilePool) {
+	p.mu.Lock()
+	ready := append([]member(nil), pp.ready...)
+	p.mu.Unlock()
+	for _, m := range ready {
+		res, err := p.rt.cli.ContainerInspect(ctx, m.id, client.ContainerInspectOptions{})
+		if err != nil && !cerrdefs.IsNotFound(err) {
+			continue // the engine is unwell: judge nothing
+		}
+		if err == nil && res.Container.State != nil && res.Container.State.Running {
+			continue
+		}
+		if !p.take(pp, m.id) {
+			continue // claimed meanwhile: the claim looks again
+		}
+		p.log.WarnContext(ctx, "sandbox_pool_member_dead", slog.String("profile", pp.name),
+			slog.String("container.id", m.id))
+		if err := p.destroy(ctx, m); err != nil {
+			p.log.WarnContext(ctx, "sandbox_pool_remove_failed", slog.String("error", err.Error()))
+		}
+	}
+}
+
+// take removes the member id from pp's ready list; false if it is not there.
+func (p *pool) take(pp *profilePool, id string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i, m := range pp.ready {
+		if m.id == id {
+			pp.ready = append(pp.ready[:i], pp.ready[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
+// destroy removes a pooled container and its folder, even when ctx has ended.
+func (p *pool) destroy(ctx context.Context, m member) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), teardownTimeout)
+	defer cancel()
+	return errors.Join(p.rt.remove(ctx, m.id), p.rt.root.RemovePooled(m.folder))
+}
+
+// claim hands out a ready pooled container as the RUNNING sandbox of spec, or reports
+// false: then nothing of the chat changed and a cold create must follow. See the top of
+// this file for when it applies.
+func (p *pool) claim(ctx context.Context, spec lifecycle.CreateSpec) (sandbox.Session, bool) {
+	pp := p.forAgent(spec.AgentID)
+	if pp == nil {
+		return sandbox.Session{}, false
+	}
+	start := time.Now()
+	derived := p.rt.root.Derive(spec.ChatID)
+	if v := spec.VolumeHostPath; strings.TrimSpace(v) != "" && v != derived {
+		p.miss(ctx, pp, "volume")
+		return sandbox.Session{}, false
+	}
+	if _, err := os.Lstat(derived); !errors.Is(err, fs.ErrNotExist) {
+		p.miss(ctx, pp, "folder_exists")
+		return sandbox.Session{}, false
+	}
+	for range poolClaimAttempts {
+		p.mu.Lock()
+		if p.drained || len(pp.ready) == 0 {
+			pp.empty = pp.empty || !p.drained
+			p.mu.Unlock()
+			p.miss(ctx, pp, "empty")
+			return sandbox.Session{}, false
+		}
+		m := pp.ready[0]
+		pp.ready = pp.ready[1:]
+		p.claims.Add(1)
+		p.mu.Unlock()
+
+		err := p.handOut(ctx, pp, m, spec)
+		p.claims.Done()
+		select {
+		case pp.kick <- struct{}{}:
+		default:
+		}
+		switch {
+		case err == nil:
+			p.hits.Add(ctx, 1, pp.attr)
+			p.claimTime.Record(ctx, time.Since(start).Seconds(), pp.attr)
+			return sandbox.Session{
+				ID:             spec.SessionID,
+				ChatID:         spec.ChatID,
+				ContainerID:    m.id,
+				Status:         sandbox.StatusRunning,
+				CreatedAt:      spec.CreatedAt,
+				ExpiresAt:      spec.ExpiresAt,
+				AgentID:        spec.AgentID,
+				VolumeHostPath: spec.VolumeHostPath,
+			}, true
+		case errors.Is(err, fs.ErrExist):
+			p.miss(ctx, pp, "folder_exists")
+			return sandbox.Session{}, false
+		}
+		p.log.WarnContext(ctx, "sandbox_pool_claim_failed", slog.String("profile", pp.name),
+			slog.String("container.id", m.id), slog.String("error", err.Error()))
+	}
+	p.miss(ctx, pp, "error")
+	return sandbox.Session{}, false
+}
+
+// handOut makes m the sandbox of spec: it checks that m runs, renames its folder to the
+// chat's and the container to the session's name. On failure m is back in the pool
+// (when it was not touched) or removed, and the chat's folder is as it was.
+func (p *pool) handOut(ctx context.Context, pp *profilePool, m member, spec lifecycle.CreateSpec) error {
+	r := p.rt
+	res, err := r.cli.ContainerInspect(ctx, m.id, client.ContainerInspectOptions{})
+	switch {
+	case err != nil:
+		err = engineError("inspect "+m.id, err)
+	case res.Container.State == nil || !res.Container.State.Running:
+		err = fmt.Errorf("docker: pool: container %s is not running", m.id)
+	}
+	if err != nil {
+		return errors.Join(err, p.destroy(ctx, m))
+	}
+	if _, err := r.root.ClaimPooled(m.folder, spec.ChatID); err != nil {
+		if errors.Is(err, fs.ErrExist) { // the chat's folder appeared: m is unharmed
+			p.putBack(ctx, pp, m)
+			return err
+		}
+		return errors.Join(err, p.destroy(ctx, m))
+	}
+	name := ContainerName(spec.ChatID, spec.SessionID)
+	if _, err := r.cli.ContainerRename(ctx, m.id, client.ContainerRenameOptions{NewName: name}); err != nil {
+		err = fmt.Errorf("docker: pool: rename %s to %s: %w", m.id, name, engineError("rename", err))
+		// The rename may have happened all the same: m goes, by id, whatever its name.
+		if uerr := r.root.UnclaimPooled(m.folder, spec.ChatID); uerr != nil {
+			return errors.Join(err, uerr, p.destroy(ctx, member{id: m.id}))
+		}
+		return errors.Join(err, p.destroy(ctx, m))
+	}
+	return nil
+}
+
+// putBack returns an untouched member to the ready list, or removes it if the pool has
+// been drained meanwhile.
+func (p *pool) putBack(ctx context.Context, pp *profilePool, m member) {
+	p.mu.Lock()
+	drained := p.drained
+	if !drained {
+		pp.ready = append(pp.ready, m)
+	}
+	p.mu.Unlock()
+	if drained {
+		_ = p.destroy(ctx, m)
+	}
+}
+
+func (p *pool) miss(ctx context.Context, pp *profilePool, reason string) {
+	p.misses.Add(ctx, 1, metric.WithAttributes(attribute.String("profile", pp.name), attribute.String("reason", reason)))
+}
+
+// removeLeftovers removes the unclaimed pool containers of this instance and the .pool
+// entries that belong to pools whose lock nobody holds (dead pools) or, when own is set,
+// to this pool. It skips nothing it cannot judge.
+func (p *pool) removeLeftovers(ctx context.Context, own bool) error {
+	r := p.rt
+	verdicts := map[string]bool{} // owner → remove its things
+	var unlocks []func(bool)
+	defer func() {
+		for _, u := range unlocks {
+			u(true)
+		}
+	}()
+	var errs []error
+	doomed := func(owner string) bool {
+		if owner == p.owner {
+			return own
+		}
+		if v, ok := verdicts[owner]; ok {
+			return v
+		}
+		unlock, held, err := r.root.LockPooled(owner+".lock", false)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			verdicts[owner] = true
+		case err != nil:
+			errs = append(errs, err)
+			verdicts[owner] = false
+		case held:
+			unlocks = append(unlocks, unlock)
+			verdicts[owner] = true
+		default:
+			verdicts[owner] = false // a live pool: another process's
+		}
+		return verdicts[owner]
+	}
+
+	res, err := r.cli.ContainerList(ctx, client.ContainerListOptions{
+		All: true,
+		Filters: client.Filters{}.Add("label",
+			LabelManagedBy+"="+ManagedBy, LabelInstance+"="+r.instance, LabelPool),
+	})
+	if err != nil {
+		errs = append(errs, engineError("list pool containers", err))
+	} else {
+		for _, c := range res.Items {
+			if _, _, claimed := claimedName(c.Names); claimed || !doomed(c.Labels[LabelPoolOwner]) {
+				continue
+			}
+			if err := r.remove(context.WithoutCancel(ctx), c.ID); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	names, err := r.root.Pooled()
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, name := range names {
+		if owner, ok := strings.CutSuffix(name, ".lock"); ok {
+			doomed(owner) // a dead pool's lock file goes with its lock, below
+			continue
+		}
+		owner, _, ok := strings.Cut(name, "-")
+		if !ok || !doomed(owner) {
+			continue
+		}
+		if err := r.root.RemovePooled(name); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("docker: pool: remove leftovers: %w", err)
+	}
+	return nil
+}
+
+// poolContainer tells Managed how to list a container: an unclaimed pool container is
+// skipped (skip), a claimed one is reported with the chat and session of its name.
+func poolContainer(c container.Summary) (chatID, sessionID uuid.UUID, pooled, skip bool) {
+	if _, ok := c.Labels[LabelPool]; !ok {
+		return uuid.Nil, uuid.Nil, false, false
+	}
+	chatID, sessionID, claimed := claimedName(c.Names)
+	return chatID, sessionID, true, !claimed
+}
+
+// claimedName parses a name made by ContainerName among names (as the engine lists them,
+// with a leading "/").
+func claimedName(names []string) (chatID, sessionID uuid.UUID, ok bool) {
+	const prefix, idLen = "sandboxd-", 36
+	for _, n := range names {
+		n = strings.TrimPrefix(n, "/")
+		rest, found := strings.CutPrefix(n, prefix)
+		if !found || len(rest) != 2*idLen+1 || rest[idLen] != '-' {
+			continue
+		}
+		c, err1 := uuid.Parse(rest[:idLen])
+		s, err2 := uuid.Parse(rest[idLen+1:])
+		if err1 == nil && err2 == nil && ContainerName(c, s) == n {
+			return c, s, true
+		}
+	}
+	return uuid.Nil, uuid.Nil, false
+}
+
+var unsafeName = regexp.MustCompile(`[^a-zA-Z0-9_.-]+`)
+
+// nameSafe makes a profile name fit in a container name.
+func nameSafe(s string) string {
+	s = unsafeName.ReplaceAllString(s, "_")
+	if len(s) > 32 {
+		s = s[:32]
+	}
+	return s
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}

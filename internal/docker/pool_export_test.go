@@ -1,0 +1,15 @@
+package docker
+
+// AbandonPool stops r's pool as a crash would: its loops end and its lock is released,
+// but none of its containers and folders is removed.
+func AbandonPool(r *Runtime) {
+	p := r.pool
+	p.mu.Lock()
+	p.drained = true
+	cancel, unlock := p.cancel, p.unlock
+	p.unlock = nil
+	p.mu.Unlock()
+	cancel()
+	p.loops.Wait()
+	unlock(false)
+}
