@@ -108,6 +108,17 @@ type Profile struct {
 	User string `koanf:"user"`
 	// Tmpfs is the size of the tmpfs on /tmp, such as "64m"; see TmpfsBytes.
 	Tmpfs string `koanf:"tmpfs"`
+	// Pool is the profile's warm pool of pre-started sandboxes. Unlike the other fields
+	// it is not taken from the default profile: every pool is sized on its own.
+	Pool Pool `koanf:"pool"`
+}
+
+// Pool sizes an agent profile's warm pool (internal/docker). Min 0 (the default): no pool.
+type Pool struct {
+	// Min is how many ready sandboxes the pool keeps.
+	Min int `koanf:"min"`
+	// Max bounds the pool when creates outrun it (0: Min).
+	Max int `koanf:"max"`
 }
 
 // OTLP configures trace export.
@@ -172,6 +183,10 @@ func options() []option {
 		{"docker::instance", "instance id labelling this service's containers", str(func(c Config) string { return c.Docker.Instance })},
 		{"docker::volume_root", "host folder holding the workspaces", str(func(c Config) string { return c.Docker.VolumeRoot })},
 		{"agents::default::image", "image of the default agent profile (empty: the runtime's, sandboxd-sandbox:latest)", str(func(c Config) string { return c.Agents.Default.Image })},
+		{"agents::default::pool::min", "pre-started sandboxes the default agent profile keeps ready (0: no pool)",
+			func(fs *pflag.FlagSet, n string, d Config, u string) { fs.Int(n, d.Agents.Default.Pool.Min, u) }},
+		{"agents::default::pool::max", "bound of the default profile's pool when creates outrun it (0: its min)",
+			func(fs *pflag.FlagSet, n string, d Config, u string) { fs.Int(n, d.Agents.Default.Pool.Max, u) }},
 		{"agents::refuse_unknown", "refuse agent ids without a profile",
 			func(fs *pflag.FlagSet, n string, d Config, u string) { fs.Bool(n, d.Agents.RefuseUnknown, u) }},
 		{"otlp::endpoint", "OTLP/HTTP endpoint for traces (empty: none)", str(func(c Config) string { return c.OTLP.Endpoint })},
@@ -406,6 +421,9 @@ func mergeMaps(base, over map[string]string) map[string]string {
 	return out
 }
 
+// maxPool bounds a pool's size: a typo must not start thousands of containers.
+const maxPool = 1000
+
 func checkProfile(p Profile) error {
 	var errs []error
 	if _, err := p.MemoryBytes(); err != nil {
@@ -422,6 +440,9 @@ func checkProfile(p Profile) error {
 	}
 	if p.Workspace != "" && !strings.HasPrefix(p.Workspace, "/") {
 		errs = append(errs, fmt.Errorf("workspace %q must be an absolute path in the sandbox", p.Workspace))
+	}
+	if p.Pool.Min < 0 || p.Pool.Max < 0 || (p.Pool.Max != 0 && p.Pool.Max < p.Pool.Min) || p.Pool.Max > maxPool || p.Pool.Min > maxPool {
+		errs = append(errs, fmt.Errorf("pool min %d, max %d: want 0 <= min <= max <= %d (max 0: min)", p.Pool.Min, p.Pool.Max, maxPool))
 	}
 	return errors.Join(errs...)
 }

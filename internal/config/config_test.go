@@ -183,6 +183,11 @@ func TestValidationErrors(t *testing.T) {
 			want: []string{"agents.default", `tmpfs "1x"`, "agents.profiles.a", `memory "lots"`, `workspace "rel"`},
 		},
 		{
+			name: "bad pool sizes",
+			file: "agents:\n  default:\n    pool: {min: 3, max: 2}\n  profiles:\n    a:\n      pool: {min: -1}\n    b:\n      pool: {min: 5000}\n",
+			want: []string{"agents.default", "pool min 3, max 2", "agents.profiles.a", "pool min -1", "agents.profiles.b", "pool min 5000"},
+		},
+		{
 			name: "refuse unknown with no profiles",
 			args: []string{"--agents-refuse-unknown"},
 			want: []string{"agents.refuse_unknown"},
@@ -248,5 +253,35 @@ func TestParseRegistry(t *testing.T) {
 	}
 	if _, _, err := ParseRegistry("sqlite:"); err == nil {
 		t.Error("sqlite: with no path was accepted")
+	}
+}
+
+// Pools are sized per profile: a listed profile does not inherit the default's pool.
+func TestPoolSizes(t *testing.T) {
+	path := writeFile(t, `
+agents:
+  default:
+    pool: {min: 2, max: 8}
+  profiles:
+    big:
+      memory: 1g
+    warm:
+      pool: {min: 1}
+`)
+	cfg, err := Load([]string{"--agents-default-pool-max=6"}, []string{"SANDBOXD_CONFIG=" + path, "SANDBOXD_AGENTS_DEFAULT_POOL_MIN=4"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, c := range map[string]struct{ got, want Pool }{
+		"default (env and flag over file)": {cfg.Agents.Default.Pool, Pool{Min: 4, Max: 6}},
+		"big (not inherited)":              {cfg.Agents.Profiles["big"].Pool, Pool{}},
+		"warm":                             {cfg.Agents.Profiles["warm"].Pool, Pool{Min: 1}},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s: pool = %+v, want %+v", name, c.got, c.want)
+		}
+	}
+	if def, _ := Load(nil, nil, io.Discard); def.Agents.Default.Pool != (Pool{}) {
+		t.Errorf("default pool = %+v, want off", def.Agents.Default.Pool)
 	}
 }
