@@ -108,6 +108,9 @@ type Profile struct {
 	User string `koanf:"user"`
 	// Tmpfs is the size of the tmpfs on /tmp, such as "64m"; see TmpfsBytes.
 	Tmpfs string `koanf:"tmpfs"`
+	// ExtendOnActivity makes exec and file calls extend the sandbox's TTL, as a
+	// keepalive of the TTL would (unset: the default profile's; off there: never).
+	ExtendOnActivity *bool `koanf:"extend_on_activity"`
 	// Pool is the profile's warm pool of pre-started sandboxes. Unlike the other fields
 	// it is not taken from the default profile: every pool is sized on its own.
 	Pool Pool `koanf:"pool"`
@@ -402,6 +405,9 @@ func (p Profile) over(base Profile) Profile {
 	}
 	if p.Tmpfs == "" {
 		p.Tmpfs = base.Tmpfs
+	}
+	if p.ExtendOnActivity == nil {
+		p.ExtendOnActivity = base.ExtendOnActivity
 	}
 	p.Env = mergeMaps(base.Env, p.Env)
 	return p

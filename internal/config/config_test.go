@@ -285,3 +285,28 @@ agents:
 		t.Errorf("default pool = %+v, want off", def.Agents.Default.Pool)
 	}
 }
+
+// Activity extends the TTL only where a profile says so; a listed profile inherits the
+// default's setting unless it sets its own.
+func TestExtendOnActivity(t *testing.T) {
+	path := writeFile(t, `
+agents:
+  default:
+    extend_on_activity: true
+  profiles:
+    inherits: {memory: 1g}
+    off: {extend_on_activity: false}
+`)
+	cfg, err := Load(nil, []string{"SANDBOXD_CONFIG=" + path}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	on := func(p Profile) bool { return p.ExtendOnActivity != nil && *p.ExtendOnActivity }
+	if !on(cfg.Agents.Default) || !on(cfg.Agents.Profiles["inherits"]) || on(cfg.Agents.Profiles["off"]) {
+		t.Errorf("default %v, inherits %v, off %v; want true, true, false",
+			cfg.Agents.Default.ExtendOnActivity, cfg.Agents.Profiles["inherits"].ExtendOnActivity, cfg.Agents.Profiles["off"].ExtendOnActivity)
+	}
+	if def, _ := Load(nil, nil, io.Discard); on(def.Agents.Default) {
+		t.Error("activity extends the TTL by default")
+	}
+}
