@@ -26,6 +26,7 @@ import (
 
 	"github.com/sandboxd/sandboxd/internal/config"
 	"github.com/sandboxd/sandboxd/internal/docker"
+	"github.com/sandboxd/sandboxd/internal/hostfiles"
 	"github.com/sandboxd/sandboxd/internal/httpapi"
 	"github.com/sandboxd/sandboxd/internal/keylock"
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
@@ -89,7 +90,6 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 	if err != nil {
 		return err
 	}
-	dockerCfg.MeterProvider, dockerCfg.Logger = tel.MeterProvider, log
 	rt, err := docker.New(dockerCfg)
 	if err != nil {
 		return err
@@ -102,12 +102,23 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 		log.WarnContext(ctx, "docker_unreachable", slog.String("error", err.Error()))
 	}
 
+	// Workspace files from the host side; written files belong to the sandbox's user.
+	files := hostfiles.New(hostfiles.Config{
+		MountPoint: rt.WorkspaceMount,
+		Owner: func(agentID string) *hostfiles.Owner {
+			uid, gid := rt.SandboxUser(agentID)
+			return &hostfiles.Owner{UID: uid, GID: gid}
+		},
+	})
 	svc, err := lifecycle.New(lifecycle.Config{
 		Store:            reg.store,
 		Locker:           reg.locker,
 		Runtime:          rt,
 		Admitter:         rt,
 		Inventory:        rt,
+		Executor:         rt,
+		Files:            files,
+		ExtendOnActivity: rt.ExtendsOnActivity,
 		TTL:              cfg.TTL,
 		SweepParallelism: cfg.Sweep.Parallelism,
 		ReconcileGrace:   cfg.Reconcile.Grace,
@@ -133,12 +144,6 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 	if err := reconcile(ctx); err != nil {
 		log.ErrorContext(ctx, "reconcile_failed", slog.String("error", err.Error()))
 	}
-	// The warm pool (profiles with pool.min > 0): leftovers of a previous run go first.
-	// Drained at shutdown, once the requests in flight are done.
-	if err := rt.StartPool(ctx); err != nil {
-		log.WarnContext(ctx, "sandbox_pool_start_failed", slog.String("error", err.Error()))
-	}
-	closers = append(closers, rt.DrainPool)
 	jobs, err := periodic.Start(ctx, log,
 		periodic.Job{Name: "sweep", Interval: cfg.Sweep.Interval, Run: func(ctx context.Context) error {
 			_, err := svc.CleanupExpired(ctx)
@@ -268,7 +273,7 @@ func runtimeConfig(cfg config.Config) (docker.Config, error) {
 		return docker.Profile{
 			Image: p.Image, MemoryBytes: mem, NanoCPUs: p.NanoCPUs(), PidsLimit: p.PIDs,
 			Network: p.Network, Env: p.Env, WorkspaceMount: p.Workspace, User: p.User,
-			TmpfsBytes: tmpfs, Pool: docker.PoolSize{Min: p.Pool.Min, Max: p.Pool.Max},
+			TmpfsBytes: tmpfs, ExtendOnActivity: p.ExtendOnActivity != nil && *p.ExtendOnActivity,
 		}
 	}
 	dc := docker.Config{
