@@ -90,6 +90,7 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 	if err != nil {
 		return err
 	}
+	dockerCfg.MeterProvider, dockerCfg.Logger = tel.MeterProvider, log
 	rt, err := docker.New(dockerCfg)
 	if err != nil {
 		return err
@@ -144,6 +145,12 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 	if err := reconcile(ctx); err != nil {
 		log.ErrorContext(ctx, "reconcile_failed", slog.String("error", err.Error()))
 	}
+	// The warm pool (profiles with pool.min > 0): leftovers of a previous run go first.
+	// Drained at shutdown, once the requests in flight are done.
+	if err := rt.StartPool(ctx); err != nil {
+		log.WarnContext(ctx, "sandbox_pool_start_failed", slog.String("error", err.Error()))
+	}
+	closers = append(closers, rt.DrainPool)
 	jobs, err := periodic.Start(ctx, log,
 		periodic.Job{Name: "sweep", Interval: cfg.Sweep.Interval, Run: func(ctx context.Context) error {
 			_, err := svc.CleanupExpired(ctx)
@@ -273,7 +280,8 @@ func runtimeConfig(cfg config.Config) (docker.Config, error) {
 		return docker.Profile{
 			Image: p.Image, MemoryBytes: mem, NanoCPUs: p.NanoCPUs(), PidsLimit: p.PIDs,
 			Network: p.Network, Env: p.Env, WorkspaceMount: p.Workspace, User: p.User,
-			TmpfsBytes: tmpfs, ExtendOnActivity: p.ExtendOnActivity != nil && *p.ExtendOnActivity,
+			TmpfsBytes: tmpfs, Pool: docker.PoolSize{Min: p.Pool.Min, Max: p.Pool.Max},
+			ExtendOnActivity: p.ExtendOnActivity != nil && *p.ExtendOnActivity,
 		}
 	}
 	dc := docker.Config{
