@@ -46,7 +46,8 @@ var _ lifecycle.Executor = (*Runtime)(nil)
 // leaves both and outlives the command; it dies with the sandbox.
 
 // execWrapper checks that the shell leads its own session and group, prints its pid,
-// checks that the command exists, and execs it. $0 names it in the sandbox's ps.
+// checks that the command exists, and execs it. It reads the session with builtins only,
+// and field splitting with its own IFS: the caller's PATH and IFS cannot mislead it.
 const execWrapper = `IFS=' ' read -r _ _ _ _ g s _ </proc/$$/stat
 if [ "$g" != "$$" ] || [ "$s" != "$$" ]; then echo "` + headerNoSession + `"; exit 126; fi
 command -v "$1" >/dev/null 2>&1 || { echo "` + headerNotFound + `"; exit 127; }
@@ -224,10 +225,8 @@ func (r *Runtime) exitCode(ctx context.Context, execID string) (int, error) {
 		if !res.Running {
 			return res.ExitCode, nil
 		}
-		select {
-		case <-ctx.Done():
+		if !sleepCtx(ctx, wait) {
 			return -1, ctx.Err()
-		case <-time.After(wait):
 		}
 	}
 }
@@ -255,7 +254,20 @@ func (r *Runtime) kill(containerID, user string, header *headerWriter, copied <-
 	if !isPID(pid) {
 		return nil // it never started, or the wrapper refused to run it
 	}
-	code, out, err := r.run(ctx, containerID, user, []string{"/bin/sh", "-c", killScript, "sandboxd-kill", pid})
+	var (
+		code int
+		out  string
+		err  error
+	)
+	// Exit 126 is the engine failing to start the kill (the script never exits so): a
+	// command that holds all of the sandbox's pids leaves none for it. Try again until
+	// one frees.
+	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+		code, out, err = r.run(ctx, containerID, user, []string{"/bin/sh", "-c", killScript, "sandboxd-kill", pid})
+		if err != nil || code != 126 || !sleepCtx(ctx, wait) {
+			break
+		}
+	}
 	if err != nil {
 		return gone(fmt.Errorf("docker: exec in %s: kill %s: %w", containerID, pid, err))
 	}
@@ -318,6 +330,18 @@ func execEnv(env map[string]string) ([]string, error) {
 		out = append(out, k+"="+env[k])
 	}
 	return out, nil
+}
+
+// sleepCtx waits d and reports true, or false when ctx ends first.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
 }
 
 func isPID(s string) bool {

@@ -233,7 +233,8 @@ func TestExecTimeoutKillsTheCommandAndWhatItStarted(t *testing.T) {
 		"exec sleep 61",
 		"sleep 62 & sleep 63",
 		"sleep 64 & sleep 65 & wait",
-		"(sleep 66 &) ; sleep 67", // the first sleep's parent is gone: an orphan of init
+		"(sleep 66 &) ; sleep 67",      // the first sleep's parent is gone: an orphan of init
+		"b() { b | b & }; b; sleep 68", // a fork bomb, up to the sandbox's pids limit
 	} {
 		t.Run(script, func(t *testing.T) {
 			start := time.Now()
