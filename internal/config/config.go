@@ -41,8 +41,13 @@ type Config struct {
 	// ShutdownTimeout bounds the graceful shutdown (in-flight requests, telemetry flush).
 	ShutdownTimeout time.Duration `koanf:"shutdown_timeout"`
 
+	// MaxLifetime caps how far keepalive may push a sandbox's expiry past its creation.
+	MaxLifetime time.Duration `koanf:"max_lifetime"`
+
 	Sweep     Sweep     `koanf:"sweep"`
 	Reconcile Reconcile `koanf:"reconcile"`
+	Exec      Exec      `koanf:"exec"`
+	Files     Files     `koanf:"files"`
 
 	// Registry names the session registry: "sqlite:<path>" or "postgres://...".
 	Registry string `koanf:"registry"`
@@ -58,6 +63,18 @@ type Config struct {
 type Sweep struct {
 	Interval    time.Duration `koanf:"interval"`
 	Parallelism int           `koanf:"parallelism"` // chats cleaned at once
+}
+
+// Exec bounds the commands agents run in their sandboxes.
+type Exec struct {
+	DefaultTimeout time.Duration `koanf:"default_timeout"` // when the request gives none
+	MaxTimeout     time.Duration `koanf:"max_timeout"`     // larger requests are refused
+	OutputCap      int64         `koanf:"output_cap"`      // bytes of output one command returns
+}
+
+// Files bounds the workspace file API.
+type Files struct {
+	MaxBytes int64 `koanf:"max_bytes"` // largest uploaded file (413 above)
 }
 
 // Reconcile configures the reconciler (run at start-up, then every Interval).
@@ -143,6 +160,9 @@ func Default() Config {
 		TTL:             time.Hour,
 		MaxBodyBytes:    64 << 10,
 		ShutdownTimeout: 30 * time.Second,
+		MaxLifetime:     24 * time.Hour,
+		Exec:            Exec{DefaultTimeout: 30 * time.Second, MaxTimeout: 10 * time.Minute, OutputCap: 1 << 20},
+		Files:           Files{MaxBytes: 100 << 20},
 		Sweep:           Sweep{Interval: 30 * time.Second, Parallelism: 4},
 		Reconcile:       Reconcile{Interval: 5 * time.Minute, Grace: time.Minute},
 		Registry:        "sqlite:./.data/sandboxd.db",
@@ -176,6 +196,13 @@ func options() []option {
 		{"max_body_bytes", "largest request body in bytes",
 			func(fs *pflag.FlagSet, n string, d Config, u string) { fs.Int64(n, d.MaxBodyBytes, u) }},
 		{"shutdown_timeout", "bound of the graceful shutdown", dur(func(c Config) time.Duration { return c.ShutdownTimeout })},
+		{"max_lifetime", "cap of keepalive: latest expiry after creation", dur(func(c Config) time.Duration { return c.MaxLifetime })},
+		{"exec::default_timeout", "timeout of a command that names none", dur(func(c Config) time.Duration { return c.Exec.DefaultTimeout })},
+		{"exec::max_timeout", "largest timeout a command may ask for", dur(func(c Config) time.Duration { return c.Exec.MaxTimeout })},
+		{"exec::output_cap", "bytes of output one command returns (the rest is cut and flagged)",
+			func(fs *pflag.FlagSet, n string, d Config, u string) { fs.Int64(n, d.Exec.OutputCap, u) }},
+		{"files::max_bytes", "largest uploaded file in bytes",
+			func(fs *pflag.FlagSet, n string, d Config, u string) { fs.Int64(n, d.Files.MaxBytes, u) }},
 		{"sweep::interval", "time between expiry sweeps", dur(func(c Config) time.Duration { return c.Sweep.Interval })},
 		{"sweep::parallelism", "chats one sweep cleans at once",
 			func(fs *pflag.FlagSet, n string, d Config, u string) { fs.Int(n, d.Sweep.Parallelism, u) }},
@@ -321,6 +348,21 @@ func (c *Config) finish() error {
 	positive("ttl", c.TTL)
 	positive("shutdown_timeout", c.ShutdownTimeout)
 	positive("sweep.interval", c.Sweep.Interval)
+	positive("max_lifetime", c.MaxLifetime)
+	positive("exec.default_timeout", c.Exec.DefaultTimeout)
+	positive("exec.max_timeout", c.Exec.MaxTimeout)
+	if c.Exec.DefaultTimeout > c.Exec.MaxTimeout {
+		bad("exec.default_timeout", "%s is over exec.max_timeout %s", c.Exec.DefaultTimeout, c.Exec.MaxTimeout)
+	}
+	if c.MaxLifetime > 0 && c.TTL > c.MaxLifetime {
+		bad("ttl", "%s is over max_lifetime %s", c.TTL, c.MaxLifetime)
+	}
+	if c.Exec.OutputCap <= 0 {
+		bad("exec.output_cap", "must be > 0, got %d", c.Exec.OutputCap)
+	}
+	if c.Files.MaxBytes <= 0 {
+		bad("files.max_bytes", "must be > 0, got %d", c.Files.MaxBytes)
+	}
 	positive("reconcile.interval", c.Reconcile.Interval)
 	positive("reconcile.grace", c.Reconcile.Grace)
 	if c.Sweep.Parallelism < 1 {

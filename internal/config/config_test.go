@@ -153,6 +153,13 @@ func TestValidationErrors(t *testing.T) {
 			want: []string{"ttl: must be > 0", "sweep.interval: must be > 0", "sweep.parallelism: must be >= 1", "max_body_bytes"},
 		},
 		{
+			name: "exec, files and lifetime bounds",
+			args: []string{"--exec-default-timeout=20m", "--exec-output-cap=0", "--files-max-bytes=-1", "--ttl=48h"},
+			env:  []string{"SANDBOXD_EXEC_MAX_TIMEOUT=10m"},
+			want: []string{"exec.default_timeout: 20m0s is over exec.max_timeout 10m0s", "exec.output_cap: must be > 0",
+				"files.max_bytes: must be > 0", "ttl: 48h0m0s is over max_lifetime 24h0m0s"},
+		},
+		{
 			name: "unknown registry scheme",
 			env:  []string{"SANDBOXD_REGISTRY=mysql://u:secret@db/x"},
 			want: []string{"registry", "use sqlite:<path> or postgres://<dsn>"},
