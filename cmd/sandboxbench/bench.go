@@ -113,7 +113,7 @@ func (b *bench) start(ctx context.Context, w *world, settings ...string) (*child
 }
 
 // runRegistry takes every measurement on one registry.
-func (b *bench) runRegistry(ctx context.Context, reg registry) error {
+func (b *bench) runRegistry(ctx context.Context, reg registry) (err error) {
 	fmt.Fprintf(b.log, "%s:\n", reg.name)
 	w, err := b.newWorld(ctx, reg, "main")
 	if err != nil {
@@ -133,6 +133,11 @@ func (b *bench) runRegistry(ctx context.Context, reg registry) error {
 		return err
 	}
 	defer d.close()
+	defer func() {
+		if err != nil {
+			err = fmt.Errorf("%w\nsandboxd's last log lines:\n%s", err, srv.logTail())
+		}
+	}()
 
 	if err := b.reuse(ctx, reg.name, api); err != nil {
 		return fmt.Errorf("%s: reuse: %w", reg.name, err)

@@ -45,7 +45,7 @@ func (d *direct) close() error { return d.rt.Close() }
 func (d *direct) prepare(chatID uuid.UUID, expires time.Time) (client.ContainerCreateOptions, lifecycle.CreateSpec, error) {
 	spec := lifecycle.CreateSpec{SessionID: uuid.New(), ChatID: chatID, CreatedAt: time.Now(), ExpiresAt: expires}
 	volume := filepath.Join(d.volumeRoot, chatID.String())
-	if err := os.MkdirAll(volume, 0o750); err != nil {
+	if err := os.MkdirAll(volume, 0o700); err != nil {
 		return client.ContainerCreateOptions{}, spec, err
 	}
 	if err := os.Chown(volume, 1000, 1000); err != nil {

@@ -73,7 +73,7 @@ type options struct {
 	Settle        time.Duration `json:"settle"` // wait before reading the RSS
 	PoolEnv       []string      `json:"pool_env,omitempty"`
 	PoolGap       time.Duration `json:"pool_gap"`
-	Postgres      bool          `json:"postgres"`
+	Registries    []string      `json:"registries"`
 	Quick         bool          `json:"quick"`
 
 	pgDSN    string
@@ -100,7 +100,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.Settle, "settle", 3*time.Second, "wait before reading sandboxd's RSS")
 	poolEnv := fs.String("pool-env", "", "SANDBOXD_...=value settings (comma-separated) that turn the warm pool on; empty: no pool measurement")
 	fs.DurationVar(&o.PoolGap, "pool-gap", 500*time.Millisecond, "pause before each warm-pool create (not timed), for the pool to refill")
-	fs.BoolVar(&o.Postgres, "pg", true, "measure on PostgreSQL too")
+	registries := fs.String("registries", "sqlite,postgres", "registries to measure on: sqlite, postgres or both (comma-separated)")
 	fs.StringVar(&o.pgDSN, "pg-dsn", "", "PostgreSQL server DSN (a user allowed to create databases); empty: a throwaway cluster")
 	fs.StringVar(&o.sandboxd, "sandboxd", "", "sandboxd binary; empty: go build ./cmd/sandboxd of this module")
 	fs.StringVar(&o.image, "image", "sandboxd-sandbox:latest", "sandbox image (scripts/build-image.sh)")
@@ -112,6 +112,12 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	}
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	o.Registries = strings.Split(*registries, ",")
+	for _, r := range o.Registries {
+		if r != "sqlite" && r != "postgres" {
+			return o, fmt.Errorf("-registries: unknown registry %q", r)
+		}
 	}
 	if *poolEnv != "" {
 		o.PoolEnv = strings.Split(*poolEnv, ",")
@@ -194,8 +200,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 			return err
 		}
 	}
-	registries := []registry{sqliteRegistry()}
-	if opts.Postgres {
+	var registries []registry
+	for _, name := range opts.Registries {
+		if name == "sqlite" {
+			registries = append(registries, sqliteRegistry())
+			continue
+		}
 		admin := opts.pgDSN
 		if admin == "" {
 			c, err := startPG()

@@ -37,7 +37,7 @@ func TestQuickRunProducesEveryRow(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "bench.json")
 	var stdout, stderr bytes.Buffer
 	runID := "sbench-test-" + randomHex(4)
-	err := run(context.Background(), []string{"-quick", "-pg=false", "-image", image, "-json", out, "-run-id", runID}, &stdout, &stderr)
+	err := run(context.Background(), []string{"-quick", "-registries", "sqlite", "-image", image, "-json", out, "-run-id", runID}, &stdout, &stderr)
 	if err != nil {
 		t.Fatalf("run: %v\n%s", err, stderr.String())
 	}

@@ -39,7 +39,7 @@ func startPG() (*pgCluster, error) {
 		}
 	}
 	if _, err := os.Stat(filepath.Join(bin, "initdb")); bin == "" || err != nil {
-		return nil, errors.New("no PostgreSQL binaries (initdb, pg_ctl) in PG_BIN or /usr/lib/postgresql/*/bin: pass -pg-dsn or -pg=false")
+		return nil, errors.New("no PostgreSQL binaries (initdb, pg_ctl) in PG_BIN or /usr/lib/postgresql/*/bin: pass -pg-dsn or -registries sqlite")
 	}
 	dir, err := os.MkdirTemp("", "sandboxbench-pg-")
 	if err != nil {

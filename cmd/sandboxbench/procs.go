@@ -47,7 +47,7 @@ type child struct {
 	err    error // the exit, once exited is closed
 
 	mu   sync.Mutex
-	tail []string // the last lines it wrote, for error messages
+	head, tail []string // the first and last warnings and errors it logged
 }
 
 // startChild runs cmd and waits until it logs the address it listens on: a JSON record
@@ -68,8 +68,8 @@ func startChild(ctx context.Context, cmd *exec.Cmd) (*child, error) {
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
 			line := sc.Bytes()
-			// Only records that are not per-request chatter are kept for errors.
-			if !strings.Contains(string(line), `"msg":"request"`) {
+			// Warnings and errors are kept, for the error that may follow.
+			if !strings.Contains(string(line), `"level":"INFO"`) && !strings.Contains(string(line), `"level":"DEBUG"`) {
 				_, _ = c.Write(append(line, '\n'))
 			}
 			var rec struct{ Msg, Addr string }
@@ -102,9 +102,15 @@ func startChild(ctx context.Context, cmd *exec.Cmd) (*child, error) {
 func (c *child) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.tail = append(c.tail, strings.Split(strings.TrimRight(string(p), "\n"), "\n")...)
-	if n := len(c.tail); n > 40 {
-		c.tail = c.tail[n-40:]
+	for _, line := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
+		if len(c.head) < 20 {
+			c.head = append(c.head, line)
+			continue
+		}
+		c.tail = append(c.tail, line)
+	}
+	if n := len(c.tail); n > 20 {
+		c.tail = c.tail[n-20:]
 	}
 	return len(p), nil
 }
@@ -112,7 +118,7 @@ func (c *child) Write(p []byte) (int, error) {
 func (c *child) logTail() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return strings.Join(c.tail, "\n")
+	return strings.Join(append(append(c.head[:len(c.head):len(c.head)], "..."), c.tail...), "\n")
 }
 
 // stop ends the process with SIGTERM (SIGKILL after 60s) and waits for it.
