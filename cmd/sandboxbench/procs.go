@@ -46,7 +46,7 @@ type child struct {
 	exited chan struct{}
 	err    error // the exit, once exited is closed
 
-	mu   sync.Mutex
+	mu         sync.Mutex
 	head, tail []string // the first and last warnings and errors it logged
 }
 
