@@ -67,6 +67,38 @@ func TestLocker(t *testing.T, newLocker func(t *testing.T) lifecycle.Locker) {
 		unlock2()
 	})
 
+	// A busy chat's waiters must not take what other chats need to lock (a connection of
+	// a bounded pool, say): a lock of another chat is granted at once.
+	t.Run("WaitersOfABusyChatDoNotBlockOthers", func(t *testing.T) {
+		l := newLocker(t)
+		busy := uuid.New()
+		unlock, err := l.Lock(ctx, busy)
+		if err != nil {
+			t.Fatalf("Lock: %v", err)
+		}
+		wctx, stopWaiters := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		for range 64 {
+			wg.Go(func() {
+				if unlock, err := l.Lock(wctx, busy); err == nil {
+					unlock()
+				}
+			})
+		}
+		time.Sleep(200 * time.Millisecond) // let the waiters queue
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		unlock2, err := l.Lock(cctx, uuid.New())
+		if err != nil {
+			t.Errorf("Lock of another chat while 64 callers wait for a busy one: %v", err)
+		} else {
+			unlock2()
+		}
+		stopWaiters()
+		unlock()
+		wg.Wait()
+	})
+
 	t.Run("WaiterGivesUpWhenContextEnds", func(t *testing.T) {
 		l := newLocker(t)
 		chat := uuid.New()

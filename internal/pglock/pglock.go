@@ -17,6 +17,15 @@
 //   - the runtime's deterministic container names, derived from the chat and session ids:
 //     the engine refuses a second container of one name, and the reconciler finds any
 //     labelled container that has no record.
+//
+// # One connection per chat and replica
+//
+// A caller waiting in pg_advisory_lock holds a connection of the pool for as long as it
+// waits. Were every caller to wait there, the callers of one busy chat would take the
+// whole pool and the locks of every other chat would wait for a connection. So the
+// callers of one replica first queue on a process-local lock of the chat (package
+// keylock), and only the one at its head takes a connection: a replica holds at most one
+// connection per chat it is locking, whatever the number of callers.
 package pglock
 
 import (
@@ -30,6 +39,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/sandboxd/sandboxd/internal/keylock"
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 )
@@ -46,8 +56,9 @@ const releaseTimeout = 5 * time.Second
 
 // Config holds the dependencies of a Locker.
 type Config struct {
-	// Pool gives each lock its connection, held from Lock to unlock: every holder and
-	// every waiter takes one. Required. Give the Locker a pool of its own, not the
+	// Pool gives each lock its connection, held from Lock to unlock: the holder of a chat
+	// and the replica's first waiter for it take one each. Required. Give the Locker a
+	// pool of its own, not the
 	// store's: a use case that holds a lock and then queries the store must never wait
 	// for a connection that only lock holders and waiters have.
 	Pool *pgxpool.Pool
@@ -59,8 +70,9 @@ type Config struct {
 // Locker serialises the use cases of one chat across replicas. It is safe for concurrent
 // use.
 type Locker struct {
-	pool *pgxpool.Pool
-	wait time.Duration
+	pool  *pgxpool.Pool
+	wait  time.Duration
+	local *keylock.Locker // this replica's callers of one chat queue here, not in the pool
 }
 
 // New returns a Locker. A missing Pool wraps sandbox.ErrInvalid.
@@ -71,7 +83,7 @@ func New(cfg Config) (*Locker, error) {
 	if cfg.Wait <= 0 {
 		cfg.Wait = DefaultWait
 	}
-	return &Locker{pool: cfg.Pool, wait: cfg.Wait}, nil
+	return &Locker{pool: cfg.Pool, wait: cfg.Wait, local: keylock.New()}, nil
 }
 
 // Key returns the advisory lock key of a chat: a 64-bit FNV-1a hash of a sandboxd prefix
@@ -94,8 +106,13 @@ func Key(chatID uuid.UUID) int64 {
 func (l *Locker) Lock(ctx context.Context, chatID uuid.UUID) (func(), error) {
 	wctx, cancel := context.WithTimeout(ctx, l.wait)
 	defer cancel()
+	unlockLocal, err := l.local.Lock(wctx, chatID)
+	if err != nil {
+		return nil, l.fail(ctx, chatID, "wait for this replica's holder", err)
+	}
 	conn, err := l.pool.Acquire(wctx)
 	if err != nil {
+		unlockLocal()
 		return nil, l.fail(ctx, chatID, "acquire a connection", err)
 	}
 	key := Key(chatID)
@@ -106,12 +123,14 @@ func (l *Locker) Lock(ctx context.Context, chatID uuid.UUID) (func(), error) {
 		cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
 		_ = conn.Hijack().Close(cctx)
 		ccancel()
+		unlockLocal()
 		return nil, l.fail(ctx, chatID, "wait for the lock", err)
 	}
 
 	var once sync.Once
 	return func() {
 		once.Do(func() {
+			defer unlockLocal() // after the server's lock is released or its session closed
 			rctx, rcancel := context.WithTimeout(context.Background(), releaseTimeout)
 			defer rcancel()
 			var released bool
