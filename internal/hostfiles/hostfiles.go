@@ -136,7 +136,8 @@ func (f *Files) OpenFile(_ context.Context, s sandbox.Session, name string) (io.
 	return file, info(rel, st), nil
 }
 
-// ListDir lists the folder name ("" or "." for the workspace itself).
+// ListDir lists the folder name ("" or "." for the workspace itself). Anything but a
+// folder is refused with sandbox.ErrInvalid.
 func (f *Files) ListDir(_ context.Context, s sandbox.Session, name string) ([]lifecycle.FileInfo, error) {
 	rel, err := f.relative(s, name)
 	if err != nil {
@@ -147,7 +148,9 @@ func (f *Files) ListDir(_ context.Context, s sandbox.Session, name string) ([]li
 		return nil, err
 	}
 	defer root.Close()
-	dir, err := root.Open(rel)
+	// O_DIRECTORY: anything else, such as a pipe the sandbox planted (whose open would
+	// block until a writer came), is refused by the open itself.
+	dir, err := root.OpenFile(rel, os.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, mapErr("open", rel, err)
 	}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -170,5 +171,31 @@ func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A sandbox can plant a named pipe where a folder is expected: listing it must be refused
+// at once, not block sandboxd until some writer opens the pipe.
+func TestListingAPipeDoesNotHang(t *testing.T) {
+	f, s, ws := setup(t)
+	fifo := filepath.Join(ws, "fifo")
+	must(t, syscall.Mkfifo(fifo, 0o600))
+	done := make(chan error, 1)
+	go func() {
+		_, err := f.ListDir(context.Background(), s, "fifo")
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, sandbox.ErrInvalid) {
+			t.Fatalf("ListDir of a pipe: err = %v, want ErrInvalid", err)
+		}
+	case <-time.After(5 * time.Second):
+		// Free the blocked open before failing, so the test ends.
+		if w, err := os.OpenFile(fifo, os.O_WRONLY, 0); err == nil {
+			w.Close()
+		}
+		<-done
+		t.Fatal("ListDir of a pipe blocked until a writer came")
 	}
 }
