@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/goleak"
 
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
@@ -22,20 +21,10 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(pgtest.Main(m)) }
 
-func newPool(t *testing.T, dsn string) *pgxpool.Pool {
-	t.Helper()
-	pool, err := pgxpool.New(context.Background(), dsn)
-	if err != nil {
-		t.Fatalf("pgxpool.New: %v", err)
-	}
-	t.Cleanup(pool.Close)
-	return pool
-}
-
 // newLocker returns a Locker on a pool of its own: a replica of its own.
 func newLocker(t *testing.T, dsn string) *pglock.Locker {
 	t.Helper()
-	l, err := pglock.New(pglock.Config{Pool: newPool(t, dsn), Wait: 30 * time.Second})
+	l, err := pglock.New(pglock.Config{Pool: pgtest.Pool(t, dsn), Wait: 30 * time.Second})
 	if err != nil {
 		t.Fatalf("pglock.New: %v", err)
 	}
@@ -57,7 +46,7 @@ func TestNewRefusesAMissingPool(t *testing.T) {
 func TestWaitIsBounded(t *testing.T) {
 	dsn := pgtest.DSN(t)
 	holder := newLocker(t, dsn)
-	waiter, err := pglock.New(pglock.Config{Pool: newPool(t, dsn), Wait: 200 * time.Millisecond})
+	waiter, err := pglock.New(pglock.Config{Pool: pgtest.Pool(t, dsn), Wait: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +65,7 @@ func TestWaitIsBounded(t *testing.T) {
 	}
 	// The waiter left the server's lock queue too (its wait was cancelled, its session
 	// closed): it cannot be granted the lock later, after its caller has gone.
-	admin := newPool(t, dsn)
+	admin := pgtest.Pool(t, dsn)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		var waiting int
@@ -102,7 +91,7 @@ func TestWaitIsBounded(t *testing.T) {
 func TestHolderWhoseConnectionDiesReleasesTheLock(t *testing.T) {
 	ctx := context.Background()
 	dsn := pgtest.DSN(t)
-	admin := newPool(t, dsn)
+	admin := pgtest.Pool(t, dsn)
 	first, second := newLocker(t, dsn), newLocker(t, dsn)
 	chat := uuid.New()
 
@@ -168,7 +157,7 @@ func TestTwoReplicasHammerTheSameChats(t *testing.T) {
 	var replicas []*lifecycle.Service
 	var stores []*pgstore.Store
 	for range 2 {
-		st, err := pgstore.New(ctx, newPool(t, dsn))
+		st, err := pgstore.New(ctx, pgtest.Pool(t, dsn))
 		if err != nil {
 			t.Fatalf("pgstore.New: %v", err)
 		}

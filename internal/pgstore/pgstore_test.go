@@ -22,16 +22,6 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(pgtest.Main(m)) }
 
-func newPool(t *testing.T, dsn string) *pgxpool.Pool {
-	t.Helper()
-	pool, err := pgxpool.New(context.Background(), dsn)
-	if err != nil {
-		t.Fatalf("pgxpool.New: %v", err)
-	}
-	t.Cleanup(pool.Close)
-	return pool
-}
-
 func newStore(t *testing.T, pool *pgxpool.Pool) *pgstore.Store {
 	t.Helper()
 	st, err := pgstore.New(context.Background(), pool)
@@ -43,7 +33,7 @@ func newStore(t *testing.T, pool *pgxpool.Pool) *pgstore.Store {
 
 func TestStoreConformance(t *testing.T) {
 	lifecycletest.TestStore(t, func(t *testing.T) lifecycle.Store {
-		return newStore(t, newPool(t, pgtest.DSN(t)))
+		return newStore(t, pgtest.Pool(t, pgtest.DSN(t)))
 	})
 }
 
@@ -75,7 +65,7 @@ func TestReplicasStartingAtOnceMigrateOnce(t *testing.T) {
 		}
 	}
 	var applied int
-	if err := newPool(t, dsn).QueryRow(ctx, `SELECT count(*) FROM goose_db_version WHERE version_id > 0`).Scan(&applied); err != nil {
+	if err := pgtest.Pool(t, dsn).QueryRow(ctx, `SELECT count(*) FROM goose_db_version WHERE version_id > 0`).Scan(&applied); err != nil {
 		t.Fatalf("read goose_db_version: %v", err)
 	}
 	if applied != 1 {
@@ -87,7 +77,7 @@ func TestReplicasStartingAtOnceMigrateOnce(t *testing.T) {
 // through a Store without taking any lock or writes the row by hand.
 func TestDatabaseRefusesASecondSessionForAChat(t *testing.T) {
 	ctx := context.Background()
-	pool := newPool(t, pgtest.DSN(t))
+	pool := pgtest.Pool(t, pgtest.DSN(t))
 	st := newStore(t, pool)
 	chat := uuid.New()
 	first := lifecycletest.NewSession(chat, lifecycletest.Base)
@@ -123,7 +113,7 @@ func TestRestartSeesEverySessionAndSweepsWhatExpired(t *testing.T) {
 }
 
 func TestPing(t *testing.T) {
-	st := newStore(t, newPool(t, pgtest.DSN(t)))
+	st := newStore(t, pgtest.Pool(t, pgtest.DSN(t)))
 	if err := st.Ping(context.Background()); err != nil {
 		t.Fatalf("Ping: %v", err)
 	}

@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // EnvDSN names the variable holding the DSN of an existing server to test against. The
@@ -107,6 +108,17 @@ func DSN(t testing.TB) string {
 		t.Fatalf("pgtest: %v", err)
 	}
 	return dsn
+}
+
+// Pool returns a pool on dsn, closed when t ends.
+func Pool(t testing.TB, dsn string) *pgxpool.Pool {
+	t.Helper()
+	pool, err := pgxpool.New(context.Background(), dsn)
+	if err != nil {
+		t.Fatalf("pgtest: pgxpool.New: %v", err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
 }
 
 // adminDSN returns the DSN of the server, starting a cluster on first use if need be.
