@@ -132,7 +132,7 @@ func (c *cli) cpCommand() *cobra.Command {
 }
 
 func (c *cli) upload(ctx context.Context, api *client.Client, local string, dst remote) error {
-	in := os.Stdin
+	in := c.stdin
 	if local != "-" {
 		f, err := os.Open(local)
 		if err != nil {
@@ -218,10 +218,7 @@ func (c *cli) keepaliveCommand() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if c.json {
-					return writeJSON(c.stdout, s)
-				}
-				return writeSession(c.stdout, s, "")
+				return c.printSession(s, "")
 			})
 		},
 	}

@@ -176,6 +176,28 @@ func TestCopyBothWaysAndList(t *testing.T) {
 	}
 }
 
+// "cp - <chat>:<path>" uploads what comes on stdin; it must name the file.
+func TestCopyFromStdin(t *testing.T) {
+	srv := newServer(t)
+	workspace := t.TempDir()
+	mustRun(t, srv, "create", chatA, "--volume", workspace)
+	env := map[string]string{"SANDBOXD_URL": srv.URL, "SANDBOXD_TOKEN": token}
+	cp := func(dst string) error {
+		var out, errOut bytes.Buffer
+		return run(context.Background(), []string{"cp", "-", dst}, func(k string) string { return env[k] },
+			strings.NewReader("from stdin\n"), &out, &errOut)
+	}
+	if err := cp(chatA + ":notes/in.txt"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(filepath.Join(workspace, "notes", "in.txt")); err != nil || string(got) != "from stdin\n" {
+		t.Errorf("uploaded from stdin: %q, %v", got, err)
+	}
+	if err := cp(chatA + ":notes/"); err == nil || !strings.Contains(err.Error(), "name the file") {
+		t.Errorf("cp - to a folder: %v, want an error that asks for a file name", err)
+	}
+}
+
 func TestKeepalive(t *testing.T) {
 	srv := newServer(t)
 	mustRun(t, srv, "create", chatA)

@@ -14,9 +14,10 @@ import (
 
 const defaultServer = "http://127.0.0.1:8080"
 
-// cli holds what every command shares: the flags of the root and the outputs.
+// cli holds what every command shares: the flags of the root, the input and the outputs.
 type cli struct {
 	getenv         func(string) string
+	stdin          io.Reader
 	stdout, stderr io.Writer
 
 	server  string
@@ -25,8 +26,8 @@ type cli struct {
 	timeout time.Duration
 }
 
-func newRootCommand(getenv func(string) string, stdout, stderr io.Writer) *cobra.Command {
-	c := &cli{getenv: getenv, stdout: stdout, stderr: stderr}
+func newRootCommand(getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
+	c := &cli{getenv: getenv, stdin: stdin, stdout: stdout, stderr: stderr}
 	root := &cobra.Command{
 		Use:           "sandboxctl",
 		Short:         "Drive a sandboxd: chat sandboxes, and commands and files in them",
@@ -72,6 +73,21 @@ func (c *cli) call(cmd *cobra.Command, fn func(ctx context.Context, api *client.
 	return fn(ctx, api)
 }
 
+// printSession prints a session, as JSON with --json, with the result of a create when
+// there is one.
+func (c *cli) printSession(s client.Session, result client.Result) error {
+	if !c.json {
+		return writeSession(c.stdout, s, string(result))
+	}
+	if result == "" {
+		return writeJSON(c.stdout, s)
+	}
+	return writeJSON(c.stdout, struct {
+		client.Session
+		Result client.Result `json:"result"`
+	}{s, result})
+}
+
 func (c *cli) createCommand() *cobra.Command {
 	var body client.CreateBody
 	cmd := &cobra.Command{
@@ -86,13 +102,7 @@ func (c *cli) createCommand() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if c.json {
-					return writeJSON(c.stdout, struct {
-						client.Session
-						Result client.Result `json:"result"`
-					}{s, result})
-				}
-				return writeSession(c.stdout, s, string(result))
+				return c.printSession(s, result)
 			})
 		},
 	}
@@ -112,10 +122,7 @@ func (c *cli) getCommand() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if c.json {
-					return writeJSON(c.stdout, s)
-				}
-				return writeSession(c.stdout, s, "")
+				return c.printSession(s, "")
 			})
 		},
 	}

@@ -5,7 +5,7 @@
 //	sandboxctl get <chat>
 //	sandboxctl delete <chat>
 //	sandboxctl list [--agent A] [--expired[=false]] [--limit N] [--after CHAT]
-//	sandboxctl exec <chat> [--timeout 30s] [-w DIR] [-e K=V]... -- <command> [args...]
+//	sandboxctl exec <chat> [--timeout 30s] [-w DIR] [-e K=V]... [--stdin TEXT] -- <command> [args...]
 //	sandboxctl cp <local> <chat>:<path>    (upload; - reads stdin)
 //	sandboxctl cp <chat>:<path> <local>    (download; - writes stdout)
 //	sandboxctl ls <chat> [path]
@@ -30,7 +30,7 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdin, os.Stdout, os.Stderr)
 	stop()
 	if err != nil {
 		var exit *exitError
@@ -54,11 +54,12 @@ func exitCode(code int) int {
 	return code
 }
 
-// run executes the command line args with the environment getenv. It returns the
-// error to print: a usage error, a transport error or the server's problem; or an
-// *exitError with the exit code of a command that exec ran.
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	root := newRootCommand(getenv, stdout, stderr)
+// run executes the command line args with the environment getenv; stdin is what
+// "cp - <chat>:<path>" uploads. It returns the error to print: a usage error, a
+// transport error or the server's problem; or an *exitError with the exit code of a
+// command that exec ran.
+func run(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
+	root := newRootCommand(getenv, stdin, stdout, stderr)
 	root.SetArgs(args)
 	return root.ExecuteContext(ctx)
 }

@@ -70,7 +70,7 @@ func sandboxctl(t *testing.T, srv *httptest.Server, args ...string) (stdout, std
 	t.Helper()
 	env := map[string]string{"SANDBOXD_URL": srv.URL, "SANDBOXD_TOKEN": token}
 	var out, errOut bytes.Buffer
-	err = run(context.Background(), args, func(k string) string { return env[k] }, &out, &errOut)
+	err = run(context.Background(), args, func(k string) string { return env[k] }, strings.NewReader(""), &out, &errOut)
 	return out.String(), errOut.String(), err
 }
 
