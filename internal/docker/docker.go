@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"os"
 	"path"
 	"slices"
 	"strconv"
@@ -276,6 +277,14 @@ func (r *Runtime) profile(agentID string) (Profile, error) {
 // default profile's mount for an unknown agent).
 func (r *Runtime) WorkspaceMount(agentID string) string {
 	return r.profileOrDefault(agentID).WorkspaceMount
+}
+
+// OpenWorkspace opens the workspace folder path, which must lie in the volume root, as
+// an os.Root without following any link on its way there (see workspace.Root.Open): the
+// hostfiles.Config.Open of the sandboxes this runtime makes. Errors wrap
+// sandbox.ErrInvalid, sandbox.ErrNotFound or sandbox.ErrUnavailable.
+func (r *Runtime) OpenWorkspace(path string) (*os.Root, error) {
+	return r.root.Open(path)
 }
 
 // SandboxUser returns the uid and gid the agent's sandboxes run as, which should own the

@@ -30,9 +30,16 @@ type Owner struct{ UID, GID int }
 // Config says, per agent, where the workspace is mounted in the sandbox (so that paths
 // like /workspace/a.txt are understood; default /workspace) and whom written files
 // belong to (nil: left as written).
+//
+// Open opens a sandbox's workspace folder. It should follow no link on the folder's way
+// from the volume root, as docker.Runtime.OpenWorkspace does: a sandbox whose workspace
+// holds another's can swap a folder on the latter's path for a link to / at any time. The
+// default, os.OpenRoot, follows such links and is only safe when no workspace lies in
+// another.
 type Config struct {
 	MountPoint func(agentID string) string
 	Owner      func(agentID string) *Owner
+	Open       func(path string) (*os.Root, error)
 }
 
 // Files reads and writes workspaces.
@@ -52,7 +59,7 @@ func (f *Files) WriteFile(_ context.Context, s sandbox.Session, name string, r i
 	if rel == "." {
 		return lifecycle.FileInfo{}, fmt.Errorf("hostfiles: %q names the workspace itself: %w", name, sandbox.ErrInvalid)
 	}
-	root, err := openRoot(s)
+	root, err := f.openRoot(s)
 	if err != nil {
 		return lifecycle.FileInfo{}, err
 	}
@@ -114,7 +121,7 @@ func (f *Files) OpenFile(_ context.Context, s sandbox.Session, name string) (io.
 	if err != nil {
 		return nil, lifecycle.FileInfo{}, err
 	}
-	root, err := openRoot(s)
+	root, err := f.openRoot(s)
 	if err != nil {
 		return nil, lifecycle.FileInfo{}, err
 	}
@@ -143,7 +150,7 @@ func (f *Files) ListDir(_ context.Context, s sandbox.Session, name string) ([]li
 	if err != nil {
 		return nil, err
 	}
-	root, err := openRoot(s)
+	root, err := f.openRoot(s)
 	if err != nil {
 		return nil, err
 	}
@@ -213,11 +220,15 @@ func (f *Files) owner(s sandbox.Session) *Owner {
 	return f.cfg.Owner(s.AgentID)
 }
 
-func openRoot(s sandbox.Session) (*os.Root, error) {
+func (f *Files) openRoot(s sandbox.Session) (*os.Root, error) {
 	if s.VolumeHostPath == "" {
 		return nil, fmt.Errorf("hostfiles: sandbox %s has no workspace folder: %w", s.ID, sandbox.ErrNotFound)
 	}
-	root, err := os.OpenRoot(s.VolumeHostPath)
+	open := os.OpenRoot
+	if f.cfg.Open != nil {
+		open = f.cfg.Open
+	}
+	root, err := open(s.VolumeHostPath)
 	if err != nil {
 		return nil, fmt.Errorf("hostfiles: open workspace of %s: %w", s.ID, err)
 	}

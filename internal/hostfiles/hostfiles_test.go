@@ -17,6 +17,7 @@ import (
 
 	"github.com/sandboxd/sandboxd/internal/hostfiles"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
+	"github.com/sandboxd/sandboxd/internal/workspace"
 )
 
 func setup(t *testing.T) (*hostfiles.Files, sandbox.Session, string) {
@@ -197,5 +198,46 @@ func TestListingAPipeDoesNotHang(t *testing.T) {
 		}
 		<-done
 		t.Fatal("ListDir of a pipe blocked until a writer came")
+	}
+}
+
+// Chat B's workspace lies in chat A's, so sandbox A can swap B's folder for a link to /
+// after B's sandbox was made. B's file calls, through an Open that follows no link on
+// the workspace's way, must then be refused rather than reach the host's root.
+func TestWorkspaceSwappedForALinkIsRefused(t *testing.T) {
+	vol := t.TempDir()
+	wsA := filepath.Join(vol, "a")
+	wsB := filepath.Join(wsA, "b")
+	must(t, os.MkdirAll(wsB, 0o700))
+	root, err := workspace.NewRoot(vol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := hostfiles.New(hostfiles.Config{Open: root.Open})
+	s := sandbox.Session{ID: uuid.New(), ChatID: uuid.New(), VolumeHostPath: wsB}
+	ctx := context.Background()
+	if _, err := f.WriteFile(ctx, s, "ok", strings.NewReader("x"), 10); err != nil {
+		t.Fatalf("WriteFile before the swap: %v", err)
+	}
+
+	// What sandbox A does in its own workspace.
+	must(t, os.Rename(wsB, filepath.Join(wsA, "b.old")))
+	must(t, os.Symlink("/", wsB))
+
+	if rc, _, err := f.OpenFile(ctx, s, "etc/passwd"); !errors.Is(err, sandbox.ErrInvalid) {
+		if rc != nil {
+			rc.Close()
+		}
+		t.Errorf("OpenFile through the swapped workspace: err = %v, want ErrInvalid", err)
+	}
+	if _, err := f.ListDir(ctx, s, ""); !errors.Is(err, sandbox.ErrInvalid) {
+		t.Errorf("ListDir through the swapped workspace: err = %v, want ErrInvalid", err)
+	}
+	if _, err := f.WriteFile(ctx, s, "tmp/sandboxd-swap-evil", strings.NewReader("x"), 10); !errors.Is(err, sandbox.ErrInvalid) {
+		t.Errorf("WriteFile through the swapped workspace: err = %v, want ErrInvalid", err)
+	}
+	if _, err := os.Lstat("/tmp/sandboxd-swap-evil"); err == nil {
+		_ = os.Remove("/tmp/sandboxd-swap-evil")
+		t.Error("/tmp/sandboxd-swap-evil was written through the swapped workspace")
 	}
 }

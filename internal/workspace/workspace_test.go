@@ -147,3 +147,52 @@ func TestNewRootRefusesRelativeOrMissing(t *testing.T) {
 		}
 	}
 }
+
+// A sandbox whose workspace holds another chat's workspace can swap a folder on the
+// latter's path for a link at any time after the create checked it: Open must never
+// follow it.
+func TestOpenNeverFollowsALinkSwappedIn(t *testing.T) {
+	root, vol := layout(t)
+	ws := vol + "/good/sub"
+	r, err := root.Open(ws)
+	if err != nil {
+		t.Fatalf("Open(%q): %v", ws, err)
+	}
+	if err := r.WriteFile("mine", []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	if _, err := os.Stat(ws + "/mine"); err != nil {
+		t.Fatalf("the file written through Open is not in the folder: %v", err)
+	}
+
+	// The swap: good/sub becomes a link to / (and good/sub2 a link to a real folder).
+	if err := os.Rename(ws, vol+"/good/sub.old"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/", ws); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(vol+"/good/sub.old", vol+"/good/sub2"); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{ws, vol + "/good/sub2", vol + "/toroot", vol + "/togood/sub.old", vol + "/file"} {
+		if r, err := root.Open(p); !errors.Is(err, sandbox.ErrInvalid) {
+			if r != nil {
+				r.Close()
+			}
+			t.Errorf("Open(%q): err = %v, want ErrInvalid", p, err)
+		}
+	}
+	for _, p := range []string{vol, vol + "/.pool", vol + "/../vol-evil/x"} {
+		if r, err := root.Open(p); !errors.Is(err, sandbox.ErrInvalid) {
+			if r != nil {
+				r.Close()
+			}
+			t.Errorf("Open(%q): err = %v, want ErrInvalid", p, err)
+		}
+	}
+	if _, err := root.Open(vol + "/gone"); !errors.Is(err, sandbox.ErrNotFound) {
+		t.Errorf("Open of a missing folder: err = %v, want ErrNotFound", err)
+	}
+}
