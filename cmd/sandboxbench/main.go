@@ -220,20 +220,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 
 	rep := Report{Started: time.Now().UTC(), Command: "sandboxbench " + strings.Join(args, " "),
 		Machine: machine(ctx, cli), Options: opts}
+	// A failure on one registry ends the run, but what was measured is still reported.
+	var runErr error
 	for _, reg := range registries {
-		if err := b.runRegistry(ctx, reg); err != nil {
-			return err
+		if runErr = b.runRegistry(ctx, reg); runErr != nil {
+			rep.Error = runErr.Error()
+			break
 		}
 	}
 	rep.Rows = b.rows
 	fmt.Fprintln(stdout)
 	printTable(stdout, rep)
 	if opts.jsonPath != "" {
-		if err := writeJSON(opts.jsonPath, rep); err != nil {
-			return err
-		}
+		runErr = errors.Join(runErr, writeJSON(opts.jsonPath, rep))
 	}
-	return nil
+	return runErr
 }
 
 func randomHex(n int) string {

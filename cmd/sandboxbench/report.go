@@ -123,6 +123,7 @@ type Report struct {
 	Machine Machine   `json:"machine"`
 	Options options   `json:"options"`
 	Rows    []Row     `json:"rows"`
+	Error   string    `json:"error,omitempty"` // why the run ended early
 }
 
 func writeJSON(path string, rep Report) error {
