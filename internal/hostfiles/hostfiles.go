@@ -66,12 +66,19 @@ func (f *Files) WriteFile(_ context.Context, s sandbox.Session, name string, r i
 	defer root.Close()
 	owner := f.owner(s)
 	if dir := path.Dir(rel); dir != "." {
+		// The folders this write makes go to the owner; those that were there keep
+		// theirs (a folder the sandbox may not change must stay so).
+		var made []string
+		for d := dir; d != "."; d = path.Dir(d) {
+			if _, err := root.Lstat(d); errors.Is(err, fs.ErrNotExist) {
+				made = append(made, d)
+			}
+		}
 		if err := root.MkdirAll(dir, 0o755); err != nil {
 			return lifecycle.FileInfo{}, mapErr("make folder", dir, err)
 		}
 		if owner != nil {
-			// Only the folders on the way; chown of an existing one is harmless.
-			for d := dir; d != "."; d = path.Dir(d) {
+			for _, d := range made {
 				_ = root.Lchown(d, owner.UID, owner.GID)
 			}
 		}

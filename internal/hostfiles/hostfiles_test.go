@@ -241,3 +241,27 @@ func TestWorkspaceSwappedForALinkIsRefused(t *testing.T) {
 		t.Error("/tmp/sandboxd-swap-evil was written through the swapped workspace")
 	}
 }
+
+// An upload into a folder that was there before leaves that folder's owner alone: the
+// client may have handed the sandbox a workspace with folders it must not change.
+func TestUploadKeepsTheOwnerOfExistingFolders(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("chown needs root")
+	}
+	ws := t.TempDir()
+	must(t, os.MkdirAll(filepath.Join(ws, "ro/in"), 0o755))
+	s := sandbox.Session{ID: uuid.New(), VolumeHostPath: ws}
+	f := hostfiles.New(hostfiles.Config{Owner: func(string) *hostfiles.Owner { return &hostfiles.Owner{UID: 1000, GID: 1000} }})
+	if _, err := f.WriteFile(context.Background(), s, "ro/in/new/f", strings.NewReader("x"), 10); err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[string]uint32{"ro": 0, "ro/in": 0, "ro/in/new": 1000, "ro/in/new/f": 1000} {
+		st, err := os.Lstat(filepath.Join(ws, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sys := st.Sys().(*syscall.Stat_t); sys.Uid != want || sys.Gid != want {
+			t.Errorf("%s owned by %d:%d, want %d:%d", p, sys.Uid, sys.Gid, want, want)
+		}
+	}
+}
