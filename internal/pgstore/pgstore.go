@@ -261,14 +261,18 @@ func collect(op string, rows pgx.Rows) ([]sandbox.Session, error) {
 
 // translate wraps a driver error with the operation and the sentinel it stands for:
 //   - a unique violation (23505) is sandbox.ErrConflict;
-//   - a server that refuses or drops the connection (class 08, 53 insufficient resources,
-//     57P01-57P03 shutdown), and any failure that never got a server answer (dial, network,
-//     closed pool), is sandbox.ErrUnavailable;
+//   - a connection the server refuses, whatever its reason (no such database, a wrong
+//     password, too many clients), a server that drops the connection (class 08, 53
+//     insufficient resources, 57P01-57P03 shutdown), and any failure that never got a
+//     server answer (dial, network, closed pool), is sandbox.ErrUnavailable;
 //   - ctx's errors keep their identity; other server errors (a bug in a query) are wrapped
 //     as they are.
 func translate(op string, err error) error {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("pgstore: %s: %w", op, err)
+	}
+	if _, ok := errors.AsType[*pgconn.ConnectError](err); ok {
+		return fmt.Errorf("pgstore: %s: %w: %w", op, sandbox.ErrUnavailable, err)
 	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"sync"
 	"testing"
 	"time"
@@ -131,6 +132,16 @@ func TestUnreachableDatabaseIsUnavailable(t *testing.T) {
 	_, err = pgstore.Open(ctx, fmt.Sprintf("postgres://nobody@127.0.0.1:%d/none?sslmode=disable&connect_timeout=2", port))
 	if !errors.Is(err, sandbox.ErrUnavailable) {
 		t.Fatalf("Open of an unreachable database: err = %v, want ErrUnavailable", err)
+	}
+	// A server that answers but refuses the connection (here: no such database; a wrong
+	// password or a full server alike) is unavailable too, not an internal error.
+	u, err := url.Parse(pgtest.DSN(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Path = "/no_such_database"
+	if _, err := pgstore.Open(ctx, u.String()); !errors.Is(err, sandbox.ErrUnavailable) {
+		t.Fatalf("Open of a database the server refuses: err = %v, want ErrUnavailable", err)
 	}
 	if _, err := pgstore.Open(ctx, "postgres://%zz"); !errors.Is(err, sandbox.ErrInvalid) {
 		t.Fatalf("Open of a malformed dsn: err = %v, want ErrInvalid", err)
