@@ -151,7 +151,8 @@ func (f *Files) OpenFile(_ context.Context, s sandbox.Session, name string) (io.
 }
 
 // ListDir lists the folder name ("" or "." for the workspace itself). Anything but a
-// folder is refused with sandbox.ErrInvalid.
+// folder, and a folder of more than MaxListEntries entries, is refused with
+// sandbox.ErrInvalid.
 func (f *Files) ListDir(_ context.Context, s sandbox.Session, name string) ([]lifecycle.FileInfo, error) {
 	rel, err := f.relative(s, name)
 	if err != nil {
@@ -169,20 +170,31 @@ func (f *Files) ListDir(_ context.Context, s sandbox.Session, name string) ([]li
 		return nil, mapErr("open", rel, err)
 	}
 	defer dir.Close()
-	entries, err := dir.ReadDir(-1)
-	if err != nil {
-		return nil, fmt.Errorf("hostfiles: list %q: %w: %w", name, err, sandbox.ErrInvalid)
-	}
-	out := make([]lifecycle.FileInfo, 0, len(entries))
-	for _, e := range entries {
-		st, err := e.Info()
-		if err != nil {
-			continue // vanished meanwhile
+	var out []lifecycle.FileInfo
+	for {
+		entries, err := dir.ReadDir(1024)
+		for _, e := range entries {
+			st, err := e.Info()
+			if err != nil {
+				continue // vanished meanwhile
+			}
+			out = append(out, info(path.Join(rel, e.Name()), st))
 		}
-		out = append(out, info(path.Join(rel, e.Name()), st))
+		if len(out) > MaxListEntries {
+			return nil, fmt.Errorf("hostfiles: folder %q has more than %d entries, too many to list: %w", name, MaxListEntries, sandbox.ErrInvalid)
+		}
+		switch {
+		case errors.Is(err, io.EOF):
+			return out, nil
+		case err != nil:
+			return nil, fmt.Errorf("hostfiles: list %q: %w: %w", name, err, sandbox.ErrInvalid)
+		}
 	}
-	return out, nil
 }
+
+// MaxListEntries bounds what ListDir holds in memory: a sandbox can fill a folder with
+// millions of names, and the listing must not make sandboxd hold them all.
+const MaxListEntries = 10000
 
 // relative turns a client's path into one relative to the workspace root.
 func (f *Files) relative(s sandbox.Session, name string) (string, error) {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -263,5 +264,26 @@ func TestUploadKeepsTheOwnerOfExistingFolders(t *testing.T) {
 		if sys := st.Sys().(*syscall.Stat_t); sys.Uid != want || sys.Gid != want {
 			t.Errorf("%s owned by %d:%d, want %d:%d", p, sys.Uid, sys.Gid, want, want)
 		}
+	}
+}
+
+// A sandbox can fill a folder with more names than sandboxd should hold in memory: the
+// listing is refused past MaxListEntries, and an empty folder is an empty list.
+func TestListingIsBounded(t *testing.T) {
+	f, s, ws := setup(t)
+	must(t, os.Mkdir(filepath.Join(ws, "many"), 0o700))
+	must(t, os.Mkdir(filepath.Join(ws, "empty"), 0o700))
+	for i := range hostfiles.MaxListEntries + 1 {
+		must(t, os.WriteFile(filepath.Join(ws, "many", strconv.Itoa(i)), nil, 0o600))
+	}
+	if list, err := f.ListDir(context.Background(), s, "many"); !errors.Is(err, sandbox.ErrInvalid) {
+		t.Fatalf("ListDir of %d entries: %d listed, err = %v, want ErrInvalid", hostfiles.MaxListEntries+1, len(list), err)
+	}
+	must(t, os.Remove(filepath.Join(ws, "many", "0")))
+	if list, err := f.ListDir(context.Background(), s, "many"); err != nil || len(list) != hostfiles.MaxListEntries {
+		t.Fatalf("ListDir of exactly the limit: %d listed, err = %v", len(list), err)
+	}
+	if list, err := f.ListDir(context.Background(), s, "empty"); err != nil || len(list) != 0 {
+		t.Fatalf("ListDir of an empty folder = %v, %v", list, err)
 	}
 }
