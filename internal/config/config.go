@@ -225,12 +225,12 @@ func options() []option {
 	}
 }
 
-// FlagName is the command-line flag of a key: "sweep::interval" is --sweep-interval.
+// flagName is the command-line flag of a key: "sweep::interval" is --sweep-interval.
 func flagName(key string) string {
 	return strings.NewReplacer(delim, "-", "_", "-").Replace(key)
 }
 
-// EnvName is the environment variable of a key: "sweep::interval" is SANDBOXD_SWEEP_INTERVAL.
+// envName is the environment variable of a key: "sweep::interval" is SANDBOXD_SWEEP_INTERVAL.
 func envName(key string) string {
 	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(key, delim, "_"))
 }
@@ -422,7 +422,7 @@ func (c *Config) finish() error {
 	return errors.Join(errs...)
 }
 
-// over fills p's unset fields from base. Env and Tmpfs are merged, p winning.
+// over fills p's unset fields from base. Env is merged, p winning; Pool is p's own.
 func (p Profile) over(base Profile) Profile {
 	if p.Image == "" {
 		p.Image = base.Image
@@ -629,16 +629,6 @@ func splitList(s string) []string {
 		if part = strings.TrimSpace(part); part != "" {
 			out = append(out, part)
 		}
-	}
-	return out
-}
-
-// Keys lists every key settable from the environment and flags, for documentation:
-// its YAML path, environment variable and flag.
-func Keys() [][3]string {
-	var out [][3]string
-	for _, o := range options() {
-		out = append(out, [3]string{strings.ReplaceAll(o.key, delim, "."), envName(o.key), "--" + flagName(o.key)})
 	}
 	return out
 }

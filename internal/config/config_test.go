@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -238,7 +239,7 @@ func TestHelp(t *testing.T) {
 	if !errors.Is(err, pflag.ErrHelp) {
 		t.Fatalf("err = %v, want pflag.ErrHelp", err)
 	}
-	for _, k := range Keys() {
+	for _, k := range keys() {
 		if !strings.Contains(out.String(), k[2]) || !strings.Contains(out.String(), k[1]) {
 			t.Errorf("usage does not show %s / %s", k[2], k[1])
 		}
@@ -315,5 +316,35 @@ agents:
 	}
 	if def, _ := Load(nil, nil, io.Discard); on(def.Agents.Default) {
 		t.Error("activity extends the TTL by default")
+	}
+}
+
+// keys lists every key settable from the environment and flags: its YAML path,
+// environment variable and flag.
+func keys() [][3]string {
+	var out [][3]string
+	for _, o := range options() {
+		out = append(out, [3]string{strings.ReplaceAll(o.key, delim, "."), envName(o.key), "--" + flagName(o.key)})
+	}
+	return out
+}
+
+// README.md's configuration table names every key with its environment variable, and
+// its profile example every profile field, so that the README stays true.
+func TestREADMENamesEveryKey(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys() {
+		row := "| `" + k[0] + "` | `" + k[1] + "`"
+		if !strings.Contains(string(readme), row) {
+			t.Errorf("README.md has no row %q", row)
+		}
+	}
+	for _, f := range reflect.VisibleFields(reflect.TypeFor[Profile]()) {
+		if key := f.Tag.Get("koanf"); !strings.Contains(string(readme), "    "+key+":") {
+			t.Errorf("README.md's profile example does not show %s", key)
+		}
 	}
 }
