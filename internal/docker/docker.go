@@ -57,7 +57,7 @@ type Profile struct {
 	Network        string            // Docker network mode (default "none"); host and container: are refused
 	Env            map[string]string // environment of the sandbox
 	WorkspaceMount string            // where the workspace folder appears (default /workspace)
-	User           string            // numeric "uid:gid", never uid 0 (default "1000:1000")
+	User           string            // numeric "uid:gid", never uid or gid 0 (default "1000:1000")
 	TmpfsBytes     int64             // size of the tmpfs on /tmp (default 64 MiB)
 	// Pool is how many sandboxes of this profile are kept started ahead of demand (see
 	// StartPool); the zero value keeps none.
@@ -241,7 +241,7 @@ func (p Profile) withDefaults() (Profile, error) {
 	return p, errors.Join(problems...)
 }
 
-// parseUser reads a numeric "uid[:gid]" and refuses root.
+// parseUser reads a numeric "uid[:gid]" and refuses root and the root group.
 func parseUser(s string) (uid, gid int, err error) {
 	us, gs, hasGID := strings.Cut(s, ":")
 	uid, err = strconv.Atoi(us)
@@ -255,6 +255,9 @@ func parseUser(s string) (uid, gid int, err error) {
 		return 0, 0, fmt.Errorf("user %q must be a numeric uid:gid", s)
 	case uid == 0:
 		return 0, 0, fmt.Errorf("user %q is root", s)
+	case gid == 0:
+		// The root group owns files in images and, through the workspace, on the host.
+		return 0, 0, fmt.Errorf("user %q is in the root group", s)
 	}
 	return uid, gid, nil
 }

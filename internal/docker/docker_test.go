@@ -495,6 +495,7 @@ func TestNewRefusesUnsafeProfiles(t *testing.T) {
 	root := t.TempDir()
 	for name, p := range map[string]docker.Profile{
 		"root user":         {User: "0:0"},
+		"root group":        {User: "1000:0"},
 		"named user":        {User: "root"},
 		"host network":      {Network: "host"},
 		"container network": {Network: "container:abc"},
