@@ -77,7 +77,7 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 	}
 	closers = append(closers, tel.Shutdown)
 
-	reg, err := openRegistry(ctx, cfg.Registry)
+	reg, err := openRegistry(ctx, cfg.Registry, cfg.Sweep.Parallelism)
 	if err != nil {
 		return err
 	}
@@ -232,8 +232,8 @@ type registry struct {
 }
 
 // openRegistry opens the registry dsn names: SQLite (one process, locks in memory) or
-// PostgreSQL (replicas, advisory locks).
-func openRegistry(ctx context.Context, dsn string) (registry, error) {
+// PostgreSQL (replicas, advisory locks). sweepParallelism sizes the lock pool.
+func openRegistry(ctx context.Context, dsn string, sweepParallelism int) (registry, error) {
 	kind, target, err := config.ParseRegistry(dsn)
 	if err != nil {
 		return registry{}, err
@@ -255,7 +255,12 @@ func openRegistry(ctx context.Context, dsn string) (registry, error) {
 		}
 		// The locker gets a pool of its own: a lock holder must never wait for a
 		// connection that only other holders and waiters have.
-		pool, err := pgxpool.New(ctx, target)
+		pcfg, err := lockPoolConfig(target, sweepParallelism)
+		if err != nil {
+			_ = st.Close()
+			return registry{}, fmt.Errorf("registry: lock pool: malformed dsn: %w", sandbox.ErrInvalid)
+		}
+		pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 		if err != nil {
 			_ = st.Close()
 			return registry{}, fmt.Errorf("registry: lock pool: %w", sandbox.ErrUnavailable)
@@ -272,6 +277,26 @@ func openRegistry(ctx context.Context, dsn string) (registry, error) {
 		}}, nil
 	}
 	return registry{}, fmt.Errorf("registry: unknown kind %q", kind)
+}
+
+// lockPoolHeadroom is how many chats the lock pool can lock besides a full sweep's.
+const lockPoolHeadroom = 16
+
+// lockPoolConfig configures the locker's pool. pglock holds one connection per chat being
+// locked for the whole use case (a stop or a create: seconds), so pgxpool's default size,
+// max(4, NumCPU), is no more than the default sweep's 4 chats at once: a sweep of slow
+// stops would hold every connection, and every other chat's request would wait for one
+// (and fail after pglock's wait). Unless dsn sets pool_max_conns, the pool is made big
+// enough for a sweep and lockPoolHeadroom other chats.
+func lockPoolConfig(dsn string, sweepParallelism int) (*pgxpool.Config, error) {
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, err
+	}
+	if !strings.Contains(dsn, "pool_max_conns") {
+		cfg.MaxConns = max(cfg.MaxConns, int32(sweepParallelism+lockPoolHeadroom))
+	}
+	return cfg, nil
 }
 
 // runtimeConfig turns the configuration's agent profiles into the Docker runtime's.
