@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -48,9 +49,21 @@ func sqliteRegistry() registry {
 	}}
 }
 
-func postgresRegistry(admin string) registry {
+func postgresRegistry(admin string, maxConns int) registry {
 	return registry{name: "postgres", fresh: func(ctx context.Context, _ string) (string, func(), error) {
-		return newDatabase(ctx, admin)
+		dsn, drop, err := newDatabase(ctx, admin)
+		if err != nil || maxConns <= 0 {
+			return dsn, drop, err
+		}
+		u, err := url.Parse(dsn)
+		if err != nil {
+			drop()
+			return "", nil, err
+		}
+		q := u.Query()
+		q.Set("pool_max_conns", strconv.Itoa(maxConns))
+		u.RawQuery = q.Encode()
+		return u.String(), drop, nil
 	}}
 }
 

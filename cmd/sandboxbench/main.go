@@ -76,7 +76,8 @@ type options struct {
 	Registries    []string      `json:"registries"`
 	Quick         bool          `json:"quick"`
 
-	pgDSN    string
+	pgDSN      string
+	pgMaxConns int
 	sandboxd string
 	image    string
 	jsonPath string
@@ -102,6 +103,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.PoolGap, "pool-gap", 500*time.Millisecond, "pause before each warm-pool create (not timed), for the pool to refill")
 	registries := fs.String("registries", "sqlite,postgres", "registries to measure on: sqlite, postgres or both (comma-separated)")
 	fs.StringVar(&o.pgDSN, "pg-dsn", "", "PostgreSQL server DSN (a user allowed to create databases); empty: a throwaway cluster")
+	fs.IntVar(&o.pgMaxConns, "pg-max-conns", 0, "pool_max_conns in sandboxd's PostgreSQL DSN, for both its pools (0: pgxpool's default, max(4, CPUs))")
 	fs.StringVar(&o.sandboxd, "sandboxd", "", "sandboxd binary; empty: go build ./cmd/sandboxd of this module")
 	fs.StringVar(&o.image, "image", "sandboxd-sandbox:latest", "sandbox image (scripts/build-image.sh)")
 	fs.StringVar(&o.jsonPath, "json", "", "write the results as JSON to this file")
@@ -215,7 +217,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 			defer func() { err = errors.Join(err, c.stop()) }()
 			admin = c.dsn
 		}
-		registries = append(registries, postgresRegistry(admin))
+		registries = append(registries, postgresRegistry(admin, opts.pgMaxConns))
 	}
 
 	rep := Report{Started: time.Now().UTC(), Command: "sandboxbench " + strings.Join(args, " "),
