@@ -78,10 +78,10 @@ type options struct {
 
 	pgDSN      string
 	pgMaxConns int
-	sandboxd string
-	image    string
-	jsonPath string
-	runID    string
+	sandboxd   string
+	image      string
+	jsonPath   string
+	runID      string
 }
 
 func parseOptions(args []string, stderr io.Writer) (options, error) {
