@@ -105,6 +105,7 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 
 	// Workspace files from the host side; written files belong to the sandbox's user.
 	files := hostfiles.New(hostfiles.Config{
+		Open:       rt.OpenWorkspace,
 		MountPoint: rt.WorkspaceMount,
 		Owner: func(agentID string) *hostfiles.Owner {
 			uid, gid := rt.SandboxUser(agentID)

@@ -54,8 +54,10 @@ func (r *Root) Derive(chatID uuid.UUID) string {
 	return filepath.Join(r.dir, chatID.String())
 }
 
-// Check returns the cleaned form of path if it is an existing real directory strictly
-// inside the root, reached without any symbolic link. Errors wrap sandbox.ErrInvalid when
+// Check returns the cleaned form of path if it is an existing real directory directly
+// inside the root (workspaces never nest: a sandbox whose workspace held another's could
+// swap that folder for a link between this check and the engine's mount), reached
+// without any symbolic link. Errors wrap sandbox.ErrInvalid when
 // the path is refused and sandbox.ErrUnavailable when the root cannot be opened.
 func (r *Root) Check(path string) (string, error) {
 	return r.check(path, false)
@@ -73,7 +75,7 @@ func (r *Root) CheckCreatable(path string) (string, error) {
 // it; negative ids leave the owner alone), then the whole path is checked again. Only
 // the last component is ever created. Errors are Check's, or the failed file operation's.
 func (r *Root) Ensure(path string, uid, gid int) (string, error) {
-	rel, err := r.rel(path)
+	rel, err := r.workspaceRel(path)
 	if err != nil {
 		return "", err
 	}
@@ -101,7 +103,7 @@ func (r *Root) Ensure(path string, uid, gid int) (string, error) {
 }
 
 func (r *Root) check(path string, missingOK bool) (string, error) {
-	rel, err := r.rel(path)
+	rel, err := r.workspaceRel(path)
 	if err != nil {
 		return "", err
 	}
@@ -109,6 +111,17 @@ func (r *Root) check(path string, missingOK bool) (string, error) {
 		return "", err
 	}
 	return filepath.Join(r.dir, rel), nil
+}
+
+// workspaceRel is rel for a folder that is to become a workspace: it must be a direct
+// child of the root, so no workspace lies inside another.
+func (r *Root) workspaceRel(path string) (string, error) {
+	rel, err := r.rel(path)
+	if err == nil && strings.Contains(rel, "/") {
+		err = fmt.Errorf("workspace path %q is not directly inside the volume root %s (workspaces may not nest): %w",
+			path, r.dir, sandbox.ErrInvalid)
+	}
+	return rel, err
 }
 
 // rel applies the rules that need no file system and returns path relative to the root.
