@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -494,6 +495,25 @@ func (b *bench) pool(ctx context.Context, reg registry, coldP50, coldP99 float64
 		return err
 	}
 	defer srv.kill()
+	// Let the pool fill first: it holds pool.min containers of sandboxd's instance.
+	want := 1
+	for _, kv := range b.opts.PoolEnv {
+		if v, ok := strings.CutPrefix(kv, "SANDBOXD_AGENTS_DEFAULT_POOL_MIN="); ok {
+			want, _ = strconv.Atoi(v)
+		}
+	}
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
+		ids, err := instanceContainers(ctx, b.cli, w.instance)
+		if err != nil {
+			return err
+		}
+		if len(ids) >= want {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the warm pool holds %d containers a minute after start, want %d", len(ids), want)
+		}
+	}
 	var lat []time.Duration
 	for i := range b.opts.N + 1 {
 		// Give the pool the time to refill between creates, as a chat rate below the

@@ -99,7 +99,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.Sessions, "sessions", 10000, "sessions in the registry for the memory measurement")
 	fs.IntVar(&o.RegistryOps, "registry-ops", 5000, "operations of each kind on the registry")
 	fs.DurationVar(&o.Settle, "settle", 3*time.Second, "wait before reading sandboxd's RSS")
-	poolEnv := fs.String("pool-env", "", "SANDBOXD_...=value settings (comma-separated) that turn the warm pool on; empty: no pool measurement")
+	poolEnv := fs.String("pool-env", "SANDBOXD_AGENTS_DEFAULT_POOL_MIN=4", "SANDBOXD_...=value settings (comma-separated) that turn the warm pool on; empty: no pool measurement")
 	fs.DurationVar(&o.PoolGap, "pool-gap", 500*time.Millisecond, "pause before each warm-pool create (not timed), for the pool to refill")
 	registries := fs.String("registries", "sqlite,postgres", "registries to measure on: sqlite, postgres or both (comma-separated)")
 	fs.StringVar(&o.pgDSN, "pg-dsn", "", "PostgreSQL server DSN (a user allowed to create databases); empty: a throwaway cluster")
