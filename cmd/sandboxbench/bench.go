@@ -686,7 +686,7 @@ func (b *bench) registryOps(ctx context.Context, reg registry) error {
 	}{
 		{"Save", n, func(i int) error { return st.Save(ctx, sessions[i]) }},
 		{"Get", n, func(i int) error { _, err := st.Get(ctx, sessions[i].ChatID); return err }},
-		{"ListExpired (limit 100)", lists, func(int) error { _, err := st.ListExpired(ctx, now, 100); return err }},
+		{"ListExpired (limit 100)", lists, func(int) error { _, err := st.ListExpired(ctx, now, lifecycle.ExpiredAfter{}, 100); return err }},
 		{"Remove", n, func(i int) error { return st.Remove(ctx, sessions[i].ID) }},
 	}
 	for _, op := range ops {

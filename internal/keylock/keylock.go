@@ -29,6 +29,9 @@ func New() *Locker { return &Locker{} }
 
 // Lock blocks until the chat's lock is held or ctx ends (then it returns ctx's error).
 func (l *Locker) Lock(ctx context.Context, chatID uuid.UUID) (func(), error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err // never a coin toss between a free lock and an ended context
+	}
 	l.mu.Lock()
 	if l.locks == nil {
 		l.locks = make(map[uuid.UUID]*entry)

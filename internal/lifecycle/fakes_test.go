@@ -150,7 +150,7 @@ type staleSnapshotStore struct {
 	snapshot sandbox.Session
 }
 
-func (s staleSnapshotStore) ListExpired(context.Context, time.Time, int) ([]sandbox.Session, error) {
+func (s staleSnapshotStore) ListExpired(context.Context, time.Time, lifecycle.ExpiredAfter, int) ([]sandbox.Session, error) {
 	return []sandbox.Session{s.snapshot}, nil
 }
 

@@ -1,5 +1,6 @@
 // Package lifecycle holds the use cases of sandboxd (create-or-reuse, delete, the expiry
-// sweep, reconciliation) and the ports they consume. It knows no infrastructure: it imports
+// sweep, reconciliation, and what agents do inside their sandbox: exec, workspace files,
+// keepalive) and the ports they consume. It knows no infrastructure: it imports
 // the domain, the standard library and the OpenTelemetry API only.
 package lifecycle
 
@@ -8,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -97,6 +99,53 @@ type Service struct {
 	log    *slog.Logger
 	tracer trace.Tracer
 	m      instruments
+
+	busy inflight // use cases holding a chat lock
+}
+
+// inflight counts use cases under way so that shutdown can wait for them.
+type inflight struct {
+	mu   sync.Mutex
+	n    int
+	idle chan struct{} // closed when n drops to 0
+}
+
+func (f *inflight) add() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.n == 0 {
+		f.idle = make(chan struct{})
+	}
+	f.n++
+}
+
+func (f *inflight) done() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.n--
+	if f.n == 0 {
+		close(f.idle)
+	}
+}
+
+// Drain waits until the use cases under way (which run on after their callers left) have
+// finished, or ctx ends. Call it at shutdown after the API and the background jobs have
+// stopped and before the runtime and the registry are closed, so that no create is cut
+// off between making its container and recording it.
+func (s *Service) Drain(ctx context.Context) error {
+	s.busy.mu.Lock()
+	if s.busy.n == 0 {
+		s.busy.mu.Unlock()
+		return nil
+	}
+	idle, n := s.busy.idle, s.busy.n
+	s.busy.mu.Unlock()
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("lifecycle: %d use cases still under way: %w", n, ctx.Err())
+	}
 }
 
 type instruments struct {
@@ -218,6 +267,8 @@ func (s *Service) locked(ctx context.Context, chatID uuid.UUID, fn func(ctx cont
 		return fmt.Errorf("lock chat %s: %w", chatID, err)
 	}
 	defer unlock()
+	s.busy.add()
+	defer s.busy.done()
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opTimeout)
 	defer cancel()
 	return fn(ctx)

@@ -321,3 +321,134 @@ func TestCoreImportsNoInfrastructure(t *testing.T) {
 		}
 	}
 }
+
+// multiFailRuntime fails the stop of every container in fail.
+type multiFailRuntime struct {
+	fakeRuntime
+	fail map[string]bool
+}
+
+func (r *multiFailRuntime) Stop(ctx context.Context, id string) error {
+	_ = r.fakeRuntime.Stop(ctx, id)
+	if r.fail[id] {
+		return &runtimeError{"stop_failed"}
+	}
+	return nil
+}
+
+func TestSweepPagesPastSessionsWhoseStopKeepsFailing(t *testing.T) {
+	var sessions []sandbox.Session
+	runtime := &multiFailRuntime{fail: map[string]bool{}}
+	for i := range 7 {
+		s := expiredSession()
+		s.ID, s.ChatID = uuid.New(), uuid.New()
+		s.ContainerID = fmt.Sprintf("container-%d", i)
+		s.ExpiresAt = now.Add(-time.Duration(10-i) * time.Minute)
+		if i < 5 { // the five oldest never stop: more than a page
+			runtime.fail[s.ContainerID] = true
+		}
+		sessions = append(sessions, s)
+	}
+	store := storeWith(t, sessions...)
+	svc, err := lifecycle.New(lifecycle.Config{
+		Store: store, Locker: keylock.New(), Runtime: runtime, TTL: ttl, Clock: fixedClock{now}, SweepBatch: 2,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // and again: the failing ones do not starve the others on a later sweep either
+		cleaned, err := svc.CleanupExpired(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(cleaned) > 0 {
+			assertEqual(t, "cleaned", cleaned, sessions[5:])
+		}
+	}
+	if n, _ := store.Count(context.Background()); n != 5 {
+		t.Fatalf("%d sessions left, want the 5 that cannot stop", n)
+	}
+}
+
+// gatedRuntime holds every stop until released, and cancels the sweep at the first.
+type gatedRuntime struct {
+	fakeRuntime
+	cancel  context.CancelFunc
+	release chan struct{}
+}
+
+func (r *gatedRuntime) Stop(ctx context.Context, id string) error {
+	r.cancel()
+	<-r.release
+	return r.fakeRuntime.Stop(ctx, id)
+}
+
+func TestSweepStopsStartingWorkWhenShutDown(t *testing.T) {
+	var sessions []sandbox.Session
+	for range 50 {
+		s := expiredSession()
+		s.ID, s.ChatID = uuid.New(), uuid.New()
+		sessions = append(sessions, s)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	runtime := &gatedRuntime{cancel: cancel, release: make(chan struct{})}
+	tel := newTelemetry(t)
+	svc, err := lifecycle.New(lifecycle.Config{
+		Store: storeWith(t, sessions...), Locker: keylock.New(), Runtime: runtime, TTL: ttl, Clock: fixedClock{now},
+		SweepParallelism: 4, Tracer: tel.tp, MeterProvider: tel.mp,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan []sandbox.Session)
+	go func() {
+		cleaned, _ := svc.CleanupExpired(ctx)
+		done <- cleaned
+	}()
+	time.Sleep(50 * time.Millisecond) // let the sweep reach its gate
+	close(runtime.release)
+	cleaned := <-done
+	_, stops, _ := runtime.calls()
+	if len(stops) > 4 || len(cleaned) != len(stops) {
+		t.Fatalf("after shutdown the sweep stopped %d containers and cleaned %d; want at most the 4 under way", len(stops), len(cleaned))
+	}
+	if n := tel.counter(t, "sandbox.cleanup.error.total", nil); n != 0 {
+		t.Fatalf("shutdown counted as %d cleanup errors", n)
+	}
+}
+
+func TestDrainWaitsForACreateWhoseCallerLeft(t *testing.T) {
+	runtime := newBlockingRuntime()
+	store := memstore.New()
+	svc, err := lifecycle.New(lifecycle.Config{Store: store, Locker: keylock.New(), Runtime: runtime, TTL: ttl, Clock: fixedClock{now}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.Drain(context.Background()); err != nil {
+		t.Fatalf("Drain with nothing under way: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	created := make(chan error, 1)
+	go func() {
+		_, _, err := svc.Create(ctx, createRequest())
+		created <- err
+	}()
+	<-runtime.createStarted
+	cancel() // the caller leaves; the create goes on
+
+	short, cancelShort := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancelShort()
+	if err := svc.Drain(short); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Drain while a create is under way: err = %v, want DeadlineExceeded", err)
+	}
+	drained := make(chan error, 1)
+	go func() { drained <- svc.Drain(context.Background()) }()
+	close(runtime.allowCreate)
+	if err := <-drained; err != nil {
+		t.Fatalf("Drain: %v", err)
+	}
+	if err := <-created; err != nil {
+		t.Fatalf("create whose caller left: %v", err)
+	}
+	mustGet(t, store, chatID) // recorded, not cut off
+}

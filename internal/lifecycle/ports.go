@@ -19,8 +19,9 @@ type Store interface {
 	// Get returns the chat's session, expired or not, or an error wrapping
 	// sandbox.ErrNotFound.
 	Get(ctx context.Context, chatID uuid.UUID) (sandbox.Session, error)
-	// ListExpired returns up to limit sessions with ExpiresAt <= now, oldest expiry first.
-	ListExpired(ctx context.Context, now time.Time, limit int) ([]sandbox.Session, error)
+	// ListExpired returns up to limit sessions with ExpiresAt <= now that come after
+	// `after` in (ExpiresAt, ChatID) order, oldest expiry first (ties in chat id order).
+	ListExpired(ctx context.Context, now time.Time, after ExpiredAfter, limit int) ([]sandbox.Session, error)
 	// List returns one page of sessions ordered by chat id, after filter.After.
 	List(ctx context.Context, filter ListFilter) ([]sandbox.Session, error)
 	// Count returns how many sessions the registry holds.
@@ -30,6 +31,18 @@ type Store interface {
 	SetExpiry(ctx context.Context, sessionID uuid.UUID, expiresAt time.Time) error
 	// Remove forgets the session sessionID. Removing a session that is gone is no error.
 	Remove(ctx context.Context, sessionID uuid.UUID) error
+}
+
+// ExpiredAfter is where a page of ListExpired starts: after the session that expires at
+// ExpiresAt for ChatID. The zero value starts at the oldest.
+type ExpiredAfter struct {
+	ExpiresAt time.Time
+	ChatID    uuid.UUID
+}
+
+// After returns the cursor of the page that follows s.
+func After(s sandbox.Session) ExpiredAfter {
+	return ExpiredAfter{ExpiresAt: s.ExpiresAt, ChatID: s.ChatID}
 }
 
 // ListFilter selects one page of List.

@@ -15,33 +15,35 @@ import (
 )
 
 // CleanupExpired stops and forgets the sessions whose TTL has passed and returns those it
-// cleaned, in snapshot order (oldest expiry first). A session replaced or extended since
-// the snapshot is skipped; a failure is logged and counted and the sweep goes on. The
-// error is only for a registry that cannot give the snapshot.
+// cleaned, in snapshot order (oldest expiry first). The snapshot is read page by page
+// (SweepBatch at a time), so sessions whose stop keeps failing never hide the ones behind
+// them. A session replaced or extended since the snapshot is skipped; a failure is logged
+// and counted and the sweep goes on. When ctx ends (shutdown) no further session is
+// started; those left wait for the next sweep. The error is only for a registry that
+// cannot give the snapshot; the sessions cleaned before it are returned with it.
 func (s *Service) CleanupExpired(ctx context.Context) ([]sandbox.Session, error) {
 	ctx, span := s.tracer.Start(ctx, "usecase.cleanup_expired_sandboxes")
 	defer span.End()
 
-	expired, err := s.store.ListExpired(ctx, s.clock.Now(), s.sweepBatch)
-	if err != nil {
-		err = fmt.Errorf("sweep: list expired: %w", err)
-		span.SetAttributes(attribute.String("sandbox.result", string(Failed)))
-		failSpan(span, err)
-		return nil, err
+	now := s.clock.Now()
+	var (
+		expired  []sandbox.Session
+		outcomes []Outcome
+		listErr  error
+	)
+	for after := (ExpiredAfter{}); ctx.Err() == nil; {
+		page, err := s.store.ListExpired(ctx, now, after, s.sweepBatch)
+		if err != nil {
+			listErr = fmt.Errorf("sweep: list expired: %w", err)
+			break
+		}
+		expired = append(expired, page...)
+		outcomes = append(outcomes, s.cleanAll(ctx, page)...)
+		if len(page) < s.sweepBatch {
+			break
+		}
+		after = After(page[len(page)-1])
 	}
-
-	outcomes := make([]Outcome, len(expired))
-	sem := make(chan struct{}, s.sweepParallelism)
-	var wg sync.WaitGroup
-	for i, snap := range expired {
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			outcomes[i] = s.cleanOne(ctx, snap)
-		}()
-	}
-	wg.Wait()
 
 	var cleaned []sandbox.Session
 	failures := 0
@@ -58,12 +60,40 @@ func (s *Service) CleanupExpired(ctx context.Context) ([]sandbox.Session, error)
 	if failures > 0 {
 		status = "completed_with_errors"
 	}
+	if listErr != nil {
+		status = string(Failed)
+		failSpan(span, listErr)
+	}
 	span.SetAttributes(
 		attribute.Int("sandbox.expired_count", len(expired)),
 		attribute.Int("sandbox.cleaned_count", len(cleaned)),
 		attribute.Int("sandbox.error_count", failures),
 		attribute.String("sandbox.result", status))
-	return cleaned, nil
+	return cleaned, listErr
+}
+
+// cleanAll cleans one page of the snapshot, SweepParallelism chats at a time, and returns
+// each entry's outcome. Once ctx ends it starts no more.
+func (s *Service) cleanAll(ctx context.Context, page []sandbox.Session) []Outcome {
+	outcomes := make([]Outcome, len(page))
+	sem := make(chan struct{}, s.sweepParallelism)
+	var wg sync.WaitGroup
+	for i, snap := range page {
+		outcomes[i] = skipped
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			wg.Wait()
+			return outcomes
+		}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			outcomes[i] = s.cleanOne(ctx, snap)
+		}()
+	}
+	wg.Wait()
+	return outcomes
 }
 
 // skipped marks a snapshot entry that was no longer the chat's expired session.
@@ -87,6 +117,9 @@ func (s *Service) cleanOne(ctx context.Context, snap sandbox.Session) Outcome {
 		outcome = s.clean(ctx, current)
 		return nil
 	})
+	if err != nil && ctx.Err() != nil {
+		return skipped // shutting down: the next sweep takes it
+	}
 	if err != nil {
 		// The lock or the re-read failed: nothing was touched; count it as a failure.
 		s.log.ErrorContext(ctx, "sandbox_clean_failed",

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -74,10 +75,10 @@ func TestStore(t *testing.T, newStore func(t *testing.T) lifecycle.Store) {
 			t.Fatalf("Get = %+v, %v; want %+v", got, err, s)
 		}
 		// One microsecond either side of the expiry decides what the sweep sees.
-		if page, err := st.ListExpired(ctx, s.ExpiresAt.Add(-time.Microsecond), 10); err != nil || len(page) != 0 {
+		if page, err := st.ListExpired(ctx, s.ExpiresAt.Add(-time.Microsecond), lifecycle.ExpiredAfter{}, 10); err != nil || len(page) != 0 {
 			t.Fatalf("ListExpired a microsecond before expiry = %d sessions, %v; want none", len(page), err)
 		}
-		if page, err := st.ListExpired(ctx, s.ExpiresAt, 10); err != nil || len(page) != 1 {
+		if page, err := st.ListExpired(ctx, s.ExpiresAt, lifecycle.ExpiredAfter{}, 10); err != nil || len(page) != 1 {
 			t.Fatalf("ListExpired at expiry = %d sessions, %v; want 1", len(page), err)
 		}
 	})
@@ -165,16 +166,33 @@ func TestStore(t *testing.T, newStore func(t *testing.T) lifecycle.Store) {
 		for _, s := range []sandbox.Session{older, boundary, oldest, live} {
 			mustSave(t, st, s)
 		}
-		got, err := st.ListExpired(ctx, now, 10)
+		got, err := st.ListExpired(ctx, now, lifecycle.ExpiredAfter{}, 10)
 		if err != nil {
 			t.Fatalf("ListExpired: %v", err)
 		}
 		assertIDs(t, got, oldest, older, boundary)
-		got, err = st.ListExpired(ctx, now, 2)
+		got, err = st.ListExpired(ctx, now, lifecycle.ExpiredAfter{}, 2)
 		if err != nil {
 			t.Fatalf("ListExpired limited: %v", err)
 		}
 		assertIDs(t, got, oldest, older)
+		got, err = st.ListExpired(ctx, now, lifecycle.After(older), 2)
+		if err != nil {
+			t.Fatalf("ListExpired after a cursor: %v", err)
+		}
+		assertIDs(t, got, boundary)
+		// Ties on expiry are broken by chat id, so a page boundary inside a tie loses nothing.
+		twin := NewSession(uuid.New(), boundary.ExpiresAt)
+		mustSave(t, st, twin)
+		first, second := boundary, twin
+		if compareChat(twin, boundary) < 0 {
+			first, second = twin, boundary
+		}
+		got, err = st.ListExpired(ctx, now, lifecycle.After(first), 10)
+		if err != nil {
+			t.Fatalf("ListExpired inside a tie: %v", err)
+		}
+		assertIDs(t, got, second)
 	})
 
 	t.Run("SetExpiry", func(t *testing.T) {
@@ -254,6 +272,10 @@ func TestStore(t *testing.T, newStore func(t *testing.T) lifecycle.Store) {
 			t.Errorf("Count = %d, want 7", n)
 		}
 	})
+}
+
+func compareChat(a, b sandbox.Session) int {
+	return strings.Compare(a.ChatID.String(), b.ChatID.String())
 }
 
 func mustSave(t *testing.T, st lifecycle.Store, s sandbox.Session) {

@@ -53,14 +53,19 @@ func (st *Store) Get(_ context.Context, chatID uuid.UUID) (sandbox.Session, erro
 	return s, nil
 }
 
-// ListExpired returns up to limit sessions expired at now, oldest expiry first.
-func (st *Store) ListExpired(_ context.Context, now time.Time, limit int) ([]sandbox.Session, error) {
+// ListExpired returns up to limit sessions expired at now after the cursor, oldest
+// expiry first.
+func (st *Store) ListExpired(_ context.Context, now time.Time, after lifecycle.ExpiredAfter, limit int) ([]sandbox.Session, error) {
 	st.mu.Lock()
 	var out []sandbox.Session
 	for _, s := range st.byChat {
-		if s.Expired(now) {
-			out = append(out, s)
+		if !s.Expired(now) {
+			continue
 		}
+		if c := s.ExpiresAt.Compare(after.ExpiresAt); c < 0 || (c == 0 && compareUUID(s.ChatID, after.ChatID) <= 0) {
+			continue
+		}
+		out = append(out, s)
 	}
 	st.mu.Unlock()
 	slices.SortFunc(out, func(a, b sandbox.Session) int {

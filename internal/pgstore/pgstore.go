@@ -163,15 +163,17 @@ func (st *Store) Get(ctx context.Context, chatID uuid.UUID) (sandbox.Session, er
 	return s, nil
 }
 
-// ListExpired returns up to limit sessions with ExpiresAt <= now, oldest expiry first
-// (ties in chat order), read from the expiry index. A limit <= 0 means no limit.
-func (st *Store) ListExpired(ctx context.Context, now time.Time, limit int) ([]sandbox.Session, error) {
+// ListExpired returns up to limit sessions with ExpiresAt <= now after the cursor,
+// oldest expiry first (ties in chat order), read from the expiry index. A limit <= 0
+// means no limit.
+func (st *Store) ListExpired(ctx context.Context, now time.Time, after lifecycle.ExpiredAfter, limit int) ([]sandbox.Session, error) {
 	var lim any // NULL: LIMIT ALL
 	if limit > 0 {
 		lim = limit
 	}
 	rows, err := st.pool.Query(ctx, `SELECT `+columns+` FROM sandbox_sessions
-		WHERE expires_at <= $1 ORDER BY expires_at, chat_id LIMIT $2`, now, lim)
+		WHERE expires_at <= $1 AND (expires_at, chat_id) > ($2, $3)
+		ORDER BY expires_at, chat_id LIMIT $4`, now, after.ExpiresAt, after.ChatID, lim)
 	if err != nil {
 		return nil, translate("list expired", err)
 	}

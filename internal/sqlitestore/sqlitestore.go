@@ -180,14 +180,17 @@ func (st *Store) Get(ctx context.Context, chatID uuid.UUID) (sandbox.Session, er
 	return s, nil
 }
 
-// ListExpired returns up to limit sessions with ExpiresAt <= now, oldest expiry first
-// (ties in chat order), read from the expiry index. A limit <= 0 means no limit.
-func (st *Store) ListExpired(ctx context.Context, now time.Time, limit int) ([]sandbox.Session, error) {
+// ListExpired returns up to limit sessions with ExpiresAt <= now after the cursor,
+// oldest expiry first (ties in chat order), read from the expiry index. A limit <= 0
+// means no limit.
+func (st *Store) ListExpired(ctx context.Context, now time.Time, after lifecycle.ExpiredAfter, limit int) ([]sandbox.Session, error) {
 	if limit <= 0 {
 		limit = -1 // SQLite: no limit
 	}
 	rows, err := st.r.QueryContext(ctx, `SELECT `+columns+` FROM sandbox_sessions
-		WHERE expires_at <= ? ORDER BY expires_at, chat_id LIMIT ?`, now.UnixMicro(), limit)
+		WHERE expires_at <= ? AND (expires_at, chat_id) > (?, ?)
+		ORDER BY expires_at, chat_id LIMIT ?`,
+		now.UnixMicro(), after.ExpiresAt.UnixMicro(), after.ChatID.String(), limit)
 	if err != nil {
 		return nil, translate("list expired", err)
 	}
