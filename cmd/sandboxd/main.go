@@ -61,6 +61,14 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 	}
 	log := newLogger(cfg.Log, stdout)
 
+	// Take the address first: a second sandboxd started by mistake on the same address
+	// must fail here, before its start-up reconcile touches anything.
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	defer ln.Close() // closed by the server once it serves; this covers the early returns
+
 	// Teardown runs after ctx has ended; it gets its own bounded context.
 	var closers []func(context.Context) error
 	defer func() {
@@ -157,6 +165,9 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 		log.WarnContext(ctx, "sandbox_pool_start_failed", slog.String("error", err.Error()))
 	}
 	closers = append(closers, rt.DrainPool)
+	// Runs before the pool drain, the runtime and the registry close: use cases whose
+	// callers left (creates, sweeps) finish their work first.
+	closers = append(closers, svc.Drain)
 	jobs, err := periodic.Start(ctx, log,
 		periodic.Job{Name: "sweep", Interval: cfg.Sweep.Interval, Run: func(ctx context.Context) error {
 			_, err := svc.CleanupExpired(ctx)
@@ -180,16 +191,12 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 	if err != nil {
 		return err
 	}
-	return serve(ctx, log, cfg, handler)
+	return serve(ctx, log, cfg, ln, handler)
 }
 
-// serve listens on cfg.Listen until ctx ends, then stops accepting and waits (up to the
-// shutdown timeout) for the requests in flight.
-func serve(ctx context.Context, log *slog.Logger, cfg config.Config, handler http.Handler) error {
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
+// serve answers on ln until ctx ends, then stops accepting and waits (up to the shutdown
+// timeout) for the requests in flight.
+func serve(ctx context.Context, log *slog.Logger, cfg config.Config, ln net.Listener, handler http.Handler) error {
 	srv := &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
