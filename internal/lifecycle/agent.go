@@ -235,6 +235,9 @@ func (s *Service) touch(ctx context.Context, session sandbox.Session) {
 // liveSession returns the chat's session if it has not expired.
 func (s *Service) liveSession(ctx context.Context, chatID uuid.UUID) (sandbox.Session, error) {
 	session, err := s.store.Get(ctx, chatID)
+	if errors.Is(err, sandbox.ErrNotFound) {
+		return sandbox.Session{}, noSandbox(chatID)
+	}
 	if err != nil {
 		return sandbox.Session{}, fmt.Errorf("chat %s: %w", chatID, err)
 	}

@@ -173,6 +173,9 @@ func (s *Service) start(ctx context.Context, span trace.Span, req CreateRequest,
 // sandbox.ErrNotFound.
 func (s *Service) Get(ctx context.Context, chatID uuid.UUID) (sandbox.Session, error) {
 	session, err := s.store.Get(ctx, chatID)
+	if errors.Is(err, sandbox.ErrNotFound) {
+		return sandbox.Session{}, noSandbox(chatID)
+	}
 	if err != nil {
 		return sandbox.Session{}, fmt.Errorf("get chat %s: %w", chatID, err)
 	}
@@ -189,4 +192,10 @@ func (s *Service) List(ctx context.Context, filter ListFilter) ([]sandbox.Sessio
 		return nil, fmt.Errorf("list sessions: %w", err)
 	}
 	return sessions, nil
+}
+
+// noSandbox is the error for a chat without a sandbox, in words fit for the client (the
+// store's own error names its internals).
+func noSandbox(chatID uuid.UUID) error {
+	return fmt.Errorf("chat %s has no sandbox: %w", chatID, sandbox.ErrNotFound)
 }

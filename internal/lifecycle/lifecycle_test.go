@@ -452,3 +452,12 @@ func TestDrainWaitsForACreateWhoseCallerLeft(t *testing.T) {
 	}
 	mustGet(t, store, chatID) // recorded, not cut off
 }
+
+func TestNotFoundSpeaksOfTheChatNotTheStore(t *testing.T) {
+	e := newEnv(t, memstore.New(), &fakeLocker{}, &fakeRuntime{}, nil)
+	_, err := e.svc.Get(context.Background(), chatID)
+	if !errors.Is(err, sandbox.ErrNotFound) || strings.Contains(err.Error(), "memstore") {
+		t.Fatalf("Get of a chat with no sandbox: %v", err)
+	}
+	assertEqual(t, "message", err.Error(), "chat "+chatID.String()+" has no sandbox: not found")
+}
