@@ -53,7 +53,7 @@ func TestQuickRunProducesEveryRow(t *testing.T) {
 		"reuse throughput", "reuse p50", "reuse p99",
 		"cold create p50 (to exec-ready)", "cold create p99 (to exec-ready)", "cold create p50, PUT",
 		"distinct creates at once", "sweep drain", "RSS with",
-		"pool create p50", "pool create p99",
+		"pool create p50 (to", "pool create p99", "pool create p50, PUT only", "exec of true",
 		"registry Save", "registry Get", "registry ListExpired", "registry Remove",
 	}
 	for _, name := range want {
