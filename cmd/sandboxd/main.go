@@ -326,6 +326,7 @@ func runtimeConfig(cfg config.Config) (docker.Config, error) {
 		Host:                cfg.Docker.Host,
 		Instance:            cfg.Docker.Instance,
 		VolumeRoot:          cfg.Docker.VolumeRoot,
+		StopTimeout:         cfg.Docker.StopTimeout,
 		DefaultProfile:      profile(cfg.Agents.Default),
 		Profiles:            make(map[string]docker.Profile, len(cfg.Agents.Profiles)),
 		RefuseUnknownAgents: cfg.Agents.RefuseUnknown,

@@ -94,6 +94,8 @@ type Docker struct {
 	Instance string `koanf:"instance"`
 	// VolumeRoot is the host folder under which workspaces live; made absolute by Load.
 	VolumeRoot string `koanf:"volume_root"`
+	// StopTimeout is how long a stop lets a sandbox end gracefully before killing it.
+	StopTimeout time.Duration `koanf:"stop_timeout"`
 }
 
 // Agents maps agent ids to the profile their sandboxes are made with.
@@ -166,7 +168,7 @@ func Default() Config {
 		Sweep:           Sweep{Interval: 30 * time.Second, Parallelism: 4},
 		Reconcile:       Reconcile{Interval: 5 * time.Minute, Grace: time.Minute},
 		Registry:        "sqlite:./.data/sandboxd.db",
-		Docker:          Docker{Instance: "sandboxd", VolumeRoot: "./.data/volumes"},
+		Docker:          Docker{Instance: "sandboxd", VolumeRoot: "./.data/volumes", StopTimeout: 3 * time.Second},
 		Log:             Log{Level: "info", Format: "json"},
 	}
 }
@@ -212,6 +214,7 @@ func options() []option {
 		{"docker::host", "Docker engine address (empty: DOCKER_HOST or the default socket)", str(func(c Config) string { return c.Docker.Host })},
 		{"docker::instance", "instance id labelling this service's containers", str(func(c Config) string { return c.Docker.Instance })},
 		{"docker::volume_root", "host folder holding the workspaces", str(func(c Config) string { return c.Docker.VolumeRoot })},
+		{"docker::stop_timeout", "how long a stop lets a sandbox end before killing it", dur(func(c Config) time.Duration { return c.Docker.StopTimeout })},
 		{"agents::default::image", "image of the default agent profile (empty: the runtime's, sandboxd-sandbox:latest)", str(func(c Config) string { return c.Agents.Default.Image })},
 		{"agents::default::pool::min", "pre-started sandboxes the default agent profile keeps ready (0: no pool)",
 			func(fs *pflag.FlagSet, n string, d Config, u string) { fs.Int(n, d.Agents.Default.Pool.Min, u) }},
@@ -349,6 +352,7 @@ func (c *Config) finish() error {
 	positive("shutdown_timeout", c.ShutdownTimeout)
 	positive("sweep.interval", c.Sweep.Interval)
 	positive("max_lifetime", c.MaxLifetime)
+	positive("docker.stop_timeout", c.Docker.StopTimeout)
 	positive("exec.default_timeout", c.Exec.DefaultTimeout)
 	positive("exec.max_timeout", c.Exec.MaxTimeout)
 	if c.Exec.DefaultTimeout > c.Exec.MaxTimeout {
