@@ -3,17 +3,19 @@
 // module unless -sandboxd names one) on SQLite and on PostgreSQL (a throwaway cluster, or
 // -pg-dsn) with the real engine, on loopback, and measures each figure beside a baseline:
 //
-//   - reuse: PUT on live sessions over HTTP against a trivial handler behind the same
-//     net/http server settings, through the same client;
-//   - cold create: PUT until an exec of `true` succeeds in the sandbox, against the same
-//     container config created and started through the Engine API, then the same exec;
+//   - reuse: PUT on live sessions over HTTP against sandboxd's own trivial route (GET
+//     /healthz on the same process, server, router and middleware), with a bare net/http
+//     handler in a process of its own as context;
+//   - cold create: PUT until sandboxd answers, against the same container config created
+//     and started through the Engine API; every create is proven exec-ready by an exec of
+//     `true` right after it (untimed; the "+ first exec" rows time it too);
 //   - parallel creates of distinct chats: wall time against as many direct create+starts;
 //   - sweep drain: expired sandboxes from their common expiry until the engine lists none,
 //     against removing as many containers directly in parallel;
 //   - memory: sandboxd's RSS with many sessions in the registry against one session;
 //   - registry operations per second on sqlitestore and pgstore against SELECT 1;
-//   - with -pool-env, creates through a sandboxd whose warm pool is on, against the cold
-//     creates of the same run.
+//   - with -pool-env, creates through a sandboxd whose warm pool is on (full before each
+//     create, hits counted on /metrics), against the cold creates of the same run.
 //
 // It prints a table, writes it as JSON with -json, and removes every container it made.
 package main
@@ -72,7 +74,6 @@ type options struct {
 	RegistryOps   int           `json:"registry_ops"`
 	Settle        time.Duration `json:"settle"` // wait before reading the RSS
 	PoolEnv       []string      `json:"pool_env,omitempty"`
-	PoolGap       time.Duration `json:"pool_gap"`
 	Registries    []string      `json:"registries"`
 	Quick         bool          `json:"quick"`
 
@@ -100,7 +101,6 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.RegistryOps, "registry-ops", 5000, "operations of each kind on the registry")
 	fs.DurationVar(&o.Settle, "settle", 3*time.Second, "wait before reading sandboxd's RSS")
 	poolEnv := fs.String("pool-env", "SANDBOXD_AGENTS_DEFAULT_POOL_MIN=4", "SANDBOXD_...=value settings (comma-separated) that turn the warm pool on; empty: no pool measurement")
-	fs.DurationVar(&o.PoolGap, "pool-gap", 500*time.Millisecond, "pause before each warm-pool create (not timed), for the pool to refill")
 	registries := fs.String("registries", "sqlite,postgres", "registries to measure on: sqlite, postgres or both (comma-separated)")
 	fs.StringVar(&o.pgDSN, "pg-dsn", "", "PostgreSQL server DSN (a user allowed to create databases); empty: a throwaway cluster")
 	fs.IntVar(&o.pgMaxConns, "pg-max-conns", 0, "pool_max_conns in sandboxd's PostgreSQL DSN, for both its pools (0: pgxpool's default, max(4, CPUs))")
@@ -214,8 +214,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 			if err != nil {
 				return err
 			}
-			defer func() { err = errors.Join(err, c.stop()) }()
-			admin = c.dsn
+			defer func() { err = errors.Join(err, c.Stop()) }()
+			admin = c.DSN()
 		}
 		registries = append(registries, postgresRegistry(admin, opts.pgMaxConns))
 	}

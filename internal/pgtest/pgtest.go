@@ -13,22 +13,17 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
-	"os/exec"
-	"os/user"
-	"path/filepath"
-	"slices"
-	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/sandboxd/sandboxd/internal/pgcluster"
 )
 
 // EnvDSN names the variable holding the DSN of an existing server to test against. The
@@ -37,11 +32,11 @@ const EnvDSN = "SANDBOXD_TEST_PG_DSN"
 
 var server struct {
 	sync.Mutex
-	main    bool     // Main wraps this binary's tests: a started cluster is stopped at the end
-	cluster *cluster // started by this binary, if any
-	dsn     string   // admin DSN of the server
-	err     error    // why there is no server
-	skip    bool     // err means "no PostgreSQL here", not "PostgreSQL is broken"
+	main    bool               // Main wraps this binary's tests: a started cluster is stopped at the end
+	cluster *pgcluster.Cluster // started by this binary, if any
+	dsn     string             // admin DSN of the server
+	err     error              // why there is no server
+	skip    bool               // err means "no PostgreSQL here", not "PostgreSQL is broken"
 }
 
 // Main wraps the tests of a package that uses DSN so that a cluster it starts is stopped
@@ -62,7 +57,7 @@ func (r runner) Run() int {
 	server.Lock()
 	defer server.Unlock()
 	if server.cluster != nil {
-		if err := server.cluster.stop(); err != nil {
+		if err := server.cluster.Stop(); err != nil {
 			fmt.Fprintf(os.Stderr, "pgtest: stop throwaway PostgreSQL: %v\n", err)
 			if code == 0 {
 				code = 1
@@ -143,123 +138,19 @@ func findServer() (dsn string, skip bool, err error) {
 	if dsn := os.Getenv(EnvDSN); dsn != "" {
 		return dsn, false, nil
 	}
-	bin, err := binDir()
+	bin, err := pgcluster.BinDir()
 	if err != nil {
 		return "", true, err
 	}
 	if !server.main {
 		return "", false, errors.New("no " + EnvDSN + " and no pgtest.Main in this package's TestMain to stop a throwaway cluster")
 	}
-	c, err := startCluster(bin)
+	c, err := pgcluster.Start(bin, "sandboxd-pgtest-")
 	if err != nil {
 		return "", false, fmt.Errorf("start throwaway PostgreSQL: %w", err)
 	}
 	server.cluster = c
-	return c.dsn, false, nil
-}
-
-// binDir finds initdb and pg_ctl: PG_BIN, else the newest /usr/lib/postgresql/*/bin.
-func binDir() (string, error) {
-	candidates := []string{os.Getenv("PG_BIN")}
-	if found, _ := filepath.Glob("/usr/lib/postgresql/*/bin"); len(found) > 0 {
-		slices.SortFunc(found, func(a, b string) int { return version(b) - version(a) })
-		candidates = append(candidates, found...)
-	}
-	for _, dir := range candidates {
-		if dir == "" {
-			continue
-		}
-		if _, err := os.Stat(filepath.Join(dir, "initdb")); err == nil {
-			return dir, nil
-		}
-	}
-	return "", errors.New("no PostgreSQL binaries (initdb, pg_ctl) in PG_BIN or /usr/lib/postgresql/*/bin")
-}
-
-func version(binDir string) int {
-	n, _ := strconv.Atoi(filepath.Base(filepath.Dir(binDir)))
-	return n
-}
-
-type cluster struct {
-	bin, dir string
-	cred     *syscall.Credential // run as this user (initdb refuses root)
-	dsn      string
-}
-
-func startCluster(bin string) (*cluster, error) {
-	dir, err := os.MkdirTemp("", "sandboxd-pgtest-")
-	if err != nil {
-		return nil, err
-	}
-	c := &cluster{bin: bin, dir: dir}
-	if os.Geteuid() == 0 {
-		u, err := user.Lookup("postgres")
-		if err != nil {
-			_ = os.RemoveAll(dir)
-			return nil, fmt.Errorf("running as root needs the postgres user: %w", err)
-		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		c.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
-		if err := os.Chown(dir, uid, gid); err != nil {
-			_ = os.RemoveAll(dir)
-			return nil, err
-		}
-	}
-	data := filepath.Join(dir, "data")
-	if err := c.run("initdb", "-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8",
-		"--locale=C", "--no-sync", "--no-instructions"); err != nil {
-		_ = os.RemoveAll(dir)
-		return nil, err
-	}
-	// The port is free when asked; should another process take it before the server
-	// binds, try another.
-	for attempt := 0; ; attempt++ {
-		port, err := freePort()
-		if err != nil {
-			_ = os.RemoveAll(dir)
-			return nil, err
-		}
-		opts := fmt.Sprintf("-c listen_addresses=127.0.0.1 -p %d -k %s -c fsync=off "+
-			"-c synchronous_commit=off -c full_page_writes=off -c max_connections=300", port, dir)
-		err = c.run("pg_ctl", "-D", data, "-l", filepath.Join(dir, "log"), "-w", "-t", "60", "-o", opts, "start")
-		if err == nil {
-			c.dsn = fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port)
-			return c, nil
-		}
-		if attempt == 2 {
-			log, _ := os.ReadFile(filepath.Join(dir, "log"))
-			_ = os.RemoveAll(dir)
-			return nil, fmt.Errorf("%w\n%s", err, log)
-		}
-	}
-}
-
-func (c *cluster) stop() error {
-	err := c.run("pg_ctl", "-D", filepath.Join(c.dir, "data"), "-m", "immediate", "-w", "stop")
-	return errors.Join(err, os.RemoveAll(c.dir))
-}
-
-func (c *cluster) run(name string, args ...string) error {
-	cmd := exec.Command(filepath.Join(c.bin, name), args...)
-	cmd.Dir = c.dir
-	if c.cred != nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: c.cred}
-	}
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("%s: %w\n%s", name, err, out)
-	}
-	return nil
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return c.DSN(), false, nil
 }
 
 // withDatabase returns dsn naming database name instead of its own.
