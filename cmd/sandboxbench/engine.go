@@ -78,21 +78,8 @@ func removeContainer(ctx context.Context, cli *client.Client, id string) error {
 	return nil
 }
 
-// execReady is the definition of "exec-ready" for every create the bench times: an exec
-// of `true` in the container, as the sandbox's default user, has run and exited 0. It
-// retries (every 2ms, up to 30s) while the engine refuses the exec, so that a sandbox
-// handed out before it can run commands pays for that wait.
-func execReady(ctx context.Context, cli *client.Client, id string) error {
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		err := execTrue(ctx, cli, id)
-		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
-			return err
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
+// execTrue runs `true` in the container as the sandbox's default user and succeeds when
+// it exited 0: the proof that a container is exec-ready.
 func execTrue(ctx context.Context, cli *client.Client, id string) error {
 	created, err := cli.ExecCreate(ctx, id, client.ExecCreateOptions{
 		Cmd: []string{"true"}, AttachStdout: true, AttachStderr: true,

@@ -50,10 +50,12 @@ func TestQuickRunProducesEveryRow(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{
-		"reuse throughput", "reuse p50", "reuse p99",
-		"cold create p50 (to exec-ready)", "cold create p99 (to exec-ready)", "cold create p50, PUT",
+		"reuse throughput", "reuse p50", "reuse p99", "context: reuse throughput vs bare handler",
+		"cold create p50 (answered, exec-ready)", "cold create p99 (answered, exec-ready)",
+		"cold create p50 + first exec", "cold create p99 + first exec", "exec of true",
 		"distinct creates at once", "sweep drain", "RSS with",
-		"pool create p50 (to", "pool create p99", "pool create p50, PUT only", "exec of true",
+		"pool create p50 (answered, exec-ready)", "pool create p99 (answered, exec-ready)",
+		"pool create p50 + first exec", "pool create p99 + first exec",
 		"registry Save", "registry Get", "registry ListExpired", "registry Remove",
 	}
 	for _, name := range want {
@@ -79,7 +81,7 @@ func TestQuickRunProducesEveryRow(t *testing.T) {
 	if rep.Machine.CPUs < 1 || rep.Machine.Kernel == "" || rep.Machine.DockerVersion == "" {
 		t.Errorf("machine %+v: want CPUs, kernel and Docker version", rep.Machine)
 	}
-	if !strings.Contains(stdout.String(), "cold create p50") {
+	if !strings.Contains(stdout.String(), "cold create p50 (answered, exec-ready)") {
 		t.Errorf("the table lacks the cold create row:\n%s", stdout.String())
 	}
 	if left := dockertest.Containers(t, cli, "sandboxd.managed-by=sandboxd"); len(left) > 0 {
