@@ -59,7 +59,12 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg.Log, stdout)
+	// Log records go out through one writer goroutine: under load, one write to stdout
+	// carries many records (one per request) instead of one each. Closed last, after
+	// every closer has logged.
+	logOut := newBatchWriter(stdout)
+	defer logOut.Close()
+	log := newLogger(cfg.Log, logOut)
 
 	// Take the address first: a second sandboxd started by mistake on the same address
 	// must fail here, before its start-up reconcile touches anything.
