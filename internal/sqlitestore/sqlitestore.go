@@ -3,7 +3,9 @@
 // goroutines of one process.
 //
 // The file is meant for one sandboxd process; several replicas share PostgreSQL instead
-// (package pgstore).
+// (package pgstore). The Store relies on that: it keeps the sessions it has read or written
+// in memory (cache.go), so a change made to the file behind its back is not seen by Get
+// until the process restarts.
 package sqlitestore
 
 import (
@@ -50,8 +52,9 @@ type Store struct {
 	r *sql.DB // readers
 
 	// get is prepared once: parsing it anew on every call was the largest cost of a
-	// reuse, the hottest path of the service.
-	get *sql.Stmt
+	// reuse, the hottest path of the service; the cache spares most calls altogether.
+	get   *sql.Stmt
+	cache *cache
 }
 
 // Open opens (creating it if need be) the SQLite database at path, brings its schema up to
@@ -80,7 +83,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		return nil, fmt.Errorf("sqlitestore: open %s: %w: %w", path, sandbox.ErrUnavailable, err)
 	}
 	r.SetMaxOpenConns(max(4, runtime.NumCPU()))
-	st := &Store{w: w, r: r}
+	st := &Store{w: w, r: r, cache: newCache()}
 	if err := st.migrate(ctx, path); err != nil {
 		_ = st.Close()
 		return nil, fmt.Errorf("sqlitestore: open %s: %w", path, err)
@@ -165,6 +168,7 @@ func (st *Store) Ping(ctx context.Context) error {
 // Save records s. It returns an error wrapping sandbox.ErrConflict when the chat already
 // has a session (the UNIQUE constraint on chat_id refuses it) or the session id is taken.
 func (st *Store) Save(ctx context.Context, s sandbox.Session) error {
+	st.cache.forgetChat(s.ChatID)
 	_, err := st.w.ExecContext(ctx, `
 		INSERT INTO sandbox_sessions
 			(session_id, chat_id, container_id, status, created_at, expires_at, agent_id, volume_host_path)
@@ -172,23 +176,30 @@ func (st *Store) Save(ctx context.Context, s sandbox.Session) error {
 		s.ID.String(), s.ChatID.String(), s.ContainerID, string(s.Status),
 		s.CreatedAt.UnixMicro(), s.ExpiresAt.UnixMicro(), s.AgentID, s.VolumeHostPath)
 	if err != nil {
+		st.cache.settled()
 		return translate(fmt.Sprintf("save session %s of chat %s", s.ID, s.ChatID), err)
 	}
+	st.cache.stored(s)
 	return nil
 }
 
 const columns = `session_id, chat_id, container_id, status, created_at, expires_at, agent_id, volume_host_path`
 
 // Get returns the chat's session, expired or not, or an error wrapping sandbox.ErrNotFound.
+// It answers from the cache when it can.
 func (st *Store) Get(ctx context.Context, chatID uuid.UUID) (sandbox.Session, error) {
-	row := st.get.QueryRowContext(ctx, chatID.String())
-	s, err := scan(row)
+	cached, ok, gen := st.cache.get(chatID)
+	if ok {
+		return cached, nil
+	}
+	s, err := scan(st.get.QueryRowContext(ctx, chatID.String()))
 	if errors.Is(err, sql.ErrNoRows) {
 		return sandbox.Session{}, fmt.Errorf("sqlitestore: get chat %s: %w", chatID, sandbox.ErrNotFound)
 	}
 	if err != nil {
 		return sandbox.Session{}, translate(fmt.Sprintf("get chat %s", chatID), err)
 	}
+	st.cache.fill(s, gen)
 	return s, nil
 }
 
@@ -251,6 +262,8 @@ func (st *Store) Count(ctx context.Context) (int, error) {
 // SetExpiry moves the expiry of session sessionID. It returns an error wrapping
 // sandbox.ErrNotFound when no such session exists.
 func (st *Store) SetExpiry(ctx context.Context, sessionID uuid.UUID, expiresAt time.Time) error {
+	st.cache.forgetSession(sessionID) // the next Get reads the new expiry from the file
+	defer st.cache.settled()
 	res, err := st.w.ExecContext(ctx, `UPDATE sandbox_sessions SET expires_at = ? WHERE session_id = ?`,
 		expiresAt.UnixMicro(), sessionID.String())
 	if err != nil {
@@ -266,6 +279,8 @@ func (st *Store) SetExpiry(ctx context.Context, sessionID uuid.UUID, expiresAt t
 
 // Remove forgets session sessionID. Removing a session that is gone is no error.
 func (st *Store) Remove(ctx context.Context, sessionID uuid.UUID) error {
+	st.cache.forgetSession(sessionID)
+	defer st.cache.settled()
 	if _, err := st.w.ExecContext(ctx, `DELETE FROM sandbox_sessions WHERE session_id = ?`, sessionID.String()); err != nil {
 		return translate(fmt.Sprintf("remove session %s", sessionID), err)
 	}
