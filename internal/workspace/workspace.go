@@ -79,7 +79,7 @@ func (r *Root) Ensure(path string, uid, gid int) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if _, err := r.walk(rel, true); err != nil {
+	if _, err := r.look(rel, true); err != nil {
 		return "", err
 	}
 	root, err := r.open()
@@ -107,7 +107,7 @@ func (r *Root) check(path string, missingOK bool) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if _, err := r.walk(rel, missingOK); err != nil {
+	if _, err := r.look(rel, missingOK); err != nil {
 		return "", err
 	}
 	return filepath.Join(r.dir, rel), nil
@@ -162,31 +162,32 @@ func (r *Root) rel(path string) (string, error) {
 	return rel, nil
 }
 
-// walk looks at every component of rel in turn without following links. It reports
-// whether the last component exists; a missing one is an error unless missingOK.
-func (r *Root) walk(rel string, missingOK bool) (exists bool, err error) {
-	root, err := r.open()
-	if err != nil {
-		return false, err
+// look examines the workspace folder name, a direct child of the root (workspaceRel),
+// without following it should it be a link: one lstat, the whole of admission's file
+// system cost on the hot create path. It reports whether the folder exists; a missing one
+// is an error unless missingOK.
+func (r *Root) look(name string, missingOK bool) (exists bool, err error) {
+	if strings.Contains(name, "/") {
+		return false, fmt.Errorf("workspace: %q is not a direct child of the volume root: %w", name, sandbox.ErrInvalid)
 	}
-	defer root.Close()
-	parts := strings.Split(rel, "/")
-	for i := range parts {
-		sub := strings.Join(parts[:i+1], "/")
-		shown := filepath.Join(r.dir, sub)
-		fi, err := root.Lstat(sub)
-		switch {
-		case errors.Is(err, fs.ErrNotExist) && missingOK && i == len(parts)-1:
-			return false, nil
-		case errors.Is(err, fs.ErrNotExist):
-			return false, fmt.Errorf("workspace folder %s does not exist: %w", shown, sandbox.ErrInvalid)
-		case err != nil:
-			return false, fmt.Errorf("workspace folder %s cannot be checked (%v): %w", shown, err, sandbox.ErrInvalid)
-		case fi.Mode()&fs.ModeSymlink != 0:
-			return false, fmt.Errorf("workspace path %s is a symbolic link: %w", shown, sandbox.ErrInvalid)
-		case !fi.IsDir():
-			return false, fmt.Errorf("workspace path %s is not a directory: %w", shown, sandbox.ErrInvalid)
+	shown := filepath.Join(r.dir, name)
+	fi, err := os.Lstat(shown)
+	if err != nil {
+		if _, rootErr := os.Stat(r.dir); rootErr != nil {
+			return false, fmt.Errorf("workspace: volume root: %w: %w", sandbox.ErrUnavailable, rootErr)
 		}
+	}
+	switch {
+	case errors.Is(err, fs.ErrNotExist) && missingOK:
+		return false, nil
+	case errors.Is(err, fs.ErrNotExist):
+		return false, fmt.Errorf("workspace folder %s does not exist: %w", shown, sandbox.ErrInvalid)
+	case err != nil:
+		return false, fmt.Errorf("workspace folder %s cannot be checked (%v): %w", shown, err, sandbox.ErrInvalid)
+	case fi.Mode()&fs.ModeSymlink != 0:
+		return false, fmt.Errorf("workspace path %s is a symbolic link: %w", shown, sandbox.ErrInvalid)
+	case !fi.IsDir():
+		return false, fmt.Errorf("workspace path %s is not a directory: %w", shown, sandbox.ErrInvalid)
 	}
 	return true, nil
 }

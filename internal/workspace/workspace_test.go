@@ -197,3 +197,15 @@ func TestOpenNeverFollowsALinkSwappedIn(t *testing.T) {
 		t.Errorf("Open of a missing folder: err = %v, want ErrNotFound", err)
 	}
 }
+
+func TestAMissingVolumeRootIsUnavailableNotInvalid(t *testing.T) {
+	root, vol := layout(t)
+	if err := os.RemoveAll(vol); err != nil {
+		t.Fatal(err)
+	}
+	for _, check := range []func(string) (string, error){root.Check, root.CheckCreatable} {
+		if _, err := check(vol + "/good"); !errors.Is(err, sandbox.ErrUnavailable) {
+			t.Errorf("err = %v, want ErrUnavailable", err)
+		}
+	}
+}
