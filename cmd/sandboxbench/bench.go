@@ -135,14 +135,30 @@ func (b *bench) runRegistry(ctx context.Context, reg registry) (err error) {
 		return err
 	}
 	defer w.drop()
-	srv, api, err := b.start(ctx, w,
+	settings := []string{
 		"SANDBOXD_TTL=1h",
-		"SANDBOXD_SWEEP_INTERVAL="+b.opts.SweepInterval.String(),
-		"SANDBOXD_SWEEP_PARALLELISM="+strconv.Itoa(b.opts.DrainParallel))
+		"SANDBOXD_SWEEP_INTERVAL=" + b.opts.SweepInterval.String(),
+		"SANDBOXD_SWEEP_PARALLELISM=" + strconv.Itoa(b.opts.DrainParallel),
+	}
+	srv, api, err := b.start(ctx, w, settings...)
 	if err != nil {
 		return err
 	}
-	defer srv.kill()
+	defer func() { srv.kill() }()
+	// restart stops sandboxd, runs edit while it is down, and starts it again on the same
+	// data: the registry may only be changed behind sandboxd's back while it is down (an
+	// SQLite registry belongs to one process, which caches what it read).
+	restart := func(edit func() error) (*sbclient.Client, error) {
+		if err := srv.stop(); err != nil {
+			return nil, err
+		}
+		if err := edit(); err != nil {
+			return nil, err
+		}
+		var err error
+		srv, api, err = b.start(ctx, w, settings...)
+		return api, err
+	}
 	d, err := newDirect(b.cli, w.instance+"-direct", w.volumes, b.image)
 	if err != nil {
 		return err
@@ -164,7 +180,7 @@ func (b *bench) runRegistry(ctx context.Context, reg registry) (err error) {
 	if err := b.parallelCreates(ctx, reg.name, api, d); err != nil {
 		return fmt.Errorf("%s: parallel creates: %w", reg.name, err)
 	}
-	if err := b.drain(ctx, reg.name, w, api, d); err != nil {
+	if err := b.drain(ctx, reg.name, w, api, restart, d); err != nil {
 		return fmt.Errorf("%s: sweep drain: %w", reg.name, err)
 	}
 	if err := srv.stop(); err != nil {
@@ -466,9 +482,11 @@ func (b *bench) parallelCreates(ctx context.Context, reg string, api *sbclient.C
 }
 
 // drain: Drain sandboxes made through sandboxd, all made to expire at the same instant
-// (their expiry moved in the registry), timed from that instant until the engine lists
-// none of them; against removing as many containers directly, DrainParallel at once.
-func (b *bench) drain(ctx context.Context, reg string, w *world, api *sbclient.Client, d *direct) error {
+// (their expiry moved in the registry while sandboxd is stopped, then it starts again
+// before that instant), timed from that instant until the engine lists none of them;
+// against removing as many containers directly, DrainParallel at once.
+func (b *bench) drain(ctx context.Context, reg string, w *world, api *sbclient.Client,
+	restart func(edit func() error) (*sbclient.Client, error), d *direct) error {
 	n := b.opts.Drain
 	st, err := openStore(ctx, w.dsn)
 	if err != nil {
@@ -491,14 +509,21 @@ func (b *bench) drain(ctx context.Context, reg string, w *world, api *sbclient.C
 		if err != nil {
 			return err
 		}
-		expiry := time.Now().Add(time.Second + time.Duration(n)*20*time.Millisecond)
-		for _, id := range sessions {
-			if err := st.SetExpiry(ctx, id, expiry); err != nil {
-				return err
+		// The margin covers stopping sandboxd, moving the expiries and starting it again.
+		expiry := time.Now().Add(10*time.Second + time.Duration(n)*20*time.Millisecond)
+		api, err = restart(func() error {
+			for _, id := range sessions {
+				if err := st.SetExpiry(ctx, id, expiry); err != nil {
+					return err
+				}
 			}
+			return nil
+		})
+		if err != nil {
+			return err
 		}
 		if time.Now().After(expiry) {
-			return errors.New("moving the expiries took longer than the margin")
+			return errors.New("restarting sandboxd with the expiries moved took longer than the margin")
 		}
 		time.Sleep(time.Until(expiry))
 		deadline := time.Now().Add(5 * time.Minute)
