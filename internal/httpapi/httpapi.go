@@ -216,6 +216,9 @@ func statusFor(err error) int {
 // fail turns err into a problem document. Client errors carry the error's message;
 // server errors carry a generic one and are logged, so no internals leak.
 func (s *server) fail(ctx context.Context, op string, err error) error {
+	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		return clientGone() // the client left: nobody reads the answer, nothing failed here
+	}
 	status := statusFor(err)
 	if status < 500 {
 		// The detail is the error's own words without the sentinel's trailing name

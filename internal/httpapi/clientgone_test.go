@@ -1,0 +1,74 @@
+package httpapi_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sandboxd/sandboxd/internal/httpapi"
+	"github.com/sandboxd/sandboxd/internal/lifecycle"
+	"github.com/sandboxd/sandboxd/internal/sandbox"
+)
+
+// waitingSandboxes blocks every create until its caller leaves, as a create waiting for a
+// busy chat's lock does.
+type waitingSandboxes struct{ httpapi.Sandboxes }
+
+func (waitingSandboxes) Create(ctx context.Context, _ lifecycle.CreateRequest) (sandbox.Session, lifecycle.Outcome, error) {
+	<-ctx.Done()
+	return sandbox.Session{}, lifecycle.Failed, fmt.Errorf("lock chat: %w", ctx.Err())
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// A client that leaves is not a server error: logged as 499, never as a failure.
+func TestAClientThatLeavesIsNotAnInternalError(t *testing.T) {
+	var logs syncBuffer
+	h, err := httpapi.New(httpapi.Config{Sandboxes: waitingSandboxes{}, Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPut, srv.URL+"/v1/chats/11111111-1111-1111-1111-111111111111/sandbox", strings.NewReader(`{}`))
+	req.Header.Set("Content-Type", "application/json")
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatal("the request was answered though the create never ended")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(logs.String(), `"msg":"http_request"`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no request record: %s", logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	out := logs.String()
+	if !strings.Contains(out, `"status":499`) || strings.Contains(out, "request_failed") {
+		t.Fatalf("log: %s", out)
+	}
+}
