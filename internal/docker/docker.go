@@ -139,6 +139,11 @@ func New(cfg Config) (*Runtime, error) {
 		}
 		profiles[agent] = p
 	}
+	if len(problems) == 0 {
+		if err := canHandOver(os.Geteuid(), def, profiles); err != nil {
+			problems = append(problems, err)
+		}
+	}
 	if len(problems) > 0 {
 		return nil, fmt.Errorf("docker: config: %w", errors.Join(problems...))
 	}
@@ -188,6 +193,27 @@ func (r *Runtime) Ping(ctx context.Context) error {
 		return fmt.Errorf("docker: ping: %w: %w", sandbox.ErrUnavailable, err)
 	}
 	return nil
+}
+
+// canHandOver says whether a process of uid euid can give new workspace folders to every
+// profile's sandbox user, as Create must: only root can give a folder away. Refusing at
+// start beats a create that fails with "operation not permitted".
+func canHandOver(euid int, def Profile, profiles map[string]Profile) error {
+	if euid == 0 {
+		return nil
+	}
+	var errs []error
+	check := func(name string, p Profile) {
+		if uid, _, err := parseUser(p.User); err == nil && uid != euid {
+			errs = append(errs, fmt.Errorf("%s runs its sandbox as uid %d, but sandboxd runs as uid %d without root and cannot hand it workspace folders: run sandboxd as root or as uid %d, or set the profile's user to %d:<gid>",
+				name, uid, euid, uid, euid))
+		}
+	}
+	check("the default profile", def)
+	for _, agent := range slices.Sorted(maps.Keys(profiles)) {
+		check(fmt.Sprintf("profile %q", agent), profiles[agent])
+	}
+	return errors.Join(errs...)
 }
 
 // withDefaults fills p's zero fields and refuses what would weaken the sandbox.

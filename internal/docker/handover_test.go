@@ -1,0 +1,28 @@
+package docker
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestCanHandOverOnlyWhatItMay(t *testing.T) {
+	def := Profile{User: "1000:1000"}
+	if err := canHandOver(0, def, map[string]Profile{"a": {User: "2000:2000"}}); err != nil {
+		t.Fatalf("root: %v", err)
+	}
+	if err := canHandOver(1000, def, map[string]Profile{"a": {User: "1000:5"}}); err != nil {
+		t.Fatalf("the sandbox user itself: %v", err)
+	}
+	err := canHandOver(1500, def, map[string]Profile{"a": {User: "1500:1500"}, "b": {User: "2000:2000"}})
+	if err == nil {
+		t.Fatal("uid 1500 without root accepted profiles running as 1000 and 2000")
+	}
+	for _, want := range []string{"default profile runs its sandbox as uid 1000", `profile "b" runs its sandbox as uid 2000`} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+	if strings.Contains(err.Error(), `profile "a"`) {
+		t.Errorf("error %q blames profile a, which runs as sandboxd's own uid", err)
+	}
+}
