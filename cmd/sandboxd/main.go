@@ -119,6 +119,7 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 	// Workspace files from the host side; written files belong to the sandbox's user.
 	files := hostfiles.New(hostfiles.Config{
 		Open:       rt.OpenWorkspace,
+		OpenTmp:    rt.OpenTmp,
 		MountPoint: rt.WorkspaceMount,
 		Owner: func(agentID string) *hostfiles.Owner {
 			uid, gid := rt.SandboxUser(agentID)
@@ -325,6 +326,7 @@ func runtimeConfig(cfg config.Config) (docker.Config, error) {
 			Network: p.Network, Env: p.Env, WorkspaceMount: p.Workspace, User: p.User,
 			TmpfsBytes: tmpfs, Pool: docker.PoolSize{Min: p.Pool.Min, Max: p.Pool.Max},
 			ExtendOnActivity: p.ExtendOnActivity != nil && *p.ExtendOnActivity,
+			FilesInTmp:       p.FilesTmp != nil && *p.FilesTmp,
 		}
 	}
 	dc := docker.Config{

@@ -130,6 +130,9 @@ type Profile struct {
 	// ExtendOnActivity makes exec and file calls extend the sandbox's TTL, as a
 	// keepalive of the TTL would (unset: the default profile's; off there: never).
 	ExtendOnActivity *bool `koanf:"extend_on_activity"`
+	// FilesTmp lets the file API reach the sandbox's /tmp besides its workspace (unset:
+	// the default profile's; off there: never).
+	FilesTmp *bool `koanf:"files_tmp"`
 	// Pool is the profile's warm pool of pre-started sandboxes. Unlike the other fields
 	// it is not taken from the default profile: every pool is sized on its own.
 	Pool Pool `koanf:"pool"`
@@ -451,6 +454,9 @@ func (p Profile) over(base Profile) Profile {
 	}
 	if p.Tmpfs == "" {
 		p.Tmpfs = base.Tmpfs
+	}
+	if p.FilesTmp == nil {
+		p.FilesTmp = base.FilesTmp
 	}
 	if p.ExtendOnActivity == nil {
 		p.ExtendOnActivity = base.ExtendOnActivity

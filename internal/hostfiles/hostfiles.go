@@ -1,7 +1,7 @@
 // Package hostfiles provides the lifecycle's Files port on the host side of a sandbox's
-// workspace bind mount. Every access goes through an os.Root opened on the workspace
-// folder, so no path and no symlink (even one the sandbox planted a moment ago) can lead
-// outside it.
+// workspace bind mount, and of its /tmp where the profile allows it. Every access goes
+// through an os.Root opened on the workspace folder (or the sandbox's /tmp), so no path and
+// no symlink (even one the sandbox planted a moment ago) can lead outside it.
 package hostfiles
 
 import (
@@ -36,10 +36,15 @@ type Owner struct{ UID, GID int }
 // holds another's can swap a folder on the latter's path for a link to / at any time. The
 // default, os.OpenRoot, follows such links and is only safe when no workspace lies in
 // another.
+//
+// OpenTmp, when set, opens the sandbox's own /tmp (as docker.Runtime.OpenTmp does); paths
+// under /tmp then mean that folder, and OpenTmp decides whether the sandbox's profile
+// allows it. Unset, /tmp/x is the workspace's tmp/x like any other path.
 type Config struct {
 	MountPoint func(agentID string) string
 	Owner      func(agentID string) *Owner
 	Open       func(path string) (*os.Root, error)
+	OpenTmp    func(ctx context.Context, s sandbox.Session) (*os.Root, error)
 }
 
 // Files reads and writes workspaces.
@@ -51,19 +56,15 @@ func New(cfg Config) *Files { return &Files{cfg: cfg} }
 // WriteFile writes r to name (up to maxBytes) through a temporary file that is renamed
 // into place, so a refused or failed write leaves nothing behind. Missing parent folders
 // are made.
-func (f *Files) WriteFile(_ context.Context, s sandbox.Session, name string, r io.Reader, maxBytes int64) (lifecycle.FileInfo, error) {
-	rel, err := f.relative(s, name)
-	if err != nil {
-		return lifecycle.FileInfo{}, err
-	}
-	if rel == "." {
-		return lifecycle.FileInfo{}, fmt.Errorf("hostfiles: %q names the workspace itself: %w", name, sandbox.ErrInvalid)
-	}
-	root, err := f.openRoot(s)
+func (f *Files) WriteFile(ctx context.Context, s sandbox.Session, name string, r io.Reader, maxBytes int64) (lifecycle.FileInfo, error) {
+	root, rel, area, err := f.open(ctx, s, name)
 	if err != nil {
 		return lifecycle.FileInfo{}, err
 	}
 	defer root.Close()
+	if rel == "." {
+		return lifecycle.FileInfo{}, fmt.Errorf("hostfiles: %q names a folder: %w", name, sandbox.ErrInvalid)
+	}
 	owner := f.owner(s)
 	if dir := path.Dir(rel); dir != "." {
 		// The folders this write makes go to the owner; those that were there keep
@@ -118,17 +119,13 @@ func (f *Files) WriteFile(_ context.Context, s sandbox.Session, name string, r i
 	if err != nil {
 		return lifecycle.FileInfo{}, mapErr("stat", rel, err)
 	}
-	return info(rel, st), nil
+	return info(area, rel, st), nil
 }
 
 // OpenFile opens the regular file name for reading. Folders, devices and pipes are
 // refused with sandbox.ErrInvalid.
-func (f *Files) OpenFile(_ context.Context, s sandbox.Session, name string) (io.ReadCloser, lifecycle.FileInfo, error) {
-	rel, err := f.relative(s, name)
-	if err != nil {
-		return nil, lifecycle.FileInfo{}, err
-	}
-	root, err := f.openRoot(s)
+func (f *Files) OpenFile(ctx context.Context, s sandbox.Session, name string) (io.ReadCloser, lifecycle.FileInfo, error) {
+	root, rel, area, err := f.open(ctx, s, name)
 	if err != nil {
 		return nil, lifecycle.FileInfo{}, err
 	}
@@ -147,18 +144,14 @@ func (f *Files) OpenFile(_ context.Context, s sandbox.Session, name string) (io.
 		_ = file.Close()
 		return nil, lifecycle.FileInfo{}, fmt.Errorf("hostfiles: %q is not a regular file (%s): %w", name, st.Mode().Type(), sandbox.ErrInvalid)
 	}
-	return file, info(rel, st), nil
+	return file, info(area, rel, st), nil
 }
 
 // ListDir lists the folder name ("" or "." for the workspace itself). Anything but a
 // folder, and a folder of more than MaxListEntries entries, is refused with
 // sandbox.ErrInvalid.
-func (f *Files) ListDir(_ context.Context, s sandbox.Session, name string) ([]lifecycle.FileInfo, error) {
-	rel, err := f.relative(s, name)
-	if err != nil {
-		return nil, err
-	}
-	root, err := f.openRoot(s)
+func (f *Files) ListDir(ctx context.Context, s sandbox.Session, name string) ([]lifecycle.FileInfo, error) {
+	root, rel, area, err := f.open(ctx, s, name)
 	if err != nil {
 		return nil, err
 	}
@@ -178,7 +171,7 @@ func (f *Files) ListDir(_ context.Context, s sandbox.Session, name string) ([]li
 			if err != nil {
 				continue // vanished meanwhile
 			}
-			out = append(out, info(path.Join(rel, e.Name()), st))
+			out = append(out, info(area, path.Join(rel, e.Name()), st))
 		}
 		if len(out) > MaxListEntries {
 			return nil, fmt.Errorf("hostfiles: folder %q has more than %d entries, too many to list: %w", name, MaxListEntries, sandbox.ErrInvalid)
@@ -196,10 +189,32 @@ func (f *Files) ListDir(_ context.Context, s sandbox.Session, name string) ([]li
 // millions of names, and the listing must not make sandboxd hold them all.
 const MaxListEntries = 10000
 
-// relative turns a client's path into one relative to the workspace root.
-func (f *Files) relative(s sandbox.Session, name string) (string, error) {
+// tmpArea is how paths in the sandbox's /tmp are named, and shown in FileInfo.Path.
+const tmpArea = "/tmp"
+
+// open resolves a client's path to the folder it lies in, opened as an os.Root, and the
+// path relative to it; area is "" for the workspace (whose infos carry relative paths)
+// or tmpArea.
+func (f *Files) open(ctx context.Context, s sandbox.Session, name string) (root *os.Root, rel, area string, err error) {
+	rel, area, err = f.relative(s, name)
+	if err != nil {
+		return nil, "", "", err
+	}
+	if area == tmpArea {
+		if root, err = f.cfg.OpenTmp(ctx, s); err != nil {
+			return nil, "", "", fmt.Errorf("hostfiles: open /tmp of %s: %w", s.ID, err)
+		}
+		return root, rel, area, nil
+	}
+	root, err = f.openRoot(s)
+	return root, rel, area, err
+}
+
+// relative turns a client's path into one relative to the workspace root, or to the
+// sandbox's /tmp (area tmpArea).
+func (f *Files) relative(s sandbox.Session, name string) (rel, area string, err error) {
 	if strings.ContainsRune(name, 0) {
-		return "", fmt.Errorf("hostfiles: path contains NUL: %w", sandbox.ErrInvalid)
+		return "", "", fmt.Errorf("hostfiles: path contains NUL: %w", sandbox.ErrInvalid)
 	}
 	mount := "/workspace"
 	if f.cfg.MountPoint != nil {
@@ -213,6 +228,8 @@ func (f *Files) relative(s sandbox.Session, name string) (string, error) {
 		p = "."
 	case strings.HasPrefix(p, mount+"/"):
 		p = strings.TrimPrefix(p, mount+"/")
+	case f.cfg.OpenTmp != nil && (p == tmpArea || strings.HasPrefix(p, tmpArea+"/")):
+		p, area = strings.TrimPrefix(strings.TrimPrefix(p, tmpArea), "/"), tmpArea
 	default:
 		p = strings.TrimPrefix(p, "/")
 	}
@@ -222,14 +239,14 @@ func (f *Files) relative(s sandbox.Session, name string) (string, error) {
 	// Refuse rather than clean away "..": a client asking for it is wrong.
 	for _, part := range strings.Split(p, "/") {
 		if part == ".." {
-			return "", fmt.Errorf("hostfiles: path %q leaves the workspace: %w", name, sandbox.ErrInvalid)
+			return "", "", fmt.Errorf("hostfiles: path %q leaves the workspace: %w", name, sandbox.ErrInvalid)
 		}
 	}
 	p = path.Clean(p)
 	if !fs.ValidPath(p) {
-		return "", fmt.Errorf("hostfiles: path %q is not valid: %w", name, sandbox.ErrInvalid)
+		return "", "", fmt.Errorf("hostfiles: path %q is not valid: %w", name, sandbox.ErrInvalid)
 	}
-	return p, nil
+	return p, area, nil
 }
 
 func (f *Files) owner(s sandbox.Session) *Owner {
@@ -267,6 +284,8 @@ func mapErr(op, name string, err error) error {
 	return fmt.Errorf("hostfiles: %s %q: %w", op, name, err)
 }
 
-func info(rel string, st fs.FileInfo) lifecycle.FileInfo {
-	return lifecycle.FileInfo{Path: rel, Size: st.Size(), Mode: st.Mode(), ModTime: st.ModTime().UTC()}
+// info describes the entry at rel of area: workspace paths stay relative, /tmp ones are
+// shown in full.
+func info(area, rel string, st fs.FileInfo) lifecycle.FileInfo {
+	return lifecycle.FileInfo{Path: path.Join(area, rel), Size: st.Size(), Mode: st.Mode(), ModTime: st.ModTime().UTC()}
 }

@@ -138,9 +138,10 @@ type FileInfo struct {
 	ModTime time.Time
 }
 
-// Files reads and writes a session's workspace. Every path is relative to the workspace
-// (a leading "/" or the workspace mount point is allowed and stripped); no path, and no
-// symlink on it, may lead outside the workspace: such requests fail with
+// Files reads and writes a session's workspace (and, where the adapter offers it and the
+// profile allows, the sandbox's /tmp: paths under /tmp/). Every other path is relative to
+// the workspace (a leading "/" or the workspace mount point is allowed and stripped); no
+// path, and no symlink on it, may lead outside its folder: such requests fail with
 // sandbox.ErrInvalid. Missing files are sandbox.ErrNotFound; a write past maxBytes is
 // sandbox.ErrTooLarge and leaves no partial file.
 type Files interface {
