@@ -319,6 +319,29 @@ agents:
 	}
 }
 
+// The file API reaches /tmp only where a profile says so, inherited like the other fields.
+func TestFilesTmp(t *testing.T) {
+	path := writeFile(t, `
+agents:
+  default:
+    files_tmp: true
+  profiles:
+    inherits: {memory: 1g}
+    off: {files_tmp: false}
+`)
+	cfg, err := Load(nil, []string{"SANDBOXD_CONFIG=" + path}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	on := func(p Profile) bool { return p.FilesTmp != nil && *p.FilesTmp }
+	if !on(cfg.Agents.Default) || !on(cfg.Agents.Profiles["inherits"]) || on(cfg.Agents.Profiles["off"]) {
+		t.Error("files_tmp: want the default on, inherited, and off where a profile says so")
+	}
+	if def, _ := Load(nil, nil, io.Discard); on(def.Agents.Default) {
+		t.Error("the file API reaches /tmp by default")
+	}
+}
+
 // keys lists every key settable from the environment and flags: its YAML path,
 // environment variable and flag.
 func keys() [][3]string {
