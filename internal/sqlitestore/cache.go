@@ -13,13 +13,16 @@ import (
 // process and every write goes through this Store (see the package comment):
 //   - a write forgets the chat before it runs (reads meanwhile go to the file) and records
 //     the result after it committed;
-//   - a read fills the cache only if no write began or ended since the read began (gen),
-//     so a slow read can never put back what a write replaced.
+//   - a read fills the cache only if no write was under way when it ends (writing) and
+//     none began or ended since the read began (gen), so a slow read can never put back
+//     what a write replaced. (gen alone is not enough: a read that begins after a write's
+//     forget may see the row as it was before the commit, and end before the write does.)
 type cache struct {
-	mu     sync.Mutex
-	gen    uint64
-	byChat map[uuid.UUID]sandbox.Session
-	chatOf map[uuid.UUID]uuid.UUID // session id -> chat id, for the sessions in byChat
+	mu      sync.Mutex
+	gen     uint64
+	writing int // writes forgotten but not yet stored or settled
+	byChat  map[uuid.UUID]sandbox.Session
+	chatOf  map[uuid.UUID]uuid.UUID // session id -> chat id, for the sessions in byChat
 }
 
 func newCache() *cache {
@@ -38,7 +41,7 @@ func (c *cache) get(chat uuid.UUID) (sandbox.Session, bool, uint64) {
 func (c *cache) fill(s sandbox.Session, gen uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.gen == gen {
+	if c.gen == gen && c.writing == 0 {
 		c.put(s)
 	}
 }
@@ -48,6 +51,7 @@ func (c *cache) forgetChat(chat uuid.UUID) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.gen++
+	c.writing++
 	if s, ok := c.byChat[chat]; ok {
 		delete(c.chatOf, s.ID)
 		delete(c.byChat, chat)
@@ -59,6 +63,7 @@ func (c *cache) forgetSession(id uuid.UUID) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.gen++
+	c.writing++
 	if chat, ok := c.chatOf[id]; ok {
 		delete(c.chatOf, id)
 		delete(c.byChat, chat)
@@ -70,6 +75,7 @@ func (c *cache) stored(s sandbox.Session) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.gen++
+	c.writing--
 	c.put(s)
 }
 
@@ -78,6 +84,7 @@ func (c *cache) settled() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.gen++
+	c.writing--
 }
 
 func (c *cache) put(s sandbox.Session) {

@@ -26,7 +26,8 @@ func TestSlowReadNeverOverwritesAWrite(t *testing.T) {
 	}
 
 	c = newCache()
-	c.stored(old)
+	c.forgetChat(chat)      // a save of old...
+	c.stored(old)           // ...commits
 	c.forgetSession(old.ID) // a removal begins: reads go to the file
 	_, ok, gen := c.get(chat)
 	if ok {
@@ -43,5 +44,24 @@ func TestSlowReadNeverOverwritesAWrite(t *testing.T) {
 	c.fill(newer, gen)
 	if got, ok, _ := c.get(chat); !ok || got.ID != newer.ID {
 		t.Fatal("a read with no write in between did not fill the cache")
+	}
+}
+
+// A read that begins while a write is under way (after its forget, before it ends) may see
+// the row as it was before the write; if it ends before the write does, it must not put
+// that row back: Get would serve it until the process restarts.
+func TestReadDuringAWriteNeverFillsWhatTheWriteChanged(t *testing.T) {
+	chat := uuid.New()
+	old := sandbox.Session{ID: uuid.New(), ChatID: chat, ExpiresAt: time.Unix(1, 0)}
+
+	c := newCache()
+	c.forgetChat(chat)       // a save of old...
+	c.stored(old)            // ...commits
+	c.forgetSession(old.ID)  // a removal (or a SetExpiry) begins
+	_, _, gen := c.get(chat) // a read begins and finds the row before the commit...
+	c.fill(old, gen)         // ...and ends first
+	c.settled()              // the removal commits
+	if got, ok, _ := c.get(chat); ok {
+		t.Fatalf("cache holds session %v, which the write removed", got.ID)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -92,6 +93,49 @@ func TestCachedGetAgreesWithTheFileAfterRacingWrites(t *testing.T) {
 		}
 		if !truth.ExpiresAt.Equal(lifecycletest.Base.Add(59*time.Minute + time.Hour)) {
 			t.Fatalf("chat %s: the last write did not land: %v", chat, truth.ExpiresAt)
+		}
+	}
+}
+
+// Once SetExpiry or Remove has returned, Get says what it wrote, even while other readers
+// of the chat (an API GET, an exec) race the write: one of them may read the row before the
+// commit and end first.
+func TestCachedGetSeesEachWriteOnceItReturned(t *testing.T) {
+	ctx := context.Background()
+	st, err := sqlitestore.Open(ctx, filepath.Join(t.TempDir(), "s.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	chat := uuid.New()
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer stop.Store(true)
+	for range 4 {
+		wg.Go(func() {
+			for !stop.Load() {
+				_, _ = st.Get(ctx, chat)
+			}
+		})
+	}
+	for i := range 300 {
+		s := lifecycletest.NewSession(chat, lifecycletest.Base.Add(time.Duration(i)*time.Minute))
+		if err := st.Save(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+		later := s.ExpiresAt.Add(time.Hour)
+		if err := st.SetExpiry(ctx, s.ID, later); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := st.Get(ctx, chat); err != nil || !got.ExpiresAt.Equal(later) {
+			t.Fatalf("round %d: Get after SetExpiry: expiry %v (%v), want %v", i, got.ExpiresAt, err, later)
+		}
+		if err := st.Remove(ctx, s.ID); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := st.Get(ctx, chat); !errors.Is(err, sandbox.ErrNotFound) {
+			t.Fatalf("round %d: Get after Remove: session %v (%v), want not found", i, got.ID, err)
 		}
 	}
 }
