@@ -139,3 +139,31 @@ func TestCachedGetSeesEachWriteOnceItReturned(t *testing.T) {
 		}
 	}
 }
+
+// The cache holds a saved session as the file does (microseconds, UTC), so Get answers the
+// same before and after a restart, however precise the saver's clock.
+func TestCachedGetAfterSaveIsWhatTheFileHolds(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "s.db")
+	st, err := sqlitestore.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	now := time.Date(2026, 4, 2, 12, 0, 0, 123456789, time.FixedZone("CEST", 2*60*60))
+	s := lifecycletest.NewSession(uuid.New(), now.Add(time.Hour))
+	s.CreatedAt = now
+	if err := st.Save(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	fresh, err := sqlitestore.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	cached, err1 := st.Get(ctx, s.ChatID)
+	truth, err2 := fresh.Get(ctx, s.ChatID)
+	if err1 != nil || err2 != nil || cached != truth {
+		t.Fatalf("cached %v / %v (%v), file %v / %v (%v)", cached.CreatedAt, cached.ExpiresAt, err1, truth.CreatedAt, truth.ExpiresAt, err2)
+	}
+}

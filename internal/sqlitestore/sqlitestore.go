@@ -179,6 +179,10 @@ func (st *Store) Save(ctx context.Context, s sandbox.Session) error {
 		st.cache.settled()
 		return translate(fmt.Sprintf("save session %s of chat %s", s.ID, s.ChatID), err)
 	}
+	// Cache what the file holds (microseconds, UTC), not the caller's nanoseconds and zone:
+	// Get must answer the same from the cache as from the file.
+	s.CreatedAt = time.UnixMicro(s.CreatedAt.UnixMicro()).UTC()
+	s.ExpiresAt = time.UnixMicro(s.ExpiresAt.UnixMicro()).UTC()
 	st.cache.stored(s)
 	return nil
 }
