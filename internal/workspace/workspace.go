@@ -3,9 +3,9 @@
 // reach a real directory with no symbolic link on its way; anything else is refused with
 // an error wrapping sandbox.ErrInvalid that says what was wrong.
 //
-// The checks walk the path component by component through an os.Root, so a link planted
-// while they run cannot lead them outside the root. They can only say what the folder was
-// when they looked: callers that act on a path later check it again right before.
+// A workspace is a direct child of the root, so a check is one lstat of that child, which
+// follows no link it may be. It can only say what the folder was when it looked: callers
+// that act on a path later check it again right before (and Open follows no link).
 package workspace
 
 import (
