@@ -143,7 +143,8 @@ func New(cfg Config) (*Runtime, error) {
 		profiles[agent] = p
 	}
 	if len(problems) == 0 {
-		if err := canHandOver(os.Geteuid(), def, profiles); err != nil {
+		groups, _ := os.Getgroups()
+		if err := canHandOver(os.Geteuid(), append(groups, os.Getegid()), def, profiles); err != nil {
 			problems = append(problems, err)
 		}
 	}
@@ -201,15 +202,22 @@ func (r *Runtime) Ping(ctx context.Context) error {
 // canHandOver says whether a process of uid euid can give new workspace folders to every
 // profile's sandbox user, as Create must: only root can give a folder away. Refusing at
 // start beats a create that fails with "operation not permitted".
-func canHandOver(euid int, def Profile, profiles map[string]Profile) error {
+// groups are the groups such a process belongs to: it may give a folder to those only.
+func canHandOver(euid int, groups []int, def Profile, profiles map[string]Profile) error {
 	if euid == 0 {
 		return nil
 	}
 	var errs []error
 	check := func(name string, p Profile) {
-		if uid, _, err := parseUser(p.User); err == nil && uid != euid {
+		uid, gid, err := parseUser(p.User)
+		switch {
+		case err != nil:
+		case uid != euid:
 			errs = append(errs, fmt.Errorf("%s runs its sandbox as uid %d, but sandboxd runs as uid %d without root and cannot hand it workspace folders: run sandboxd as root or as uid %d, or set the profile's user to %d:<gid>",
 				name, uid, euid, uid, euid))
+		case !slices.Contains(groups, gid):
+			errs = append(errs, fmt.Errorf("%s runs its sandbox in group %d, which sandboxd (uid %d, without root) is not a member of, so it cannot hand that group workspace folders: run sandboxd as root or pick one of its groups %v",
+				name, gid, euid, groups))
 		}
 	}
 	check("the default profile", def)
