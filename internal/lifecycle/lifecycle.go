@@ -103,20 +103,26 @@ type Service struct {
 	busy inflight // use cases holding a chat lock
 }
 
-// inflight counts use cases under way so that shutdown can wait for them.
+// inflight counts use cases under way so that shutdown can wait for them, and refuses
+// new ones once shutdown has begun.
 type inflight struct {
-	mu   sync.Mutex
-	n    int
-	idle chan struct{} // closed when n drops to 0
+	mu      sync.Mutex
+	n       int
+	idle    chan struct{} // closed when n drops to 0
+	closing bool
 }
 
-func (f *inflight) add() {
+func (f *inflight) add() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.closing {
+		return fmt.Errorf("sandboxd is shutting down: %w", sandbox.ErrUnavailable)
+	}
 	if f.n == 0 {
 		f.idle = make(chan struct{})
 	}
 	f.n++
+	return nil
 }
 
 func (f *inflight) done() {
@@ -128,12 +134,14 @@ func (f *inflight) done() {
 	}
 }
 
-// Drain waits until the use cases under way (which run on after their callers left) have
-// finished, or ctx ends. Call it at shutdown after the API and the background jobs have
-// stopped and before the runtime and the registry are closed, so that no create is cut
-// off between making its container and recording it.
+// Drain refuses new use cases (sandbox.ErrUnavailable) and waits until those under way
+// (which run on after their callers left) have finished, or ctx ends. Call it at shutdown
+// after the API and the background jobs have stopped and before the runtime and the
+// registry are closed, so that no create is cut off between making its container and
+// recording it, and none starts after.
 func (s *Service) Drain(ctx context.Context) error {
 	s.busy.mu.Lock()
+	s.busy.closing = true
 	if s.busy.n == 0 {
 		s.busy.mu.Unlock()
 		return nil
@@ -267,7 +275,9 @@ func (s *Service) locked(ctx context.Context, chatID uuid.UUID, fn func(ctx cont
 		return fmt.Errorf("lock chat %s: %w", chatID, err)
 	}
 	defer unlock()
-	s.busy.add()
+	if err := s.busy.add(); err != nil {
+		return err
+	}
 	defer s.busy.done()
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opTimeout)
 	defer cancel()

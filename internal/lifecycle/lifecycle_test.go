@@ -424,9 +424,6 @@ func TestDrainWaitsForACreateWhoseCallerLeft(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := svc.Drain(context.Background()); err != nil {
-		t.Fatalf("Drain with nothing under way: %v", err)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	created := make(chan error, 1)
 	go func() {
@@ -451,6 +448,16 @@ func TestDrainWaitsForACreateWhoseCallerLeft(t *testing.T) {
 		t.Fatalf("create whose caller left: %v", err)
 	}
 	mustGet(t, store, chatID) // recorded, not cut off
+
+	// Once drained, nothing new starts.
+	req := createRequest()
+	req.ChatID = uuid.New()
+	if _, _, err := svc.Create(context.Background(), req); !errors.Is(err, sandbox.ErrUnavailable) {
+		t.Fatalf("Create after Drain: err = %v, want ErrUnavailable", err)
+	}
+	if err := svc.Drain(context.Background()); err != nil {
+		t.Fatalf("Drain with nothing under way: %v", err)
+	}
 }
 
 func TestNotFoundSpeaksOfTheChatNotTheStore(t *testing.T) {
