@@ -4,7 +4,7 @@
 //
 // The file is meant for one sandboxd process; several replicas share PostgreSQL instead
 // (package pgstore). The Store relies on that: it keeps the sessions it has read or written
-// in memory (cache.go), so a change made to the file behind its back is not seen by Get
+// in memory (package sessioncache), so a change made to the file behind its back is not seen by Get
 // until the process restarts.
 package sqlitestore
 
@@ -29,6 +29,7 @@ import (
 
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
+	"github.com/sandboxd/sandboxd/internal/sessioncache"
 )
 
 var _ lifecycle.Store = (*Store)(nil)
@@ -54,7 +55,7 @@ type Store struct {
 	// get is prepared once: parsing it anew on every call was the largest cost of a
 	// reuse, the hottest path of the service; the cache spares most calls altogether.
 	get   *sql.Stmt
-	cache *cache
+	cache *sessioncache.Cache
 }
 
 // Open opens (creating it if need be) the SQLite database at path, brings its schema up to
@@ -83,7 +84,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		return nil, fmt.Errorf("sqlitestore: open %s: %w: %w", path, sandbox.ErrUnavailable, err)
 	}
 	r.SetMaxOpenConns(max(4, runtime.NumCPU()))
-	st := &Store{w: w, r: r, cache: newCache()}
+	st := &Store{w: w, r: r, cache: sessioncache.New(0)}
 	if err := st.migrate(ctx, path); err != nil {
 		_ = st.Close()
 		return nil, fmt.Errorf("sqlitestore: open %s: %w", path, err)
@@ -168,7 +169,7 @@ func (st *Store) Ping(ctx context.Context) error {
 // Save records s. It returns an error wrapping sandbox.ErrConflict when the chat already
 // has a session (the UNIQUE constraint on chat_id refuses it) or the session id is taken.
 func (st *Store) Save(ctx context.Context, s sandbox.Session) error {
-	st.cache.forgetChat(s.ChatID)
+	st.cache.ForgetChat(s.ChatID)
 	_, err := st.w.ExecContext(ctx, `
 		INSERT INTO sandbox_sessions
 			(session_id, chat_id, container_id, status, created_at, expires_at, agent_id, volume_host_path)
@@ -176,14 +177,14 @@ func (st *Store) Save(ctx context.Context, s sandbox.Session) error {
 		s.ID.String(), s.ChatID.String(), s.ContainerID, string(s.Status),
 		s.CreatedAt.UnixMicro(), s.ExpiresAt.UnixMicro(), s.AgentID, s.VolumeHostPath)
 	if err != nil {
-		st.cache.settled()
+		st.cache.Settled()
 		return translate(fmt.Sprintf("save session %s of chat %s", s.ID, s.ChatID), err)
 	}
 	// Cache what the file holds (microseconds, UTC), not the caller's nanoseconds and zone:
 	// Get must answer the same from the cache as from the file.
 	s.CreatedAt = time.UnixMicro(s.CreatedAt.UnixMicro()).UTC()
 	s.ExpiresAt = time.UnixMicro(s.ExpiresAt.UnixMicro()).UTC()
-	st.cache.stored(s)
+	st.cache.Stored(s, 0)
 	return nil
 }
 
@@ -192,7 +193,7 @@ const columns = `session_id, chat_id, container_id, status, created_at, expires_
 // Get returns the chat's session, expired or not, or an error wrapping sandbox.ErrNotFound.
 // It answers from the cache when it can.
 func (st *Store) Get(ctx context.Context, chatID uuid.UUID) (sandbox.Session, error) {
-	cached, ok, gen := st.cache.get(chatID)
+	cached, ok, gen := st.cache.Get(chatID, 0)
 	if ok {
 		return cached, nil
 	}
@@ -203,7 +204,7 @@ func (st *Store) Get(ctx context.Context, chatID uuid.UUID) (sandbox.Session, er
 	if err != nil {
 		return sandbox.Session{}, translate(fmt.Sprintf("get chat %s", chatID), err)
 	}
-	st.cache.fill(s, gen)
+	st.cache.Fill(s, 0, gen)
 	return s, nil
 }
 
@@ -266,8 +267,8 @@ func (st *Store) Count(ctx context.Context) (int, error) {
 // SetExpiry moves the expiry of session sessionID. It returns an error wrapping
 // sandbox.ErrNotFound when no such session exists.
 func (st *Store) SetExpiry(ctx context.Context, sessionID uuid.UUID, expiresAt time.Time) error {
-	st.cache.forgetSession(sessionID) // the next Get reads the new expiry from the file
-	defer st.cache.settled()
+	st.cache.ForgetSession(sessionID) // the next Get reads the new expiry from the file
+	defer st.cache.Settled()
 	res, err := st.w.ExecContext(ctx, `UPDATE sandbox_sessions SET expires_at = ? WHERE session_id = ?`,
 		expiresAt.UnixMicro(), sessionID.String())
 	if err != nil {
@@ -283,8 +284,8 @@ func (st *Store) SetExpiry(ctx context.Context, sessionID uuid.UUID, expiresAt t
 
 // Remove forgets session sessionID. Removing a session that is gone is no error.
 func (st *Store) Remove(ctx context.Context, sessionID uuid.UUID) error {
-	st.cache.forgetSession(sessionID)
-	defer st.cache.settled()
+	st.cache.ForgetSession(sessionID)
+	defer st.cache.Settled()
 	if _, err := st.w.ExecContext(ctx, `DELETE FROM sandbox_sessions WHERE session_id = ?`, sessionID.String()); err != nil {
 		return translate(fmt.Sprintf("remove session %s", sessionID), err)
 	}
