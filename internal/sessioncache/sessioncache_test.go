@@ -18,7 +18,7 @@ func TestSlowReadNeverOverwritesAWrite(t *testing.T) {
 
 	c := New(0)
 	_, _, gen := c.Get(chat, 0) // a read begins and finds old in the file...
-	c.ForgetChat(chat)       // ...a save of newer begins...
+	c.ForgetChat(chat)          // ...a save of newer begins...
 	c.Stored(newer, 0)          // ...and commits...
 	c.Fill(old, 0, gen)         // ...then the slow read ends
 	if got, ok, _ := c.Get(chat, 0); !ok || got.ID != newer.ID {
@@ -27,13 +27,13 @@ func TestSlowReadNeverOverwritesAWrite(t *testing.T) {
 
 	c = New(0)
 	c.ForgetChat(chat)      // a save of old...
-	c.Stored(old, 0)           // ...commits
+	c.Stored(old, 0)        // ...commits
 	c.ForgetSession(old.ID) // a removal begins: reads go to the file
 	_, ok, gen := c.Get(chat, 0)
 	if ok {
 		t.Fatal("a session being removed is still served from the cache")
 	}
-	c.Settled()      // the removal commits
+	c.Settled()         // the removal commits
 	c.Fill(old, 0, gen) // a read that saw the row before the commit ends
 	if got, ok, _ := c.Get(chat, 0); ok {
 		t.Fatalf("cache holds removed session %v", got.ID)
@@ -55,12 +55,12 @@ func TestReadDuringAWriteNeverFillsWhatTheWriteChanged(t *testing.T) {
 	old := sandbox.Session{ID: uuid.New(), ChatID: chat, ExpiresAt: time.Unix(1, 0)}
 
 	c := New(0)
-	c.ForgetChat(chat)       // a save of old...
+	c.ForgetChat(chat)          // a save of old...
 	c.Stored(old, 0)            // ...commits
-	c.ForgetSession(old.ID)  // a removal (or a SetExpiry) begins
+	c.ForgetSession(old.ID)     // a removal (or a SetExpiry) begins
 	_, _, gen := c.Get(chat, 0) // a read begins and finds the row before the commit...
 	c.Fill(old, 0, gen)         // ...and ends first
-	c.Settled()              // the removal commits
+	c.Settled()                 // the removal commits
 	if got, ok, _ := c.Get(chat, 0); ok {
 		t.Fatalf("cache holds session %v, which the write removed", got.ID)
 	}
