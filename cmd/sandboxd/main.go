@@ -90,7 +90,7 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 	}
 	closers = append(closers, tel.Shutdown)
 
-	reg, err := openRegistry(ctx, cfg.Registry, cfg.Sweep.Parallelism)
+	reg, err := openRegistry(ctx, cfg.Registry, cfg.Sweep.Parallelism, cfg.LockLinger)
 	if err != nil {
 		return err
 	}
@@ -246,8 +246,9 @@ type registry struct {
 }
 
 // openRegistry opens the registry dsn names: SQLite (one process, locks in memory) or
-// PostgreSQL (replicas, advisory locks). sweepParallelism sizes the lock pool.
-func openRegistry(ctx context.Context, dsn string, sweepParallelism int) (registry, error) {
+// PostgreSQL (replicas, advisory locks kept as leases for linger, under which the store
+// caches). sweepParallelism sizes the lock pool.
+func openRegistry(ctx context.Context, dsn string, sweepParallelism int, linger time.Duration) (registry, error) {
 	kind, target, err := config.ParseRegistry(dsn)
 	if err != nil {
 		return registry{}, err
@@ -279,13 +280,17 @@ func openRegistry(ctx context.Context, dsn string, sweepParallelism int) (regist
 			_ = st.Close()
 			return registry{}, fmt.Errorf("registry: lock pool: %w", sandbox.ErrUnavailable)
 		}
-		locker, err := pglock.New(pglock.Config{Pool: pool})
+		locker, err := pglock.New(pglock.Config{Pool: pool, Linger: linger})
 		if err != nil {
 			pool.Close()
 			_ = st.Close()
 			return registry{}, err
 		}
+		if linger > 0 {
+			st.CacheUnder(locker)
+		}
 		return registry{store: st, locker: locker, ping: st.Ping, close: func() error {
+			_ = locker.Close() // ends the leases before the store can be written by others
 			pool.Close()
 			return st.Close()
 		}}, nil

@@ -51,6 +51,10 @@ type Config struct {
 
 	// Registry names the session registry: "sqlite:<path>" or "postgres://...".
 	Registry string `koanf:"registry"`
+	// LockLinger is how long a PostgreSQL replica keeps a chat's lock after the chat's
+	// last use case, so that the next needs no round trip to the database (package
+	// pglock's leases); 0 turns it off. SQLite ignores it.
+	LockLinger time.Duration `koanf:"lock_linger"`
 
 	Docker Docker `koanf:"docker"`
 	Agents Agents `koanf:"agents"`
@@ -171,6 +175,7 @@ func Default() Config {
 		Sweep:           Sweep{Interval: 30 * time.Second, Parallelism: 4},
 		Reconcile:       Reconcile{Interval: 5 * time.Minute, Grace: time.Minute},
 		Registry:        "sqlite:./.data/sandboxd.db",
+		LockLinger:      2 * time.Second,
 		Docker:          Docker{Instance: "sandboxd", VolumeRoot: "./.data/volumes", StopTimeout: 3 * time.Second},
 		Log:             Log{Level: "info", Format: "json"},
 	}
@@ -214,6 +219,7 @@ func options() []option {
 		{"reconcile::interval", "time between reconciliations", dur(func(c Config) time.Duration { return c.Reconcile.Interval })},
 		{"reconcile::grace", "age before an unrecorded container is removed", dur(func(c Config) time.Duration { return c.Reconcile.Grace })},
 		{"registry", "session registry: sqlite:<path> or postgres://...", str(func(c Config) string { return c.Registry })},
+		{"lock_linger", "PostgreSQL: how long a replica keeps a chat's lock after its last use (0: off)", dur(func(c Config) time.Duration { return c.LockLinger })},
 		{"docker::host", "Docker engine address (empty: DOCKER_HOST or the default socket)", str(func(c Config) string { return c.Docker.Host })},
 		{"docker::instance", "instance id labelling this service's containers", str(func(c Config) string { return c.Docker.Instance })},
 		{"docker::volume_root", "host folder holding the workspaces", str(func(c Config) string { return c.Docker.VolumeRoot })},
@@ -381,6 +387,9 @@ func (c *Config) finish() error {
 
 	if _, _, err := ParseRegistry(c.Registry); err != nil {
 		bad("registry", "%v", err)
+	}
+	if c.LockLinger < 0 {
+		bad("lock_linger", "must be >= 0, got %s", c.LockLinger)
 	}
 
 	if !validInstance(c.Docker.Instance) {

@@ -26,6 +26,30 @@
 // callers of one replica first queue on a process-local lock of the chat (package
 // keylock), and only the one at its head takes a connection: a replica holds at most one
 // connection per chat it is locking, whatever the number of callers.
+//
+// # Leases
+//
+// With Config.Linger set, a chat's lock outlives its use case: the replica's lease
+// connection (one per replica, apart from the pool) takes a free chat's lock with
+// pg_try_advisory_lock and keeps it for Linger after its last use, so that the chat's next
+// use case on this replica locks without a round trip. While this replica keeps a chat's
+// lock no other replica writes the chat's row, so the store may answer that chat from
+// memory (pgstore.Store.CacheUnder asks Lease). A lease ends when:
+//   - it has been idle for Linger (the lease connection unlocks it);
+//   - another replica waits for the chat: its Lock, finding the lock held, sends the
+//     chat's key on RecallChannel before it waits, and the holder unlocks the chat as soon
+//     as no use case of its own holds it, and takes no new lease of it for a second;
+//   - the lease session ends (a restart, pg_terminate_backend, a failed command): the
+//     connection reads the server between commands, so it learns of the end as the server
+//     reports it, and forgets every lease before it reconnects.
+//
+// Lease vouches for a lease only while the session was proven alive within 3 seconds (a
+// heartbeat runs every second), and the lease session asks the server for a 10-second TCP
+// keepalive idle time, so a silent network cannot release the locks while Lease still
+// vouches for them. What it cannot exclude is the window of the first bullet above's
+// last case: between the server ending the session and this replica reading that it did,
+// another replica may take the lock; as for every lock here, the registry's UNIQUE
+// constraint, not the lease, is what keeps one session per chat.
 package pglock
 
 import (
@@ -33,6 +57,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"strconv"
 	"sync"
 	"time"
 
@@ -65,14 +90,25 @@ type Config struct {
 	// Wait bounds one Lock (a connection, then the lock); default DefaultWait. The
 	// caller's ctx bounds it too.
 	Wait time.Duration
+	// Linger is how long a chat's lock is kept as a lease after its last use case here
+	// (see Leases in the package comment). Zero: no leases, every Lock takes and releases
+	// the server's lock. A Locker with leases must be closed.
+	Linger time.Duration
+	// MaxLeases bounds the leases kept at once (each holds an entry of the server's lock
+	// table); default DefaultMaxLeases. A chat beyond it is locked without a lease.
+	MaxLeases int
 }
+
+// DefaultMaxLeases is Config.MaxLeases when it is zero.
+const DefaultMaxLeases = 256
 
 // Locker serialises the use cases of one chat across replicas. It is safe for concurrent
 // use.
 type Locker struct {
-	pool  *pgxpool.Pool
-	wait  time.Duration
-	local *keylock.Locker // this replica's callers of one chat queue here, not in the pool
+	pool   *pgxpool.Pool
+	wait   time.Duration
+	local  *keylock.Locker // this replica's callers of one chat queue here, not in the pool
+	leases *leases         // nil without Linger
 }
 
 // New returns a Locker. A missing Pool wraps sandbox.ErrInvalid.
@@ -83,7 +119,35 @@ func New(cfg Config) (*Locker, error) {
 	if cfg.Wait <= 0 {
 		cfg.Wait = DefaultWait
 	}
-	return &Locker{pool: cfg.Pool, wait: cfg.Wait, local: keylock.New()}, nil
+	if cfg.MaxLeases <= 0 {
+		cfg.MaxLeases = DefaultMaxLeases
+	}
+	l := &Locker{pool: cfg.Pool, wait: cfg.Wait, local: keylock.New()}
+	if cfg.Linger > 0 {
+		l.leases = newLeases(cfg.Pool.Config().ConnConfig, cfg.Linger, cfg.MaxLeases)
+	}
+	return l, nil
+}
+
+// Close ends every lease (it closes the lease connection) and waits for the goroutine
+// that kept them. Later Locks take and release the server's lock each time. Without
+// Linger it does nothing. It returns no error; the signature matches io.Closer.
+func (l *Locker) Close() error {
+	if l.leases != nil {
+		l.leases.close()
+	}
+	return nil
+}
+
+// Lease reports whether this replica keeps the chat's lock as a lease now, and the
+// lease's id: while one id is reported, no other replica has held the chat's lock (see
+// Leases in the package comment). A use case's hold of a chat locked without a lease is
+// no lease.
+func (l *Locker) Lease(chatID uuid.UUID) (id uint64, ok bool) {
+	if l.leases == nil {
+		return 0, false
+	}
+	return l.leases.held(chatID)
 }
 
 // Key returns the advisory lock key of a chat: a 64-bit FNV-1a hash of a sandboxd prefix
@@ -110,13 +174,27 @@ func (l *Locker) Lock(ctx context.Context, chatID uuid.UUID) (func(), error) {
 	if err != nil {
 		return nil, l.fail(ctx, chatID, "wait for this replica's holder", err)
 	}
+	if l.leases != nil {
+		if release, ok := l.leases.acquire(wctx, chatID); ok {
+			var once sync.Once
+			return func() { once.Do(func() { release(); unlockLocal() }) }, nil
+		}
+	}
 	conn, err := l.pool.Acquire(wctx)
 	if err != nil {
 		unlockLocal()
 		return nil, l.fail(ctx, chatID, "acquire a connection", err)
 	}
 	key := Key(chatID)
-	if _, err := conn.Exec(wctx, "SELECT pg_advisory_lock($1)", key); err != nil {
+	if l.leases != nil {
+		// Ask the replica that may keep the chat as a lease to let it go. A notification
+		// is sent at the end of its statement: it must not share the lock's.
+		_, err = conn.Exec(wctx, "SELECT pg_notify($1, $2)", RecallChannel, strconv.FormatInt(key, 10))
+	}
+	if err == nil {
+		_, err = conn.Exec(wctx, "SELECT pg_advisory_lock($1)", key)
+	}
+	if err != nil {
 		// Drop the session, never pool it: it may hold the lock (granted as ctx ended) or
 		// still wait for it. When ctx ends mid-wait, pgx itself sends the server a cancel
 		// request, which takes the wait out of the lock queue, before closing the socket.

@@ -31,9 +31,26 @@ func newLocker(t *testing.T, dsn string) *pglock.Locker {
 	return l
 }
 
+// newLeasingLocker returns a replica's Locker that keeps locks as leases for linger (0:
+// none), closed at the end of the test.
+func newLeasingLocker(t *testing.T, dsn string, linger time.Duration) *pglock.Locker {
+	t.Helper()
+	l, err := pglock.New(pglock.Config{Pool: pgtest.Pool(t, dsn), Wait: 30 * time.Second, Linger: linger})
+	if err != nil {
+		t.Fatalf("pglock.New: %v", err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	return l
+}
+
 func TestLockerConformance(t *testing.T) {
 	dsn := pgtest.DSN(t)
-	lifecycletest.TestLocker(t, func(t *testing.T) lifecycle.Locker { return newLocker(t, dsn) })
+	t.Run("locks", func(t *testing.T) {
+		lifecycletest.TestLocker(t, func(t *testing.T) lifecycle.Locker { return newLocker(t, dsn) })
+	})
+	t.Run("leases", func(t *testing.T) {
+		lifecycletest.TestLocker(t, func(t *testing.T) lifecycle.Locker { return newLeasingLocker(t, dsn, time.Minute) })
+	})
 }
 
 func TestNewRefusesAMissingPool(t *testing.T) {
@@ -150,7 +167,15 @@ func TestHolderWhoseConnectionDiesReleasesTheLock(t *testing.T) {
 // Two replicas, each with its own pools, store and locker, hammer the same chats against one
 // database: each chat gets exactly one session and one runtime create, and every caller
 // gets that session.
+//
+// With leases, each replica keeps the chats' locks after use and caches their sessions;
+// the other's callers recall them. The outcome must be the same.
 func TestTwoReplicasHammerTheSameChats(t *testing.T) {
+	t.Run("locks", func(t *testing.T) { hammerTheSameChats(t, 0) })
+	t.Run("leases", func(t *testing.T) { hammerTheSameChats(t, time.Minute) })
+}
+
+func hammerTheSameChats(t *testing.T, linger time.Duration) {
 	ctx := context.Background()
 	dsn := pgtest.DSN(t)
 	rt := &countingRuntime{creates: map[uuid.UUID]int{}}
@@ -161,8 +186,12 @@ func TestTwoReplicasHammerTheSameChats(t *testing.T) {
 		if err != nil {
 			t.Fatalf("pgstore.New: %v", err)
 		}
+		locker := newLeasingLocker(t, dsn, linger)
+		if linger > 0 {
+			st.CacheUnder(locker)
+		}
 		svc, err := lifecycle.New(lifecycle.Config{
-			Store: st, Locker: newLocker(t, dsn), Runtime: rt, TTL: time.Hour,
+			Store: st, Locker: locker, Runtime: rt, TTL: time.Hour,
 		})
 		if err != nil {
 			t.Fatalf("lifecycle.New: %v", err)

@@ -4,6 +4,10 @@
 // The table holds one row per session with UNIQUE (chat_id): the database, not a lock, is
 // what guarantees one session per chat (see package pglock for why the lock alone is not a
 // fence).
+//
+// A Store may keep the sessions of the chats whose lock this replica keeps as a lease in
+// memory (CacheUnder): no other replica writes a chat's row while this one keeps its lock,
+// so Get, which every reuse calls, answers those chats without a query.
 package pgstore
 
 import (
@@ -27,6 +31,7 @@ import (
 
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
+	"github.com/sandboxd/sandboxd/internal/sessioncache"
 )
 
 var _ lifecycle.Store = (*Store)(nil)
@@ -38,6 +43,28 @@ var migrations embed.FS
 type Store struct {
 	pool     *pgxpool.Pool
 	ownsPool bool
+	leases   Leases              // nil: no cache
+	cache    *sessioncache.Cache // sessions read or written under a lease, tagged with its id
+}
+
+// Leases tells which chats this replica holds the lock of as a lease (pglock.Locker).
+type Leases interface {
+	// Lease reports the id of the chat's lease, if this replica keeps the chat's lock
+	// now; while one id is reported, no other replica has held the chat's lock.
+	Lease(chatID uuid.UUID) (id uint64, ok bool)
+}
+
+// cacheMax bounds the cached sessions; entries of ended leases are dropped as they are
+// found, and the whole cache when it reaches the bound.
+const cacheMax = 4096
+
+// CacheUnder makes Get answer a chat from memory while leases vouches that this replica
+// has kept the chat's lock since the session was read or written. Every writer of the
+// registry must hold a chat's lock to write its row, as the lifecycle's use cases do. Call
+// it before the Store is used.
+func (st *Store) CacheUnder(leases Leases) {
+	st.leases = leases
+	st.cache = sessioncache.New(cacheMax)
 }
 
 // Open connects to the database dsn (a URL or keyword/value string that pgxpool accepts),
@@ -134,13 +161,34 @@ func (st *Store) Ping(ctx context.Context) error {
 // Save records s. It returns an error wrapping sandbox.ErrConflict when the chat already
 // has a session (the UNIQUE constraint on chat_id refuses it) or the session id is taken.
 func (st *Store) Save(ctx context.Context, s sandbox.Session) error {
+	var (
+		lease  uint64
+		leased bool
+	)
+	if st.cache != nil {
+		lease, leased = st.leases.Lease(s.ChatID)
+		st.cache.ForgetChat(s.ChatID)
+	}
 	_, err := st.pool.Exec(ctx, `
 		INSERT INTO sandbox_sessions
 			(session_id, chat_id, container_id, status, created_at, expires_at, agent_id, volume_host_path)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
 		s.ID, s.ChatID, s.ContainerID, string(s.Status), s.CreatedAt, s.ExpiresAt, s.AgentID, s.VolumeHostPath)
 	if err != nil {
+		if st.cache != nil {
+			st.cache.Settled()
+		}
 		return translate(fmt.Sprintf("save session %s of chat %s", s.ID, s.ChatID), err)
+	}
+	if st.cache != nil {
+		if after, ok := st.leases.Lease(s.ChatID); leased && ok && after == lease {
+			// Cache what the table holds (microseconds, UTC), as Get reads it.
+			s.CreatedAt = time.UnixMicro(s.CreatedAt.UnixMicro()).UTC()
+			s.ExpiresAt = time.UnixMicro(s.ExpiresAt.UnixMicro()).UTC()
+			st.cache.Stored(s, lease)
+		} else {
+			st.cache.Settled()
+		}
 	}
 	return nil
 }
@@ -149,6 +197,28 @@ const columns = `session_id, chat_id, container_id, status, created_at, expires_
 
 // Get returns the chat's session, expired or not, or an error wrapping sandbox.ErrNotFound.
 func (st *Store) Get(ctx context.Context, chatID uuid.UUID) (sandbox.Session, error) {
+	if st.cache == nil {
+		return st.get(ctx, chatID)
+	}
+	lease, ok := st.leases.Lease(chatID)
+	if !ok {
+		return st.get(ctx, chatID)
+	}
+	cached, hit, gen := st.cache.Get(chatID, lease)
+	if hit {
+		return cached, nil
+	}
+	s, err := st.get(ctx, chatID)
+	switch {
+	case err == nil:
+		st.cache.Fill(s, lease, gen)
+	case errors.Is(err, sandbox.ErrNotFound):
+		st.cache.Drop(chatID)
+	}
+	return s, err
+}
+
+func (st *Store) get(ctx context.Context, chatID uuid.UUID) (sandbox.Session, error) {
 	rows, err := st.pool.Query(ctx, `SELECT `+columns+` FROM sandbox_sessions WHERE chat_id = $1`, chatID)
 	if err != nil {
 		return sandbox.Session{}, translate(fmt.Sprintf("get chat %s", chatID), err)
@@ -223,6 +293,10 @@ func (st *Store) Count(ctx context.Context) (int, error) {
 // SetExpiry moves the expiry of session sessionID. It returns an error wrapping
 // sandbox.ErrNotFound when no such session exists.
 func (st *Store) SetExpiry(ctx context.Context, sessionID uuid.UUID, expiresAt time.Time) error {
+	if st.cache != nil {
+		st.cache.ForgetSession(sessionID) // the next Get reads the new expiry
+		defer st.cache.Settled()
+	}
 	tag, err := st.pool.Exec(ctx, `UPDATE sandbox_sessions SET expires_at = $1 WHERE session_id = $2`, expiresAt, sessionID)
 	if err != nil {
 		return translate(fmt.Sprintf("set expiry of session %s", sessionID), err)
@@ -235,6 +309,10 @@ func (st *Store) SetExpiry(ctx context.Context, sessionID uuid.UUID, expiresAt t
 
 // Remove forgets session sessionID. Removing a session that is gone is no error.
 func (st *Store) Remove(ctx context.Context, sessionID uuid.UUID) error {
+	if st.cache != nil {
+		st.cache.ForgetSession(sessionID)
+		defer st.cache.Settled()
+	}
 	if _, err := st.pool.Exec(ctx, `DELETE FROM sandbox_sessions WHERE session_id = $1`, sessionID); err != nil {
 		return translate(fmt.Sprintf("remove session %s", sessionID), err)
 	}
