@@ -519,6 +519,29 @@ func TestPostgresReplicas(t *testing.T) {
 	if ids := w.labelled(); len(ids) != 1 {
 		t.Errorf("containers %v, want one", ids)
 	}
+
+	// A replica answers a chat from memory while it keeps the chat's lock as a lease
+	// (lock_linger); a delete on the other recalls the lease, so neither ever serves a
+	// session the other removed, nor reuses it.
+	session := sessions[0]
+	for _, r := range [][2]*server{{a, b}, {b, a}} {
+		holder, other := r[0], r[1]
+		if got, res, err := holder.api.Create(context.Background(), chat, client.CreateBody{}); err != nil || got.SessionID != session || res != client.Reused {
+			t.Fatalf("reuse: %+v %s %v, want session %s reused", got, res, err, session)
+		}
+		if del, err := other.api.Delete(context.Background(), chat); err != nil || del.Result != client.Deleted {
+			t.Fatalf("delete on the other replica: %+v %v", del, err)
+		}
+		if got, err := holder.api.Get(context.Background(), chat); !errors.Is(err, sandbox.ErrNotFound) {
+			t.Fatalf("get on the lease holder after the other's delete: %+v %v, want 404", got, err)
+		}
+		got, res, err := holder.api.Create(context.Background(), chat, client.CreateBody{})
+		if err != nil || res != client.Created || got.SessionID == session {
+			t.Fatalf("create after the other's delete: %+v %s %v, want a new session", got, res, err)
+		}
+		session = got.SessionID
+	}
+	sessions[0] = session
 	a.stop(syscall.SIGTERM)
 	b.stop(syscall.SIGTERM)
 
