@@ -46,10 +46,10 @@
 // Lease vouches for a lease only while the session was proven alive within 3 seconds (a
 // heartbeat runs every second), and the lease session asks the server for a 10-second TCP
 // keepalive idle time, so a silent network cannot release the locks while Lease still
-// vouches for them. What it cannot exclude is the window of the first bullet above's
-// last case: between the server ending the session and this replica reading that it did,
-// another replica may take the lock; as for every lock here, the registry's UNIQUE
-// constraint, not the lease, is what keeps one session per chat.
+// vouches for them. What it cannot exclude is the moment between the server ending the
+// lease session and this replica reading that it did (microseconds, unless the replica
+// is stalled): another replica may take the lock then. As for every lock here, the
+// registry's UNIQUE constraint, not the lease, is what keeps one session per chat.
 package pglock
 
 import (
