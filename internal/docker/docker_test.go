@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -391,6 +392,34 @@ func TestStopAndDeleteLeaveNothing(t *testing.T) {
 		}
 	}
 	e.assertNoContainers(t)
+}
+
+// Removals of one sandbox that overlap (a delete and the sweep, two replicas) all
+// succeed once it is gone: the engine answers the later ones "removal already in
+// progress", which is not an error of theirs.
+func TestOverlappingRemovalsAllSucceed(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx := context.Background()
+	for range 3 {
+		s := e.create(t, newSpec(""))
+		errs := make(chan error, 6)
+		var wg sync.WaitGroup
+		for i := range 6 {
+			op := e.rt.Delete
+			if i%2 == 1 {
+				op = e.rt.Stop
+			}
+			wg.Go(func() { errs <- op(ctx, s.ContainerID) })
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Errorf("overlapping removal of %s: %v", s.ContainerID, err)
+			}
+		}
+		e.assertGone(t, s.ContainerID)
+	}
 }
 
 func TestStopAndDeleteRefuseForeignContainers(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/google/uuid"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/mount"
@@ -188,7 +189,8 @@ func (r *Runtime) Stop(ctx context.Context, containerID string) error {
 	}
 	timeout := r.stopTimeout
 	if _, err := r.cli.ContainerStop(ctx, containerID, client.ContainerStopOptions{Timeout: &timeout}); err != nil {
-		if err := gone(engineError("stop "+containerID, err)); err != nil {
+		// A conflict: another removal of it is under way; remove waits for that one.
+		if err := gone(engineError("stop "+containerID, err)); err != nil && !cerrdefs.IsConflict(err) {
 			return err
 		}
 	}
@@ -226,13 +228,29 @@ func (r *Runtime) ownedContainer(ctx context.Context, containerID string) (conta
 	return res.Container, nil
 }
 
-// remove force-removes a container; one that is gone is no error.
+// removeRetry is how often remove asks again while another removal of the container is
+// under way.
+const removeRetry = 25 * time.Millisecond
+
+// remove force-removes a container; one that is gone is no error. When another removal
+// of it is under way (a delete overlapping the sweep, two replicas), the engine answers
+// "removal already in progress" (a conflict): remove asks again until the container is
+// gone, or removes it itself should the other removal fail, while ctx lasts.
 func (r *Runtime) remove(ctx context.Context, containerID string) error {
-	_, err := r.cli.ContainerRemove(ctx, containerID, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
-	if err != nil {
-		return gone(engineError("remove "+containerID, err))
+	for {
+		_, err := r.cli.ContainerRemove(ctx, containerID, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
+		if err == nil {
+			return nil
+		}
+		if !cerrdefs.IsConflict(err) || ctx.Err() != nil {
+			return gone(engineError("remove "+containerID, err))
+		}
+		select {
+		case <-ctx.Done():
+			return gone(engineError("remove "+containerID, err))
+		case <-time.After(removeRetry):
+		}
 	}
-	return nil
 }
 
 // gone turns "not found" into success: what is already gone needs no removing.
