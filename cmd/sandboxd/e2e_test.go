@@ -30,6 +30,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/dockertest"
 	"github.com/sandboxd/sandboxd/internal/pgtest"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
+	"github.com/sandboxd/sandboxd/internal/waitfor"
 )
 
 const token = "e2e-secret-token"
@@ -216,17 +217,6 @@ func (w *world) running(id string) bool {
 
 func newChat() string { return uuid.NewString() }
 
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, within)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // The cycle a client goes through: create, reuse, conflict, replace after expiry, delete.
 func TestCreateReuseConflictReplaceDelete(t *testing.T) {
 	t.Parallel()
@@ -311,7 +301,7 @@ func TestExpiredSandboxIsSwept(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 20*time.Second, "the sweep forgets the expired session", func() bool {
+	waitfor.True(t, 20*time.Second, "the sweep forgets the expired session", func() bool {
 		_, err := srv.api.Get(ctx, chat)
 		return errors.Is(err, sandbox.ErrNotFound)
 	})
@@ -444,7 +434,7 @@ func TestStopDuringCreateLeavesNothingUntracked(t *testing.T) {
 			}()
 			// Signal as soon as the container exists: the create is between the engine
 			// and the registry.
-			eventually(t, 30*time.Second, "the create makes a container", func() bool { return len(w.labelled()) > 0 })
+			waitfor.True(t, 30*time.Second, "the create makes a container", func() bool { return len(w.labelled()) > 0 })
 			srv.stop(sig)
 			a := <-answered
 			if sig == syscall.SIGTERM && (a.err != nil || a.result != client.Created) {

@@ -17,6 +17,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/client"
 	"github.com/sandboxd/sandboxd/internal/docker"
 	"github.com/sandboxd/sandboxd/internal/dockertest"
+	"github.com/sandboxd/sandboxd/internal/waitfor"
 )
 
 // pooled returns the ids of the running, unclaimed pool containers of this test's instance.
@@ -44,7 +45,7 @@ func TestWarmPool(t *testing.T) {
 	w := newWorld(t, "SANDBOXD_AGENTS_DEFAULT_POOL_MIN=2")
 	srv := w.start()
 	ctx := context.Background()
-	eventually(t, time.Minute, "pool of 2", func() bool { return len(w.pooled()) == 2 })
+	waitfor.True(t, time.Minute, "pool of 2", func() bool { return len(w.pooled()) == 2 })
 	// Ready once listed by the engine as running; give the pool a moment to take them in.
 	time.Sleep(200 * time.Millisecond)
 	before := w.pooled()
@@ -64,7 +65,7 @@ func TestWarmPool(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(folder, "f")); err != nil || string(b) != "pooled\n" {
 		t.Errorf("chat folder sees %q, %v", b, err)
 	}
-	eventually(t, time.Minute, "pool refilled to 2", func() bool {
+	waitfor.True(t, time.Minute, "pool refilled to 2", func() bool {
 		ids := w.pooled()
 		return len(ids) == 2 && !slices.Contains(ids, s.ContainerID)
 	})
@@ -76,7 +77,7 @@ func TestWarmPool(t *testing.T) {
 	srv.stop(syscall.SIGKILL)
 	left := w.pooled()
 	srv = w.start()
-	eventually(t, time.Minute, "a new pool of 2", func() bool {
+	waitfor.True(t, time.Minute, "a new pool of 2", func() bool {
 		ids := w.pooled()
 		return len(ids) == 2 && !slices.ContainsFunc(ids, func(id string) bool { return slices.Contains(left, id) })
 	})

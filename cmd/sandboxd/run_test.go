@@ -16,6 +16,7 @@ import (
 
 	"github.com/sandboxd/sandboxd/internal/client"
 	"github.com/sandboxd/sandboxd/internal/dockertest"
+	"github.com/sandboxd/sandboxd/internal/waitfor"
 )
 
 func TestRunRefusesBadConfig(t *testing.T) {
@@ -73,7 +74,7 @@ func TestRunServesAndStopsInProcess(t *testing.T) {
 	go func() { done <- run(ctx, nil, env, logs, logs) }()
 
 	var addr string
-	eventually(t, 30*time.Second, "run listens", func() bool {
+	waitfor.True(t, 30*time.Second, "run listens", func() bool {
 		for _, line := range strings.Split(logs.String(), "\n") {
 			var rec struct{ Msg, Addr string }
 			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "listening" {

@@ -2,6 +2,7 @@ package docker_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -22,6 +23,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/dockertest"
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
 	"github.com/sandboxd/sandboxd/internal/memstore"
+	"github.com/sandboxd/sandboxd/internal/waitfor"
 	"github.com/sandboxd/sandboxd/internal/workspace"
 )
 
@@ -146,11 +148,7 @@ func (e env) pooled(t testing.TB) []string {
 
 func eventually(t *testing.T, timeout time.Duration, cond func() bool, format string, args ...any) {
 	t.Helper()
-	for deadline := time.Now().Add(timeout); !cond(); time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for "+format, args...)
-		}
-	}
+	waitfor.True(t, timeout, fmt.Sprintf(format, args...), cond)
 }
 
 func TestPoolHandsOutAPreStartedSandbox(t *testing.T) {

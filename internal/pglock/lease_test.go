@@ -14,6 +14,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/pgstore"
 	"github.com/sandboxd/sandboxd/internal/pgtest"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
+	"github.com/sandboxd/sandboxd/internal/waitfor"
 )
 
 // heldBy returns the pids of the sessions that hold the chat's advisory lock (granted).
@@ -49,18 +50,6 @@ func lockUnlock(t *testing.T, l *pglock.Locker, chat uuid.UUID) {
 	unlock()
 }
 
-// eventually polls cond every 10ms until it holds or within passes.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, within)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // After its use case, a chat's lock stays with the replica as a lease, which the next use
 // case takes without a new lock; after the linger the lease ends and the server's lock is
 // released.
@@ -87,7 +76,7 @@ func TestLeaseOutlivesTheUseCaseForTheLinger(t *testing.T) {
 		t.Fatalf("second use case: lease %d (%v), want the same lease %d", again, ok, first)
 	}
 
-	eventually(t, 10*time.Second, "the lease ends after the linger", func() bool {
+	waitfor.True(t, 10*time.Second, "the lease ends after the linger", func() bool {
 		_, ok := l.Lease(chat)
 		return !ok && len(heldBy(t, admin, chat)) == 0
 	})
@@ -167,7 +156,7 @@ func TestLeaseEndsWithItsSession(t *testing.T) {
 	if err := admin.QueryRow(ctx, `SELECT pg_terminate_backend($1)`, pids[0]).Scan(&terminated); err != nil || !terminated {
 		t.Fatalf("pg_terminate_backend: %v, %v", terminated, err)
 	}
-	eventually(t, 2*time.Second, "the replica stops vouching for the lease of a terminated session", func() bool {
+	waitfor.True(t, 2*time.Second, "the replica stops vouching for the lease of a terminated session", func() bool {
 		_, ok := l.Lease(chat)
 		return !ok
 	})
@@ -193,7 +182,7 @@ func TestCloseEndsTheLeases(t *testing.T) {
 	if _, ok := l.Lease(chat); ok {
 		t.Fatal("a closed Locker still vouches for a lease")
 	}
-	eventually(t, 5*time.Second, "the server releases a closed Locker's leases", func() bool {
+	waitfor.True(t, 5*time.Second, "the server releases a closed Locker's leases", func() bool {
 		return len(heldBy(t, admin, chat)) == 0
 	})
 	lockUnlock(t, l, chat) // still a Locker, without leases
