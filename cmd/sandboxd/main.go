@@ -114,6 +114,10 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 	if err := rt.Ping(pctx); err != nil {
 		// Not fatal: the engine may come up after us; /readyz tells until it does.
 		log.WarnContext(ctx, "docker_unreachable", slog.String("error", err.Error()))
+	} else if err := rt.CheckRuntimes(pctx); err != nil {
+		// A profile's runtime (gVisor's runsc, say) that the engine lacks would fail
+		// every create of that profile: refuse to start instead.
+		return err
 	}
 
 	// Workspace files from the host side; written files belong to the sandbox's user.
@@ -332,6 +336,7 @@ func runtimeConfig(cfg config.Config) (docker.Config, error) {
 			TmpfsBytes: tmpfs, Pool: docker.PoolSize{Min: p.Pool.Min, Max: p.Pool.Max},
 			ExtendOnActivity: p.ExtendOnActivity != nil && *p.ExtendOnActivity,
 			FilesInTmp:       p.FilesTmp != nil && *p.FilesTmp,
+			Runtime:          p.Runtime,
 		}
 	}
 	dc := docker.Config{

@@ -40,6 +40,31 @@ func TestRunRefusesBadConfig(t *testing.T) {
 	}
 }
 
+// A profile whose OCI runtime (gVisor's runsc, say) the engine lacks stops sandboxd at
+// start-up, with the runtime's name, before it listens: every create of that profile
+// would fail otherwise.
+func TestRunRefusesARuntimeTheEngineLacks(t *testing.T) {
+	cli := dockertest.Client(t)
+	image := dockertest.Image(t, cli)
+	dir := t.TempDir()
+	env := []string{
+		"SANDBOXD_LISTEN=127.0.0.1:0",
+		"SANDBOXD_REGISTRY=sqlite:" + filepath.Join(dir, "sandboxd.db"),
+		"SANDBOXD_DOCKER_INSTANCE=" + dockertest.Instance(t, cli),
+		"SANDBOXD_DOCKER_VOLUME_ROOT=" + filepath.Join(dir, "volumes"),
+		"SANDBOXD_AGENTS_DEFAULT_IMAGE=" + image,
+		"SANDBOXD_AGENTS_DEFAULT_RUNTIME=sandboxd-no-such-runtime",
+	}
+	logs := &syncBuffer{}
+	err := run(context.Background(), nil, env, logs, logs)
+	if err == nil || !strings.Contains(err.Error(), `runtime "sandboxd-no-such-runtime"`) {
+		t.Fatalf("run = %v, want a refusal naming the runtime", err)
+	}
+	if strings.Contains(logs.String(), `"msg":"listening"`) {
+		t.Errorf("sandboxd listened before refusing:\n%s", logs.String())
+	}
+}
+
 func TestRunHelp(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	if err := run(context.Background(), []string{"-h"}, nil, &stdout, &stderr); err != nil {

@@ -135,8 +135,11 @@ type Profile struct {
 	// keepalive of the TTL would (unset: the default profile's; off there: never).
 	ExtendOnActivity *bool `koanf:"extend_on_activity"`
 	// FilesTmp lets the file API reach the sandbox's /tmp besides its workspace (unset:
-	// the default profile's; off there: never).
+	// the default profile's; off there: never). Only with the runc runtime.
 	FilesTmp *bool `koanf:"files_tmp"`
+	// Runtime is the Docker engine's OCI runtime for the sandbox, e.g. "runsc" (gVisor);
+	// empty: the engine's default. The engine must list it (checked at start-up).
+	Runtime string `koanf:"runtime"`
 	// Pool is the profile's warm pool of pre-started sandboxes. Unlike the other fields
 	// it is not taken from the default profile: every pool is sized on its own.
 	Pool Pool `koanf:"pool"`
@@ -225,6 +228,7 @@ func options() []option {
 		{"docker::volume_root", "host folder holding the workspaces", str(func(c Config) string { return c.Docker.VolumeRoot })},
 		{"docker::stop_timeout", "how long a stop lets a sandbox end before killing it", dur(func(c Config) time.Duration { return c.Docker.StopTimeout })},
 		{"agents::default::image", "image of the default agent profile (empty: the runtime's, sandboxd-sandbox:latest)", str(func(c Config) string { return c.Agents.Default.Image })},
+		{"agents::default::runtime", "OCI runtime of the default profile's sandboxes, e.g. runsc for gVisor (empty: the engine's default)", str(func(c Config) string { return c.Agents.Default.Runtime })},
 		{"agents::default::pool::min", "pre-started sandboxes the default agent profile keeps ready (0: no pool)",
 			func(fs *pflag.FlagSet, n string, d Config, u string) { fs.Int(n, d.Agents.Default.Pool.Min, u) }},
 		{"agents::default::pool::max", "bound of the default profile's pool when creates outrun it (0: its min)",
@@ -466,6 +470,9 @@ func (p Profile) over(base Profile) Profile {
 	}
 	if p.FilesTmp == nil {
 		p.FilesTmp = base.FilesTmp
+	}
+	if p.Runtime == "" {
+		p.Runtime = base.Runtime
 	}
 	if p.ExtendOnActivity == nil {
 		p.ExtendOnActivity = base.ExtendOnActivity

@@ -66,8 +66,12 @@ type Profile struct {
 	// the lifecycle asks through ExtendsOnActivity.
 	ExtendOnActivity bool
 	// FilesInTmp lets the file API reach the sandbox's /tmp as well as its workspace
-	// (default off; see OpenTmp).
+	// (default off; see OpenTmp). Not with a Runtime other than runc.
 	FilesInTmp bool
+	// Runtime is the engine's OCI runtime the sandbox runs under, e.g. "runsc" for
+	// gVisor's own kernel between the sandbox and the host; empty: the engine's default
+	// (runc). It must be one the engine knows (CheckRuntimes).
+	Runtime string
 
 	uid, gid int
 }
@@ -190,6 +194,41 @@ func New(cfg Config) (*Runtime, error) {
 // Close releases the client's idle connections.
 func (r *Runtime) Close() error { return r.cli.Close() }
 
+// CheckRuntimes checks that the engine knows the OCI runtime of every profile (a profile
+// may ask for gVisor's runsc, which an engine has only when its daemon.json lists it).
+// Errors wrap sandbox.ErrInvalid for a runtime the engine lacks, sandbox.ErrUnavailable
+// when the engine cannot be asked.
+func (r *Runtime) CheckRuntimes(ctx context.Context) error {
+	want := map[string][]string{} // runtime -> profiles that use it
+	add := func(name string, p Profile) {
+		if p.Runtime != "" {
+			want[p.Runtime] = append(want[p.Runtime], name)
+		}
+	}
+	add("default", r.defaultProf)
+	for _, agent := range slices.Sorted(maps.Keys(r.profiles)) {
+		add(fmt.Sprintf("%q", agent), r.profiles[agent])
+	}
+	if len(want) == 0 {
+		return nil
+	}
+	res, err := r.cli.Info(ctx, client.InfoOptions{})
+	if err != nil {
+		return engineError("info", err)
+	}
+	var problems []error
+	for _, rt := range slices.Sorted(maps.Keys(want)) {
+		if _, ok := res.Info.Runtimes[rt]; !ok {
+			problems = append(problems, fmt.Errorf("runtime %q of profile %s: the engine has no such runtime (it has %s; add it to the daemon's runtimes)",
+				rt, strings.Join(want[rt], ", "), strings.Join(slices.Sorted(maps.Keys(res.Info.Runtimes)), ", ")))
+		}
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("docker: %w: %w", sandbox.ErrInvalid, errors.Join(problems...))
+	}
+	return nil
+}
+
 // Ping checks that the engine answers (and negotiates the API version). Its error wraps
 // sandbox.ErrUnavailable.
 func (r *Runtime) Ping(ctx context.Context) error {
@@ -269,6 +308,14 @@ func (p Profile) withDefaults() (Profile, error) {
 	}
 	if !path.IsAbs(p.WorkspaceMount) || path.Clean(p.WorkspaceMount) == "/" {
 		problems = append(problems, fmt.Errorf("workspace mount %q must be an absolute path below /", p.WorkspaceMount))
+	}
+	if strings.ContainsAny(p.Runtime, " \t\n/") {
+		problems = append(problems, fmt.Errorf("runtime %q is not a runtime name", p.Runtime))
+	}
+	if p.FilesInTmp && p.Runtime != "" && p.Runtime != "runc" {
+		// OpenTmp reaches /tmp through /proc/<pid>/root; under a runtime with a kernel of
+		// its own (gVisor), that is not the sandbox's /tmp.
+		problems = append(problems, fmt.Errorf("files_tmp needs the runc runtime, not %q", p.Runtime))
 	}
 	uid, gid, err := parseUser(p.User)
 	if err != nil {

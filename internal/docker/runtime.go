@@ -152,6 +152,7 @@ func hostConfig(p Profile, volume string) *container.HostConfig {
 	yes := true
 	pids := p.PidsLimit
 	return &container.HostConfig{
+		Runtime:        p.Runtime, // empty: the engine's default
 		NetworkMode:    container.NetworkMode(p.Network),
 		RestartPolicy:  container.RestartPolicy{Name: container.RestartPolicyDisabled},
 		CapDrop:        []string{"ALL"},

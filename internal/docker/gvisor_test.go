@@ -1,0 +1,140 @@
+package docker_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/moby/moby/client"
+
+	"github.com/sandboxd/sandboxd/internal/docker"
+	"github.com/sandboxd/sandboxd/internal/lifecycle"
+	"github.com/sandboxd/sandboxd/internal/sandbox"
+)
+
+// gVisor is the runsc runtime; scripts/enable-gvisor.sh installs it and registers it with
+// the engine (.ci/run does).
+const gVisor = "runsc"
+
+// requireRuntime skips the test when the engine lacks the runtime, or fails it with CI=true.
+func requireRuntime(t *testing.T, cli *client.Client, name string) {
+	t.Helper()
+	res, err := cli.Info(context.Background(), client.InfoOptions{})
+	if err != nil {
+		t.Fatalf("engine info: %v", err)
+	}
+	if _, ok := res.Info.Runtimes[name]; ok {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("the engine has no %s runtime, and CI=true (scripts/enable-gvisor.sh registers it)", name)
+	}
+	t.Skipf("the engine has no %s runtime (scripts/enable-gvisor.sh registers it)", name)
+}
+
+// run execs argv in the sandbox and returns its exit code and output.
+func run(t *testing.T, e env, id string, argv ...string) (int, string) {
+	t.Helper()
+	var out bytes.Buffer
+	code, err := e.rt.Exec(context.Background(), id, lifecycle.ExecCommand{Cmd: argv, Stdout: &out, Stderr: &out})
+	if err != nil {
+		t.Fatalf("exec %q: %v", argv, err)
+	}
+	return code, out.String()
+}
+
+// A profile's runtime is the one its sandboxes run under.
+func TestProfileRuntimeIsTheSandboxes(t *testing.T) {
+	e := newEnv(t, func(c *docker.Config) { c.DefaultProfile.Runtime = "runc" })
+	if err := e.rt.CheckRuntimes(context.Background()); err != nil {
+		t.Fatalf("CheckRuntimes with runc: %v", err)
+	}
+	s := e.create(t, newSpec(""))
+	if got := e.inspect(t, s.ContainerID).HostConfig.Runtime; got != "runc" {
+		t.Fatalf("container runtime %q, want runc", got)
+	}
+}
+
+// A runtime the engine lacks is refused at start-up, naming the runtime and the profile,
+// rather than failing every create of that profile.
+func TestCheckRuntimesRefusesARuntimeTheEngineLacks(t *testing.T) {
+	e := newEnv(t, func(c *docker.Config) {
+		c.Profiles = map[string]docker.Profile{"strict": {Runtime: "sandboxd-no-such-runtime"}}
+	})
+	err := e.rt.CheckRuntimes(context.Background())
+	if !errors.Is(err, sandbox.ErrInvalid) || !strings.Contains(err.Error(), `"sandboxd-no-such-runtime" of profile "strict"`) {
+		t.Fatalf("CheckRuntimes = %v, want ErrInvalid naming the runtime and the profile", err)
+	}
+}
+
+// files_tmp reaches /tmp through /proc/<pid>/root, which is not the sandbox's /tmp under
+// gVisor: the combination is refused, as is a runtime name that cannot be one.
+func TestProfileRuntimeSettingsAreChecked(t *testing.T) {
+	root := t.TempDir()
+	for name, p := range map[string]docker.Profile{
+		"files_tmp under gVisor": {Runtime: gVisor, FilesInTmp: true},
+		"a path as runtime":      {Runtime: "/usr/bin/runsc"},
+	} {
+		_, err := docker.New(docker.Config{Instance: "x", VolumeRoot: root, DefaultProfile: p})
+		if err == nil {
+			t.Errorf("%s: New accepted %+v", name, p)
+		}
+	}
+}
+
+// Under gVisor the sandbox runs on gVisor's kernel, with the same hardening, workspace
+// and exec as under runc, and an exec past its deadline is killed there too.
+func TestGVisorSandbox(t *testing.T) {
+	e := newEnv(t, func(c *docker.Config) { c.DefaultProfile.Runtime = gVisor })
+	requireRuntime(t, e.cli, gVisor)
+	if err := e.rt.CheckRuntimes(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	s := e.create(t, newSpec(""))
+	if got := e.inspect(t, s.ContainerID).HostConfig.Runtime; got != gVisor {
+		t.Fatalf("container runtime %q, want %s", got, gVisor)
+	}
+
+	if code, out := run(t, e, s.ContainerID, "dmesg"); code != 0 || !strings.Contains(out, "gVisor") {
+		t.Fatalf("dmesg: exit %d, %q; want gVisor's kernel log", code, out)
+	}
+	if code, out := run(t, e, s.ContainerID, "id", "-u"); code != 0 || strings.TrimSpace(out) != "1000" {
+		t.Errorf("id -u: exit %d, %q; want 1000", code, out)
+	}
+	if code, _ := run(t, e, s.ContainerID, "touch", "/escape"); code == 0 {
+		t.Error("the root file system is writable under gVisor")
+	}
+	if code, out := run(t, e, s.ContainerID, "sh", "-c", "echo from-gvisor > /workspace/f && echo tmp > /tmp/t && cat /tmp/t"); code != 0 || out != "tmp\n" {
+		t.Fatalf("write workspace and /tmp: exit %d, %q", code, out)
+	}
+	b, err := os.ReadFile(filepath.Join(s.VolumeHostPath, "f"))
+	if err != nil || string(b) != "from-gvisor\n" {
+		t.Fatalf("workspace file on the host: %q, %v", b, err)
+	}
+	if fi, err := os.Stat(filepath.Join(s.VolumeHostPath, "f")); err != nil {
+		t.Fatal(err)
+	} else if st := fi.Sys().(*syscall.Stat_t); st.Uid != 1000 {
+		t.Errorf("workspace file owned by uid %d on the host, want 1000", st.Uid)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	_, err = e.rt.Exec(ctx, s.ContainerID, lifecycle.ExecCommand{Cmd: []string{"sleep", "300"}})
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("exec past its deadline: err %v, want DeadlineExceeded", err)
+	}
+	if _, out := run(t, e, s.ContainerID, "ps"); strings.Contains(out, "sleep 300") {
+		t.Fatalf("the timed-out command still runs under gVisor:\n%s", out)
+	}
+
+	if err := e.rt.Delete(context.Background(), s.ContainerID); err != nil {
+		t.Fatal(err)
+	}
+	e.assertGone(t, s.ContainerID)
+}
