@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/sandboxd/sandboxd/internal/docker"
+	"github.com/sandboxd/sandboxd/internal/dockertest"
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 )
@@ -137,4 +139,27 @@ func TestGVisorSandbox(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.assertGone(t, s.ContainerID)
+}
+
+// The warm pool's claim renames the pooled folder to the chat's while the container runs;
+// under gVisor too, the sandbox then writes into the chat's folder.
+func TestGVisorPoolClaim(t *testing.T) {
+	requireRuntime(t, dockertest.Client(t), gVisor)
+	e := newPoolEnv(t, 1, func(c *docker.Config) { c.DefaultProfile.Runtime = gVisor })
+	before := e.ready(t, 1)
+	spec := newSpec("")
+	s := e.create(t, spec)
+	if !slices.Contains(before, s.ContainerID) {
+		t.Fatalf("container %s is not the pool's %v: a cold create, not a hit", s.ContainerID, before)
+	}
+	if got := e.inspect(t, s.ContainerID).HostConfig.Runtime; got != gVisor {
+		t.Fatalf("claimed container runtime %q, want %s", got, gVisor)
+	}
+	if code, out := run(t, e.env, s.ContainerID, "sh", "-c", "echo claimed > /workspace/f"); code != 0 {
+		t.Fatalf("write in the claimed sandbox: exit %d, %q", code, out)
+	}
+	derived := filepath.Join(e.root, spec.ChatID.String())
+	if b, err := os.ReadFile(filepath.Join(derived, "f")); err != nil || string(b) != "claimed\n" {
+		t.Fatalf("the chat's folder holds %q, %v", b, err)
+	}
 }
