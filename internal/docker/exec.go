@@ -3,6 +3,7 @@ package docker
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -36,23 +37,34 @@ var _ lifecycle.Executor = (*Runtime)(nil)
 // its own (runc calls setsid for it; the wrapper checks, and refuses to run the command
 // if that ever stops being true, rather than kill someone else's group). So the wrapper's
 // pid names the group and the session of everything the command starts. The wrapper
-// reports it as the first line of its stdout, which Exec takes off before the caller
-// sees any output: no pid file to clean up, nothing that fails when /tmp is full. Then
-// it execs the command, which keeps that pid.
+// reports it, with its start time, as the first line of its stdout, which Exec takes off
+// before the caller sees any output: no pid file to clean up, nothing that fails when
+// /tmp is full. Then it execs the command, which keeps that pid and start time.
+//
+// Each command also carries a token of its own in its environment (ExecTokenVar), which
+// what it starts inherits, whatever session it moves to.
 //
 // killScript sends SIGKILL to the process group at once, then sweeps /proc for what is
 // left of the session (processes that moved to a group of their own, as a shell with job
-// control does) until nothing of it lives. A process that starts a new session (setsid)
-// leaves both and outlives the command; it dies with the sandbox.
+// control does) and for every process that carries the command's token (a daemon that
+// called setsid keeps its environment), until none lives. The group and session are
+// killed only if the pid still is the command's (same start time) or is gone: a pid the
+// kernel gave to another command after this one ended is left alone (a session's pid is
+// not reused while a process of the session lives). A process that starts a new session
+// and clears its environment outlives the command; it dies with the sandbox.
 
 // execWrapper checks that the shell leads its own session and group, prints its pid,
 // checks that the command exists, and execs it. It reads the session with builtins only,
 // and field splitting with its own IFS: the caller's PATH and IFS cannot mislead it.
-const execWrapper = `IFS=' ' read -r _ _ _ _ g s _ </proc/$$/stat
+const execWrapper = `IFS=' ' read -r _ _ _ _ g s _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ st _ </proc/$$/stat
 if [ "$g" != "$$" ] || [ "$s" != "$$" ]; then echo "` + headerNoSession + `"; exit 126; fi
 command -v "$1" >/dev/null 2>&1 || { echo "` + headerNotFound + `"; exit 127; }
-echo "$$"
+echo "$$ $st"
 exec "$@"`
+
+// ExecTokenVar is the environment variable that carries a command's kill token. A
+// request may not set it.
+const ExecTokenVar = "SANDBOXD_EXEC"
 
 // The wrapper's first stdout line when it does not run the command.
 const (
@@ -60,11 +72,22 @@ const (
 	headerNotFound  = "sandboxd-exec: command not found"
 )
 
-// killScript kills the session $1 and exits 0 once no live process of it is left, 1 if
-// some resist. A zombie is dead already: the sandbox's init reaps it.
+// killScript kills the command whose wrapper was pid $1, started at $2 (clock ticks
+// since boot), carrying token $3: its session and group, if pid $1 is still the
+// command's or gone, and every process with the token. It exits 0 once none of them is
+// left alive, 1 if some resist. It forks nothing but sleep: the sandbox may be out of
+// pids. A zombie is dead already: the sandbox's init reaps it.
 const killScript = `IFS=' '
 t=$1
-kill -KILL -"$t" 2>/dev/null
+start=$2
+tok="` + ExecTokenVar + `=$3"
+own=1
+if { read -r st </proc/"$t"/stat; } 2>/dev/null; then
+	st=${st##*) }
+	set -- $st
+	[ "${20}" = "$start" ] || own=0
+fi
+[ $own = 1 ] && kill -KILL -"$t" 2>/dev/null
 n=0
 while [ $n -lt 100 ]; do
 	left=0
@@ -74,7 +97,16 @@ while [ $n -lt 100 ]; do
 		p=${p%/stat}
 		st=${st##*) }
 		set -- $st
-		if [ "$4" = "$t" ] && [ "$1" != Z ] && [ "$1" != X ]; then
+		case $1 in Z|X) continue ;; esac
+		hit=0
+		if [ $own = 1 ] && [ "$4" = "$t" ]; then
+			hit=1
+		else
+			while read -r l || [ -n "$l" ]; do
+				case $l in *"$tok"*) hit=1; break ;; esac
+			done 2>/dev/null <"/proc/$p/environ"
+		fi
+		if [ $hit = 1 ]; then
 			kill -KILL "$p" 2>/dev/null
 			left=1
 		fi
@@ -113,6 +145,8 @@ func (r *Runtime) Exec(ctx context.Context, containerID string, cmd lifecycle.Ex
 	if err != nil {
 		return -1, fmt.Errorf("docker: exec in %s: %w", containerID, err)
 	}
+	token := rand.Text()
+	env = append(env, ExecTokenVar+"="+token)
 	c, err := r.ownedContainer(ctx, containerID)
 	if err != nil {
 		return -1, err
@@ -167,12 +201,12 @@ func (r *Runtime) Exec(ctx context.Context, containerID string, cmd lifecycle.Ex
 		case ctx.Err() != nil:
 			err = ctx.Err()
 		default:
-			return r.finished(ctx, containerID, user, created.ID, header)
+			return r.finished(ctx, containerID, user, token, created.ID, header)
 		}
 		// Its output is lost or its caller gone: what is left of it must not run on.
-		return -1, errors.Join(err, r.kill(containerID, user, header, nil))
+		return -1, errors.Join(err, r.kill(containerID, user, token, header, nil))
 	case <-ctx.Done():
-		return -1, errors.Join(ctx.Err(), r.kill(containerID, user, header, copied))
+		return -1, errors.Join(ctx.Err(), r.kill(containerID, user, token, header, copied))
 	}
 }
 
@@ -192,11 +226,11 @@ func execWorkdir(base, dir string) string {
 
 // finished returns the exit code of the exec execID, whose output has ended, or the
 // reason its command did not start.
-func (r *Runtime) finished(ctx context.Context, containerID, user, execID string, header *headerWriter) (int, error) {
+func (r *Runtime) finished(ctx context.Context, containerID, user, token, execID string, header *headerWriter) (int, error) {
 	code, err := r.exitCode(ctx, execID)
 	if err != nil {
 		if ctx.Err() != nil {
-			return -1, errors.Join(ctx.Err(), r.kill(containerID, user, header, nil))
+			return -1, errors.Join(ctx.Err(), r.kill(containerID, user, token, header, nil))
 		}
 		return -1, execError(containerID, err)
 	}
@@ -206,7 +240,7 @@ func (r *Runtime) finished(ctx context.Context, containerID, user, execID string
 		return -1, fmt.Errorf("docker: exec in %s: command not found: %w", containerID, sandbox.ErrInvalid)
 	case ok && line == headerNoSession:
 		return -1, fmt.Errorf("docker: exec in %s: the engine did not start the command in a session of its own, so it could not be killed: %w", containerID, sandbox.ErrUnavailable)
-	case !ok || !isPID(line):
+	case !ok || !isStarted(line):
 		// The wrapper never ran: the engine could not start it (a missing working
 		// folder, say), and said why on its output.
 		return -1, fmt.Errorf("docker: exec in %s: cannot start (exit %d): %s: %w",
@@ -231,29 +265,31 @@ func (r *Runtime) exitCode(ctx context.Context, execID string) (int, error) {
 	}
 }
 
-// kill kills the command whose wrapper reports to header, and all it started. Given the
-// command's output (copied), it waits for the pid on it and, after the kill, for the
-// output to end; without, the output has ended already. It runs detached from the
-// caller's context and returns nil when there was nothing (left) to kill.
-func (r *Runtime) kill(containerID, user string, header *headerWriter, copied <-chan error) error {
+// kill kills the command whose wrapper reports to header, and all it started (what
+// carries token). Given the command's output (copied), it waits for the pid on it and,
+// after the kill, for the output to end; without, the output has ended already. It runs
+// detached from the caller's context and returns nil when there was nothing (left) to
+// kill.
+func (r *Runtime) kill(containerID, user, token string, header *headerWriter, copied <-chan error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), killTimeout)
 	defer cancel()
-	var pid string
+	var line string
 	if copied == nil {
-		pid, _ = header.first()
+		line, _ = header.first()
 	} else {
 		select {
-		case pid = <-header.line:
+		case line = <-header.line:
 		case <-copied:
-			pid, _ = header.first()
+			line, _ = header.first()
 			copied = nil
 		case <-ctx.Done():
 			return fmt.Errorf("docker: exec in %s: no pid to kill after %s: %w", containerID, killTimeout, sandbox.ErrUnavailable)
 		}
 	}
-	if !isPID(pid) {
+	if !isStarted(line) {
 		return nil // it never started, or the wrapper refused to run it
 	}
+	pid, start, _ := strings.Cut(line, " ")
 	var (
 		code int
 		out  string
@@ -263,7 +299,7 @@ func (r *Runtime) kill(containerID, user string, header *headerWriter, copied <-
 	// command that holds all of the sandbox's pids leaves none for it. Try again until
 	// one frees.
 	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
-		code, out, err = r.run(ctx, containerID, user, []string{"/bin/sh", "-c", killScript, "sandboxd-kill", pid})
+		code, out, err = r.run(ctx, containerID, user, []string{"/bin/sh", "-c", killScript, "sandboxd-kill", pid, start, token})
 		if err != nil || code != 126 || !sleepCtx(ctx, wait) {
 			break
 		}
@@ -327,6 +363,9 @@ func execEnv(env map[string]string) ([]string, error) {
 		if k == "" || strings.ContainsAny(k, "=\x00") || strings.Contains(env[k], "\x00") {
 			return nil, fmt.Errorf("bad environment variable %q: %w", k, sandbox.ErrInvalid)
 		}
+		if k == ExecTokenVar {
+			return nil, fmt.Errorf("environment variable %s is sandboxd's own: %w", k, sandbox.ErrInvalid)
+		}
 		out = append(out, k+"="+env[k])
 	}
 	return out, nil
@@ -344,9 +383,12 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-func isPID(s string) bool {
-	n, err := strconv.Atoi(s)
-	return err == nil && n > 1
+// isStarted reports whether line is the wrapper's "<pid> <start time>": the command ran.
+func isStarted(line string) bool {
+	pid, start, ok := strings.Cut(line, " ")
+	n, err := strconv.Atoi(pid)
+	_, serr := strconv.ParseUint(start, 10, 64)
+	return ok && err == nil && n > 1 && serr == nil
 }
 
 func orDiscard(w io.Writer) io.Writer {

@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -207,6 +208,8 @@ func TestExecOutputExitCodeStdinEnvAndWorkdir(t *testing.T) {
 			req: lifecycle.ExecRequest{Cmd: []string{"pwd"}, Workdir: "nowhere"}},
 		{name: "bad variable name", wantErr: sandbox.ErrInvalid,
 			req: lifecycle.ExecRequest{Cmd: []string{"true"}, Env: map[string]string{"A=B": "c"}}},
+		{name: "sandboxd's own variable", wantErr: sandbox.ErrInvalid,
+			req: lifecycle.ExecRequest{Cmd: []string{"true"}, Env: map[string]string{docker.ExecTokenVar: "x"}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -234,8 +237,10 @@ func TestExecTimeoutKillsTheCommandAndWhatItStarted(t *testing.T) {
 		"exec sleep 61",
 		"sleep 62 & sleep 63",
 		"sleep 64 & sleep 65 & wait",
-		"(sleep 66 &) ; sleep 67",      // the first sleep's parent is gone: an orphan of init
-		"b() { b | b & }; b; sleep 68", // a fork bomb, up to the sandbox's pids limit
+		"(sleep 66 &) ; sleep 67",                           // the first sleep's parent is gone: an orphan of init
+		"b() { b | b & }; b; sleep 68",                      // a fork bomb, up to the sandbox's pids limit
+		"setsid sleep 69 & sleep 60",                        // a session of its own: found by the command's token
+		"(setsid sh -c 'sleep 61 & sleep 62' &) ; sleep 63", // a daemon: new session, parent gone
 	} {
 		t.Run(script, func(t *testing.T) {
 			start := time.Now()
@@ -252,6 +257,54 @@ func TestExecTimeoutKillsTheCommandAndWhatItStarted(t *testing.T) {
 			}
 			a.assertNoProcess(t, "sleep 6")
 		})
+	}
+}
+
+// The kill of a command whose pid the kernel has since given to another command (the
+// start time differs) leaves that command's session alone; given the right start time,
+// it kills it.
+func TestKillLeavesAReusedPidAlone(t *testing.T) {
+	a := newAgentEnv(t, nil, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stdout syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		// The wrapper execs this shell: same pid, same start time.
+		_, err := a.svc.Exec(ctx, lifecycle.ExecRequest{
+			ChatID: a.session.ChatID, Stdout: &stdout, Timeout: time.Minute,
+			Cmd: []string{"sh", "-c", `IFS=' ' read -r _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ st _ </proc/$$/stat; echo "$$ $st"; sleep 97 & wait`},
+		})
+		done <- err
+	}()
+	var pid, start string
+	waitFor(t, "the command's pid", func() bool {
+		var ok bool
+		pid, start, ok = strings.Cut(strings.TrimSpace(stdout.String()), " ")
+		return ok
+	})
+	n, err := strconv.ParseUint(start, 10, 64)
+	if err != nil {
+		t.Fatalf("start time %q: %v", start, err)
+	}
+	kill := func(start string) {
+		t.Helper()
+		out, code := dockertest.Exec(t, a.cli, a.session.ContainerID, "/bin/sh", "-c", docker.KillScript, "sandboxd-kill", pid, start, "no-such-token")
+		if code != 0 {
+			t.Fatalf("kill script: exit %d: %s", code, out)
+		}
+	}
+	kill(strconv.FormatUint(n+1, 10)) // another process's start time: not ours to kill
+	ps, code := dockertest.Exec(t, a.cli, a.session.ContainerID, "ps", "-o", "pid,stat,args")
+	if code != 0 || !hasLiveProcess(ps, "sleep 97") {
+		t.Fatalf("the kill of a reused pid killed the session that holds it now:\n%s", ps)
+	}
+	kill(start)
+	a.assertNoProcess(t, "sleep 97")
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the killed command's Exec did not return")
 	}
 }
 

@@ -40,7 +40,7 @@ const streamIdle = time.Minute
 // execBody is the body of POST .../exec.
 type execBody struct {
 	Cmd      []string          `json:"cmd" minItems:"1" maxItems:"4096" doc:"The argv; cmd[0] is looked up in the sandbox's PATH." example:"[\"sh\",\"-c\",\"echo hi\"]"`
-	Env      map[string]string `json:"env,omitempty" doc:"Environment variables added to the sandbox's."`
+	Env      map[string]string `json:"env,omitempty" doc:"Environment variables added to the sandbox's. SANDBOXD_EXEC is sandboxd's own (the command's kill token) and refused."`
 	Workdir  string            `json:"workdir,omitempty" maxLength:"4096" doc:"Working folder; default the workspace."`
 	Stdin    string            `json:"stdin,omitempty" doc:"Sent to the command's standard input, which is then closed."`
 	TimeoutS int64             `json:"timeout_s,omitempty" minimum:"0" doc:"Seconds before the command is killed; 0 or absent: the configured default. Over the configured maximum: 422."`
