@@ -111,9 +111,10 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 	closers = append(closers, func(context.Context) error { return rt.Close() })
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if err := rt.Ping(pctx); err != nil {
+	engineUp := rt.Ping(pctx)
+	if engineUp != nil {
 		// Not fatal: the engine may come up after us; /readyz tells until it does.
-		log.WarnContext(ctx, "docker_unreachable", slog.String("error", err.Error()))
+		log.WarnContext(ctx, "docker_unreachable", slog.String("error", engineUp.Error()))
 	} else if err := rt.CheckRuntimes(pctx); err != nil {
 		// A profile's runtime (gVisor's runsc, say) that the engine lacks would fail
 		// every create of that profile: refuse to start instead.
@@ -136,6 +137,8 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 		Runtime:            rt,
 		Admitter:           rt,
 		Inventory:          rt,
+		Binding:            reg.binding,
+		Rebind:             cfg.RebindRuntime,
 		Executor:           rt,
 		Files:              files,
 		ExtendOnActivity:   rt.ExtendsOnActivity,
@@ -153,6 +156,16 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 	})
 	if err != nil {
 		return err
+	}
+	// A registry that records another engine's (or instance's) sandboxes is refused here,
+	// before anything reads it as this engine's. With the engine down, the first create
+	// and every reconciliation check it instead.
+	if engineUp == nil {
+		if err := svc.CheckBinding(pctx); errors.Is(err, sandbox.ErrConflict) {
+			return err
+		} else if err != nil {
+			log.WarnContext(ctx, "registry_binding_unchecked", slog.String("error", err.Error()))
+		}
 	}
 
 	// A crash may have left containers without records or records without containers:
@@ -243,10 +256,11 @@ func serve(ctx context.Context, log *slog.Logger, cfg config.Config, ln net.List
 
 // registry is the session store and the chat locker that goes with it.
 type registry struct {
-	store  lifecycle.Store
-	locker lifecycle.Locker
-	ping   func(context.Context) error
-	close  func() error
+	store   lifecycle.Store
+	binding lifecycle.Binding
+	locker  lifecycle.Locker
+	ping    func(context.Context) error
+	close   func() error
 }
 
 // openRegistry opens the registry dsn names: SQLite (one process, locks in memory) or
@@ -266,7 +280,7 @@ func openRegistry(ctx context.Context, dsn string, sweepParallelism int, linger 
 		if err != nil {
 			return registry{}, err
 		}
-		return registry{store: st, locker: keylock.New(), ping: st.Ping, close: st.Close}, nil
+		return registry{store: st, binding: st, locker: keylock.New(), ping: st.Ping, close: st.Close}, nil
 	case "postgres":
 		st, err := pgstore.Open(ctx, target)
 		if err != nil {
@@ -293,7 +307,7 @@ func openRegistry(ctx context.Context, dsn string, sweepParallelism int, linger 
 		if linger > 0 {
 			st.CacheUnder(locker)
 		}
-		return registry{store: st, locker: locker, ping: st.Ping, close: func() error {
+		return registry{store: st, binding: st, locker: locker, ping: st.Ping, close: func() error {
 			_ = locker.Close() // ends the leases before the store can be written by others
 			pool.Close()
 			return st.Close()

@@ -163,3 +163,63 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// The registry is tied to the engine and instance sandboxd first ran with: started on
+// another (here another instance on the same engine), sandboxd refuses before it
+// listens, naming both; rebind_runtime takes the registry over, after which the first
+// is refused in turn.
+func TestRunRefusesARegistryOfAnotherRuntime(t *testing.T) {
+	cli := dockertest.Client(t)
+	image := dockertest.Image(t, cli)
+	dir := t.TempDir()
+	first, second := dockertest.Instance(t, cli), dockertest.Instance(t, cli)
+	env := func(instance string, extra ...string) []string {
+		return append([]string{
+			"SANDBOXD_LISTEN=127.0.0.1:0",
+			"SANDBOXD_REGISTRY=sqlite:" + filepath.Join(dir, "sandboxd.db"),
+			"SANDBOXD_DOCKER_INSTANCE=" + instance,
+			"SANDBOXD_DOCKER_VOLUME_ROOT=" + filepath.Join(dir, "volumes"),
+			"SANDBOXD_AGENTS_DEFAULT_IMAGE=" + image,
+		}, extra...)
+	}
+	serveOnce := func(env []string) string {
+		t.Helper()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		logs := &syncBuffer{}
+		done := make(chan error, 1)
+		go func() { done <- run(ctx, nil, env, logs, logs) }()
+		waitfor.True(t, 30*time.Second, "run listens", func() bool {
+			select {
+			case err := <-done:
+				t.Fatalf("run ended before listening: %v\n%s", err, logs.String())
+			default:
+			}
+			return strings.Contains(logs.String(), `"msg":"listening"`)
+		})
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("run: %v", err)
+		}
+		return logs.String()
+	}
+	refused := func(env []string, bound string) {
+		t.Helper()
+		logs := &syncBuffer{}
+		err := run(context.Background(), nil, env, logs, logs)
+		if err == nil || !strings.Contains(err.Error(), "instance "+bound) || !strings.Contains(err.Error(), "rebind_runtime") {
+			t.Fatalf("run = %v, want a refusal naming instance %s and rebind_runtime", err, bound)
+		}
+		if strings.Contains(logs.String(), `"msg":"listening"`) {
+			t.Fatalf("sandboxd listened before refusing:\n%s", logs.String())
+		}
+	}
+
+	serveOnce(env(first))
+	serveOnce(env(first)) // the same runtime again: fine
+	refused(env(second), first)
+	if logs := serveOnce(env(second, "SANDBOXD_REBIND_RUNTIME=true")); !strings.Contains(logs, `"msg":"registry_rebound"`) {
+		t.Errorf("no registry_rebound record:\n%s", logs)
+	}
+	refused(env(first), second)
+}

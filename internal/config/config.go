@@ -51,6 +51,10 @@ type Config struct {
 
 	// Registry names the session registry: "sqlite:<path>" or "postgres://...".
 	Registry string `koanf:"registry"`
+	// RebindRuntime ties the registry to this service's runtime (Docker engine and
+	// instance) whatever runtime it recorded before: for an operator who moved sandboxd to
+	// another engine for good. Without it, sandboxd refuses a registry of another runtime.
+	RebindRuntime bool `koanf:"rebind_runtime"`
 	// LockLinger is how long a PostgreSQL replica keeps a chat's lock after the chat's
 	// last use case, so that the next needs no round trip to the database (package
 	// pglock's leases); 0 turns it off. SQLite ignores it.
@@ -222,6 +226,8 @@ func options() []option {
 		{"reconcile::interval", "time between reconciliations", dur(func(c Config) time.Duration { return c.Reconcile.Interval })},
 		{"reconcile::grace", "age before an unrecorded container is removed", dur(func(c Config) time.Duration { return c.Reconcile.Grace })},
 		{"registry", "session registry: sqlite:<path> or postgres://...", str(func(c Config) string { return c.Registry })},
+		{"rebind_runtime", "take over a registry that records another Docker engine's or instance's sandboxes (its records are then reconciled against this one)",
+			func(fs *pflag.FlagSet, n string, d Config, u string) { fs.Bool(n, d.RebindRuntime, u) }},
 		{"lock_linger", "PostgreSQL: how long a replica keeps a chat's lock after its last use (0: off)", dur(func(c Config) time.Duration { return c.LockLinger })},
 		{"docker::host", "Docker engine address (empty: DOCKER_HOST or the default socket)", str(func(c Config) string { return c.Docker.Host })},
 		{"docker::instance", "instance id labelling this service's containers", str(func(c Config) string { return c.Docker.Instance })},

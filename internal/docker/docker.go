@@ -229,6 +229,20 @@ func (r *Runtime) CheckRuntimes(ctx context.Context) error {
 	return nil
 }
 
+// Identity names the sandboxes this Runtime manages: the engine's id (which the engine
+// keeps across restarts) and the instance. Errors wrap sandbox.ErrUnavailable when the
+// engine cannot be asked.
+func (r *Runtime) Identity(ctx context.Context) (string, error) {
+	res, err := r.cli.Info(ctx, client.InfoOptions{})
+	if err != nil {
+		return "", engineError("info", err)
+	}
+	if res.Info.ID == "" {
+		return "", fmt.Errorf("docker: info: the engine gave no id: %w", sandbox.ErrUnavailable)
+	}
+	return fmt.Sprintf("docker engine %s, instance %s", res.Info.ID, r.instance), nil
+}
+
 // Ping checks that the engine answers (and negotiates the API version). Its error wraps
 // sandbox.ErrUnavailable.
 func (r *Runtime) Ping(ctx context.Context) error {

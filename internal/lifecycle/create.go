@@ -76,6 +76,9 @@ func (s *Service) create(ctx context.Context, span trace.Span, req CreateRequest
 		}
 		req.VolumeHostPath = volume
 	}
+	if err := s.ensureBound(ctx); err != nil {
+		return sandbox.Session{}, Failed, fmt.Errorf("create: %w", err)
+	}
 	var (
 		session sandbox.Session
 		outcome Outcome

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -34,12 +35,17 @@ type Config struct {
 	Runtime Runtime
 	TTL     time.Duration
 
-	Admitter  Admitter         // checks create requests; nil accepts them as they are
-	Executor  Executor         // needed by Exec only
-	Files     Files            // needed by the file use cases only
-	Inventory Inventory        // needed by Reconcile only
-	Clock     Clock            // default: the system clock
-	NewID     func() uuid.UUID // new session ids; default uuid.New
+	Admitter  Admitter  // checks create requests; nil accepts them as they are
+	Executor  Executor  // needed by Exec only
+	Files     Files     // needed by the file use cases only
+	Inventory Inventory // needed by Reconcile only
+	// Binding, with Inventory, keeps the registry to one runtime (see Binding): Reconcile
+	// and the first Create check it. Nil: no check. Rebind ties the registry to this
+	// runtime whatever it was tied to (an operator's decision, after moving engines).
+	Binding Binding
+	Rebind  bool
+	Clock   Clock            // default: the system clock
+	NewID   func() uuid.UUID // new session ids; default uuid.New
 
 	// SweepBatch caps how many expired sessions one sweep takes (default 1000);
 	// SweepParallelism how many chats it cleans at once (default 1).
@@ -81,6 +87,9 @@ type Service struct {
 	executor  Executor
 	files     Files
 	inventory Inventory
+	binding   Binding
+	rebind    bool
+	bound     atomic.Bool // the registry was found tied to this runtime
 	clock     Clock
 	newID     func() uuid.UUID
 
@@ -194,6 +203,7 @@ func New(cfg Config) (*Service, error) {
 	s := &Service{
 		store: cfg.Store, locker: cfg.Locker, runtime: cfg.Runtime, ttl: cfg.TTL,
 		admitter: cfg.Admitter, executor: cfg.Executor, files: cfg.Files, inventory: cfg.Inventory, clock: cfg.Clock, newID: cfg.NewID,
+		binding: cfg.Binding, rebind: cfg.Rebind,
 		sweepBatch: cfg.SweepBatch, sweepParallelism: cfg.SweepParallelism,
 		reconcileGrace: cfg.ReconcileGrace, opTimeout: cfg.OpTimeout, log: cfg.Logger,
 		execDefaultTimeout: orDefault(cfg.ExecDefaultTimeout, 30*time.Second),

@@ -201,10 +201,72 @@ func TestSweepWithParallelismCleansEverySessionOnce(t *testing.T) {
 type fakeInventory struct {
 	containers []lifecycle.Container
 	err        error
+	identity   string // default "engine-a"
 }
 
 func (f *fakeInventory) Managed(context.Context) ([]lifecycle.Container, error) {
 	return f.containers, f.err
+}
+
+func (f *fakeInventory) Identity(context.Context) (string, error) {
+	if f.identity == "" {
+		return "engine-a", nil
+	}
+	return f.identity, nil
+}
+
+// A registry tied to another runtime is never reconciled against this one: nothing is
+// deleted, not the records the runtime cannot find nor the containers the registry does
+// not name; creates are refused as unavailable. Rebinding takes the registry over.
+func TestRegistryOfAnotherRuntimeIsLeftAlone(t *testing.T) {
+	ctx := context.Background()
+	tracked := liveSession() // its container lives on engine-a, not on engine-b
+	store := storeWith(t, tracked)
+	if _, err := store.Bind(ctx, "engine-a", false); err != nil {
+		t.Fatal(err)
+	}
+	inv := &fakeInventory{identity: "engine-b", containers: []lifecycle.Container{
+		{ID: "engine-b-container", ChatID: uuid.New(), SessionID: uuid.New(), CreatedAt: now.Add(-time.Hour), Running: true},
+	}}
+	runtime := &fakeRuntime{}
+	newSvc := func(rebind bool) *lifecycle.Service {
+		svc, err := lifecycle.New(lifecycle.Config{
+			Store: store, Locker: keylock.New(), Runtime: runtime, TTL: ttl, Clock: fixedClock{now},
+			Inventory: inv, Binding: store, Rebind: rebind,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return svc
+	}
+	svc := newSvc(false)
+	if err := svc.CheckBinding(ctx); !errors.Is(err, sandbox.ErrConflict) || !strings.Contains(err.Error(), `"engine-a"`) {
+		t.Fatalf("CheckBinding = %v, want ErrConflict naming the registry's runtime", err)
+	}
+	if _, err := svc.Reconcile(ctx); !errors.Is(err, sandbox.ErrConflict) {
+		t.Fatalf("Reconcile = %v, want ErrConflict", err)
+	}
+	_, _, err := svc.Create(ctx, lifecycle.CreateRequest{ChatID: uuid.New()})
+	if !errors.Is(err, sandbox.ErrUnavailable) || errors.Is(err, sandbox.ErrConflict) {
+		t.Fatalf("Create = %v, want ErrUnavailable (the service, not the request, is wrong)", err)
+	}
+	creates, stops, deletes := runtime.calls()
+	if len(creates)+len(stops)+len(deletes) != 0 {
+		t.Fatalf("runtime calls %d creates, %d stops, %d deletes; want none", len(creates), len(stops), len(deletes))
+	}
+	if got, err := store.Get(ctx, tracked.ChatID); err != nil || got.ID != tracked.ID {
+		t.Fatalf("the record of engine-a's sandbox: %+v, %v", got, err)
+	}
+
+	// The operator moved engines for good: rebind, and the reconciler repairs.
+	rep, err := newSvc(true).Reconcile(ctx)
+	if err != nil {
+		t.Fatalf("Reconcile with rebind: %v", err)
+	}
+	assertEqual(t, "report after rebind", rep, lifecycle.ReconcileReport{Containers: 1, Records: 1, OrphansRemoved: 1, RecordsRepaired: 1})
+	if _, err := newSvc(false).Reconcile(ctx); err != nil {
+		t.Fatalf("Reconcile after the rebind, without it: %v", err)
+	}
 }
 
 func TestReconcileRemovesOrphansAndRepairsDeadRecords(t *testing.T) {

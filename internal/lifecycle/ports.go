@@ -105,6 +105,23 @@ type Container struct {
 type Inventory interface {
 	// Managed returns every container that carries this instance's labels.
 	Managed(ctx context.Context) ([]Container, error)
+	// Identity names the set Managed lists (for Docker: the engine's id and the
+	// instance), the same every time for one engine and instance. Errors wrap
+	// sandbox.ErrUnavailable when the runtime cannot tell.
+	Identity(ctx context.Context) (string, error)
+}
+
+// Binding ties the registry to the one runtime whose sandboxes it records (an
+// Inventory's Identity), so that a service pointed at another engine, or sharing the
+// registry under another instance, never takes the registry's records for its own: its
+// reconciler would forget them all and remove what it cannot match.
+type Binding interface {
+	// Bind ties the registry to identity the first time, and afterwards checks that it
+	// is tied to identity; with rebind it ties it to identity whatever it was tied to.
+	// It returns the identity the registry was tied to before ("" if none). A registry
+	// tied to another identity, without rebind, is an error wrapping sandbox.ErrConflict
+	// that names it.
+	Bind(ctx context.Context, identity string, rebind bool) (previous string, err error)
 }
 
 // Clock tells the time.

@@ -28,7 +28,8 @@ type ReconcileReport struct {
 //     so the next create makes a fresh sandbox.
 //
 // Containers without this instance's labels are never seen, so never touched. When the
-// runtime or the registry cannot be listed, nothing is deleted and the error is returned.
+// runtime or the registry cannot be listed, or the registry is tied to another runtime
+// (CheckBinding), nothing is deleted and the error is returned.
 // Every repair happens under the chat's lock after reading the registry again.
 func (s *Service) Reconcile(ctx context.Context) (ReconcileReport, error) {
 	ctx, span := s.tracer.Start(ctx, "usecase.reconcile")
@@ -36,6 +37,13 @@ func (s *Service) Reconcile(ctx context.Context) (ReconcileReport, error) {
 	var rep ReconcileReport
 	if s.inventory == nil {
 		return rep, fmt.Errorf("reconcile: no inventory configured: %w", sandbox.ErrUnavailable)
+	}
+	// Every time: a registry that records another runtime's sandboxes would have all its
+	// records forgotten, and what they do not name removed.
+	if err := s.CheckBinding(ctx); err != nil {
+		err = fmt.Errorf("reconcile: %w", err)
+		failSpan(span, err)
+		return rep, err
 	}
 
 	// Records first, then containers: a record saved after the first listing has its

@@ -15,16 +15,32 @@ import (
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 )
 
-var _ lifecycle.Store = (*Store)(nil)
+var (
+	_ lifecycle.Store   = (*Store)(nil)
+	_ lifecycle.Binding = (*Store)(nil)
+)
 
 // Store keeps sessions in a map keyed by chat: one session per chat by construction.
 type Store struct {
-	mu     sync.Mutex
-	byChat map[uuid.UUID]sandbox.Session
+	mu       sync.Mutex
+	byChat   map[uuid.UUID]sandbox.Session
+	identity string // the runtime the sessions belong to (Bind)
 }
 
 // New returns an empty Store.
 func New() *Store { return &Store{byChat: make(map[uuid.UUID]sandbox.Session)} }
+
+// Bind ties the store to the runtime identity (see lifecycle.Binding).
+func (st *Store) Bind(_ context.Context, identity string, rebind bool) (string, error) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	previous := st.identity
+	if previous != "" && previous != identity && !rebind {
+		return previous, fmt.Errorf("memstore: bound to %q, not %q: %w", previous, identity, sandbox.ErrConflict)
+	}
+	st.identity = identity
+	return previous, nil
+}
 
 // Save records s; a chat that already has a session is a sandbox.ErrConflict.
 func (st *Store) Save(_ context.Context, s sandbox.Session) error {

@@ -11,3 +11,10 @@ import (
 func TestStoreConformance(t *testing.T) {
 	lifecycletest.TestStore(t, func(*testing.T) lifecycle.Store { return memstore.New() })
 }
+
+func TestBindingConformance(t *testing.T) {
+	lifecycletest.TestBinding(t, func(*testing.T) func(*testing.T) lifecycle.Binding {
+		st := memstore.New() // one process: every open is this store
+		return func(*testing.T) lifecycle.Binding { return st }
+	})
+}

@@ -34,7 +34,10 @@ import (
 	"github.com/sandboxd/sandboxd/internal/sessioncache"
 )
 
-var _ lifecycle.Store = (*Store)(nil)
+var (
+	_ lifecycle.Store   = (*Store)(nil)
+	_ lifecycle.Binding = (*Store)(nil)
+)
 
 //go:embed migrations/*.sql
 var migrations embed.FS
@@ -156,6 +159,38 @@ func (st *Store) Ping(ctx context.Context) error {
 		return translate("ping", err)
 	}
 	return nil
+}
+
+// Bind ties the registry to the runtime identity (see lifecycle.Binding). Replicas that
+// bind at the same moment take turns (a table lock); the first one's identity wins.
+func (st *Store) Bind(ctx context.Context, identity string, rebind bool) (string, error) {
+	tx, err := st.pool.Begin(ctx)
+	if err != nil {
+		return "", translate("bind", err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	if _, err := tx.Exec(ctx, `LOCK TABLE runtime_binding IN SHARE ROW EXCLUSIVE MODE`); err != nil {
+		return "", translate("bind", err)
+	}
+	var previous string
+	err = tx.QueryRow(ctx, `SELECT identity FROM runtime_binding`).Scan(&previous)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return "", translate("bind", err)
+	}
+	if previous == identity {
+		return previous, nil
+	}
+	if previous != "" && !rebind {
+		return previous, fmt.Errorf("pgstore: the registry is bound to %q, not %q: %w", previous, identity, sandbox.ErrConflict)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO runtime_binding (identity) VALUES ($1)
+		ON CONFLICT (singleton) DO UPDATE SET identity = EXCLUDED.identity, bound_at = now()`, identity); err != nil {
+		return "", translate("bind", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return "", translate("bind", err)
+	}
+	return previous, nil
 }
 
 // Save records s. It returns an error wrapping sandbox.ErrConflict when the chat already

@@ -38,6 +38,13 @@ func TestStoreConformance(t *testing.T) {
 	})
 }
 
+func TestBindingConformance(t *testing.T) {
+	lifecycletest.TestBinding(t, func(t *testing.T) func(*testing.T) lifecycle.Binding {
+		dsn := pgtest.DSN(t)
+		return func(t *testing.T) lifecycle.Binding { return newStore(t, pgtest.Pool(t, dsn)) }
+	})
+}
+
 // Two replicas that start at once against an empty database both come up: the migrations
 // run once, under an advisory lock, and the second finds the schema in place.
 func TestReplicasStartingAtOnceMigrateOnce(t *testing.T) {

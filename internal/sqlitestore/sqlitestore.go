@@ -32,7 +32,10 @@ import (
 	"github.com/sandboxd/sandboxd/internal/sessioncache"
 )
 
-var _ lifecycle.Store = (*Store)(nil)
+var (
+	_ lifecycle.Store   = (*Store)(nil)
+	_ lifecycle.Binding = (*Store)(nil)
+)
 
 //go:embed migrations/*.sql
 var migrations embed.FS
@@ -164,6 +167,35 @@ func (st *Store) Ping(ctx context.Context) error {
 		return translate("ping", err)
 	}
 	return nil
+}
+
+// Bind ties the registry to the runtime identity (see lifecycle.Binding).
+func (st *Store) Bind(ctx context.Context, identity string, rebind bool) (string, error) {
+	tx, err := st.w.BeginTx(ctx, nil) // immediate: the write lock from the start
+	if err != nil {
+		return "", translate("bind", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	var previous string
+	err = tx.QueryRowContext(ctx, `SELECT identity FROM runtime_binding WHERE singleton = 1`).Scan(&previous)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return "", translate("bind", err)
+	}
+	if previous == identity {
+		return previous, nil
+	}
+	if previous != "" && !rebind {
+		return previous, fmt.Errorf("sqlitestore: the registry is bound to %q, not %q: %w", previous, identity, sandbox.ErrConflict)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO runtime_binding (singleton, identity, bound_at) VALUES (1, ?, ?)
+		ON CONFLICT (singleton) DO UPDATE SET identity = excluded.identity, bound_at = excluded.bound_at`,
+		identity, time.Now().UnixMicro()); err != nil {
+		return "", translate("bind", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return "", translate("bind", err)
+	}
+	return previous, nil
 }
 
 // Save records s. It returns an error wrapping sandbox.ErrConflict when the chat already

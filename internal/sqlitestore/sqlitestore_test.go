@@ -38,6 +38,13 @@ func TestStoreConformance(t *testing.T) {
 	})
 }
 
+func TestBindingConformance(t *testing.T) {
+	lifecycletest.TestBinding(t, func(t *testing.T) func(*testing.T) lifecycle.Binding {
+		path := filepath.Join(t.TempDir(), "sandboxd.db")
+		return func(t *testing.T) lifecycle.Binding { return open(t, path) }
+	})
+}
+
 func TestOpenRefusesABadPath(t *testing.T) {
 	ctx := context.Background()
 	if _, err := sqlitestore.Open(ctx, ""); !errors.Is(err, sandbox.ErrInvalid) {
