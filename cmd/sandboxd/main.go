@@ -148,6 +148,7 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 		ExecDefaultTimeout: cfg.Exec.DefaultTimeout,
 		ExecMaxTimeout:     cfg.Exec.MaxTimeout,
 		ExecOutputCap:      cfg.Exec.OutputCap,
+		ExecMaxConcurrent:  cfg.Exec.MaxConcurrent,
 		MaxFileBytes:       cfg.Files.MaxBytes,
 		MaxLifetime:        cfg.MaxLifetime,
 		Logger:             log,

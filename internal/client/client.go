@@ -3,7 +3,7 @@
 // Errors the server answers with a problem document come back as *Error, which carries
 // the status, title and detail; errors.Is maps it to the domain's sentinels (404 to
 // sandbox.ErrNotFound, 409 to sandbox.ErrConflict, 400/413/415/422 to sandbox.ErrInvalid,
-// 413 to sandbox.ErrTooLarge too, 503 to sandbox.ErrUnavailable).
+// 413 to sandbox.ErrTooLarge too, 429 to sandbox.ErrBusy, 503 to sandbox.ErrUnavailable).
 package client
 
 import (
@@ -110,6 +110,8 @@ func (e *Error) Is(target error) bool {
 		}
 	case sandbox.ErrTooLarge:
 		return e.Status == http.StatusRequestEntityTooLarge
+	case sandbox.ErrBusy:
+		return e.Status == http.StatusTooManyRequests
 	case sandbox.ErrUnavailable:
 		return e.Status == http.StatusServiceUnavailable
 	}

@@ -17,7 +17,7 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestErrorMapsStatusesToSentinels(t *testing.T) {
-	sentinels := []error{sandbox.ErrNotFound, sandbox.ErrConflict, sandbox.ErrInvalid, sandbox.ErrUnavailable}
+	sentinels := []error{sandbox.ErrNotFound, sandbox.ErrConflict, sandbox.ErrInvalid, sandbox.ErrBusy, sandbox.ErrUnavailable}
 	for _, tc := range []struct {
 		status int
 		want   error // nil: none of the sentinels
@@ -29,6 +29,7 @@ func TestErrorMapsStatusesToSentinels(t *testing.T) {
 		{413, sandbox.ErrInvalid},
 		{415, sandbox.ErrInvalid},
 		{422, sandbox.ErrInvalid},
+		{429, sandbox.ErrBusy},
 		{500, nil},
 		{503, sandbox.ErrUnavailable},
 	} {

@@ -78,6 +78,7 @@ type Exec struct {
 	DefaultTimeout time.Duration `koanf:"default_timeout"` // when the request gives none
 	MaxTimeout     time.Duration `koanf:"max_timeout"`     // larger requests are refused
 	OutputCap      int64         `koanf:"output_cap"`      // bytes of output one command returns
+	MaxConcurrent  int           `koanf:"max_concurrent"`  // commands one sandbox runs at once
 }
 
 // Files bounds the workspace file API.
@@ -177,7 +178,7 @@ func Default() Config {
 		MaxBodyBytes:    64 << 10,
 		ShutdownTimeout: 30 * time.Second,
 		MaxLifetime:     24 * time.Hour,
-		Exec:            Exec{DefaultTimeout: 30 * time.Second, MaxTimeout: 10 * time.Minute, OutputCap: 1 << 20},
+		Exec:            Exec{DefaultTimeout: 30 * time.Second, MaxTimeout: 10 * time.Minute, OutputCap: 1 << 20, MaxConcurrent: 16},
 		Files:           Files{MaxBytes: 100 << 20},
 		Sweep:           Sweep{Interval: 30 * time.Second, Parallelism: 4},
 		Reconcile:       Reconcile{Interval: 5 * time.Minute, Grace: time.Minute},
@@ -218,6 +219,8 @@ func options() []option {
 		{"exec::max_timeout", "largest timeout a command may ask for", dur(func(c Config) time.Duration { return c.Exec.MaxTimeout })},
 		{"exec::output_cap", "bytes of output one command returns (the rest is cut and flagged)",
 			func(fs *pflag.FlagSet, n string, d Config, u string) { fs.Int64(n, d.Exec.OutputCap, u) }},
+		{"exec::max_concurrent", "commands one sandbox runs at once (one more is refused with 429)",
+			func(fs *pflag.FlagSet, n string, d Config, u string) { fs.Int(n, d.Exec.MaxConcurrent, u) }},
 		{"files::max_bytes", "largest uploaded file in bytes",
 			func(fs *pflag.FlagSet, n string, d Config, u string) { fs.Int64(n, d.Files.MaxBytes, u) }},
 		{"sweep::interval", "time between expiry sweeps", dur(func(c Config) time.Duration { return c.Sweep.Interval })},
@@ -379,6 +382,9 @@ func (c *Config) finish() error {
 	}
 	if c.MaxLifetime > 0 && c.TTL > c.MaxLifetime {
 		bad("ttl", "%s is over max_lifetime %s", c.TTL, c.MaxLifetime)
+	}
+	if c.Exec.MaxConcurrent < 1 {
+		bad("exec.max_concurrent", "must be >= 1, got %d", c.Exec.MaxConcurrent)
 	}
 	if c.Exec.OutputCap <= 0 {
 		bad("exec.output_cap", "must be > 0, got %d", c.Exec.OutputCap)

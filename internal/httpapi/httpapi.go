@@ -206,6 +206,8 @@ func statusFor(err error) int {
 		return http.StatusConflict
 	case errors.Is(err, sandbox.ErrTooLarge):
 		return http.StatusRequestEntityTooLarge
+	case errors.Is(err, sandbox.ErrBusy):
+		return http.StatusTooManyRequests
 	case errors.Is(err, sandbox.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
 		return http.StatusServiceUnavailable
 	default:
@@ -224,7 +226,7 @@ func (s *server) fail(ctx context.Context, op string, err error) error {
 		// The detail is the error's own words without the sentinel's trailing name
 		// ("chat id "x" is not a UUID", not "...: invalid"): the status says that.
 		detail := err.Error()
-		for _, sentinel := range []error{sandbox.ErrInvalid, sandbox.ErrNotFound, sandbox.ErrConflict, sandbox.ErrExpired, sandbox.ErrTooLarge} {
+		for _, sentinel := range []error{sandbox.ErrInvalid, sandbox.ErrNotFound, sandbox.ErrConflict, sandbox.ErrExpired, sandbox.ErrTooLarge, sandbox.ErrBusy} {
 			detail = strings.TrimSuffix(detail, ": "+sentinel.Error())
 		}
 		return huma.NewError(status, detail)

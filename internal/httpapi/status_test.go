@@ -20,6 +20,7 @@ func TestStatusFor(t *testing.T) {
 		{fmt.Errorf("create: %w", sandbox.ErrConflict), http.StatusConflict},
 		{fmt.Errorf("exec: %w", sandbox.ErrExpired), http.StatusConflict},
 		{fmt.Errorf("write: %w", sandbox.ErrTooLarge), http.StatusRequestEntityTooLarge},
+		{fmt.Errorf("exec: %w", sandbox.ErrBusy), http.StatusTooManyRequests},
 		{fmt.Errorf("lock: %w", sandbox.ErrUnavailable), http.StatusServiceUnavailable},
 		{fmt.Errorf("create: %w", context.DeadlineExceeded), http.StatusServiceUnavailable},
 		{errors.New("boom"), http.StatusInternalServerError},

@@ -44,13 +44,41 @@ const (
 	execCompleted Outcome = "completed"
 	execTimedOut  Outcome = "timed_out"
 	execCanceled  Outcome = "canceled"
+	execBusy      Outcome = "busy"
 )
+
+// slots counts what runs per chat, up to max each.
+type slots struct {
+	mu    sync.Mutex
+	max   int
+	taken map[uuid.UUID]int
+}
+
+// take reserves one of the chat's slots; false when all are taken.
+func (s *slots) take(chat uuid.UUID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.taken[chat] >= s.max {
+		return false
+	}
+	s.taken[chat]++
+	return true
+}
+
+func (s *slots) give(chat uuid.UUID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.taken[chat]--; s.taken[chat] <= 0 {
+		delete(s.taken, chat)
+	}
+}
 
 // Exec runs a command in the chat's live sandbox and waits for it. Output beyond the
 // configured cap is dropped and flagged; at the timeout the command is killed in the
 // sandbox and the result says TimedOut (no error). A caller that goes away (ctx ends)
 // kills its command too. Errors: sandbox.ErrInvalid (empty command, timeout over the
 // maximum), sandbox.ErrNotFound (no sandbox), sandbox.ErrExpired (its TTL passed),
+// sandbox.ErrBusy (the sandbox runs ExecMaxConcurrent commands already),
 // sandbox.ErrUnavailable (no executor), or the runtime's error.
 func (s *Service) Exec(ctx context.Context, req ExecRequest) (ExecResult, error) {
 	ctx, span := s.tracer.Start(ctx, "usecase.exec_sandbox",
@@ -83,6 +111,11 @@ func (s *Service) exec(ctx context.Context, span trace.Span, req ExecRequest) (E
 	if timeout > s.execMaxTimeout {
 		return ExecResult{}, Failed, fmt.Errorf("exec: timeout %s is over the maximum %s: %w", timeout, s.execMaxTimeout, sandbox.ErrInvalid)
 	}
+	if !s.execSlots.take(req.ChatID) {
+		return ExecResult{}, execBusy, fmt.Errorf("exec: the sandbox of chat %s runs %d commands already, the most it may at once: %w",
+			req.ChatID, s.execSlots.max, sandbox.ErrBusy)
+	}
+	defer s.execSlots.give(req.ChatID)
 	session, err := s.liveSession(ctx, req.ChatID)
 	if err != nil {
 		return ExecResult{}, Failed, fmt.Errorf("exec: %w", err)

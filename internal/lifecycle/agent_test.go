@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -152,6 +153,73 @@ func TestExecRefusals(t *testing.T) {
 				t.Fatal("the executor was called")
 			}
 		})
+	}
+}
+
+// gateExecutor holds every command until release is closed, counting those it holds.
+type gateExecutor struct {
+	running atomic.Int32
+	release chan struct{}
+}
+
+func (g *gateExecutor) Exec(ctx context.Context, _ string, _ lifecycle.ExecCommand) (int, error) {
+	g.running.Add(1)
+	defer g.running.Add(-1)
+	select {
+	case <-g.release:
+		return 0, nil
+	case <-ctx.Done():
+		return -1, ctx.Err()
+	}
+}
+
+// One sandbox runs at most ExecMaxConcurrent commands at once: one more is refused as
+// busy without reaching the runtime, other sandboxes are not held back, and a slot is
+// free again once a command ends.
+func TestExecConcurrencyIsBoundedPerSandbox(t *testing.T) {
+	other := liveSession()
+	other.ID, other.ChatID, other.ContainerID = uuid.New(), uuid.New(), "container-2"
+	gate := &gateExecutor{release: make(chan struct{})}
+	tel := newTelemetry(t)
+	svc, err := lifecycle.New(lifecycle.Config{
+		Store: storeWith(t, liveSession(), other), Locker: keylock.New(), Runtime: &fakeRuntime{}, TTL: ttl,
+		Clock: fixedClock{now}, Executor: gate, ExecMaxConcurrent: 2, Tracer: tel.tp, MeterProvider: tel.mp,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(chat uuid.UUID) <-chan error {
+		done := make(chan error, 1)
+		go func() {
+			_, err := svc.Exec(context.Background(), lifecycle.ExecRequest{ChatID: chat, Cmd: []string{"sleep"}, Timeout: time.Minute})
+			done <- err
+		}()
+		return done
+	}
+	waitRunning := func(n int32) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); gate.running.Load() != n; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d commands running, want %d", gate.running.Load(), n)
+			}
+		}
+	}
+	held := []<-chan error{run(chatID), run(chatID)}
+	waitRunning(2)
+	if _, err := svc.Exec(context.Background(), lifecycle.ExecRequest{ChatID: chatID, Cmd: []string{"true"}}); !errors.Is(err, sandbox.ErrBusy) {
+		t.Fatalf("a third command in the sandbox: err = %v, want ErrBusy", err)
+	}
+	assertCounted(t, tel, "sandbox.exec.total", map[string]any{"result": "busy"})
+	held = append(held, run(other.ChatID)) // another sandbox is not held back
+	waitRunning(3)
+	close(gate.release)
+	for _, done := range held {
+		if err := <-done; err != nil {
+			t.Fatalf("held command: %v", err)
+		}
+	}
+	if _, err := svc.Exec(context.Background(), lifecycle.ExecRequest{ChatID: chatID, Cmd: []string{"true"}}); err != nil {
+		t.Fatalf("a command once the others ended: %v", err)
 	}
 }
 

@@ -64,6 +64,9 @@ type Config struct {
 	ExecDefaultTimeout time.Duration
 	ExecMaxTimeout     time.Duration
 	ExecOutputCap      int64
+	// ExecMaxConcurrent bounds the commands one sandbox runs at once through this
+	// service (default 16); one more is refused with sandbox.ErrBusy.
+	ExecMaxConcurrent int
 	// MaxFileBytes caps one uploaded file (default 100 MiB).
 	MaxFileBytes int64
 	// MaxLifetime caps how far keepalive may push expiry past creation (default 24h).
@@ -101,6 +104,7 @@ type Service struct {
 	execDefaultTimeout time.Duration
 	execMaxTimeout     time.Duration
 	execOutputCap      int64
+	execSlots          slots // commands running, by chat
 	maxFileBytes       int64
 	maxLifetime        time.Duration
 	extendOnActivity   func(agentID string) bool
@@ -209,6 +213,7 @@ func New(cfg Config) (*Service, error) {
 		execDefaultTimeout: orDefault(cfg.ExecDefaultTimeout, 30*time.Second),
 		execMaxTimeout:     orDefault(cfg.ExecMaxTimeout, 10*time.Minute),
 		execOutputCap:      orDefault(cfg.ExecOutputCap, 1<<20),
+		execSlots:          slots{max: orDefault(cfg.ExecMaxConcurrent, 16), taken: map[uuid.UUID]int{}},
 		maxFileBytes:       orDefault(cfg.MaxFileBytes, 100<<20),
 		maxLifetime:        orDefault(cfg.MaxLifetime, 24*time.Hour),
 		extendOnActivity:   cfg.ExtendOnActivity,
@@ -270,7 +275,7 @@ func New(cfg Config) (*Service, error) {
 	return s, nil
 }
 
-func orDefault[T time.Duration | int64](v, def T) T {
+func orDefault[T time.Duration | int64 | int](v, def T) T {
 	if v <= 0 {
 		return def
 	}

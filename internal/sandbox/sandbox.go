@@ -29,6 +29,9 @@ var (
 	ErrExpired = errors.New("expired")
 	// ErrTooLarge: a body or file is over its configured limit; nothing was written.
 	ErrTooLarge = errors.New("too large")
+	// ErrBusy: the sandbox already does as much at once as it may (commands running);
+	// nothing was started, the same request may succeed later.
+	ErrBusy = errors.New("busy")
 )
 
 // Status is the state of a sandbox as the runtime reports it.
@@ -88,6 +91,8 @@ func ErrorType(err error) string {
 		return "expired"
 	case errors.Is(err, ErrTooLarge):
 		return "too_large"
+	case errors.Is(err, ErrBusy):
+		return "busy"
 	case errors.Is(err, ErrUnavailable):
 		return "unavailable"
 	case errors.Is(err, context.DeadlineExceeded):
