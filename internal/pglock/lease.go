@@ -2,7 +2,9 @@ package pglock
 
 import (
 	"context"
+	"crypto/rand"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -16,7 +18,9 @@ import (
 const (
 	// RecallChannel is the LISTEN/NOTIFY channel on which a replica that waits for a chat
 	// asks the replica that keeps the chat's lock as a lease to let it go; the payload is
-	// the chat's Key in decimal.
+	// the chat's Key in decimal, a space and the sending replica's id (a replica ignores
+	// its own recalls: its lease connection never holds what its own waiters wait for,
+	// but for two chats of one key, which the linger resolves).
 	RecallChannel = "sandboxd_lock_recall"
 	// heartbeat is how often the lease connection, while it keeps leases, proves that its
 	// session is alive.
@@ -44,9 +48,10 @@ const (
 // jobs), releases idle and recalled ones, proves the session alive, and between those
 // reads the connection, so that a recall or the session's end is seen as it arrives.
 type leases struct {
-	cfg    *pgx.ConnConfig
-	linger time.Duration
-	max    int
+	cfg     *pgx.ConnConfig
+	linger  time.Duration
+	max     int
+	replica string // this replica's id in recalls
 
 	mu         sync.Mutex
 	byKey      map[int64]*lease
@@ -86,6 +91,7 @@ func newLeases(cfg *pgx.ConnConfig, linger time.Duration, max int) *leases {
 	l := &leases{
 		linger:   linger,
 		max:      max,
+		replica:  rand.Text(),
 		byKey:    map[int64]*lease{},
 		recalled: map[int64]time.Time{},
 		poke:     make(chan struct{}, 1),
@@ -180,10 +186,16 @@ func (l *leases) held(chat uuid.UUID) (uint64, bool) {
 	return e.id, true
 }
 
+// recallPayload is what a waiter of this replica sends on RecallChannel for key.
+func (l *leases) recallPayload(key int64) string {
+	return strconv.FormatInt(key, 10) + " " + l.replica
+}
+
 // recall handles a notification on RecallChannel: another replica waits for the key.
 func (l *leases) recall(payload string) {
-	key, err := strconv.ParseInt(payload, 10, 64)
-	if err != nil {
+	k, from, _ := strings.Cut(payload, " ")
+	key, err := strconv.ParseInt(k, 10, 64)
+	if err != nil || from == l.replica {
 		return
 	}
 	l.mu.Lock()
@@ -191,6 +203,9 @@ func (l *leases) recall(payload string) {
 	l.recalled[key] = time.Now()
 	if e := l.byKey[key]; e != nil {
 		e.recalled = true
+		if !e.inUse {
+			l.wakeLocked() // reap it now
+		}
 	}
 }
 
@@ -316,7 +331,6 @@ func (l *leases) lose(conn *pgx.Conn) {
 func (l *leases) try(conn *pgx.Conn, j *job) bool {
 	l.mu.Lock()
 	taken := l.byKey[j.key] != nil // another chat of the same key: a second take would nest
-	epoch := l.epoch
 	l.mu.Unlock()
 	if taken {
 		return true
@@ -332,11 +346,13 @@ func (l *leases) try(conn *pgx.Conn, j *job) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.lastProof = sent
-	if !got || l.epoch != epoch {
+	if !got {
 		return true
 	}
 	l.nextID++
-	e := &lease{chat: j.chat, id: l.nextID, lastUsed: time.Now()}
+	// A recall that came while the lock was being taken (it often comes with the answer)
+	// holds for the new lease: its sender waits.
+	e := &lease{chat: j.chat, id: l.nextID, lastUsed: time.Now(), recalled: time.Since(l.recalled[j.key]) < recallHold}
 	if !j.abandoned {
 		e.inUse = true
 		j.entry = e

@@ -245,15 +245,22 @@ func TestStoreCachesUnderTheLeaseOnly(t *testing.T) {
 	}
 	unlock()
 
-	// A takes it back and reads B's change; then B removes the row under its own lock.
-	unlock, err = lockA.Lock(ctx, chat)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, err := storeA.Get(ctx, chat); err != nil || !got.ExpiresAt.Equal(later) {
-		t.Fatalf("A's Get under a new lease = %+v, %v; want B's expiry", got, err)
-	}
-	unlock()
+	// A takes the chat back as a lease (once its recall hold has passed) and reads B's
+	// change, not its memory; then B removes the row under its own lock.
+	waitfor.True(t, 10*time.Second, "A leases the chat again", func() bool {
+		unlock, err := lockA.Lock(ctx, chat)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unlock()
+		if _, ok := lockA.Lease(chat); !ok {
+			return false
+		}
+		if got, err := storeA.Get(ctx, chat); err != nil || !got.ExpiresAt.Equal(later) {
+			t.Fatalf("A's Get under a new lease = %+v, %v; want B's expiry", got, err)
+		}
+		return true
+	})
 	unlock, err = lockB.Lock(ctx, chat)
 	if err != nil {
 		t.Fatal(err)

@@ -36,12 +36,19 @@
 // lock no other replica writes the chat's row, so the store may answer that chat from
 // memory (pgstore.Store.CacheUnder asks Lease). A lease ends when:
 //   - it has been idle for Linger (the lease connection unlocks it);
-//   - another replica waits for the chat: its Lock, finding the lock held, sends the
-//     chat's key on RecallChannel before it waits, and the holder unlocks the chat as soon
-//     as no use case of its own holds it, and takes no new lease of it for a second;
+//   - another replica waits for the chat: its Lock, when it cannot take the chat as a
+//     lease, sends the chat's key on RecallChannel before it waits, and the holder
+//     unlocks the chat as soon as no use case of its own holds it, and takes no new lease
+//     of it for a second;
 //   - the lease session ends (a restart, pg_terminate_backend, a failed command): the
 //     connection reads the server between commands, so it learns of the end as the server
-//     reports it, and forgets every lease before it reconnects.
+//     reports it, and forgets every lease before it reconnects. A command on it that takes
+//     longer than 5 seconds (a heartbeat to an overloaded server) ends the session too,
+//     and with it the locks of use cases still running, as any lost session would.
+//
+// New leases are taken one at a time by the lease connection's goroutine (one
+// pg_try_advisory_lock each); while it cannot connect, Locks wait for the lock the
+// ordinary way.
 //
 // Lease vouches for a lease only while the session was proven alive within 3 seconds (a
 // heartbeat runs every second), and the lease session asks the server for a 10-second TCP
@@ -57,7 +64,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"strconv"
 	"sync"
 	"time"
 
@@ -189,7 +195,7 @@ func (l *Locker) Lock(ctx context.Context, chatID uuid.UUID) (func(), error) {
 	if l.leases != nil {
 		// Ask the replica that may keep the chat as a lease to let it go. A notification
 		// is sent at the end of its statement: it must not share the lock's.
-		_, err = conn.Exec(wctx, "SELECT pg_notify($1, $2)", RecallChannel, strconv.FormatInt(key, 10))
+		_, err = conn.Exec(wctx, "SELECT pg_notify($1, $2)", RecallChannel, l.leases.recallPayload(key))
 	}
 	if err == nil {
 		_, err = conn.Exec(wctx, "SELECT pg_advisory_lock($1)", key)
