@@ -37,8 +37,9 @@ with open(tmp, "w") as f:
 os.replace(tmp, conf)
 PY
 
-if pid="$(pidof dockerd)"; then
-  kill -HUP "$pid"
+if pids="$(pidof dockerd)"; then
+  # shellcheck disable=SC2086 # one dockerd or several, each reloads
+  kill -HUP $pids
 else
   systemctl reload docker
 fi

@@ -464,11 +464,7 @@ func benchmarkCreate(b *testing.B, min int) {
 	b.Cleanup(func() { _ = rt.DrainPool(ctx) })
 	e := env{rt: rt, cli: cli, root: root, inst: inst}
 	waitFull := func() {
-		for deadline := time.Now().Add(time.Minute); len(e.pooled(b)) < min; time.Sleep(10 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				b.Fatal("pool does not fill")
-			}
-		}
+		waitfor.True(b, time.Minute, "a full pool", func() bool { return len(e.pooled(b)) >= min })
 		time.Sleep(20 * time.Millisecond) // started → ready
 	}
 	var made []string

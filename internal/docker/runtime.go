@@ -236,8 +236,11 @@ const removeRetry = 25 * time.Millisecond
 // remove force-removes a container; one that is gone is no error. When another removal
 // of it is under way (a delete overlapping the sweep, two replicas), the engine answers
 // "removal already in progress" (a conflict): remove asks again until the container is
-// gone, or removes it itself should the other removal fail, while ctx lasts.
+// gone, or removes it itself should the other removal fail, for up to teardownTimeout
+// and while ctx lasts.
 func (r *Runtime) remove(ctx context.Context, containerID string) error {
+	ctx, cancel := context.WithTimeout(ctx, teardownTimeout)
+	defer cancel()
 	for {
 		_, err := r.cli.ContainerRemove(ctx, containerID, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
 		if err == nil {

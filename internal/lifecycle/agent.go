@@ -47,29 +47,29 @@ const (
 	execBusy      Outcome = "busy"
 )
 
-// slots counts what runs per chat, up to max each.
+// slots counts what runs per session, up to max each.
 type slots struct {
 	mu    sync.Mutex
 	max   int
 	taken map[uuid.UUID]int
 }
 
-// take reserves one of the chat's slots; false when all are taken.
-func (s *slots) take(chat uuid.UUID) bool {
+// take reserves one of the session's slots; false when all are taken.
+func (s *slots) take(session uuid.UUID) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.taken[chat] >= s.max {
+	if s.taken[session] >= s.max {
 		return false
 	}
-	s.taken[chat]++
+	s.taken[session]++
 	return true
 }
 
-func (s *slots) give(chat uuid.UUID) {
+func (s *slots) give(session uuid.UUID) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.taken[chat]--; s.taken[chat] <= 0 {
-		delete(s.taken, chat)
+	if s.taken[session]--; s.taken[session] <= 0 {
+		delete(s.taken, session)
 	}
 }
 
@@ -111,15 +111,17 @@ func (s *Service) exec(ctx context.Context, span trace.Span, req ExecRequest) (E
 	if timeout > s.execMaxTimeout {
 		return ExecResult{}, Failed, fmt.Errorf("exec: timeout %s is over the maximum %s: %w", timeout, s.execMaxTimeout, sandbox.ErrInvalid)
 	}
-	if !s.execSlots.take(req.ChatID) {
-		return ExecResult{}, execBusy, fmt.Errorf("exec: the sandbox of chat %s runs %d commands already, the most it may at once: %w",
-			req.ChatID, s.execSlots.max, sandbox.ErrBusy)
-	}
-	defer s.execSlots.give(req.ChatID)
 	session, err := s.liveSession(ctx, req.ChatID)
 	if err != nil {
 		return ExecResult{}, Failed, fmt.Errorf("exec: %w", err)
 	}
+	// By session: commands still running in a sandbox that was replaced do not count
+	// against its successor.
+	if !s.execSlots.take(session.ID) {
+		return ExecResult{}, execBusy, fmt.Errorf("exec: sandbox %s of chat %s runs %d commands already, the most it may at once: %w",
+			session.ContainerID, req.ChatID, s.execSlots.max, sandbox.ErrBusy)
+	}
+	defer s.execSlots.give(session.ID)
 	span.SetAttributes(
 		attribute.String("session.id", session.ID.String()),
 		attribute.String("container.id", session.ContainerID))

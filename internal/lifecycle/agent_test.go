@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"sync/atomic"
@@ -16,6 +17,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
 	"github.com/sandboxd/sandboxd/internal/memstore"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
+	"github.com/sandboxd/sandboxd/internal/waitfor"
 )
 
 // scriptedExecutor writes out and errOut, then either exits with code or, when hang is
@@ -198,11 +200,7 @@ func TestExecConcurrencyIsBoundedPerSandbox(t *testing.T) {
 	}
 	waitRunning := func(n int32) {
 		t.Helper()
-		for deadline := time.Now().Add(5 * time.Second); gate.running.Load() != n; time.Sleep(time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("%d commands running, want %d", gate.running.Load(), n)
-			}
-		}
+		waitfor.True(t, 5*time.Second, fmt.Sprintf("%d commands running", n), func() bool { return gate.running.Load() == n })
 	}
 	held := []<-chan error{run(chatID), run(chatID)}
 	waitRunning(2)

@@ -104,7 +104,7 @@ type Service struct {
 	execDefaultTimeout time.Duration
 	execMaxTimeout     time.Duration
 	execOutputCap      int64
-	execSlots          slots // commands running, by chat
+	execSlots          slots // commands running, by session
 	maxFileBytes       int64
 	maxLifetime        time.Duration
 	extendOnActivity   func(agentID string) bool

@@ -57,8 +57,9 @@ type Leases interface {
 	Lease(chatID uuid.UUID) (id uint64, ok bool)
 }
 
-// cacheMax bounds the cached sessions; entries of ended leases are dropped as they are
-// found, and the whole cache when it reaches the bound.
+// cacheMax bounds the cached sessions. An entry of an ended lease is never served (its tag
+// is not the chat's lease any more) and stays until it is overwritten, or a read under a
+// lease finds no row, or the cache empties at the bound.
 const cacheMax = 4096
 
 // CacheUnder makes Get answer a chat from memory while leases vouches that this replica
