@@ -110,7 +110,7 @@ func TestGVisorSandbox(t *testing.T) {
 		t.Errorf("id -u: exit %d, %q; want 1000", code, out)
 	}
 	// The sandbox user could not write / anyway (root's): read the mount's options.
-	if code, out := run(t, e, s.ContainerID, "sh", "-c", `while read -r _ m _ o _; do [ "$m" = / ] && echo "$o"; done </proc/mounts`); code != 0 || !strings.HasPrefix(out, "ro,") {
+	if code, out := run(t, e, s.ContainerID, "sh", "-c", `while read -r _ m _ o _; do [ "$m" != / ] || echo "$o"; done </proc/mounts`); code != 0 || !strings.HasPrefix(out, "ro,") {
 		t.Errorf("root mount options under gVisor: exit %d, %q; want read-only", code, out)
 	}
 	if code, out := run(t, e, s.ContainerID, "sh", "-c", "echo from-gvisor > /workspace/f && echo tmp > /tmp/t && cat /tmp/t"); code != 0 || out != "tmp\n" {
