@@ -23,6 +23,7 @@ import (
 type direct struct {
 	cli        *client.Client
 	rt         *docker.Runtime // only for CreateOptions
+	instance   string
 	volumeRoot string
 }
 
@@ -35,7 +36,7 @@ func newDirect(cli *client.Client, instance, volumeRoot, image string) (*direct,
 	if err != nil {
 		return nil, err
 	}
-	return &direct{cli: cli, rt: rt, volumeRoot: volumeRoot}, nil
+	return &direct{cli: cli, rt: rt, instance: instance, volumeRoot: volumeRoot}, nil
 }
 
 func (d *direct) close() error { return d.rt.Close() }
@@ -126,6 +127,24 @@ func instanceContainers(ctx context.Context, cli *client.Client, instance string
 		ids = append(ids, c.ID)
 	}
 	return ids, nil
+}
+
+// untilNone polls the engine every 20 ms until it lists no container of instance, and
+// returns when it first listed none.
+func untilNone(ctx context.Context, cli *client.Client, instance string, deadline time.Time) (time.Time, error) {
+	for {
+		left, err := instanceContainers(ctx, cli, instance)
+		if err != nil {
+			return time.Time{}, err
+		}
+		if len(left) == 0 {
+			return time.Now(), nil
+		}
+		if time.Now().After(deadline) {
+			return time.Time{}, fmt.Errorf("%d containers of %s left at the deadline", len(left), instance)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // removeRun force-removes every container whose instance label starts with prefix: all
