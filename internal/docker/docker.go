@@ -195,38 +195,58 @@ func New(cfg Config) (*Runtime, error) {
 func (r *Runtime) Close() error { return r.cli.Close() }
 
 // CheckRuntimes checks that the engine knows the OCI runtime of every profile (a profile
-// may ask for gVisor's runsc, which an engine has only when its daemon.json lists it).
-// Errors wrap sandbox.ErrInvalid for a runtime the engine lacks, sandbox.ErrUnavailable
-// when the engine cannot be asked.
+// may ask for gVisor's runsc, which an engine has only when its daemon.json lists it), and
+// that a profile which asks for a network does not get a runtime the engine runs with
+// --network=none (its sandboxes would have none). Errors wrap sandbox.ErrInvalid for such
+// a profile, sandbox.ErrUnavailable when the engine cannot be asked.
 func (r *Runtime) CheckRuntimes(ctx context.Context) error {
-	want := map[string][]string{} // runtime -> profiles that use it
-	add := func(name string, p Profile) {
-		if p.Runtime != "" {
-			want[p.Runtime] = append(want[p.Runtime], name)
-		}
+	profiles := map[string]Profile{"default": r.defaultProf}
+	for agent, p := range r.profiles {
+		profiles[fmt.Sprintf("%q", agent)] = p
 	}
-	add("default", r.defaultProf)
-	for _, agent := range slices.Sorted(maps.Keys(r.profiles)) {
-		add(fmt.Sprintf("%q", agent), r.profiles[agent])
+	needed := false
+	for _, p := range profiles {
+		needed = needed || p.Runtime != ""
 	}
-	if len(want) == 0 {
+	if !needed {
 		return nil
 	}
 	res, err := r.cli.Info(ctx, client.InfoOptions{})
 	if err != nil {
 		return engineError("info", err)
 	}
+	known := res.Info.Runtimes
 	var problems []error
-	for _, rt := range slices.Sorted(maps.Keys(want)) {
-		if _, ok := res.Info.Runtimes[rt]; !ok {
+	for _, name := range slices.Sorted(maps.Keys(profiles)) {
+		p := profiles[name]
+		if p.Runtime == "" {
+			continue
+		}
+		rt, ok := known[p.Runtime]
+		switch {
+		case !ok:
 			problems = append(problems, fmt.Errorf("runtime %q of profile %s: the engine has no such runtime (it has %s; add it to the daemon's runtimes)",
-				rt, strings.Join(want[rt], ", "), strings.Join(slices.Sorted(maps.Keys(res.Info.Runtimes)), ", ")))
+				p.Runtime, name, strings.Join(slices.Sorted(maps.Keys(known)), ", ")))
+		case p.Network != "none" && noNetwork(rt.Args):
+			problems = append(problems, fmt.Errorf("profile %s asks for network %q, but the engine runs runtime %q with --network=none: its sandboxes would have none",
+				name, p.Network, p.Runtime))
 		}
 	}
 	if len(problems) > 0 {
 		return fmt.Errorf("docker: %w: %w", sandbox.ErrInvalid, errors.Join(problems...))
 	}
 	return nil
+}
+
+// noNetwork reports whether runtime arguments turn the runtime's network off (runsc's
+// --network=none).
+func noNetwork(args []string) bool {
+	for i, a := range args {
+		if a == "--network=none" || a == "--network" && i+1 < len(args) && args[i+1] == "none" {
+			return true
+		}
+	}
+	return false
 }
 
 // Identity names the sandboxes this Runtime manages: the engine's id (which the engine

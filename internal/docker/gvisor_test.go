@@ -75,6 +75,27 @@ func TestCheckRuntimesRefusesARuntimeTheEngineLacks(t *testing.T) {
 	}
 }
 
+// A profile that asks for a network under a runtime the engine runs without one (runsc
+// registered with --network=none, as scripts/enable-gvisor.sh does) is refused at start-up.
+func TestCheckRuntimesRefusesANetworkTheRuntimeCannotGive(t *testing.T) {
+	cli := dockertest.Client(t)
+	requireRuntime(t, cli, gVisor)
+	res, err := cli.Info(context.Background(), client.InfoOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(res.Info.Runtimes[gVisor].Args, "--network=none") {
+		t.Skip("runsc is registered with a network of its own here")
+	}
+	e := newEnv(t, func(c *docker.Config) {
+		c.Profiles = map[string]docker.Profile{"online": {Runtime: gVisor, Network: "bridge"}, "offline": {Runtime: gVisor}}
+	})
+	err = e.rt.CheckRuntimes(context.Background())
+	if !errors.Is(err, sandbox.ErrInvalid) || !strings.Contains(err.Error(), `profile "online" asks for network "bridge"`) || strings.Contains(err.Error(), `"offline"`) {
+		t.Fatalf("CheckRuntimes = %v, want ErrInvalid for the online profile only", err)
+	}
+}
+
 // files_tmp reaches /tmp through /proc/<pid>/root, which is not the sandbox's /tmp under
 // gVisor: the combination is refused, as is a runtime name that cannot be one.
 func TestProfileRuntimeSettingsAreChecked(t *testing.T) {
