@@ -21,6 +21,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
 	"github.com/sandboxd/sandboxd/internal/memstore"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
+	"github.com/sandboxd/sandboxd/internal/syncbuf"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -192,7 +193,7 @@ func TestErrors(t *testing.T) {
 }
 
 func TestSpinner(t *testing.T) {
-	var buf syncBuffer
+	var buf syncbuf.Buffer
 	stop := spin(&buf, "waiting", time.Millisecond)
 	time.Sleep(20 * time.Millisecond)
 	stop()
@@ -207,21 +208,4 @@ func TestSpinner(t *testing.T) {
 	if quiet.Len() != 0 {
 		t.Errorf("spinner on a buffer wrote %q", quiet.String())
 	}
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +15,7 @@ import (
 
 	"github.com/sandboxd/sandboxd/internal/client"
 	"github.com/sandboxd/sandboxd/internal/dockertest"
+	"github.com/sandboxd/sandboxd/internal/syncbuf"
 	"github.com/sandboxd/sandboxd/internal/waitfor"
 )
 
@@ -55,7 +55,7 @@ func TestRunRefusesARuntimeTheEngineLacks(t *testing.T) {
 		"SANDBOXD_AGENTS_DEFAULT_IMAGE=" + image,
 		"SANDBOXD_AGENTS_DEFAULT_RUNTIME=sandboxd-no-such-runtime",
 	}
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	err := run(context.Background(), nil, env, logs, logs)
 	if err == nil || !strings.Contains(err.Error(), `runtime "sandboxd-no-such-runtime"`) {
 		t.Fatalf("run = %v, want a refusal naming the runtime", err)
@@ -94,7 +94,7 @@ func TestRunServesAndStopsInProcess(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, nil, env, logs, logs) }()
 
@@ -147,23 +147,6 @@ func TestRunServesAndStopsInProcess(t *testing.T) {
 	dockertest.Remove(t, cli, s.ContainerID)
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // The registry is tied to the engine and instance sandboxd first ran with: started on
 // another (here another instance on the same engine), sandboxd refuses before it
 // listens, naming both; rebind_runtime takes the registry over, after which the first
@@ -186,7 +169,7 @@ func TestRunRefusesARegistryOfAnotherRuntime(t *testing.T) {
 		t.Helper()
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		logs := &syncBuffer{}
+		logs := &syncbuf.Buffer{}
 		done := make(chan error, 1)
 		go func() { done <- run(ctx, nil, env, logs, logs) }()
 		waitfor.True(t, 30*time.Second, "run listens", func() bool {
@@ -205,7 +188,7 @@ func TestRunRefusesARegistryOfAnotherRuntime(t *testing.T) {
 	}
 	refused := func(env []string, bound string) {
 		t.Helper()
-		logs := &syncBuffer{}
+		logs := &syncbuf.Buffer{}
 		err := run(context.Background(), nil, env, logs, logs)
 		if err == nil || !strings.Contains(err.Error(), "instance "+bound) || !strings.Contains(err.Error(), "rebind_runtime") {
 			t.Fatalf("run = %v, want a refusal naming instance %s and rebind_runtime", err, bound)

@@ -26,6 +26,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
 	"github.com/sandboxd/sandboxd/internal/memstore"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
+	"github.com/sandboxd/sandboxd/internal/syncbuf"
 	"github.com/sandboxd/sandboxd/internal/waitfor"
 )
 
@@ -102,7 +103,7 @@ type execResult struct {
 
 func (a agentEnv) exec(t *testing.T, req lifecycle.ExecRequest) (execResult, error) {
 	t.Helper()
-	var stdout, stderr syncBuffer
+	var stdout, stderr syncbuf.Buffer
 	req.ChatID = a.session.ChatID
 	req.Stdout, req.Stderr = &stdout, &stderr
 	res, err := a.svc.Exec(context.Background(), req)
@@ -149,24 +150,6 @@ func hasLiveProcess(ps, marker string) bool {
 		}
 	}
 	return false
-}
-
-// syncBuffer is a bytes.Buffer safe for the writers of two streams and a reader.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func TestExecOutputExitCodeStdinEnvAndWorkdir(t *testing.T) {
@@ -267,7 +250,7 @@ func TestKillLeavesAReusedPidAlone(t *testing.T) {
 	a := newAgentEnv(t, nil, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var stdout syncBuffer
+	var stdout syncbuf.Buffer
 	done := make(chan error, 1)
 	go func() {
 		// The wrapper execs this shell: same pid, same start time.
@@ -311,7 +294,7 @@ func TestKillLeavesAReusedPidAlone(t *testing.T) {
 func TestExecOfACallerThatLeavesIsKilled(t *testing.T) {
 	a := newAgentEnv(t, nil, nil)
 	ctx, cancel := context.WithCancel(context.Background())
-	var stdout syncBuffer
+	var stdout syncbuf.Buffer
 	done := make(chan error, 1)
 	go func() {
 		_, err := a.svc.Exec(ctx, lifecycle.ExecRequest{
@@ -351,13 +334,13 @@ func TestExecOutputOverTheCapIsTruncated(t *testing.T) {
 
 // firstWrite tells when its first Write comes.
 type firstWrite struct {
-	syncBuffer
+	syncbuf.Buffer
 	once  sync.Once
 	first chan struct{}
 }
 
 func (w *firstWrite) Write(p []byte) (int, error) {
-	n, err := w.syncBuffer.Write(p)
+	n, err := w.Buffer.Write(p)
 	w.once.Do(func() { close(w.first) })
 	return n, err
 }

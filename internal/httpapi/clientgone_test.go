@@ -1,20 +1,19 @@
 package httpapi_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/sandboxd/sandboxd/internal/httpapi"
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
+	"github.com/sandboxd/sandboxd/internal/syncbuf"
 )
 
 // waitingSandboxes blocks every create until its caller leaves, as a create waiting for a
@@ -26,26 +25,9 @@ func (waitingSandboxes) Create(ctx context.Context, _ lifecycle.CreateRequest) (
 	return sandbox.Session{}, lifecycle.Failed, fmt.Errorf("lock chat: %w", ctx.Err())
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // A client that leaves is not a server error: logged as 499, never as a failure.
 func TestAClientThatLeavesIsNotAnInternalError(t *testing.T) {
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	h, err := httpapi.New(httpapi.Config{Sandboxes: waitingSandboxes{}, Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
 	if err != nil {
 		t.Fatal(err)
