@@ -2,6 +2,7 @@ package lifecycle
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"io/fs"
 	"time"
@@ -122,6 +123,20 @@ type Binding interface {
 	// tied to another identity, without rebind, is an error wrapping sandbox.ErrConflict
 	// that names it.
 	Bind(ctx context.Context, identity string, rebind bool) (previous string, err error)
+}
+
+// Rebinding is the rule every Binding applies: a registry tied to previous ("" if none),
+// asked to be tied to identity, is written (tie reports true) when it is not tied yet or
+// rebind is set, left as it is when it is tied to identity already, and otherwise refused
+// with an error wrapping sandbox.ErrConflict.
+func Rebinding(previous, identity string, rebind bool) (tie bool, err error) {
+	switch {
+	case previous == identity:
+		return false, nil
+	case previous == "" || rebind:
+		return true, nil
+	}
+	return false, fmt.Errorf("the registry is bound to %q, not %q: %w", previous, identity, sandbox.ErrConflict)
 }
 
 // Clock tells the time.

@@ -35,10 +35,13 @@ func (st *Store) Bind(_ context.Context, identity string, rebind bool) (string, 
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	previous := st.identity
-	if previous != "" && previous != identity && !rebind {
-		return previous, fmt.Errorf("memstore: bound to %q, not %q: %w", previous, identity, sandbox.ErrConflict)
+	tie, err := lifecycle.Rebinding(previous, identity, rebind)
+	if err != nil {
+		return previous, fmt.Errorf("memstore: %w", err)
 	}
-	st.identity = identity
+	if tie {
+		st.identity = identity
+	}
 	return previous, nil
 }
 

@@ -178,11 +178,12 @@ func (st *Store) Bind(ctx context.Context, identity string, rebind bool) (string
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return "", translate("bind", err)
 	}
-	if previous == identity {
-		return previous, nil
+	tie, err := lifecycle.Rebinding(previous, identity, rebind)
+	if err != nil {
+		return previous, fmt.Errorf("pgstore: %w", err)
 	}
-	if previous != "" && !rebind {
-		return previous, fmt.Errorf("pgstore: the registry is bound to %q, not %q: %w", previous, identity, sandbox.ErrConflict)
+	if !tie {
+		return previous, nil
 	}
 	if _, err := tx.Exec(ctx, `INSERT INTO runtime_binding (identity) VALUES ($1)
 		ON CONFLICT (singleton) DO UPDATE SET identity = EXCLUDED.identity, bound_at = now()`, identity); err != nil {

@@ -181,11 +181,12 @@ func (st *Store) Bind(ctx context.Context, identity string, rebind bool) (string
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return "", translate("bind", err)
 	}
-	if previous == identity {
-		return previous, nil
+	tie, err := lifecycle.Rebinding(previous, identity, rebind)
+	if err != nil {
+		return previous, fmt.Errorf("sqlitestore: %w", err)
 	}
-	if previous != "" && !rebind {
-		return previous, fmt.Errorf("sqlitestore: the registry is bound to %q, not %q: %w", previous, identity, sandbox.ErrConflict)
+	if !tie {
+		return previous, nil
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO runtime_binding (singleton, identity, bound_at) VALUES (1, ?, ?)
 		ON CONFLICT (singleton) DO UPDATE SET identity = excluded.identity, bound_at = excluded.bound_at`,
