@@ -14,21 +14,6 @@ import (
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 )
 
-// Outcome says what a use case did.
-type Outcome string
-
-// Outcomes of Create, Delete and the sweep, as they appear in results, metrics and spans.
-const (
-	Created  Outcome = "created"
-	Reused   Outcome = "reused"
-	Replaced Outcome = "replaced"
-	Conflict Outcome = "conflict"
-	Deleted  Outcome = "deleted"
-	NotFound Outcome = "not_found"
-	Cleaned  Outcome = "cleaned"
-	Failed   Outcome = "error"
-)
-
 // CreateRequest asks for the chat's sandbox.
 type CreateRequest struct {
 	ChatID         uuid.UUID
@@ -170,35 +155,4 @@ func (s *Service) start(ctx context.Context, span trace.Span, req CreateRequest,
 		attribute.String("container.id", created.ContainerID))
 	s.recordActive(ctx)
 	return created, nil
-}
-
-// Get returns the chat's session, expired or not, or an error wrapping
-// sandbox.ErrNotFound.
-func (s *Service) Get(ctx context.Context, chatID uuid.UUID) (sandbox.Session, error) {
-	session, err := s.store.Get(ctx, chatID)
-	if errors.Is(err, sandbox.ErrNotFound) {
-		return sandbox.Session{}, noSandbox(chatID)
-	}
-	if err != nil {
-		return sandbox.Session{}, fmt.Errorf("get chat %s: %w", chatID, err)
-	}
-	return session, nil
-}
-
-// List returns one page of the registry.
-func (s *Service) List(ctx context.Context, filter ListFilter) ([]sandbox.Session, error) {
-	if filter.Now.IsZero() {
-		filter.Now = s.clock.Now()
-	}
-	sessions, err := s.store.List(ctx, filter)
-	if err != nil {
-		return nil, fmt.Errorf("list sessions: %w", err)
-	}
-	return sessions, nil
-}
-
-// noSandbox is the error for a chat without a sandbox, in words fit for the client (the
-// store's own error names its internals).
-func noSandbox(chatID uuid.UUID) error {
-	return fmt.Errorf("chat %s has no sandbox: %w", chatID, sandbox.ErrNotFound)
 }
