@@ -47,7 +47,7 @@ type FileInfo struct {
 
 // Exec runs a command in the chat's live sandbox and returns once it ends, with its
 // output. A timeout is no error: TimedOut says so. A chat with no sandbox is an *Error
-// matching sandbox.ErrNotFound; an expired one matches sandbox.ErrConflict (409).
+// matching sandbox.ErrNotFound; an expired one matches sandbox.ErrExpired (409).
 func (c *Client) Exec(ctx context.Context, chatID string, body ExecBody) (ExecResult, error) {
 	var out ExecResult
 	if err := c.do(ctx, http.MethodPost, sandboxPath(chatID)+"/exec", nil, body, &out); err != nil {
@@ -65,6 +65,7 @@ type execEvent struct {
 	Truncated  bool   `json:"truncated"`
 	DurationMS int64  `json:"duration_ms"`
 	Status     int    `json:"status"`
+	Code       string `json:"code"`
 	Detail     string `json:"detail"`
 }
 
@@ -120,7 +121,7 @@ func (c *Client) ExecStream(ctx context.Context, chatID string, body ExecBody, s
 			if status == 0 {
 				status = http.StatusInternalServerError
 			}
-			return ExecResult{}, &Error{Status: status, Title: http.StatusText(status), Detail: ev.Detail}
+			return ExecResult{}, &Error{Status: status, Title: http.StatusText(status), Code: ev.Code, Detail: ev.Detail}
 		}
 		// Unknown event types are for newer clients.
 	}
@@ -178,7 +179,7 @@ func (c *Client) ListFiles(ctx context.Context, chatID, path string) ([]FileInfo
 
 // Keepalive sets the chat's live sandbox to expire ttl from now (rounded up to whole
 // seconds), within the server's maximum lifetime, and returns it. An expired sandbox is
-// an *Error matching sandbox.ErrConflict: it is not revived.
+// an *Error matching sandbox.ErrExpired: it is not revived.
 func (c *Client) Keepalive(ctx context.Context, chatID string, ttl time.Duration) (Session, error) {
 	body := struct {
 		TTLS int64 `json:"ttl_s"`

@@ -82,6 +82,8 @@ type Error struct {
 	Title  string `json:"title"`
 	Detail string `json:"detail"`
 	Type   string `json:"type,omitempty"`
+	// Code is the server's stable code of the error ("not_found", "expired", ...).
+	Code string `json:"code,omitempty"`
 }
 
 func (e *Error) Error() string {
@@ -95,8 +97,26 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("%d %s: %s", e.Status, title, e.Detail)
 }
 
-// Is maps the status to the domain's sentinel errors.
+// codes maps the server's error codes to the domain's sentinels.
+var codes = map[string]error{
+	"not_found":              sandbox.ErrNotFound,
+	"conflict":               sandbox.ErrConflict,
+	"expired":                sandbox.ErrExpired,
+	"invalid":                sandbox.ErrInvalid,
+	"bad_request":            sandbox.ErrInvalid,
+	"unsupported_media_type": sandbox.ErrInvalid,
+	"too_large":              sandbox.ErrTooLarge,
+	"busy":                   sandbox.ErrBusy,
+	"unavailable":            sandbox.ErrUnavailable,
+}
+
+// Is maps the code (or, from a server that sends none, the status) to the domain's
+// sentinel errors. A too_large error matches ErrInvalid too.
 func (e *Error) Is(target error) bool {
+	if e.Code != "" {
+		sentinel := codes[e.Code]
+		return target == sentinel || (target == sandbox.ErrInvalid && sentinel == sandbox.ErrTooLarge)
+	}
 	switch target {
 	case sandbox.ErrNotFound:
 		return e.Status == http.StatusNotFound

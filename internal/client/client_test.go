@@ -45,6 +45,18 @@ func TestErrorMapsStatusesToSentinels(t *testing.T) {
 	}
 }
 
+func TestErrorMapsCodesToSentinels(t *testing.T) {
+	expired := error(&client.Error{Status: 409, Code: "expired"})
+	if !errors.Is(expired, sandbox.ErrExpired) || errors.Is(expired, sandbox.ErrConflict) {
+		t.Errorf("expired: Is(ErrExpired) = %v, Is(ErrConflict) = %v; want true, false",
+			errors.Is(expired, sandbox.ErrExpired), errors.Is(expired, sandbox.ErrConflict))
+	}
+	conflict := error(&client.Error{Status: 409, Code: "conflict"})
+	if !errors.Is(conflict, sandbox.ErrConflict) || errors.Is(conflict, sandbox.ErrExpired) {
+		t.Error("conflict: want ErrConflict only")
+	}
+}
+
 func TestProblemsAndOtherAnswersBecomeErrors(t *testing.T) {
 	var gotAuth, gotPath string
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -270,9 +270,13 @@ func TestBadInputIsRefusedWithoutSideEffects(t *testing.T) {
 				Status int    `json:"status"`
 				Title  string `json:"title"`
 				Detail string `json:"detail"`
+				Code   string `json:"code"`
 			}
 			if err := json.NewDecoder(resp.Body).Decode(&p); err != nil {
 				t.Fatalf("problem body: %v", err)
+			}
+			if p.Code != httpapi.CodeForStatus(tc.wantStatus) {
+				t.Errorf("code = %q, want %q", p.Code, httpapi.CodeForStatus(tc.wantStatus))
 			}
 			t.Logf("%d %s", p.Status, p.Detail)
 			if p.Status != tc.wantStatus || p.Title != http.StatusText(tc.wantStatus) || !strings.Contains(p.Detail, tc.wantDetail) {

@@ -3,7 +3,6 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -66,6 +65,7 @@ type execEvent struct {
 	Truncated  *bool  `json:"truncated,omitempty" doc:"exit: output past the cap was dropped."`
 	DurationMS *int64 `json:"duration_ms,omitempty" doc:"exit: how long the command ran."`
 	Status     int    `json:"status,omitempty" doc:"error: the HTTP status the failure would have had."`
+	Code       string `json:"code,omitempty" doc:"error: the error's code, as in problem documents."`
 	Detail     string `json:"detail,omitempty" doc:"error: what went wrong."`
 }
 
@@ -194,12 +194,12 @@ func (s *server) streamExec(hctx huma.Context, req lifecycle.ExecRequest) {
 		if ctx.Err() != nil {
 			return // the client is gone, and its command was killed
 		}
-		problem := s.fail(ctx, "exec-sandbox", err)
+		p := asProblem(s.fail(ctx, "exec-sandbox", err))
 		if !ev.started() {
-			writeProblem(w, statusFor(err), problemDetail(problem))
+			writeProblemDoc(w, p)
 			return
 		}
-		_ = ev.send(execEvent{Type: "error", Status: statusFor(err), Detail: problemDetail(problem)})
+		_ = ev.send(execEvent{Type: "error", Status: p.Status, Code: p.Code, Detail: p.Detail})
 		return
 	}
 	_ = ev.send(execEvent{
@@ -215,14 +215,6 @@ func clientGone() error {
 
 // statusClientClosed is logged for requests whose client left (nginx's 499).
 const statusClientClosed = 499
-
-func problemDetail(err error) string {
-	var m *huma.ErrorModel
-	if errors.As(err, &m) {
-		return m.Detail
-	}
-	return err.Error()
-}
 
 func ptr[T any](v T) *T { return &v }
 

@@ -283,8 +283,8 @@ func TestKeepaliveMovesExpiryUpToTheCap(t *testing.T) {
 	}
 
 	f.clock.Advance(testMaxLifetime)
-	if _, err := f.client.Keepalive(ctx, chat, time.Hour); !errors.Is(err, sandbox.ErrConflict) {
-		t.Errorf("keepalive of an expired sandbox: %v, want 409", err)
+	if _, err := f.client.Keepalive(ctx, chat, time.Hour); !errors.Is(err, sandbox.ErrExpired) || errors.Is(err, sandbox.ErrConflict) {
+		t.Errorf("keepalive of an expired sandbox: %v, want expired (409), not conflict", err)
 	}
 	resp := f.request(t, http.MethodPost, path, `{"ttl_s":60}`, nil)
 	var p struct{ Detail string }

@@ -5,8 +5,9 @@
 // and the OpenAPI 3.1 document that describes them, generated from the Go types by huma
 // and served at /openapi.json.
 //
-// Errors are RFC 9457 problem documents. The domain's sentinel errors become status codes
-// in one place, statusFor; this is the only package that knows status codes.
+// Errors are RFC 9457 problem documents that carry a stable code ("not_found",
+// "expired", ...). The domain's sentinel errors become codes and status codes in one
+// table, errorCodes; this is the only package that knows status codes.
 package httpapi
 
 //go:generate go test -run TestOpenAPIDocumentIsCommitted -update .
@@ -16,7 +17,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -140,6 +140,7 @@ func New(cfg Config) (http.Handler, error) {
 	s.registerKeepalive(v1)
 	s.registerHealth(api)
 	s.registerMetrics(api, mux)
+	documentCode(api)
 	mux.Handle("/", noRoute(mux))
 
 	var h http.Handler = mux
@@ -166,7 +167,7 @@ func newAPI(mux *http.ServeMux) huma.API {
 			Description: "One of the tokens configured for sandboxd.",
 		},
 	}
-	config.Transformers = append(config.Transformers, detailTransformer)
+	config.Transformers = append(config.Transformers, detailTransformer, withCode)
 	return humago.New(mux, config)
 }
 
@@ -195,50 +196,6 @@ func detailTransformer(_ huma.Context, _ string, v any) (any, error) {
 	return m, nil
 }
 
-// statusFor maps an error of the use cases to its HTTP status.
-func statusFor(err error) int {
-	switch {
-	case errors.Is(err, sandbox.ErrInvalid):
-		return http.StatusUnprocessableEntity
-	case errors.Is(err, sandbox.ErrNotFound):
-		return http.StatusNotFound
-	case errors.Is(err, sandbox.ErrConflict), errors.Is(err, sandbox.ErrExpired):
-		return http.StatusConflict
-	case errors.Is(err, sandbox.ErrTooLarge):
-		return http.StatusRequestEntityTooLarge
-	case errors.Is(err, sandbox.ErrBusy):
-		return http.StatusTooManyRequests
-	case errors.Is(err, sandbox.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
-		return http.StatusServiceUnavailable
-	default:
-		return http.StatusInternalServerError
-	}
-}
-
-// fail turns err into a problem document. Client errors carry the error's message;
-// server errors carry a generic one and are logged, so no internals leak.
-func (s *server) fail(ctx context.Context, op string, err error) error {
-	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
-		return clientGone() // the client left: nobody reads the answer, nothing failed here
-	}
-	status := statusFor(err)
-	if status < 500 {
-		// The detail is the error's own words without the sentinel's trailing name
-		// ("chat id "x" is not a UUID", not "...: invalid"): the status says that.
-		detail := err.Error()
-		for _, sentinel := range []error{sandbox.ErrInvalid, sandbox.ErrNotFound, sandbox.ErrConflict, sandbox.ErrExpired, sandbox.ErrTooLarge, sandbox.ErrBusy} {
-			detail = strings.TrimSuffix(detail, ": "+sentinel.Error())
-		}
-		return huma.NewError(status, detail)
-	}
-	s.log.ErrorContext(ctx, "request_failed", slog.String("operation", op),
-		slog.String("error", err.Error()), slog.String("error_type", sandbox.ErrorType(err)))
-	if status == http.StatusServiceUnavailable {
-		return huma.NewError(status, "a dependency of sandboxd is unavailable; try again later")
-	}
-	return huma.NewError(status, "internal error")
-}
-
 // noRoute answers what no route matches: 405 with Allow when the path exists under
 // other methods, else 404; both as problem documents.
 func noRoute(mux *http.ServeMux) http.Handler {
@@ -258,17 +215,6 @@ func noRoute(mux *http.ServeMux) http.Handler {
 			return
 		}
 		writeProblem(w, http.StatusNotFound, fmt.Sprintf("no such route: %s %s", r.Method, r.URL.Path))
-	})
-}
-
-// writeProblem writes a problem document from outside huma (the middlewares).
-func writeProblem(w http.ResponseWriter, status int, detail string) {
-	w.Header().Set("Content-Type", "application/problem+json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(&huma.ErrorModel{
-		Title:  http.StatusText(status),
-		Status: status,
-		Detail: detail,
 	})
 }
 
