@@ -1,0 +1,151 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	sbclient "github.com/sandboxd/sandboxd/internal/client"
+)
+
+// pool: creates through a sandboxd whose warm pool is on, against the cold creates
+// through sandboxd of the same run. Before each create the pool is full (polled on
+// /metrics, untimed); a create counts as a pool measurement only when sandbox_pool_hits
+// grew by one across it.
+func (b *bench) pool(ctx context.Context, reg registry, cold createTimes) error {
+	w, err := b.newWorld(ctx, reg, "pool")
+	if err != nil {
+		return err
+	}
+	defer w.drop()
+	srv, api, err := b.start(ctx, w, append([]string{"SANDBOXD_TTL=1h"}, b.opts.PoolEnv...)...)
+	if err != nil {
+		return err
+	}
+	defer srv.kill()
+	want := 1
+	for _, kv := range b.opts.PoolEnv {
+		if v, ok := strings.CutPrefix(kv, "SANDBOXD_AGENTS_DEFAULT_POOL_MIN="); ok {
+			want, _ = strconv.Atoi(v)
+		}
+	}
+	full := func() (hits float64, err error) {
+		for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
+			m, err := b.poolMetrics(ctx, srv.base)
+			if err != nil {
+				return 0, err
+			}
+			if m.size >= float64(want) {
+				return m.hits, nil
+			}
+			if time.Now().After(deadline) {
+				return 0, fmt.Errorf("the warm pool holds %g sandboxes a minute after the last create, want %d", m.size, want)
+			}
+		}
+	}
+	var hit createTimes
+	creates := 0
+	for i := range b.opts.N + 1 { // the first create warms up and is not recorded
+		before, err := full()
+		if err != nil {
+			return err
+		}
+		chat := uuid.NewString()
+		t := time.Now()
+		s, _, err := api.Create(ctx, chat, sbclient.CreateBody{})
+		if err != nil {
+			return err
+		}
+		answer := time.Since(t)
+		if err := b.provenReady(ctx, "sandbox", s.ContainerID); err != nil {
+			return err
+		}
+		firstExec := time.Since(t)
+		m, err := b.poolMetrics(ctx, srv.base)
+		if err != nil {
+			return err
+		}
+		if _, err := api.Delete(ctx, chat); err != nil {
+			return err
+		}
+		if i == 0 {
+			continue
+		}
+		creates++
+		if m.hits-before == 1 {
+			hit.add(answer, firstExec)
+		}
+	}
+	if len(hit.answer) == 0 {
+		return fmt.Errorf("none of %d creates was served by the pool", creates)
+	}
+	base := "cold create via sandboxd"
+	note := fmt.Sprintf("%d of %d creates were pool hits (sandbox_pool_hits_total deltas); only hits are counted. The pool held %d ready sandboxes before each create (polled on /metrics, untimed)",
+		len(hit.answer), creates, want)
+	p50, p99 := quantile(hit.answer, 0.5), quantile(hit.answer, 0.99)
+	b.add(newRow(reg.name, "pool create p50 (answered, exec-ready)", "ms", p50, quantile(cold.answer, 0.5), base, len(hit.answer),
+		Target{On: "value", Op: "<", Limit: 50}, Target{On: "ratio", Op: "<=", Limit: 0.2}))
+	b.rows[len(b.rows)-1].Note = note
+	b.add(newRow(reg.name, "pool create p99 (answered, exec-ready)", "ms", p99, quantile(cold.answer, 0.99), base, len(hit.answer),
+		Target{On: "value", Op: "<", Limit: 150}))
+	b.add(newRow(reg.name, "pool create p50 + first exec", "ms", quantile(hit.firstExec, 0.5), quantile(cold.firstExec, 0.5), base+" + first exec", len(hit.firstExec)))
+	b.add(newRow(reg.name, "pool create p99 + first exec", "ms", quantile(hit.firstExec, 0.99), quantile(cold.firstExec, 0.99), base+" + first exec", len(hit.firstExec)))
+	return srv.stop()
+}
+
+// poolState is what /metrics says of the default profile's pool.
+type poolState struct{ size, hits float64 }
+
+// poolMetrics reads sandbox_pool_size and sandbox_pool_hits_total of the default profile
+// from sandboxd's /metrics (Prometheus text; a counter not yet incremented is absent: 0).
+func (b *bench) poolMetrics(ctx context.Context, base string) (poolState, error) {
+	var st poolState
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
+	if err != nil {
+		return st, err
+	}
+	resp, err := b.hc.Do(req)
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return st, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return st, fmt.Errorf("GET /metrics: %s", resp.Status)
+	}
+	sized := false
+	for _, line := range strings.Split(string(data), "\n") {
+		name, rest, ok := strings.Cut(line, "{")
+		if !ok || !strings.Contains(rest, `profile="default"`) {
+			continue
+		}
+		_, value, ok := strings.Cut(rest, "} ")
+		if !ok {
+			continue
+		}
+		v, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
+		if err != nil {
+			return st, fmt.Errorf("GET /metrics: %q: %w", line, err)
+		}
+		switch name {
+		case "sandbox_pool_size":
+			st.size, sized = v, true
+		case "sandbox_pool_hits_total":
+			st.hits = v
+		}
+	}
+	if !sized {
+		return st, errors.New("GET /metrics: no sandbox_pool_size of the default profile (is the pool on?)")
+	}
+	return st, nil
+}

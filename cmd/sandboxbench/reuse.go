@@ -1,0 +1,138 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/google/uuid"
+
+	sbclient "github.com/sandboxd/sandboxd/internal/client"
+)
+
+// reuse: PUTs on live sessions, Workers at once, against the trivial route of the same
+// sandboxd (GET /healthz: same process, http.Server, mux, huma API and middleware; see
+// healthz), and, for context only, against a bare net/http handler in a process of its own.
+func (b *bench) reuse(ctx context.Context, reg string, base string, api *sbclient.Client) error {
+	chats := make([]string, b.opts.Workers)
+	for i := range chats {
+		chats[i] = uuid.NewString()
+		if _, _, err := api.Create(ctx, chats[i], sbclient.CreateBody{}); err != nil {
+			return err
+		}
+	}
+	defer func() {
+		for _, c := range chats {
+			_, _ = api.Delete(context.WithoutCancel(ctx), c)
+		}
+	}()
+	bare, err := startTrivial(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = bare.stop() }()
+	bapi, err := sbclient.New(bare.base, benchToken, b.hc)
+	if err != nil {
+		return err
+	}
+
+	type side struct {
+		op        func(ctx context.Context, worker int) error
+		lat       []time.Duration
+		wall      time.Duration
+		recording bool
+	}
+	put := func(api *sbclient.Client) func(ctx context.Context, i int) error {
+		return func(ctx context.Context, i int) error {
+			_, res, err := api.Create(ctx, chats[i], sbclient.CreateBody{})
+			if err == nil && res != sbclient.Reused {
+				err = fmt.Errorf("PUT on a live session: %s, want reused", res)
+			}
+			return err
+		}
+	}
+	sides := []*side{
+		{op: put(api)}, // sandboxd
+		{op: func(ctx context.Context, _ int) error { return b.healthz(ctx, base) }}, // the ceiling
+		{op: put(bapi)}, // context only
+	}
+	burst := func(s *side, total int) error {
+		per := max(1, total/len(chats))
+		lat := make([][]time.Duration, len(chats))
+		start := time.Now()
+		err := parallel(ctx, len(chats), len(chats), func(ctx context.Context, i int) error {
+			lat[i] = make([]time.Duration, 0, per)
+			for range per {
+				t := time.Now()
+				if err := s.op(ctx, i); err != nil {
+					return err
+				}
+				lat[i] = append(lat[i], time.Since(t))
+			}
+			return nil
+		})
+		if s.recording {
+			s.lat, s.wall = append(s.lat, slices.Concat(lat...)...), s.wall+time.Since(start)
+		}
+		return err
+	}
+	// Warm every side (connections, caches), then alternate halves in rotating order so
+	// that drift hits all alike.
+	for _, s := range sides {
+		if err := burst(s, min(200, b.opts.Reuse)); err != nil {
+			return err
+		}
+		s.recording = true
+	}
+	for half := range 2 {
+		for k := range sides {
+			if err := burst(sides[(k+half)%len(sides)], b.opts.Reuse/2); err != nil {
+				return err
+			}
+		}
+	}
+	s, h, t := sides[0], sides[1], sides[2]
+	tput := func(x *side) float64 { return float64(len(x.lat)) / x.wall.Seconds() }
+	hName := "GET /healthz, same sandboxd"
+	b.add(newRow(reg, fmt.Sprintf("reuse throughput (%d clients)", len(chats)), "req/s",
+		tput(s), tput(h), hName, len(s.lat), Target{On: "ratio", Op: ">=", Limit: 0.5}))
+	b.rows[len(b.rows)-1].Note = "the ceiling is sandboxd's own trivial route on the same process, server, mux, huma API, auth and request-log middleware; " +
+		"/healthz is outside /v1/, so the bearer token it carries is not checked, no body is read and its answer is smaller"
+	b.add(newRow(reg, "reuse p50", "ms", quantile(s.lat, 0.5), quantile(h.lat, 0.5), hName, len(s.lat)))
+	b.add(newRow(reg, "reuse p99", "ms", quantile(s.lat, 0.99), quantile(h.lat, 0.99), hName, len(s.lat)))
+	b.add(newRow(reg, fmt.Sprintf("context: reuse throughput vs bare handler (%d clients)", len(chats)), "req/s",
+		tput(s), tput(t), "bare net/http handler, other process", len(s.lat)))
+	b.rows[len(b.rows)-1].Note = fmt.Sprintf("not the issue's ceiling: a constant answer from a bare handler with sandboxd's http.Server settings, "+
+		"no router, middleware or logging (p50 %.2f ms, p99 %.2f ms); GET /healthz on sandboxd: %.0f req/s, %.2f of it",
+		quantile(t.lat, 0.5), quantile(t.lat, 0.99), tput(h), tput(h)/tput(t))
+	return nil
+}
+
+// healthz is one GET /healthz on sandboxd, sent like the API client's requests (bearer
+// token, Accept: application/json) and its answer read and decoded as they are.
+func (b *bench) healthz(ctx context.Context, base string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/healthz", nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+benchToken)
+	req.Header.Set("Accept", "application/json")
+	resp, err := b.hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	var probe struct{ Status string }
+	if err := json.Unmarshal(data, &probe); err != nil || resp.StatusCode != http.StatusOK || probe.Status != "ok" {
+		return fmt.Errorf("GET /healthz: %s %q (%v)", resp.Status, data, err)
+	}
+	return nil
+}
