@@ -6,7 +6,7 @@
 #
 # It initialises a cluster in a temp folder, starts it on a free loopback port (as the
 # postgres user when run as root: initdb refuses root), exports SANDBOXD_TEST_PG_DSN for
-# internal/pgtest, and installs an EXIT trap that stops the cluster and removes its folder.
+# internal/testing/pgtest, and installs an EXIT trap that stops the cluster and removes its folder.
 # PG_BIN overrides where initdb and pg_ctl are found (default: newest /usr/lib/postgresql/*/bin).
 
 pg_throwaway_start() {

@@ -10,7 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/sandboxd/sandboxd/internal/pgcluster"
+	"github.com/sandboxd/sandboxd/internal/testing/pgcluster"
 )
 
 // startPG starts a throwaway cluster with the newest /usr/lib/postgresql/*/bin (or PG_BIN).

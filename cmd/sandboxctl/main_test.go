@@ -21,7 +21,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
 	"github.com/sandboxd/sandboxd/internal/memstore"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
-	"github.com/sandboxd/sandboxd/internal/syncbuf"
+	"github.com/sandboxd/sandboxd/internal/testing/syncbuf"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

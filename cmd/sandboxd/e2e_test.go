@@ -27,10 +27,10 @@ import (
 	dockerclient "github.com/moby/moby/client"
 
 	"github.com/sandboxd/sandboxd/internal/client"
-	"github.com/sandboxd/sandboxd/internal/dockertest"
-	"github.com/sandboxd/sandboxd/internal/pgtest"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
-	"github.com/sandboxd/sandboxd/internal/waitfor"
+	"github.com/sandboxd/sandboxd/internal/testing/dockertest"
+	"github.com/sandboxd/sandboxd/internal/testing/pgtest"
+	"github.com/sandboxd/sandboxd/internal/testing/waitfor"
 )
 
 const token = "e2e-secret-token"

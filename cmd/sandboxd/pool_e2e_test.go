@@ -16,8 +16,8 @@ import (
 
 	"github.com/sandboxd/sandboxd/internal/client"
 	"github.com/sandboxd/sandboxd/internal/docker"
-	"github.com/sandboxd/sandboxd/internal/dockertest"
-	"github.com/sandboxd/sandboxd/internal/waitfor"
+	"github.com/sandboxd/sandboxd/internal/testing/dockertest"
+	"github.com/sandboxd/sandboxd/internal/testing/waitfor"
 )
 
 // pooled returns the ids of the running, unclaimed pool containers of this test's instance.

@@ -14,9 +14,9 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/sandboxd/sandboxd/internal/client"
-	"github.com/sandboxd/sandboxd/internal/dockertest"
-	"github.com/sandboxd/sandboxd/internal/syncbuf"
-	"github.com/sandboxd/sandboxd/internal/waitfor"
+	"github.com/sandboxd/sandboxd/internal/testing/dockertest"
+	"github.com/sandboxd/sandboxd/internal/testing/syncbuf"
+	"github.com/sandboxd/sandboxd/internal/testing/waitfor"
 )
 
 func TestRunRefusesBadConfig(t *testing.T) {

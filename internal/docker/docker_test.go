@@ -22,9 +22,9 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/sandboxd/sandboxd/internal/docker"
-	"github.com/sandboxd/sandboxd/internal/dockertest"
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
+	"github.com/sandboxd/sandboxd/internal/testing/dockertest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -15,9 +15,9 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/sandboxd/sandboxd/internal/docker"
-	"github.com/sandboxd/sandboxd/internal/dockertest"
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
+	"github.com/sandboxd/sandboxd/internal/testing/dockertest"
 )
 
 // gVisor is the runsc runtime; scripts/enable-gvisor.sh installs it and registers it with

@@ -20,10 +20,10 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/sandboxd/sandboxd/internal/docker"
-	"github.com/sandboxd/sandboxd/internal/dockertest"
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
 	"github.com/sandboxd/sandboxd/internal/memstore"
-	"github.com/sandboxd/sandboxd/internal/waitfor"
+	"github.com/sandboxd/sandboxd/internal/testing/dockertest"
+	"github.com/sandboxd/sandboxd/internal/testing/waitfor"
 	"github.com/sandboxd/sandboxd/internal/workspace"
 )
 

@@ -13,7 +13,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/httpapi"
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
-	"github.com/sandboxd/sandboxd/internal/syncbuf"
+	"github.com/sandboxd/sandboxd/internal/testing/syncbuf"
 )
 
 // waitingSandboxes blocks every create until its caller leaves, as a create waiting for a

@@ -17,7 +17,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
 	"github.com/sandboxd/sandboxd/internal/memstore"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
-	"github.com/sandboxd/sandboxd/internal/waitfor"
+	"github.com/sandboxd/sandboxd/internal/testing/waitfor"
 )
 
 // scriptedExecutor writes out and errOut, then either exits with code or, when hang is

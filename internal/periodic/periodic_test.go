@@ -13,7 +13,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/sandboxd/sandboxd/internal/waitfor"
+	"github.com/sandboxd/sandboxd/internal/testing/waitfor"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

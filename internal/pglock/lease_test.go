@@ -12,9 +12,9 @@ import (
 	"github.com/sandboxd/sandboxd/internal/lifecycletest"
 	"github.com/sandboxd/sandboxd/internal/pglock"
 	"github.com/sandboxd/sandboxd/internal/pgstore"
-	"github.com/sandboxd/sandboxd/internal/pgtest"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
-	"github.com/sandboxd/sandboxd/internal/waitfor"
+	"github.com/sandboxd/sandboxd/internal/testing/pgtest"
+	"github.com/sandboxd/sandboxd/internal/testing/waitfor"
 )
 
 // heldBy returns the pids of the sessions that hold the chat's advisory lock (granted).

@@ -8,7 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/sandboxd/sandboxd/internal/pgcluster"
+	"github.com/sandboxd/sandboxd/internal/testing/pgcluster"
 )
 
 func TestStartServesAndStopRemovesEverything(t *testing.T) {

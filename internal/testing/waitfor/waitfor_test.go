@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sandboxd/sandboxd/internal/waitfor"
+	"github.com/sandboxd/sandboxd/internal/testing/waitfor"
 )
 
 func TestTrueReturnsOnceTheConditionHolds(t *testing.T) {

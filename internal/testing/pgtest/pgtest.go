@@ -23,7 +23,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/sandboxd/sandboxd/internal/pgcluster"
+	"github.com/sandboxd/sandboxd/internal/testing/pgcluster"
 )
 
 // EnvDSN names the variable holding the DSN of an existing server to test against. The

@@ -9,7 +9,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/sandboxd/sandboxd/internal/dockertest"
+	"github.com/sandboxd/sandboxd/internal/testing/dockertest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -5,7 +5,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/sandboxd/sandboxd/internal/syncbuf"
+	"github.com/sandboxd/sandboxd/internal/testing/syncbuf"
 )
 
 // Writers and a reader at once (run with -race): every write is kept whole.
