@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/httpapi"
 	"github.com/sandboxd/sandboxd/internal/keylock"
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
+	"github.com/sandboxd/sandboxd/internal/lifecycletest"
 	"github.com/sandboxd/sandboxd/internal/memstore"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 	"github.com/sandboxd/sandboxd/internal/testing/syncbuf"
@@ -26,32 +26,16 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// fakeRuntime makes pretend sandboxes with docker-length container ids.
-type fakeRuntime struct {
-	mu sync.Mutex
-	n  int
-}
-
-func (r *fakeRuntime) Create(_ context.Context, spec lifecycle.CreateSpec) (sandbox.Session, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.n++
-	return sandbox.Session{
-		ID: spec.SessionID, ChatID: spec.ChatID, ContainerID: fmt.Sprintf("%064d", r.n),
-		Status: sandbox.StatusRunning, CreatedAt: spec.CreatedAt, ExpiresAt: spec.ExpiresAt,
-		AgentID: spec.AgentID, VolumeHostPath: spec.VolumeHostPath,
-	}, nil
-}
-func (r *fakeRuntime) Stop(context.Context, string) error   { return nil }
-func (r *fakeRuntime) Delete(context.Context, string) error { return nil }
+// dockerLengthID names the nth container with as many digits as the engine's ids have.
+func dockerLengthID(n int, _ lifecycle.CreateSpec) string { return fmt.Sprintf("%064d", n) }
 
 const token = "tok-123"
 
 func newServer(t *testing.T) *httptest.Server {
 	t.Helper()
 	svc, err := lifecycle.New(lifecycle.Config{
-		Store: memstore.New(), Locker: keylock.New(), Runtime: &fakeRuntime{}, TTL: time.Hour,
-		Executor: fakeExecutor{}, Files: hostfiles.New(hostfiles.Config{}),
+		Store: memstore.New(), Locker: keylock.New(), Runtime: &lifecycletest.Runtime{ContainerID: dockerLengthID}, TTL: time.Hour,
+		Executor: &lifecycletest.Executor{}, Files: hostfiles.New(hostfiles.Config{}),
 		MaxLifetime: 2 * time.Hour, MaxFileBytes: 1 << 20,
 	})
 	if err != nil {

@@ -66,7 +66,7 @@ func TestSandboxCycleThroughHTTP(t *testing.T) {
 	if !strings.Contains(problem.Detail, `agent "coder"`) {
 		t.Errorf("conflict detail %q does not say which agent holds the sandbox", problem.Detail)
 	}
-	if c, s, d := f.runtime.calls(); c != 1 || s != 0 || d != 0 {
+	if c, s, d := f.runtimeCalls(); c != 1 || s != 0 || d != 0 {
 		t.Errorf("after create, reuse, conflict: creates=%d stops=%d deletes=%d, want 1 0 0", c, s, d)
 	}
 
@@ -80,7 +80,7 @@ func TestSandboxCycleThroughHTTP(t *testing.T) {
 		replaced.SessionID == created.SessionID || replaced.ContainerID != "ctr-2" {
 		t.Fatalf("PUT after the TTL: %d %+v, want 201 replaced with a new session", status, replaced)
 	}
-	if c, s, _ := f.runtime.calls(); c != 2 || s != 1 {
+	if c, s, _ := f.runtimeCalls(); c != 2 || s != 1 {
 		t.Errorf("after replace: creates=%d stops=%d, want 2 1", c, s)
 	}
 
@@ -97,7 +97,7 @@ func TestSandboxCycleThroughHTTP(t *testing.T) {
 	if del != want {
 		t.Errorf("DELETE = %+v, want %+v", del, want)
 	}
-	if _, _, d := f.runtime.calls(); d != 1 || f.rows(t) != 0 {
+	if _, _, d := f.runtimeCalls(); d != 1 || f.rows(t) != 0 {
 		t.Errorf("after delete: deletes=%d rows=%d, want 1 0", d, f.rows(t))
 	}
 	del, err = f.client.Delete(ctx, canonical)
@@ -313,7 +313,7 @@ func TestRefusedRequestsLeaveTheLiveSandboxAlone(t *testing.T) {
 			t.Errorf("%s %s: %d, want %d", r.method, r.body[:min(len(r.body), 30)], resp.StatusCode, r.want)
 		}
 	}
-	if c, s, d := f.runtime.calls(); c != 1 || s != 0 || d != 0 || f.rows(t) != 1 {
+	if c, s, d := f.runtimeCalls(); c != 1 || s != 0 || d != 0 || f.rows(t) != 1 {
 		t.Errorf("after refused requests: creates=%d stops=%d deletes=%d rows=%d, want 1 0 0 1", c, s, d, f.rows(t))
 	}
 }
@@ -321,7 +321,7 @@ func TestRefusedRequestsLeaveTheLiveSandboxAlone(t *testing.T) {
 func TestServerErrorsDoNotLeakInternals(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	f.runtime.createErr = errors.New("docker: dial unix /var/run/secret.sock: permission denied")
+	f.runtime.FailCreates(errors.New("docker: dial unix /var/run/secret.sock: permission denied"))
 	_, _, err := f.client.Create(ctx, chatN(1), client.CreateBody{})
 	var p *client.Error
 	if !errors.As(err, &p) || p.Status != http.StatusInternalServerError {
@@ -331,7 +331,7 @@ func TestServerErrorsDoNotLeakInternals(t *testing.T) {
 		t.Errorf("500 detail %q leaks the runtime's error", p.Detail)
 	}
 
-	f.runtime.createErr = errors.Join(errors.New("engine at tcp://10.0.0.7:2376 refused"), sandbox.ErrUnavailable)
+	f.runtime.FailCreates(errors.Join(errors.New("engine at tcp://10.0.0.7:2376 refused"), sandbox.ErrUnavailable))
 	_, _, err = f.client.Create(ctx, chatN(1), client.CreateBody{})
 	if !errors.Is(err, sandbox.ErrUnavailable) || !errors.As(err, &p) || strings.Contains(p.Detail, "10.0.0.7") {
 		t.Fatalf("create with an unavailable runtime: %v, want a 503 without the engine's address", err)
@@ -454,7 +454,7 @@ func TestParallelPutsMakeOneSandbox(t *testing.T) {
 	if statuses[201] != 1 || statuses[200] != n-1 || len(sessions) != 1 {
 		t.Errorf("statuses %v, sessions %v: want one 201, %d 200s, one session", statuses, sessions, n-1)
 	}
-	if c, _, _ := f.runtime.calls(); c != 1 || f.rows(t) != 1 {
+	if c, _, _ := f.runtimeCalls(); c != 1 || f.rows(t) != 1 {
 		t.Errorf("creates=%d rows=%d, want 1 1", c, f.rows(t))
 	}
 }

@@ -7,119 +7,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/sandboxd/sandboxd/internal/client"
-	"github.com/sandboxd/sandboxd/internal/lifecycle"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 )
-
-// fakeExecutor runs a few scripted commands, each of which advances the clock by
-// testExecTook (so that durations show):
-//
-//	echo ARGS...     prints ARGS to stdout, exits 0
-//	fail CODE MSG    prints MSG to stderr, exits CODE
-//	cat              copies stdin to stdout
-//	env              prints the workdir, then the env as K=V lines, sorted
-//	flood N          prints N bytes of 'x'
-//	gate             prints "before\n", waits for the gate to open, prints "after\n"
-//	hang             prints "started\n", then waits for its ctx to end
-//	vanish           prints "started\n", then fails as if the container were gone
-//	split            prints "hé!" in two writes that cut the é in half
-//
-// A command whose ctx ends returns ctx's error, as a real executor does once it has
-// killed the process; the ctx's end is recorded in ended.
-type fakeExecutor struct {
-	clock   *fakeClock
-	gate    chan struct{}
-	started chan struct{} // one for every hang that has printed
-	ended   chan error    // the ctx errors of commands that waited for their ctx to end
-}
-
-func newFakeExecutor(clock *fakeClock) *fakeExecutor {
-	return &fakeExecutor{clock: clock, gate: make(chan struct{}), started: make(chan struct{}, 16), ended: make(chan error, 16)}
-}
-
-func (e *fakeExecutor) Exec(ctx context.Context, _ string, cmd lifecycle.ExecCommand) (int, error) {
-	e.clock.Advance(testExecTook)
-	args := cmd.Cmd[1:]
-	switch cmd.Cmd[0] {
-	case "echo":
-		_, err := fmt.Fprintln(cmd.Stdout, strings.Join(args, " "))
-		return 0, err
-	case "fail":
-		code, _ := strconv.Atoi(args[0])
-		_, err := io.WriteString(cmd.Stderr, args[1])
-		return code, err
-	case "cat":
-		if cmd.Stdin == nil {
-			return 0, nil
-		}
-		_, err := io.Copy(cmd.Stdout, cmd.Stdin)
-		return 0, err
-	case "env":
-		lines := []string{"workdir=" + cmd.Workdir}
-		for k, v := range cmd.Env {
-			lines = append(lines, k+"="+v)
-		}
-		slices.Sort(lines[1:])
-		_, err := fmt.Fprintln(cmd.Stdout, strings.Join(lines, "\n"))
-		return 0, err
-	case "flood":
-		n, _ := strconv.Atoi(args[0])
-		_, err := io.WriteString(cmd.Stdout, strings.Repeat("x", n))
-		return 0, err
-	case "gate":
-		if _, err := io.WriteString(cmd.Stdout, "before\n"); err != nil {
-			return 0, err
-		}
-		select {
-		case <-e.gate:
-		case <-ctx.Done():
-			e.ended <- ctx.Err()
-			return -1, ctx.Err()
-		}
-		_, err := io.WriteString(cmd.Stdout, "after\n")
-		return 0, err
-	case "hang":
-		if _, err := io.WriteString(cmd.Stdout, "started\n"); err != nil {
-			return 0, err
-		}
-		e.started <- struct{}{}
-		<-ctx.Done()
-		e.ended <- ctx.Err()
-		return -1, ctx.Err()
-	case "split":
-		if _, err := cmd.Stdout.Write([]byte("h\xc3")); err != nil {
-			return 0, err
-		}
-		_, err := cmd.Stdout.Write([]byte("\xa9!"))
-		return 0, err
-	case "vanish":
-		if _, err := io.WriteString(cmd.Stdout, "started\n"); err != nil {
-			return 0, err
-		}
-		return -1, fmt.Errorf("fake: container is gone: %w", sandbox.ErrNotFound)
-	}
-	return 127, fmt.Errorf("fake: %q cannot start: %w", cmd.Cmd[0], sandbox.ErrInvalid)
-}
-
-// waitEnded returns the ctx error of the next command whose ctx ended.
-func (e *fakeExecutor) waitEnded(t *testing.T) error {
-	t.Helper()
-	select {
-	case err := <-e.ended:
-		return err
-	case <-time.After(10 * time.Second):
-		t.Fatal("the command's ctx did not end")
-		return nil
-	}
-}
 
 // newSandbox creates a sandbox for chat over a fresh workspace folder and returns it.
 func (f *fixture) newSandbox(t *testing.T, chat string) string {
@@ -144,7 +39,7 @@ func TestExecAnswersOnceTheCommandEnds(t *testing.T) {
 		t.Errorf("echo = %+v, %v; want %+v", got, err, want)
 	}
 
-	got, err = f.client.Exec(ctx, execChat, client.ExecBody{Cmd: []string{"fail", "3", "oops"}})
+	got, err = f.client.Exec(ctx, execChat, client.ExecBody{Cmd: []string{"exit", "3", "", "oops"}})
 	want = client.ExecResult{ExitCode: 3, Stderr: "oops", DurationMS: testExecTook.Milliseconds()}
 	if err != nil || got != want {
 		t.Errorf("fail = %+v, %v; want %+v", got, err, want)
@@ -181,7 +76,7 @@ func TestExecTimeoutKillsTheCommand(t *testing.T) {
 	if took := time.Since(start); took > 5*time.Second {
 		t.Errorf("the timeout of 1s took %s", took)
 	}
-	if err := f.executor.waitEnded(t); !errors.Is(err, context.DeadlineExceeded) {
+	if err := f.executor.WaitEnded(t); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("the command's ctx ended with %v, want its deadline", err)
 	}
 }
@@ -271,7 +166,7 @@ func TestExecStreamsEventsAsTheyCome(t *testing.T) {
 	opened := false
 	t.Cleanup(func() {
 		if !opened {
-			close(f.executor.gate)
+			f.executor.Release()
 		}
 	})
 
@@ -285,7 +180,7 @@ func TestExecStreamsEventsAsTheyCome(t *testing.T) {
 	if ev := nextEvent(t, dec); ev.Type != "stdout" || ev.Data != "before\n" || ev.ExitCode != nil {
 		t.Fatalf("first event = %+v, want stdout before", ev)
 	}
-	close(f.executor.gate)
+	f.executor.Release()
 	opened = true
 	if ev := nextEvent(t, dec); ev.Type != "stdout" || ev.Data != "after\n" {
 		t.Fatalf("second event = %+v, want stdout after", ev)
@@ -314,9 +209,8 @@ func TestExecStreamThroughTheClient(t *testing.T) {
 	// The gate opens once the client has seen the first output, which therefore came
 	// before the command ended.
 	var stdout strings.Builder
-	var once sync.Once
 	out := writerFunc(func(p []byte) (int, error) {
-		once.Do(func() { close(f.executor.gate) })
+		f.executor.Release()
 		return stdout.Write(p)
 	})
 	got, err := f.client.ExecStream(ctx, execChat, client.ExecBody{Cmd: []string{"gate"}}, out, nil)
@@ -325,7 +219,7 @@ func TestExecStreamThroughTheClient(t *testing.T) {
 	}
 
 	var stderr strings.Builder
-	got, err = f.client.ExecStream(ctx, execChat, client.ExecBody{Cmd: []string{"fail", "42", "bad"}}, nil, &stderr)
+	got, err = f.client.ExecStream(ctx, execChat, client.ExecBody{Cmd: []string{"exit", "42", "", "bad"}}, nil, &stderr)
 	if err != nil || got.ExitCode != 42 || stderr.String() != "bad" {
 		t.Errorf("ExecStream(fail) = %+v, %v, stderr %q", got, err, stderr.String())
 	}
@@ -335,7 +229,7 @@ func TestExecStreamThroughTheClient(t *testing.T) {
 	if err != nil || !got.TimedOut || got.ExitCode != -1 || stdout.String() != "started\n" {
 		t.Errorf("ExecStream(hang, 1s) = %+v, %v", got, err)
 	}
-	f.executor.waitEnded(t)
+	f.executor.WaitEnded(t)
 
 	stdout.Reset()
 	got, err = f.client.ExecStream(ctx, execChat, client.ExecBody{Cmd: []string{"flood", strconv.Itoa(3 * testOutputCap)}}, &stdout, nil)
@@ -373,12 +267,12 @@ func TestClientThatLeavesKillsItsCommand(t *testing.T) {
 	if !errors.Is(err, context.Canceled) {
 		t.Errorf("ExecStream after leaving: %v, want context.Canceled", err)
 	}
-	if err := f.executor.waitEnded(t); !errors.Is(err, context.Canceled) {
+	if err := f.executor.WaitEnded(t); !errors.Is(err, context.Canceled) {
 		t.Errorf("the command's ctx ended with %v, want canceled (not its 50s timeout)", err)
 	}
 
 	// The buffered form too.
-	<-f.executor.started
+	<-f.executor.Started()
 	ctx, cancel = context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
@@ -386,9 +280,9 @@ func TestClientThatLeavesKillsItsCommand(t *testing.T) {
 		_, err := f.client.Exec(ctx, execChat, client.ExecBody{Cmd: []string{"hang"}, TimeoutS: 50})
 		done <- err
 	}()
-	<-f.executor.started
+	<-f.executor.Started()
 	cancel()
-	if err := f.executor.waitEnded(t); !errors.Is(err, context.Canceled) {
+	if err := f.executor.WaitEnded(t); !errors.Is(err, context.Canceled) {
 		t.Errorf("the buffered command's ctx ended with %v, want canceled", err)
 	}
 	if err := <-done; !errors.Is(err, context.Canceled) {

@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,8 +16,8 @@ import (
 	"github.com/sandboxd/sandboxd/internal/httpapi"
 	"github.com/sandboxd/sandboxd/internal/keylock"
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
+	"github.com/sandboxd/sandboxd/internal/lifecycletest"
 	"github.com/sandboxd/sandboxd/internal/memstore"
-	"github.com/sandboxd/sandboxd/internal/sandbox"
 )
 
 var _ httpapi.Sandboxes = (*lifecycle.Service)(nil)
@@ -37,68 +36,10 @@ const (
 	testExecTook    = 250 * time.Millisecond
 )
 
-// fakeRuntime makes pretend sandboxes and counts what it was asked to do.
-type fakeRuntime struct {
-	mu                      sync.Mutex
-	creates, stops, deletes int
-	createErr               error
-}
-
-func (r *fakeRuntime) Create(_ context.Context, spec lifecycle.CreateSpec) (sandbox.Session, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.createErr != nil {
-		return sandbox.Session{}, r.createErr
-	}
-	r.creates++
-	return sandbox.Session{
-		ID:             spec.SessionID,
-		ChatID:         spec.ChatID,
-		ContainerID:    fmt.Sprintf("ctr-%d", r.creates),
-		Status:         sandbox.StatusRunning,
-		CreatedAt:      spec.CreatedAt,
-		ExpiresAt:      spec.ExpiresAt,
-		AgentID:        spec.AgentID,
-		VolumeHostPath: spec.VolumeHostPath,
-	}, nil
-}
-
-func (r *fakeRuntime) Stop(context.Context, string) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.stops++
-	return nil
-}
-
-func (r *fakeRuntime) Delete(context.Context, string) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.deletes++
-	return nil
-}
-
-// calls is every runtime call so far.
-func (r *fakeRuntime) calls() (creates, stops, deletes int) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.creates, r.stops, r.deletes
-}
-
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
+// runtimeCalls counts the runtime's calls so far.
+func (f *fixture) runtimeCalls() (creates, stops, deletes int) {
+	c, s, d := f.runtime.Calls()
+	return len(c), len(s), len(d)
 }
 
 // fixture is a real lifecycle.Service over memstore and keylock with a fake runtime,
@@ -106,10 +47,10 @@ func (c *fakeClock) Advance(d time.Duration) {
 type fixture struct {
 	srv      *httptest.Server
 	client   *client.Client
-	runtime  *fakeRuntime
-	executor *fakeExecutor
+	runtime  *lifecycletest.Runtime
+	executor *lifecycletest.Executor
 	store    *memstore.Store
-	clock    *fakeClock
+	clock    *lifecycletest.Clock
 	svc      *lifecycle.Service
 }
 
@@ -118,11 +59,11 @@ type option func(*httpapi.Config)
 func newFixture(t *testing.T, opts ...option) *fixture {
 	t.Helper()
 	f := &fixture{
-		runtime: &fakeRuntime{},
+		runtime: &lifecycletest.Runtime{ContainerID: func(n int, _ lifecycle.CreateSpec) string { return fmt.Sprintf("ctr-%d", n) }},
 		store:   memstore.New(),
-		clock:   &fakeClock{now: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)},
+		clock:   lifecycletest.NewClock(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)),
 	}
-	f.executor = newFakeExecutor(f.clock)
+	f.executor = &lifecycletest.Executor{Clock: f.clock, Took: testExecTook}
 	var err error
 	f.svc, err = lifecycle.New(lifecycle.Config{
 		Store: f.store, Locker: keylock.New(), Runtime: f.runtime, TTL: testTTL, Clock: f.clock,
@@ -168,7 +109,7 @@ func (f *fixture) rows(t *testing.T) int {
 // assertUntouched fails when the runtime was called or the registry holds anything.
 func (f *fixture) assertUntouched(t *testing.T) {
 	t.Helper()
-	if c, s, d := f.runtime.calls(); c+s+d != 0 {
+	if c, s, d := f.runtimeCalls(); c+s+d != 0 {
 		t.Errorf("runtime calls: creates=%d stops=%d deletes=%d, want none", c, s, d)
 	}
 	if n := f.rows(t); n != 0 {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/sandboxd/sandboxd/internal/keylock"
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
+	"github.com/sandboxd/sandboxd/internal/lifecycletest"
 	"github.com/sandboxd/sandboxd/internal/memstore"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 	"github.com/sandboxd/sandboxd/internal/testing/waitfor"
@@ -57,7 +58,7 @@ type agentEnv struct {
 func newAgentEnv(t *testing.T, exec *scriptedExecutor, cfg lifecycle.Config, sessions ...sandbox.Session) *agentEnv {
 	t.Helper()
 	e := &agentEnv{store: storeWith(t, sessions...), exec: exec, tel: newTelemetry(t)}
-	cfg.Store, cfg.Locker, cfg.Runtime, cfg.TTL, cfg.Clock = e.store, keylock.New(), &fakeRuntime{}, ttl, fixedClock{now}
+	cfg.Store, cfg.Locker, cfg.Runtime, cfg.TTL, cfg.Clock = e.store, keylock.New(), &lifecycletest.Runtime{}, ttl, lifecycletest.NewClock(now)
 	cfg.Executor, cfg.Tracer, cfg.MeterProvider = exec, e.tel.tp, e.tel.mp
 	svc, err := lifecycle.New(cfg)
 	if err != nil {
@@ -184,8 +185,8 @@ func TestExecConcurrencyIsBoundedPerSandbox(t *testing.T) {
 	gate := &gateExecutor{release: make(chan struct{})}
 	tel := newTelemetry(t)
 	svc, err := lifecycle.New(lifecycle.Config{
-		Store: storeWith(t, liveSession(), other), Locker: keylock.New(), Runtime: &fakeRuntime{}, TTL: ttl,
-		Clock: fixedClock{now}, Executor: gate, ExecMaxConcurrent: 2, Tracer: tel.tp, MeterProvider: tel.mp,
+		Store: storeWith(t, liveSession(), other), Locker: keylock.New(), Runtime: &lifecycletest.Runtime{}, TTL: ttl,
+		Clock: lifecycletest.NewClock(now), Executor: gate, ExecMaxConcurrent: 2, Tracer: tel.tp, MeterProvider: tel.mp,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/sandboxd/sandboxd/internal/keylock"
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
+	"github.com/sandboxd/sandboxd/internal/lifecycletest"
 	"github.com/sandboxd/sandboxd/internal/memstore"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 )
@@ -30,81 +31,38 @@ func (e *runtimeError) Error() string { return e.msg }
 
 const runtimeErrorType = "*lifecycle_test.runtimeError"
 
-type fixedClock struct{ now time.Time }
+// stopFails is a runtime whose stop of each of containers fails as the seed's does.
+func stopFails(containers ...string) *lifecycletest.Runtime {
+	rt := &lifecycletest.Runtime{}
+	for _, c := range containers {
+		rt.FailStop(c, &runtimeError{"stop_failed"})
+	}
+	return rt
+}
 
-func (c fixedClock) Now() time.Time { return c.now }
-
-// fakeRuntime records calls and makes "container-<session>" sandboxes. failStop names a
-// container whose stop fails; createErr makes every create fail; blockCreate, when set,
-// makes create wait for allowCreate after signalling createStarted.
-type fakeRuntime struct {
-	mu          sync.Mutex
-	creates     []lifecycle.CreateSpec
-	stops       []string
-	deletes     []string
-	failStop    string
-	createErr   error
-	blockCreate bool
-
+// blockingRuntime holds every create until allowCreate is closed, after signalling
+// createStarted.
+type blockingRuntime struct {
+	*lifecycletest.Runtime
 	createStarted chan struct{}
 	allowCreate   chan struct{}
 }
 
-func newBlockingRuntime() *fakeRuntime {
-	return &fakeRuntime{blockCreate: true, createStarted: make(chan struct{}, 1), allowCreate: make(chan struct{})}
-}
-
-func (r *fakeRuntime) Create(_ context.Context, spec lifecycle.CreateSpec) (sandbox.Session, error) {
-	r.mu.Lock()
-	r.creates = append(r.creates, spec)
-	r.mu.Unlock()
-	if r.blockCreate {
+func newBlockingRuntime() *blockingRuntime {
+	r := &blockingRuntime{Runtime: &lifecycletest.Runtime{}, createStarted: make(chan struct{}, 1), allowCreate: make(chan struct{})}
+	r.BeforeCreate = func(context.Context, lifecycle.CreateSpec) error {
 		select {
 		case r.createStarted <- struct{}{}:
 		default:
 		}
 		select {
 		case <-r.allowCreate:
+			return nil
 		case <-time.After(5 * time.Second):
-			return sandbox.Session{}, errors.New("create was never allowed")
+			return errors.New("create was never allowed")
 		}
 	}
-	if r.createErr != nil {
-		return sandbox.Session{}, r.createErr
-	}
-	return sandbox.Session{
-		ID:             spec.SessionID,
-		ChatID:         spec.ChatID,
-		ContainerID:    "container-" + spec.SessionID.String(),
-		Status:         sandbox.StatusRunning,
-		CreatedAt:      spec.CreatedAt,
-		ExpiresAt:      spec.ExpiresAt,
-		AgentID:        spec.AgentID,
-		VolumeHostPath: spec.VolumeHostPath,
-	}, nil
-}
-
-func (r *fakeRuntime) Stop(_ context.Context, containerID string) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.stops = append(r.stops, containerID)
-	if containerID == r.failStop {
-		return &runtimeError{"stop_failed"}
-	}
-	return nil
-}
-
-func (r *fakeRuntime) Delete(_ context.Context, containerID string) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.deletes = append(r.deletes, containerID)
-	return nil
-}
-
-func (r *fakeRuntime) calls() (creates []lifecycle.CreateSpec, stops, deletes []string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return slices.Clone(r.creates), slices.Clone(r.stops), slices.Clone(r.deletes)
+	return r
 }
 
 // fakeLocker records the chats it locks and excludes nobody, like the seed's FakeLocker.

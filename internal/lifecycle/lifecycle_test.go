@@ -18,6 +18,7 @@ import (
 
 	"github.com/sandboxd/sandboxd/internal/keylock"
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
+	"github.com/sandboxd/sandboxd/internal/lifecycletest"
 	"github.com/sandboxd/sandboxd/internal/memstore"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 )
@@ -26,7 +27,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestManyConcurrentCreatesForOneChatMakeOneContainer(t *testing.T) {
 	store := memstore.New()
-	e := newEnv(t, store, keylock.New(), &fakeRuntime{}, nil)
+	e := newEnv(t, store, keylock.New(), &lifecycletest.Runtime{}, nil)
 	const n = 50
 	results := make([]sandbox.Session, n)
 	errs := make([]error, n)
@@ -47,7 +48,7 @@ func TestManyConcurrentCreatesForOneChatMakeOneContainer(t *testing.T) {
 			t.Fatalf("create %d got session %s, create 0 got %s", i, results[i].ID, results[0].ID)
 		}
 	}
-	creates, _, _ := e.runtime.calls()
+	creates, _, _ := e.runtime.Calls()
 	assertEqual(t, "runtime creates", len(creates), 1)
 	assertCounted(t, e.tel, "sandbox.create.total", map[string]any{"result": "created"})
 	if got := e.tel.counter(t, "sandbox.create.total", map[string]any{"result": "reused"}); got != n-1 {
@@ -55,26 +56,17 @@ func TestManyConcurrentCreatesForOneChatMakeOneContainer(t *testing.T) {
 	}
 }
 
-// chatBlockingRuntime blocks creates for one chat until released.
-type chatBlockingRuntime struct {
-	fakeRuntime
-	blocked  uuid.UUID
-	started  chan struct{}
-	released chan struct{}
-}
-
-func (r *chatBlockingRuntime) Create(ctx context.Context, spec lifecycle.CreateSpec) (sandbox.Session, error) {
-	if spec.ChatID == r.blocked {
-		close(r.started)
-		<-r.released
-	}
-	return r.fakeRuntime.Create(ctx, spec)
-}
-
 func TestCreatesForDifferentChatsDoNotWaitOnEachOther(t *testing.T) {
-	runtime := &chatBlockingRuntime{blocked: chatID, started: make(chan struct{}), released: make(chan struct{})}
+	started, released := make(chan struct{}), make(chan struct{})
+	runtime := &lifecycletest.Runtime{BeforeCreate: func(_ context.Context, spec lifecycle.CreateSpec) error {
+		if spec.ChatID == chatID { // chat 1's create waits until released
+			close(started)
+			<-released
+		}
+		return nil
+	}}
 	svc, err := lifecycle.New(lifecycle.Config{
-		Store: memstore.New(), Locker: keylock.New(), Runtime: runtime, TTL: ttl, Clock: fixedClock{now},
+		Store: memstore.New(), Locker: keylock.New(), Runtime: runtime, TTL: ttl, Clock: lifecycletest.NewClock(now),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -84,7 +76,7 @@ func TestCreatesForDifferentChatsDoNotWaitOnEachOther(t *testing.T) {
 		_, _, err := svc.Create(context.Background(), createRequest())
 		done <- err
 	}()
-	<-runtime.started // chat 1 now holds its lock inside the runtime
+	<-started // chat 1 now holds its lock inside the runtime
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -95,7 +87,7 @@ func TestCreatesForDifferentChatsDoNotWaitOnEachOther(t *testing.T) {
 			t.Fatalf("create %d for another chat while chat 1 is busy: %v", i, err)
 		}
 	}
-	close(runtime.released)
+	close(released)
 	if err := <-done; err != nil {
 		t.Fatalf("blocked create: %v", err)
 	}
@@ -120,9 +112,9 @@ func TestRefusedCreateChangesNothingEvenWhenTheSessionExpired(t *testing.T) {
 	store := storeWith(t, old)
 	locker := &fakeLocker{}
 	admitter := &refusingAdmitter{}
-	runtime := &fakeRuntime{}
+	runtime := &lifecycletest.Runtime{}
 	svc, err := lifecycle.New(lifecycle.Config{
-		Store: store, Locker: locker, Runtime: runtime, TTL: ttl, Clock: fixedClock{now}, Admitter: admitter,
+		Store: store, Locker: locker, Runtime: runtime, TTL: ttl, Clock: lifecycletest.NewClock(now), Admitter: admitter,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -132,7 +124,7 @@ func TestRefusedCreateChangesNothingEvenWhenTheSessionExpired(t *testing.T) {
 	if _, _, err := svc.Create(context.Background(), req); !errors.Is(err, sandbox.ErrInvalid) {
 		t.Fatalf("Create with traversal: err = %v, want ErrInvalid", err)
 	}
-	creates, stops, deletes := runtime.calls()
+	creates, stops, deletes := runtime.Calls()
 	assertEqual(t, "runtime calls", len(creates)+len(stops)+len(deletes), 0)
 	assertEqual(t, "locks taken", len(locker.locked()), 0)
 	assertEqual(t, "registry", mustGet(t, store, chatID), old)
@@ -147,7 +139,7 @@ func TestRefusedCreateChangesNothingEvenWhenTheSessionExpired(t *testing.T) {
 }
 
 func TestCreateRefusesTheNilChat(t *testing.T) {
-	e := newEnv(t, memstore.New(), &fakeLocker{}, &fakeRuntime{}, nil)
+	e := newEnv(t, memstore.New(), &fakeLocker{}, &lifecycletest.Runtime{}, nil)
 	req := createRequest()
 	req.ChatID = uuid.Nil
 	if _, _, err := e.svc.Create(context.Background(), req); !errors.Is(err, sandbox.ErrInvalid) {
@@ -177,9 +169,9 @@ func TestSweepWithParallelismCleansEverySessionOnce(t *testing.T) {
 		sessions = append(sessions, s)
 	}
 	store := storeWith(t, sessions...)
-	runtime := &fakeRuntime{}
+	runtime := &lifecycletest.Runtime{}
 	svc, err := lifecycle.New(lifecycle.Config{
-		Store: store, Locker: keylock.New(), Runtime: runtime, TTL: ttl, Clock: fixedClock{now},
+		Store: store, Locker: keylock.New(), Runtime: runtime, TTL: ttl, Clock: lifecycletest.NewClock(now),
 		SweepParallelism: 8,
 	})
 	if err != nil {
@@ -190,7 +182,7 @@ func TestSweepWithParallelismCleansEverySessionOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	assertEqual(t, "cleaned in snapshot order", cleaned, sessions)
-	_, stops, _ := runtime.calls()
+	_, stops, _ := runtime.Calls()
 	assertEqual(t, "stops", len(stops), 40)
 	if n, _ := store.Count(context.Background()); n != 0 {
 		t.Fatalf("%d sessions left", n)
@@ -228,10 +220,10 @@ func TestRegistryOfAnotherRuntimeIsLeftAlone(t *testing.T) {
 	inv := &fakeInventory{identity: "engine-b", containers: []lifecycle.Container{
 		{ID: "engine-b-container", ChatID: uuid.New(), SessionID: uuid.New(), CreatedAt: now.Add(-time.Hour), Running: true},
 	}}
-	runtime := &fakeRuntime{}
+	runtime := &lifecycletest.Runtime{}
 	newSvc := func(rebind bool) *lifecycle.Service {
 		svc, err := lifecycle.New(lifecycle.Config{
-			Store: store, Locker: keylock.New(), Runtime: runtime, TTL: ttl, Clock: fixedClock{now},
+			Store: store, Locker: keylock.New(), Runtime: runtime, TTL: ttl, Clock: lifecycletest.NewClock(now),
 			Inventory: inv, Binding: store, Rebind: rebind,
 		})
 		if err != nil {
@@ -250,7 +242,7 @@ func TestRegistryOfAnotherRuntimeIsLeftAlone(t *testing.T) {
 	if !errors.Is(err, sandbox.ErrUnavailable) || errors.Is(err, sandbox.ErrConflict) {
 		t.Fatalf("Create = %v, want ErrUnavailable (the service, not the request, is wrong)", err)
 	}
-	creates, stops, deletes := runtime.calls()
+	creates, stops, deletes := runtime.Calls()
 	if len(creates)+len(stops)+len(deletes) != 0 {
 		t.Fatalf("runtime calls %d creates, %d stops, %d deletes; want none", len(creates), len(stops), len(deletes))
 	}
@@ -282,10 +274,10 @@ func TestReconcileRemovesOrphansAndRepairsDeadRecords(t *testing.T) {
 		{ID: "orphan-old", ChatID: uuid.New(), SessionID: uuid.New(), CreatedAt: now.Add(-time.Hour), Running: true},
 		{ID: "orphan-young", ChatID: uuid.New(), SessionID: uuid.New(), CreatedAt: now.Add(-time.Second), Running: true},
 	}}
-	runtime := &fakeRuntime{}
+	runtime := &lifecycletest.Runtime{}
 	tel := newTelemetry(t)
 	svc, err := lifecycle.New(lifecycle.Config{
-		Store: store, Locker: keylock.New(), Runtime: runtime, TTL: ttl, Clock: fixedClock{now},
+		Store: store, Locker: keylock.New(), Runtime: runtime, TTL: ttl, Clock: lifecycletest.NewClock(now),
 		Inventory: inv, ReconcileGrace: time.Minute, Tracer: tel.tp, MeterProvider: tel.mp,
 	})
 	if err != nil {
@@ -296,7 +288,7 @@ func TestReconcileRemovesOrphansAndRepairsDeadRecords(t *testing.T) {
 		t.Fatalf("Reconcile: %v", err)
 	}
 	assertEqual(t, "report", rep, lifecycle.ReconcileReport{Containers: 4, Records: 3, OrphansRemoved: 1, RecordsRepaired: 2})
-	_, _, deletes := runtime.calls()
+	_, _, deletes := runtime.Calls()
 	want := map[string]bool{"orphan-old": true, "container-dead": true, "container-exited": true}
 	assertEqual(t, "deleted", len(deletes), len(want))
 	for _, d := range deletes {
@@ -317,9 +309,9 @@ func TestReconcileRemovesOrphansAndRepairsDeadRecords(t *testing.T) {
 func TestReconcileDeletesNothingWhenTheEngineCannotBeListed(t *testing.T) {
 	dead := liveSession()
 	store := storeWith(t, dead)
-	runtime := &fakeRuntime{}
+	runtime := &lifecycletest.Runtime{}
 	svc, err := lifecycle.New(lifecycle.Config{
-		Store: store, Locker: keylock.New(), Runtime: runtime, TTL: ttl, Clock: fixedClock{now},
+		Store: store, Locker: keylock.New(), Runtime: runtime, TTL: ttl, Clock: lifecycletest.NewClock(now),
 		Inventory: &fakeInventory{err: fmt.Errorf("engine down: %w", sandbox.ErrUnavailable)},
 	})
 	if err != nil {
@@ -328,7 +320,7 @@ func TestReconcileDeletesNothingWhenTheEngineCannotBeListed(t *testing.T) {
 	if _, err := svc.Reconcile(context.Background()); !errors.Is(err, sandbox.ErrUnavailable) {
 		t.Fatalf("Reconcile: err = %v, want ErrUnavailable", err)
 	}
-	_, stops, deletes := runtime.calls()
+	_, stops, deletes := runtime.Calls()
 	assertEqual(t, "runtime calls", len(stops)+len(deletes), 0)
 	assertEqual(t, "record kept", mustGet(t, store, chatID), dead)
 }
@@ -340,9 +332,9 @@ func (brokenStore) Get(context.Context, uuid.UUID) (sandbox.Session, error) {
 }
 
 func TestReconcileDeletesNothingWhenTheRegistryCannotBeRead(t *testing.T) {
-	runtime := &fakeRuntime{}
+	runtime := &lifecycletest.Runtime{}
 	svc, err := lifecycle.New(lifecycle.Config{
-		Store: brokenStore{memstore.New()}, Locker: keylock.New(), Runtime: runtime, TTL: ttl, Clock: fixedClock{now},
+		Store: brokenStore{memstore.New()}, Locker: keylock.New(), Runtime: runtime, TTL: ttl, Clock: lifecycletest.NewClock(now),
 		Inventory: &fakeInventory{containers: []lifecycle.Container{
 			{ID: "maybe-orphan", ChatID: uuid.New(), SessionID: uuid.New(), CreatedAt: now.Add(-time.Hour), Running: true},
 		}},
@@ -355,7 +347,7 @@ func TestReconcileDeletesNothingWhenTheRegistryCannotBeRead(t *testing.T) {
 		t.Fatalf("Reconcile: %v", err)
 	}
 	assertEqual(t, "errors", rep.Errors, 1)
-	_, _, deletes := runtime.calls()
+	_, _, deletes := runtime.Calls()
 	assertEqual(t, "deletes", len(deletes), 0)
 }
 
@@ -384,36 +376,22 @@ func TestCoreImportsNoInfrastructure(t *testing.T) {
 	}
 }
 
-// multiFailRuntime fails the stop of every container in fail.
-type multiFailRuntime struct {
-	fakeRuntime
-	fail map[string]bool
-}
-
-func (r *multiFailRuntime) Stop(ctx context.Context, id string) error {
-	_ = r.fakeRuntime.Stop(ctx, id)
-	if r.fail[id] {
-		return &runtimeError{"stop_failed"}
-	}
-	return nil
-}
-
 func TestSweepPagesPastSessionsWhoseStopKeepsFailing(t *testing.T) {
 	var sessions []sandbox.Session
-	runtime := &multiFailRuntime{fail: map[string]bool{}}
+	runtime := &lifecycletest.Runtime{}
 	for i := range 7 {
 		s := expiredSession()
 		s.ID, s.ChatID = uuid.New(), uuid.New()
 		s.ContainerID = fmt.Sprintf("container-%d", i)
 		s.ExpiresAt = now.Add(-time.Duration(10-i) * time.Minute)
 		if i < 5 { // the five oldest never stop: more than a page
-			runtime.fail[s.ContainerID] = true
+			runtime.FailStop(s.ContainerID, &runtimeError{"stop_failed"})
 		}
 		sessions = append(sessions, s)
 	}
 	store := storeWith(t, sessions...)
 	svc, err := lifecycle.New(lifecycle.Config{
-		Store: store, Locker: keylock.New(), Runtime: runtime, TTL: ttl, Clock: fixedClock{now}, SweepBatch: 2,
+		Store: store, Locker: keylock.New(), Runtime: runtime, TTL: ttl, Clock: lifecycletest.NewClock(now), SweepBatch: 2,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -432,19 +410,6 @@ func TestSweepPagesPastSessionsWhoseStopKeepsFailing(t *testing.T) {
 	}
 }
 
-// gatedRuntime holds every stop until released, and cancels the sweep at the first.
-type gatedRuntime struct {
-	fakeRuntime
-	cancel  context.CancelFunc
-	release chan struct{}
-}
-
-func (r *gatedRuntime) Stop(ctx context.Context, id string) error {
-	r.cancel()
-	<-r.release
-	return r.fakeRuntime.Stop(ctx, id)
-}
-
 func TestSweepStopsStartingWorkWhenShutDown(t *testing.T) {
 	var sessions []sandbox.Session
 	for range 50 {
@@ -453,10 +418,17 @@ func TestSweepStopsStartingWorkWhenShutDown(t *testing.T) {
 		sessions = append(sessions, s)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	runtime := &gatedRuntime{cancel: cancel, release: make(chan struct{})}
+	// Every stop shuts the sweep down, says it is under way and waits for release.
+	underWay, release := make(chan struct{}, len(sessions)), make(chan struct{})
+	runtime := &lifecycletest.Runtime{BeforeStop: func(context.Context, string) error {
+		cancel()
+		underWay <- struct{}{}
+		<-release
+		return nil
+	}}
 	tel := newTelemetry(t)
 	svc, err := lifecycle.New(lifecycle.Config{
-		Store: storeWith(t, sessions...), Locker: keylock.New(), Runtime: runtime, TTL: ttl, Clock: fixedClock{now},
+		Store: storeWith(t, sessions...), Locker: keylock.New(), Runtime: runtime, TTL: ttl, Clock: lifecycletest.NewClock(now),
 		SweepParallelism: 4, Tracer: tel.tp, MeterProvider: tel.mp,
 	})
 	if err != nil {
@@ -467,10 +439,14 @@ func TestSweepStopsStartingWorkWhenShutDown(t *testing.T) {
 		cleaned, _ := svc.CleanupExpired(ctx)
 		done <- cleaned
 	}()
-	time.Sleep(50 * time.Millisecond) // let the sweep reach its gate
-	close(runtime.release)
+	select {
+	case <-underWay: // shut down with a stop under way
+	case <-time.After(10 * time.Second):
+		t.Fatal("the sweep never stopped a container")
+	}
+	close(release)
 	cleaned := <-done
-	_, stops, _ := runtime.calls()
+	_, stops, _ := runtime.Calls()
 	if len(stops) > 4 || len(cleaned) != len(stops) {
 		t.Fatalf("after shutdown the sweep stopped %d containers and cleaned %d; want at most the 4 under way", len(stops), len(cleaned))
 	}
@@ -482,7 +458,7 @@ func TestSweepStopsStartingWorkWhenShutDown(t *testing.T) {
 func TestDrainWaitsForACreateWhoseCallerLeft(t *testing.T) {
 	runtime := newBlockingRuntime()
 	store := memstore.New()
-	svc, err := lifecycle.New(lifecycle.Config{Store: store, Locker: keylock.New(), Runtime: runtime, TTL: ttl, Clock: fixedClock{now}})
+	svc, err := lifecycle.New(lifecycle.Config{Store: store, Locker: keylock.New(), Runtime: runtime, TTL: ttl, Clock: lifecycletest.NewClock(now)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -523,7 +499,7 @@ func TestDrainWaitsForACreateWhoseCallerLeft(t *testing.T) {
 }
 
 func TestNotFoundSpeaksOfTheChatNotTheStore(t *testing.T) {
-	e := newEnv(t, memstore.New(), &fakeLocker{}, &fakeRuntime{}, nil)
+	e := newEnv(t, memstore.New(), &fakeLocker{}, &lifecycletest.Runtime{}, nil)
 	_, err := e.svc.Get(context.Background(), chatID)
 	if !errors.Is(err, sandbox.ErrNotFound) || strings.Contains(err.Error(), "memstore") {
 		t.Fatalf("Get of a chat with no sandbox: %v", err)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/sandboxd/sandboxd/internal/keylock"
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
+	"github.com/sandboxd/sandboxd/internal/lifecycletest"
 	"github.com/sandboxd/sandboxd/internal/memstore"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 )
@@ -54,7 +55,7 @@ func createRequest() lifecycle.CreateRequest {
 
 // env is a Service with the parts a seed test looks at.
 type env struct {
-	runtime *fakeRuntime
+	runtime *lifecycletest.Runtime
 	tel     *telemetry
 	logs    func() []logRecord
 	svc     *lifecycle.Service
@@ -62,13 +63,13 @@ type env struct {
 
 // newEnv builds a Service over store, locker and runtime with a fixed clock, the seed's
 // TTL, real in-memory telemetry and a recording logger. newID may be nil (random ids).
-func newEnv(t *testing.T, store lifecycle.Store, locker lifecycle.Locker, runtime *fakeRuntime, newID func() uuid.UUID) *env {
+func newEnv(t *testing.T, store lifecycle.Store, locker lifecycle.Locker, runtime *lifecycletest.Runtime, newID func() uuid.UUID) *env {
 	t.Helper()
 	logger, logs := newRecordingLogger()
 	e := &env{runtime: runtime, tel: newTelemetry(t), logs: logs}
 	svc, err := lifecycle.New(lifecycle.Config{
 		Store: store, Locker: locker, Runtime: runtime, TTL: ttl,
-		Clock: fixedClock{now}, NewID: newID, Logger: logger,
+		Clock: lifecycletest.NewClock(now), NewID: newID, Logger: logger,
 		Tracer: e.tel.tp, MeterProvider: e.tel.mp,
 	})
 	if err != nil {
@@ -157,7 +158,7 @@ func TestCreateSandboxReusesActiveSessionWhenNotExpired(t *testing.T) {
 	session := liveSession()
 	store := storeWith(t, session)
 	locker := &fakeLocker{}
-	e := newEnv(t, store, locker, &fakeRuntime{}, nil)
+	e := newEnv(t, store, locker, &lifecycletest.Runtime{}, nil)
 
 	got, outcome, err := e.svc.Create(context.Background(), createRequest())
 	if err != nil {
@@ -165,7 +166,7 @@ func TestCreateSandboxReusesActiveSessionWhenNotExpired(t *testing.T) {
 	}
 	assertEqual(t, "result", got, session)
 	assertEqual(t, "outcome", outcome, lifecycle.Reused)
-	creates, stops, _ := e.runtime.calls()
+	creates, stops, _ := e.runtime.Calls()
 	assertEqual(t, "create calls", len(creates), 0)
 	assertEqual(t, "stop calls", len(stops), 0)
 	assertEqual(t, "registry", mustGet(t, store, chatID), session)
@@ -175,7 +176,7 @@ func TestCreateSandboxReusesActiveSessionWhenNotExpired(t *testing.T) {
 
 func TestCreateSandboxReuseRecordsObservability(t *testing.T) {
 	session := liveSession()
-	e := newEnv(t, storeWith(t, session), &fakeLocker{}, &fakeRuntime{}, nil)
+	e := newEnv(t, storeWith(t, session), &fakeLocker{}, &lifecycletest.Runtime{}, nil)
 
 	got, _, err := e.svc.Create(context.Background(), createRequest())
 	if err != nil {
@@ -194,7 +195,7 @@ func TestCreateSandboxReuseRecordsObservability(t *testing.T) {
 
 func TestCreateSandboxReplaceRecordsObservabilityAndFinalActiveCount(t *testing.T) {
 	store := storeWith(t, expiredSession())
-	e := newEnv(t, store, &fakeLocker{}, &fakeRuntime{}, fixedID(sessionNewID))
+	e := newEnv(t, store, &fakeLocker{}, &lifecycletest.Runtime{}, fixedID(sessionNewID))
 
 	got, outcome, err := e.svc.Create(context.Background(), createRequest())
 	if err != nil {
@@ -224,13 +225,13 @@ func TestCreateSandboxReplaceRecordsObservabilityAndFinalActiveCount(t *testing.
 func TestCreateSandboxReplacesExpiredSessionAndCreatesNewOne(t *testing.T) {
 	store := storeWith(t, expiredSession())
 	locker := &fakeLocker{}
-	e := newEnv(t, store, locker, &fakeRuntime{}, fixedID(sessionNewID))
+	e := newEnv(t, store, locker, &lifecycletest.Runtime{}, fixedID(sessionNewID))
 
 	got, _, err := e.svc.Create(context.Background(), createRequest())
 	if err != nil {
 		t.Fatalf("Create: %v", err)
 	}
-	creates, stops, _ := e.runtime.calls()
+	creates, stops, _ := e.runtime.Calls()
 	assertEqual(t, "stop calls", stops, []string{"container-old"})
 	assertEqual(t, "create calls", creates, []lifecycle.CreateSpec{{
 		SessionID: sessionNewID, ChatID: chatID, AgentID: agentID, VolumeHostPath: volumeHostPath,
@@ -253,7 +254,7 @@ func TestCreateSandboxReplacesExpiredSessionAndCreatesNewOne(t *testing.T) {
 func TestCreateSandboxCreatesNewSessionWhenNoneExists(t *testing.T) {
 	store := memstore.New()
 	locker := &fakeLocker{}
-	e := newEnv(t, store, locker, &fakeRuntime{}, nil)
+	e := newEnv(t, store, locker, &lifecycletest.Runtime{}, nil)
 	chat, err := sandbox.ParseChatID(nonCanonicalChatID)
 	if err != nil {
 		t.Fatalf("ParseChatID: %v", err)
@@ -272,7 +273,7 @@ func TestCreateSandboxCreatesNewSessionWhenNoneExists(t *testing.T) {
 	assertEqual(t, "status", got.Status, sandbox.StatusRunning)
 	assertEqual(t, "created at", got.CreatedAt, now)
 	assertEqual(t, "expires at", got.ExpiresAt, now.Add(ttl))
-	creates, stops, _ := e.runtime.calls()
+	creates, stops, _ := e.runtime.Calls()
 	assertEqual(t, "create calls", creates, []lifecycle.CreateSpec{{
 		SessionID: got.ID, ChatID: chatID, AgentID: agentID, VolumeHostPath: volumeHostPath,
 		CreatedAt: now, ExpiresAt: now.Add(ttl),
@@ -285,13 +286,13 @@ func TestCreateSandboxCreatesNewSessionWhenNoneExists(t *testing.T) {
 
 func TestCreateSandboxPassesAgentAndVolumeParamsToRuntime(t *testing.T) {
 	store := memstore.New()
-	e := newEnv(t, store, &fakeLocker{}, &fakeRuntime{}, nil)
+	e := newEnv(t, store, &fakeLocker{}, &lifecycletest.Runtime{}, nil)
 
 	got, _, err := e.svc.Create(context.Background(), createRequest())
 	if err != nil {
 		t.Fatalf("Create: %v", err)
 	}
-	creates, _, _ := e.runtime.calls()
+	creates, _, _ := e.runtime.Calls()
 	assertEqual(t, "create calls", len(creates), 1)
 	assertEqual(t, "runtime agent", creates[0].AgentID, agentID)
 	assertEqual(t, "runtime volume", creates[0].VolumeHostPath, volumeHostPath)
@@ -302,21 +303,21 @@ func TestCreateSandboxPassesAgentAndVolumeParamsToRuntime(t *testing.T) {
 
 func TestCreateSandboxReusesActiveSessionWhenParamsMatch(t *testing.T) {
 	session := liveSession()
-	e := newEnv(t, storeWith(t, session), &fakeLocker{}, &fakeRuntime{}, nil)
+	e := newEnv(t, storeWith(t, session), &fakeLocker{}, &lifecycletest.Runtime{}, nil)
 
 	got, _, err := e.svc.Create(context.Background(), createRequest())
 	if err != nil {
 		t.Fatalf("Create: %v", err)
 	}
 	assertEqual(t, "result", got, session)
-	creates, stops, deletes := e.runtime.calls()
+	creates, stops, deletes := e.runtime.Calls()
 	assertEqual(t, "runtime calls", len(creates)+len(stops)+len(deletes), 0)
 }
 
 func TestCreateSandboxReuseMismatchRaisesConflictWithoutRuntimeCalls(t *testing.T) {
 	session := liveSession()
 	store := storeWith(t, session)
-	e := newEnv(t, store, &fakeLocker{}, &fakeRuntime{}, nil)
+	e := newEnv(t, store, &fakeLocker{}, &lifecycletest.Runtime{}, nil)
 
 	_, outcome, err := e.svc.Create(context.Background(), lifecycle.CreateRequest{
 		ChatID: chatID, AgentID: "agent-beta", VolumeHostPath: "/srv/sandbox/other-volume",
@@ -325,7 +326,7 @@ func TestCreateSandboxReuseMismatchRaisesConflictWithoutRuntimeCalls(t *testing.
 		t.Fatalf("Create with other agent and volume: err = %v, want ErrConflict", err)
 	}
 	assertEqual(t, "outcome", outcome, lifecycle.Conflict)
-	creates, stops, deletes := e.runtime.calls()
+	creates, stops, deletes := e.runtime.Calls()
 	assertEqual(t, "runtime calls", len(creates)+len(stops)+len(deletes), 0)
 	assertEqual(t, "registry", mustGet(t, store, chatID), session)
 	// Beyond the seed: the conflict is counted as such.
@@ -335,7 +336,9 @@ func TestCreateSandboxReuseMismatchRaisesConflictWithoutRuntimeCalls(t *testing.
 
 func TestCreateSandboxErrorRecordsObservability(t *testing.T) {
 	createErr := &runtimeError{"create_failed"}
-	e := newEnv(t, memstore.New(), &fakeLocker{}, &fakeRuntime{createErr: createErr}, fixedID(sessionNewID))
+	runtime := &lifecycletest.Runtime{}
+	runtime.FailCreates(createErr)
+	e := newEnv(t, memstore.New(), &fakeLocker{}, runtime, fixedID(sessionNewID))
 
 	_, _, err := e.svc.Create(context.Background(), createRequest())
 	if !errors.Is(err, createErr) {
@@ -353,13 +356,13 @@ func TestCreateSandboxErrorRecordsObservability(t *testing.T) {
 func TestCreateSandboxSaveFailureStopsUntrackedContainer(t *testing.T) {
 	saveErr := &runtimeError{"save_failed"}
 	store := &failingSaveStore{Store: memstore.New(), err: saveErr, fail: true}
-	e := newEnv(t, store, &fakeLocker{}, &fakeRuntime{}, fixedID(sessionNewID))
+	e := newEnv(t, store, &fakeLocker{}, &lifecycletest.Runtime{}, fixedID(sessionNewID))
 
 	_, _, err := e.svc.Create(context.Background(), createRequest())
 	if !errors.Is(err, saveErr) {
 		t.Fatalf("Create: err = %v, want save_failed", err)
 	}
-	creates, stops, _ := e.runtime.calls()
+	creates, stops, _ := e.runtime.Calls()
 	assertEqual(t, "create calls", len(creates), 1)
 	assertEqual(t, "stop calls", stops, []string{"container-" + sessionNewID.String()})
 	assertNoSession(t, store, chatID)
@@ -369,7 +372,7 @@ func TestCreateSandboxSaveFailureStopsUntrackedContainer(t *testing.T) {
 
 func TestCreateSandboxReplaceStopFailurePreservesSeparateIdentities(t *testing.T) {
 	store := storeWith(t, expiredSession())
-	e := newEnv(t, store, &fakeLocker{}, &fakeRuntime{failStop: "container-old"}, fixedID(sessionNewID))
+	e := newEnv(t, store, &fakeLocker{}, stopFails("container-old"), fixedID(sessionNewID))
 
 	_, _, err := e.svc.Create(context.Background(), createRequest())
 	var rerr *runtimeError
@@ -397,14 +400,14 @@ func TestCreateSandboxReplaceStopFailurePreservesSeparateIdentities(t *testing.T
 func TestCreateSandboxReplaceSaveFailureRecordsStageSafeTraceIds(t *testing.T) {
 	saveErr := &runtimeError{"save_failed"}
 	store := &failingSaveStore{Store: storeWith(t, expiredSession()), err: saveErr, fail: true}
-	e := newEnv(t, store, &fakeLocker{}, &fakeRuntime{}, fixedID(sessionNewID))
+	e := newEnv(t, store, &fakeLocker{}, &lifecycletest.Runtime{}, fixedID(sessionNewID))
 
 	_, _, err := e.svc.Create(context.Background(), createRequest())
 	if !errors.Is(err, saveErr) {
 		t.Fatalf("Create: err = %v, want save_failed", err)
 	}
 	newContainer := "container-" + sessionNewID.String()
-	creates, stops, _ := e.runtime.calls()
+	creates, stops, _ := e.runtime.Calls()
 	assertEqual(t, "stop calls", stops, []string{"container-old", newContainer})
 	assertEqual(t, "create calls", len(creates), 1)
 	assertNoSession(t, store, chatID)
@@ -430,7 +433,7 @@ func TestCreateSandboxSerializesDuplicateConcurrentCreateForChatId(t *testing.T)
 	store := memstore.New()
 	runtime := newBlockingRuntime()
 	locker := &trackingLocker{inner: keylock.New(), secondAttempted: make(chan struct{})}
-	e := newEnv(t, store, locker, runtime, fixedID(sessionNewID))
+	e := newEnv(t, store, locker, runtime.Runtime, fixedID(sessionNewID))
 
 	var (
 		results [2]sandbox.Session
@@ -455,7 +458,7 @@ func TestCreateSandboxSerializesDuplicateConcurrentCreateForChatId(t *testing.T)
 	case <-time.After(5 * time.Second):
 		t.Fatal("second create never asked for the lock")
 	}
-	creates, _, _ := runtime.calls()
+	creates, _, _ := runtime.Calls()
 	assertEqual(t, "create calls while the first holds the lock", len(creates), 1)
 	close(runtime.allowCreate)
 	wg.Wait()
@@ -467,7 +470,7 @@ func TestCreateSandboxSerializesDuplicateConcurrentCreateForChatId(t *testing.T)
 		ID: sessionNewID, ChatID: chatID, ContainerID: newContainer, Status: sandbox.StatusRunning,
 		CreatedAt: now, ExpiresAt: now.Add(ttl), AgentID: agentID, VolumeHostPath: volumeHostPath,
 	})
-	creates, stops, _ := runtime.calls()
+	creates, stops, _ := runtime.Calls()
 	assertEqual(t, "create calls", len(creates), 1)
 	assertEqual(t, "stop calls", len(stops), 0)
 	assertEqual(t, "registry", mustGet(t, store, chatID), results[0])
@@ -483,7 +486,7 @@ func TestDeleteSandboxDeletesSessionAndRemovesRegistryEntry(t *testing.T) {
 	session.ID, session.ContainerID = sessionActiveID, "container-active"
 	store := storeWith(t, session)
 	locker := &fakeLocker{}
-	e := newEnv(t, store, locker, &fakeRuntime{}, nil)
+	e := newEnv(t, store, locker, &lifecycletest.Runtime{}, nil)
 
 	res, err := e.svc.Delete(context.Background(), chatID)
 	if err != nil {
@@ -492,7 +495,7 @@ func TestDeleteSandboxDeletesSessionAndRemovesRegistryEntry(t *testing.T) {
 	assertEqual(t, "result", res, lifecycle.DeleteResult{
 		ChatID: chatID, Result: lifecycle.Deleted, SessionID: sessionActiveID, ContainerID: "container-active",
 	})
-	_, stops, deletes := e.runtime.calls()
+	_, stops, deletes := e.runtime.Calls()
 	assertEqual(t, "delete calls", deletes, []string{"container-active"})
 	assertEqual(t, "stop calls", len(stops), 0)
 	assertNoSession(t, store, chatID)
@@ -509,7 +512,7 @@ func TestDeleteSandboxDeletesSessionAndRemovesRegistryEntry(t *testing.T) {
 
 func TestDeleteSandboxReturnsIdempotentNotFoundWithoutRuntimeCalls(t *testing.T) {
 	locker := &fakeLocker{}
-	e := newEnv(t, memstore.New(), locker, &fakeRuntime{}, nil)
+	e := newEnv(t, memstore.New(), locker, &lifecycletest.Runtime{}, nil)
 
 	res, err := e.svc.Delete(context.Background(), chatID)
 	if err != nil {
@@ -518,7 +521,7 @@ func TestDeleteSandboxReturnsIdempotentNotFoundWithoutRuntimeCalls(t *testing.T)
 	assertEqual(t, "result", res, lifecycle.DeleteResult{ChatID: chatID, Result: lifecycle.NotFound})
 	assertEqual(t, "no session id", res.SessionID, uuid.Nil)
 	assertEqual(t, "no container id", res.ContainerID, "")
-	creates, stops, deletes := e.runtime.calls()
+	creates, stops, deletes := e.runtime.Calls()
 	assertEqual(t, "runtime calls", len(creates)+len(stops)+len(deletes), 0)
 	assertEqual(t, "locked chats", locker.locked(), []uuid.UUID{chatID})
 	assertCounted(t, e.tel, "sandbox.delete.total", map[string]any{"result": "not_found"})
@@ -540,14 +543,14 @@ func TestCleanupExpiredSandboxesStopsAndDeletesOnlyExpiredSessions(t *testing.T)
 	}
 	store := storeWith(t, expired, boundary, active)
 	locker := &fakeLocker{}
-	e := newEnv(t, store, locker, &fakeRuntime{}, nil)
+	e := newEnv(t, store, locker, &lifecycletest.Runtime{}, nil)
 
 	cleaned, err := e.svc.CleanupExpired(context.Background())
 	if err != nil {
 		t.Fatalf("CleanupExpired: %v", err)
 	}
 	assertEqual(t, "cleaned", cleaned, []sandbox.Session{expired, boundary})
-	_, stops, _ := e.runtime.calls()
+	_, stops, _ := e.runtime.Calls()
 	assertEqual(t, "stop calls", stops, []string{"container-expired", "container-boundary"})
 	assertNoSession(t, store, expiredChatID)
 	assertNoSession(t, store, boundaryChatID)
@@ -564,7 +567,7 @@ func TestCleanupExpiredSandboxesRecordsObservabilityOnCleanedSession(t *testing.
 		ID: sessionExpiredID, ChatID: expiredChatID, ContainerID: "container-expired", Status: sandbox.StatusRunning,
 		CreatedAt: now.Add(-10 * time.Minute), ExpiresAt: now.Add(-time.Second),
 	}
-	e := newEnv(t, storeWith(t, expired), &fakeLocker{}, &fakeRuntime{}, nil)
+	e := newEnv(t, storeWith(t, expired), &fakeLocker{}, &lifecycletest.Runtime{}, nil)
 
 	cleaned, err := e.svc.CleanupExpired(context.Background())
 	if err != nil {
@@ -604,14 +607,14 @@ func TestCleanupExpiredSandboxesSkipsReplacedSessionFromStaleSnapshot(t *testing
 	inner := storeWith(t, replacement)
 	store := staleSnapshotStore{Store: inner, snapshot: snapshot}
 	locker := &fakeLocker{}
-	e := newEnv(t, store, locker, &fakeRuntime{}, nil)
+	e := newEnv(t, store, locker, &lifecycletest.Runtime{}, nil)
 
 	cleaned, err := e.svc.CleanupExpired(context.Background())
 	if err != nil {
 		t.Fatalf("CleanupExpired: %v", err)
 	}
 	assertEqual(t, "cleaned", len(cleaned), 0)
-	_, stops, _ := e.runtime.calls()
+	_, stops, _ := e.runtime.Calls()
 	assertEqual(t, "stop calls", len(stops), 0)
 	assertEqual(t, "registry", mustGet(t, inner, chatID), replacement)
 	assertEqual(t, "locked chats", locker.locked(), []uuid.UUID{chatID})
@@ -629,14 +632,14 @@ func TestCleanupExpiredSandboxesContinuesAfterStopFailure(t *testing.T) {
 	}
 	store := storeWith(t, failing, cleanable)
 	locker := &fakeLocker{}
-	e := newEnv(t, store, locker, &fakeRuntime{failStop: "container-fail"}, nil)
+	e := newEnv(t, store, locker, stopFails("container-fail"), nil)
 
 	cleaned, err := e.svc.CleanupExpired(context.Background())
 	if err != nil {
 		t.Fatalf("CleanupExpired: %v", err)
 	}
 	assertEqual(t, "cleaned", cleaned, []sandbox.Session{cleanable})
-	_, stops, _ := e.runtime.calls()
+	_, stops, _ := e.runtime.Calls()
 	assertEqual(t, "stop calls", stops, []string{"container-fail", "container-clean"})
 	assertEqual(t, "failed session kept", mustGet(t, store, failChatID), failing)
 	assertNoSession(t, store, cleanChatID)

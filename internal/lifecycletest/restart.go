@@ -3,7 +3,6 @@ package lifecycletest
 import (
 	"context"
 	"errors"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,8 +19,8 @@ import (
 // and the same backing database, and a function that closes it.
 func TestRestart(t *testing.T, open func(t *testing.T) (st lifecycle.Store, close func() error)) {
 	ctx := context.Background()
-	clock := &fakeClock{now: Base}
-	rt := &fakeRuntime{}
+	clock := NewClock(Base)
+	rt := &Runtime{}
 
 	before, closeBefore := open(t)
 	svc := newService(t, before, rt, clock)
@@ -73,7 +72,7 @@ func TestRestart(t *testing.T, open func(t *testing.T) (st lifecycle.Store, clos
 		if _, err := after.Get(ctx, chat); !errors.Is(err, sandbox.ErrNotFound) {
 			t.Errorf("expired chat %s still registered: %v", chat, err)
 		}
-		if !rt.stopped(made[chat].ContainerID) {
+		if !rt.Stopped(made[chat].ContainerID) {
 			t.Errorf("container of expired chat %s not stopped", chat)
 		}
 	}
@@ -91,53 +90,4 @@ func newService(t *testing.T, st lifecycle.Store, rt lifecycle.Runtime, clock li
 		t.Fatalf("lifecycle.New: %v", err)
 	}
 	return svc
-}
-
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = t
-}
-
-// fakeRuntime makes container-<session> for every create and remembers what it stopped.
-type fakeRuntime struct {
-	mu   sync.Mutex
-	gone map[string]bool
-}
-
-func (r *fakeRuntime) Create(_ context.Context, spec lifecycle.CreateSpec) (sandbox.Session, error) {
-	return sandbox.Session{
-		ID: spec.SessionID, ChatID: spec.ChatID, ContainerID: "container-" + spec.SessionID.String(),
-		Status: sandbox.StatusRunning, CreatedAt: spec.CreatedAt, ExpiresAt: spec.ExpiresAt,
-		AgentID: spec.AgentID, VolumeHostPath: spec.VolumeHostPath,
-	}, nil
-}
-
-func (r *fakeRuntime) Stop(_ context.Context, id string) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.gone == nil {
-		r.gone = map[string]bool{}
-	}
-	r.gone[id] = true
-	return nil
-}
-
-func (r *fakeRuntime) Delete(ctx context.Context, id string) error { return r.Stop(ctx, id) }
-
-func (r *fakeRuntime) stopped(id string) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.gone[id]
 }

@@ -1,6 +1,7 @@
 // Package lifecycletest holds the conformance suites every implementation of the
-// lifecycle's ports runs: TestStore for registries, TestLocker for per-chat lockers.
-// It is imported by tests only.
+// lifecycle's ports runs (TestStore, TestBinding and TestRestart for registries,
+// TestLocker for per-chat lockers) and the fakes every test of a lifecycle.Service
+// shares: Clock, Runtime and Executor. It is imported by tests only.
 package lifecycletest
 
 import (

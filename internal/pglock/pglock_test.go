@@ -178,7 +178,20 @@ func TestTwoReplicasHammerTheSameChats(t *testing.T) {
 func hammerTheSameChats(t *testing.T, linger time.Duration) {
 	ctx := context.Background()
 	dsn := pgtest.DSN(t)
-	rt := &countingRuntime{creates: map[uuid.UUID]int{}}
+	rt := &lifecycletest.Runtime{BeforeCreate: func(context.Context, lifecycle.CreateSpec) error {
+		time.Sleep(2 * time.Millisecond) // a create takes a while: widen the window for a race
+		return nil
+	}}
+	createsOf := func(chat uuid.UUID) int {
+		creates, _, _ := rt.Calls()
+		n := 0
+		for _, c := range creates {
+			if c.ChatID == chat {
+				n++
+			}
+		}
+		return n
+	}
 	var replicas []*lifecycle.Service
 	var stores []*pgstore.Store
 	for range 2 {
@@ -250,7 +263,7 @@ func hammerTheSameChats(t *testing.T, linger time.Duration) {
 		}
 	}
 	for _, chat := range chats {
-		if n := rt.Creates(chat); n != 1 {
+		if n := createsOf(chat); n != 1 {
 			t.Errorf("chat %s: %d runtime creates, want 1", chat, n)
 		}
 		if created[chat] != 1 {
@@ -266,31 +279,4 @@ func hammerTheSameChats(t *testing.T, linger time.Duration) {
 	if n, err := stores[0].Count(ctx); err != nil || n != len(chats) {
 		t.Errorf("Count = %d, %v; want %d", n, err, len(chats))
 	}
-}
-
-// countingRuntime counts creates per chat and makes container-<session>.
-type countingRuntime struct {
-	mu      sync.Mutex
-	creates map[uuid.UUID]int
-}
-
-func (r *countingRuntime) Create(_ context.Context, spec lifecycle.CreateSpec) (sandbox.Session, error) {
-	r.mu.Lock()
-	r.creates[spec.ChatID]++
-	r.mu.Unlock()
-	time.Sleep(2 * time.Millisecond) // a create takes a while: widen the window for a race
-	return sandbox.Session{
-		ID: spec.SessionID, ChatID: spec.ChatID, ContainerID: "container-" + spec.SessionID.String(),
-		Status: sandbox.StatusRunning, CreatedAt: spec.CreatedAt, ExpiresAt: spec.ExpiresAt,
-		AgentID: spec.AgentID, VolumeHostPath: spec.VolumeHostPath,
-	}, nil
-}
-
-func (r *countingRuntime) Stop(context.Context, string) error   { return nil }
-func (r *countingRuntime) Delete(context.Context, string) error { return nil }
-
-func (r *countingRuntime) Creates(chat uuid.UUID) int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.creates[chat]
 }
