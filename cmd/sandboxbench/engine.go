@@ -16,6 +16,7 @@ import (
 
 	"github.com/sandboxd/sandboxd/internal/docker"
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
+	"github.com/sandboxd/sandboxd/internal/profile"
 )
 
 // direct makes sandboxes straight through the Engine API, with the very options
@@ -28,11 +29,11 @@ type direct struct {
 }
 
 func newDirect(cli *client.Client, instance, volumeRoot, image string) (*direct, error) {
-	rt, err := docker.New(docker.Config{
-		Instance:       instance,
-		VolumeRoot:     volumeRoot,
-		DefaultProfile: docker.Profile{Image: image},
-	})
+	profiles, err := profile.New(profile.Agents{Default: profile.Spec{Image: image}})
+	if err != nil {
+		return nil, err
+	}
+	rt, err := docker.New(docker.Config{Instance: instance, VolumeRoot: volumeRoot, Profiles: profiles})
 	if err != nil {
 		return nil, err
 	}

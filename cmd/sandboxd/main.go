@@ -99,12 +99,16 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 	if err := os.MkdirAll(cfg.Docker.VolumeRoot, 0o755); err != nil {
 		return fmt.Errorf("volume root: %w", err)
 	}
-	dockerCfg, err := runtimeConfig(cfg)
-	if err != nil {
-		return err
-	}
-	dockerCfg.MeterProvider, dockerCfg.Logger = tel.MeterProvider, log
-	rt, err := docker.New(dockerCfg)
+	profiles := cfg.Profiles // every agent's, resolved and checked by config.Load
+	rt, err := docker.New(docker.Config{
+		Host:          cfg.Docker.Host,
+		Instance:      cfg.Docker.Instance,
+		VolumeRoot:    cfg.Docker.VolumeRoot,
+		StopTimeout:   cfg.Docker.StopTimeout,
+		Profiles:      profiles,
+		MeterProvider: tel.MeterProvider,
+		Logger:        log,
+	})
 	if err != nil {
 		return err
 	}
@@ -125,9 +129,9 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 	files := hostfiles.New(hostfiles.Config{
 		Open:       rt.OpenWorkspace,
 		OpenTmp:    rt.OpenTmp,
-		MountPoint: rt.WorkspaceMount,
+		MountPoint: profiles.WorkspaceMount,
 		Owner: func(agentID string) *hostfiles.Owner {
-			uid, gid := rt.SandboxUser(agentID)
+			uid, gid := profiles.SandboxUser(agentID)
 			return &hostfiles.Owner{UID: uid, GID: gid}
 		},
 	})
@@ -141,7 +145,7 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 		Rebind:             cfg.RebindRuntime,
 		Executor:           rt,
 		Files:              files,
-		ExtendOnActivity:   rt.ExtendsOnActivity,
+		ExtendOnActivity:   profiles.ExtendsOnActivity,
 		TTL:                cfg.TTL,
 		SweepParallelism:   cfg.Sweep.Parallelism,
 		ReconcileGrace:     cfg.Reconcile.Grace,
@@ -335,38 +339,6 @@ func lockPoolConfig(dsn string, sweepParallelism int) (*pgxpool.Config, error) {
 		cfg.MaxConns = max(cfg.MaxConns, int32(sweepParallelism+lockPoolHeadroom))
 	}
 	return cfg, nil
-}
-
-// runtimeConfig turns the configuration's agent profiles into the Docker runtime's.
-func runtimeConfig(cfg config.Config) (docker.Config, error) {
-	var errs []error
-	profile := func(p config.Profile) docker.Profile {
-		mem, err := p.MemoryBytes()
-		errs = append(errs, err)
-		tmpfs, err := p.TmpfsBytes()
-		errs = append(errs, err)
-		return docker.Profile{
-			Image: p.Image, MemoryBytes: mem, NanoCPUs: p.NanoCPUs(), PidsLimit: p.PIDs,
-			Network: p.Network, Env: p.Env, WorkspaceMount: p.Workspace, User: p.User,
-			TmpfsBytes: tmpfs, Pool: docker.PoolSize{Min: p.Pool.Min, Max: p.Pool.Max},
-			ExtendOnActivity: p.ExtendOnActivity != nil && *p.ExtendOnActivity,
-			FilesInTmp:       p.FilesTmp != nil && *p.FilesTmp,
-			Runtime:          p.Runtime,
-		}
-	}
-	dc := docker.Config{
-		Host:                cfg.Docker.Host,
-		Instance:            cfg.Docker.Instance,
-		VolumeRoot:          cfg.Docker.VolumeRoot,
-		StopTimeout:         cfg.Docker.StopTimeout,
-		DefaultProfile:      profile(cfg.Agents.Default),
-		Profiles:            make(map[string]docker.Profile, len(cfg.Agents.Profiles)),
-		RefuseUnknownAgents: cfg.Agents.RefuseUnknown,
-	}
-	for id, p := range cfg.Agents.Profiles {
-		dc.Profiles[id] = profile(p)
-	}
-	return dc, errors.Join(errs...)
 }
 
 func newLogger(cfg config.Log, w io.Writer) *slog.Logger {

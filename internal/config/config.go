@@ -22,6 +22,8 @@ import (
 	"github.com/knadh/koanf/providers/posflag"
 	"github.com/knadh/koanf/v2"
 	"github.com/spf13/pflag"
+
+	"github.com/sandboxd/sandboxd/internal/profile"
 )
 
 // EnvPrefix starts the name of every environment variable sandboxd reads.
@@ -61,7 +63,10 @@ type Config struct {
 	LockLinger time.Duration `koanf:"lock_linger"`
 
 	Docker Docker `koanf:"docker"`
-	Agents Agents `koanf:"agents"`
+	// Agents are the agent profiles as configured; Profiles is what Load resolves them
+	// to (package profile), the one form the rest of sandboxd uses.
+	Agents   profile.Agents `koanf:"agents"`
+	Profiles *profile.Set   `koanf:"-"`
 
 	OTLP OTLP `koanf:"otlp"`
 	Log  Log  `koanf:"log"`
@@ -105,57 +110,6 @@ type Docker struct {
 	VolumeRoot string `koanf:"volume_root"`
 	// StopTimeout is how long a stop lets a sandbox end gracefully before killing it.
 	StopTimeout time.Duration `koanf:"stop_timeout"`
-}
-
-// Agents maps agent ids to the profile their sandboxes are made with.
-type Agents struct {
-	// Default is the profile of an empty or unlisted agent id, and the base every listed
-	// profile fills its unset fields from.
-	Default Profile `koanf:"default"`
-	// Profiles are the known agents.
-	Profiles map[string]Profile `koanf:"profiles"`
-	// RefuseUnknown refuses a create for an agent id that is not in Profiles.
-	RefuseUnknown bool `koanf:"refuse_unknown"`
-}
-
-// Profile is how one agent's sandbox is made. An unset field of a listed profile takes
-// the default profile's value, and one unset there the runtime's hardened default (see
-// internal/docker: 512m, 1 CPU, 256 pids, network none, /workspace, 1000:1000, /tmp 64m).
-type Profile struct {
-	Image string `koanf:"image"`
-	// Memory is a size such as "512m" or "1g" (binary units); see MemoryBytes.
-	Memory  string  `koanf:"memory"`
-	CPUs    float64 `koanf:"cpus"`
-	PIDs    int64   `koanf:"pids"`
-	Network string  `koanf:"network"` // Docker network mode: "none", "bridge", ...
-	// Env is set in the sandbox's environment.
-	Env map[string]string `koanf:"env"`
-	// Workspace is where the chat's host folder is mounted in the sandbox.
-	Workspace string `koanf:"workspace"`
-	// User runs the sandbox's process: a numeric "uid:gid", never root.
-	User string `koanf:"user"`
-	// Tmpfs is the size of the tmpfs on /tmp, such as "64m"; see TmpfsBytes.
-	Tmpfs string `koanf:"tmpfs"`
-	// ExtendOnActivity makes exec and file calls extend the sandbox's TTL, as a
-	// keepalive of the TTL would (unset: the default profile's; off there: never).
-	ExtendOnActivity *bool `koanf:"extend_on_activity"`
-	// FilesTmp lets the file API reach the sandbox's /tmp besides its workspace (unset:
-	// the default profile's; off there: never). Only with the runc runtime.
-	FilesTmp *bool `koanf:"files_tmp"`
-	// Runtime is the Docker engine's OCI runtime for the sandbox, e.g. "runsc" (gVisor);
-	// empty: the engine's default. The engine must list it (checked at start-up).
-	Runtime string `koanf:"runtime"`
-	// Pool is the profile's warm pool of pre-started sandboxes. Unlike the other fields
-	// it is not taken from the default profile: every pool is sized on its own.
-	Pool Pool `koanf:"pool"`
-}
-
-// Pool sizes an agent profile's warm pool (internal/docker). Min 0 (the default): no pool.
-type Pool struct {
-	// Min is how many ready sandboxes the pool keeps.
-	Min int `koanf:"min"`
-	// Max bounds the pool when creates outrun it (0: Min).
-	Max int `koanf:"max"`
 }
 
 // OTLP configures trace export.
@@ -236,7 +190,7 @@ func options() []option {
 		{"docker::instance", "instance id labelling this service's containers", str(func(c Config) string { return c.Docker.Instance })},
 		{"docker::volume_root", "host folder holding the workspaces", str(func(c Config) string { return c.Docker.VolumeRoot })},
 		{"docker::stop_timeout", "how long a stop lets a sandbox end before killing it", dur(func(c Config) time.Duration { return c.Docker.StopTimeout })},
-		{"agents::default::image", "image of the default agent profile (empty: the runtime's, sandboxd-sandbox:latest)", str(func(c Config) string { return c.Agents.Default.Image })},
+		{"agents::default::image", "image of the default agent profile (empty: " + profile.DefaultImage + ")", str(func(c Config) string { return c.Agents.Default.Image })},
 		{"agents::default::runtime", "OCI runtime of the default profile's sandboxes, e.g. runsc for gVisor (empty: the engine's default)", str(func(c Config) string { return c.Agents.Default.Runtime })},
 		{"agents::default::pool::min", "pre-started sandboxes the default agent profile keeps ready (0: no pool)",
 			func(fs *pflag.FlagSet, n string, d Config, u string) { fs.Int(n, d.Agents.Default.Pool.Min, u) }},
@@ -347,7 +301,7 @@ func Load(args, environ []string, usage io.Writer) (Config, error) {
 	return cfg, nil
 }
 
-// finish fills derived values (profiles from the default, an absolute volume root) and
+// finish fills derived values (the resolved profiles, an absolute volume root) and
 // validates; every problem is reported, joined.
 func (c *Config) finish() error {
 	var errs []error
@@ -419,20 +373,10 @@ func (c *Config) finish() error {
 		c.Docker.VolumeRoot = abs
 	}
 
-	if err := checkProfile(c.Agents.Default); err != nil {
-		bad("agents.default", "%v", err)
-	}
-	for id, p := range c.Agents.Profiles {
-		p = p.over(c.Agents.Default)
-		if id == "" {
-			bad("agents.profiles", "an agent id is empty")
-		} else if err := checkProfile(p); err != nil {
-			bad("agents.profiles."+id, "%v", err)
-		}
-		c.Agents.Profiles[id] = p
-	}
-	if c.Agents.RefuseUnknown && len(c.Agents.Profiles) == 0 {
-		bad("agents.refuse_unknown", "is set but no agents.profiles are configured: every create would be refused")
+	if set, err := profile.New(c.Agents); err != nil {
+		errs = append(errs, configErrors(err)...)
+	} else {
+		c.Profiles = set
 	}
 
 	if c.OTLP.Endpoint != "" {
@@ -454,114 +398,17 @@ func (c *Config) finish() error {
 	return errors.Join(errs...)
 }
 
-// over fills p's unset fields from base. Env is merged, p winning; Pool is p's own.
-func (p Profile) over(base Profile) Profile {
-	if p.Image == "" {
-		p.Image = base.Image
+// configErrors prefixes each of the (joined) errors with "config: ".
+func configErrors(err error) []error {
+	joined, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		return []error{fmt.Errorf("config: %w", err)}
 	}
-	if p.Memory == "" {
-		p.Memory = base.Memory
-	}
-	if p.CPUs == 0 {
-		p.CPUs = base.CPUs
-	}
-	if p.PIDs == 0 {
-		p.PIDs = base.PIDs
-	}
-	if p.Network == "" {
-		p.Network = base.Network
-	}
-	if p.Workspace == "" {
-		p.Workspace = base.Workspace
-	}
-	if p.User == "" {
-		p.User = base.User
-	}
-	if p.Tmpfs == "" {
-		p.Tmpfs = base.Tmpfs
-	}
-	if p.FilesTmp == nil {
-		p.FilesTmp = base.FilesTmp
-	}
-	if p.Runtime == "" {
-		p.Runtime = base.Runtime
-	}
-	if p.ExtendOnActivity == nil {
-		p.ExtendOnActivity = base.ExtendOnActivity
-	}
-	p.Env = mergeMaps(base.Env, p.Env)
-	return p
-}
-
-func mergeMaps(base, over map[string]string) map[string]string {
-	if len(base) == 0 && len(over) == 0 {
-		return nil
-	}
-	out := make(map[string]string, len(base)+len(over))
-	for k, v := range base {
-		out[k] = v
-	}
-	for k, v := range over {
-		out[k] = v
+	var out []error
+	for _, e := range joined.Unwrap() {
+		out = append(out, fmt.Errorf("config: %w", e))
 	}
 	return out
-}
-
-// maxPool bounds a pool's size: a typo must not start thousands of containers.
-const maxPool = 1000
-
-func checkProfile(p Profile) error {
-	var errs []error
-	if _, err := p.MemoryBytes(); err != nil {
-		errs = append(errs, err)
-	}
-	if _, err := p.TmpfsBytes(); err != nil {
-		errs = append(errs, err)
-	}
-	if p.CPUs < 0 {
-		errs = append(errs, fmt.Errorf("cpus must be >= 0, got %g", p.CPUs))
-	}
-	if p.PIDs < 0 {
-		errs = append(errs, fmt.Errorf("pids must be >= 0, got %d", p.PIDs))
-	}
-	if p.Workspace != "" && !strings.HasPrefix(p.Workspace, "/") {
-		errs = append(errs, fmt.Errorf("workspace %q must be an absolute path in the sandbox", p.Workspace))
-	}
-	if p.Pool.Min < 0 || p.Pool.Max < 0 || (p.Pool.Max != 0 && p.Pool.Max < p.Pool.Min) || p.Pool.Max > maxPool || p.Pool.Min > maxPool {
-		errs = append(errs, fmt.Errorf("pool min %d, max %d: want 0 <= min <= max <= %d (max 0: min)", p.Pool.Min, p.Pool.Max, maxPool))
-	}
-	return errors.Join(errs...)
-}
-
-// MemoryBytes parses Memory; empty is 0 (the runtime's default).
-func (p Profile) MemoryBytes() (int64, error) { return parseSize("memory", p.Memory) }
-
-// TmpfsBytes parses Tmpfs; empty is 0 (the runtime's default).
-func (p Profile) TmpfsBytes() (int64, error) { return parseSize("tmpfs", p.Tmpfs) }
-
-// NanoCPUs is CPUs in the runtime's unit, 1e-9 CPUs.
-func (p Profile) NanoCPUs() int64 { return int64(p.CPUs * 1e9) }
-
-// parseSize reads a number of bytes with an optional k, m, g or t suffix (binary units;
-// "b", "i" and "ib" tolerated: 512m, 512MiB, 1G).
-func parseSize(what, size string) (int64, error) {
-	s := strings.ToLower(strings.TrimSpace(size))
-	if s == "" {
-		return 0, nil
-	}
-	s = strings.TrimSuffix(strings.TrimSuffix(s, "b"), "i")
-	mult := int64(1)
-	if n := len(s); n > 0 {
-		if i := strings.IndexByte("kmgt", s[n-1]); i >= 0 {
-			mult = 1 << (10 * (i + 1))
-			s = s[:n-1]
-		}
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n <= 0 || n > (1<<62)/mult {
-		return 0, fmt.Errorf("%s %q is not a size such as 512m or 2g", what, size)
-	}
-	return n * mult, nil
 }
 
 // ParseRegistry splits a registry DSN into its kind ("sqlite" or "postgres") and what the

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/sandboxd/sandboxd/internal/profile"
 )
 
 func writeFile(t *testing.T, body string) string {
@@ -105,12 +107,13 @@ log:
 		}
 	}
 
-	p, ok := cfg.Agents.Profiles["claude.v2"] // an agent id with a dot stays one key
-	if !ok || p.Image != "claude:2" || p.Memory != "256m" || p.Env["A"] != "1" || p.Env["B"] != "2" {
-		t.Errorf("profile claude.v2 = %+v, want its own image over the default's other fields", p)
+	// An agent id with a dot stays one key.
+	if _, ok := cfg.Agents.Profiles["claude.v2"]; !ok || !cfg.Profiles.Listed("claude.v2") {
+		t.Fatalf("profiles %v: no claude.v2", cfg.Profiles.Agents())
 	}
-	if n, _ := p.MemoryBytes(); n != 256<<20 {
-		t.Errorf("memory bytes = %d", n)
+	p := cfg.Profiles.Of("claude.v2")
+	if p.Image != "claude:2" || p.MemoryBytes != 256<<20 || p.Env["A"] != "1" || p.Env["B"] != "2" {
+		t.Errorf("profile claude.v2 = %+v, want its own image over the default's other fields", p)
 	}
 }
 
@@ -280,17 +283,17 @@ agents:
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, c := range map[string]struct{ got, want Pool }{
-		"default (env and flag over file)": {cfg.Agents.Default.Pool, Pool{Min: 4, Max: 6}},
-		"big (not inherited)":              {cfg.Agents.Profiles["big"].Pool, Pool{}},
-		"warm":                             {cfg.Agents.Profiles["warm"].Pool, Pool{Min: 1}},
+	for name, c := range map[string]struct{ got, want profile.Pool }{
+		"default (env and flag over file)": {cfg.Profiles.Default().Pool, profile.Pool{Min: 4, Max: 6}},
+		"big (not inherited)":              {cfg.Profiles.Of("big").Pool, profile.Pool{}},
+		"warm (max 0: min)":                {cfg.Profiles.Of("warm").Pool, profile.Pool{Min: 1, Max: 1}},
 	} {
 		if c.got != c.want {
 			t.Errorf("%s: pool = %+v, want %+v", name, c.got, c.want)
 		}
 	}
-	if def, _ := Load(nil, nil, io.Discard); def.Agents.Default.Pool != (Pool{}) {
-		t.Errorf("default pool = %+v, want off", def.Agents.Default.Pool)
+	if def, _ := Load(nil, nil, io.Discard); def.Profiles.Default().Pool != (profile.Pool{}) {
+		t.Errorf("default pool = %+v, want off", def.Profiles.Default().Pool)
 	}
 }
 
@@ -309,12 +312,11 @@ agents:
 	if err != nil {
 		t.Fatal(err)
 	}
-	on := func(p Profile) bool { return p.ExtendOnActivity != nil && *p.ExtendOnActivity }
-	if !on(cfg.Agents.Default) || !on(cfg.Agents.Profiles["inherits"]) || on(cfg.Agents.Profiles["off"]) {
-		t.Errorf("default %v, inherits %v, off %v; want true, true, false",
-			cfg.Agents.Default.ExtendOnActivity, cfg.Agents.Profiles["inherits"].ExtendOnActivity, cfg.Agents.Profiles["off"].ExtendOnActivity)
+	on := cfg.Profiles.ExtendsOnActivity
+	if !on("") || !on("inherits") || on("off") {
+		t.Errorf("default %v, inherits %v, off %v; want true, true, false", on(""), on("inherits"), on("off"))
 	}
-	if def, _ := Load(nil, nil, io.Discard); on(def.Agents.Default) {
+	if def, _ := Load(nil, nil, io.Discard); def.Profiles.ExtendsOnActivity("") {
 		t.Error("activity extends the TTL by default")
 	}
 }
@@ -333,11 +335,11 @@ agents:
 	if err != nil {
 		t.Fatal(err)
 	}
-	on := func(p Profile) bool { return p.FilesTmp != nil && *p.FilesTmp }
-	if !on(cfg.Agents.Default) || !on(cfg.Agents.Profiles["inherits"]) || on(cfg.Agents.Profiles["off"]) {
+	on := func(agent string) bool { return cfg.Profiles.Of(agent).FilesTmp }
+	if !on("") || !on("inherits") || on("off") {
 		t.Error("files_tmp: want the default on, inherited, and off where a profile says so")
 	}
-	if def, _ := Load(nil, nil, io.Discard); on(def.Agents.Default) {
+	if def, _ := Load(nil, nil, io.Discard); def.Profiles.Default().FilesTmp {
 		t.Error("the file API reaches /tmp by default")
 	}
 }
@@ -365,7 +367,7 @@ func TestREADMENamesEveryKey(t *testing.T) {
 			t.Errorf("README.md has no row %q", row)
 		}
 	}
-	for _, f := range reflect.VisibleFields(reflect.TypeFor[Profile]()) {
+	for _, f := range reflect.VisibleFields(reflect.TypeFor[profile.Spec]()) {
 		if key := f.Tag.Get("koanf"); !strings.Contains(string(readme), "    "+key+":") {
 			t.Errorf("README.md's profile example does not show %s", key)
 		}

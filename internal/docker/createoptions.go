@@ -15,7 +15,7 @@ import (
 // the Engine API directly: cmd/sandboxbench measures sandboxd against that baseline. The
 // error wraps sandbox.ErrInvalid for an agent without a profile.
 func (r *Runtime) CreateOptions(spec lifecycle.CreateSpec, volume string) (client.ContainerCreateOptions, error) {
-	prof, err := r.profile(spec.AgentID)
+	prof, err := r.profiles.Lookup(spec.AgentID)
 	if err != nil {
 		return client.ContainerCreateOptions{}, fmt.Errorf("docker: create options: %w", err)
 	}

@@ -3,9 +3,10 @@
 // checks create requests (agent profile, workspace folder) before anything happens, and
 // lists the containers this instance made so the reconciler can repair crashes.
 //
-// Every container runs a profile chosen by configuration, never by the client: its own
-// image, limits, network and user, with all capabilities dropped, no-new-privileges, a
-// read-only root, an init process and the chat's workspace folder as its only host mount.
+// Every container is the translation of its agent's profile (package profile), chosen by
+// configuration, never by the client: its own image, limits, network and user, with all
+// capabilities dropped, no-new-privileges, a read-only root, an init process and the
+// chat's workspace folder as its only host mount.
 package docker
 
 import (
@@ -15,9 +16,7 @@ import (
 	"log/slog"
 	"maps"
 	"os"
-	"path"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -27,6 +26,7 @@ import (
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
 
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
+	"github.com/sandboxd/sandboxd/internal/profile"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 	"github.com/sandboxd/sandboxd/internal/workspace"
 )
@@ -43,40 +43,7 @@ const (
 	ManagedBy      = "sandboxd"
 )
 
-// DefaultImage is the sandbox base image that scripts/build-image.sh builds.
-const DefaultImage = "sandboxd-sandbox:latest"
-
-// Profile is what an agent's sandbox runs: chosen by configuration, never by the client.
-// Zero fields take the defaults given with them. Capabilities, privileges, namespaces and
-// the root file system are not part of a profile: every sandbox gets the hardened ones.
-type Profile struct {
-	Image          string            // default DefaultImage
-	MemoryBytes    int64             // memory limit; swap is held equal to it (default 512 MiB)
-	NanoCPUs       int64             // CPU limit in 1e-9 CPUs (default 1 CPU)
-	PidsLimit      int64             // process limit (default 256)
-	Network        string            // Docker network mode (default "none"); host and container: are refused
-	Env            map[string]string // environment of the sandbox
-	WorkspaceMount string            // where the workspace folder appears (default /workspace)
-	User           string            // numeric "uid:gid", never uid or gid 0 (default "1000:1000")
-	TmpfsBytes     int64             // size of the tmpfs on /tmp (default 64 MiB)
-	// Pool is how many sandboxes of this profile are kept started ahead of demand (see
-	// StartPool); the zero value keeps none.
-	Pool PoolSize
-	// ExtendOnActivity makes exec and file calls extend the sandbox's TTL (default off);
-	// the lifecycle asks through ExtendsOnActivity.
-	ExtendOnActivity bool
-	// FilesInTmp lets the file API reach the sandbox's /tmp as well as its workspace
-	// (default off; see OpenTmp). Not with a Runtime other than runc.
-	FilesInTmp bool
-	// Runtime is the engine's OCI runtime the sandbox runs under, e.g. "runsc" for
-	// gVisor's own kernel between the sandbox and the host; empty: the engine's default
-	// (runc). It must be one the engine knows (CheckRuntimes).
-	Runtime string
-
-	uid, gid int
-}
-
-// Config configures a Runtime. Instance and VolumeRoot are required.
+// Config configures a Runtime. Instance, VolumeRoot and Profiles are required.
 type Config struct {
 	// Host is the engine's address (e.g. unix:///var/run/docker.sock); empty means the
 	// environment's DOCKER_HOST or the platform default.
@@ -86,11 +53,8 @@ type Config struct {
 	Instance string
 	// VolumeRoot is the folder every workspace must lie in.
 	VolumeRoot string
-	// Profiles by agent id. DefaultProfile serves an empty agent id, and unknown agent
-	// ids unless RefuseUnknownAgents is set.
-	Profiles            map[string]Profile
-	DefaultProfile      Profile
-	RefuseUnknownAgents bool
+	// Profiles are the agents' profiles, which the runtime translates into containers.
+	Profiles *profile.Set
 	// StopTimeout is how long Stop lets a sandbox end gracefully before it is killed
 	// (default 3 seconds; rounded up to whole seconds).
 	StopTimeout time.Duration
@@ -104,13 +68,11 @@ type Config struct {
 
 // Runtime runs sandboxes on a Docker engine. It is safe for concurrent use.
 type Runtime struct {
-	cli           *client.Client
-	instance      string
-	root          *workspace.Root
-	profiles      map[string]Profile
-	defaultProf   Profile
-	refuseUnknown bool
-	stopTimeout   int // seconds
+	cli         *client.Client
+	instance    string
+	root        *workspace.Root
+	profiles    *profile.Set
+	stopTimeout int // seconds
 
 	pool        *pool                    // the warm pool (pool.go)
 	beforeStart func(containerID string) // test hook: runs between create and start
@@ -122,7 +84,7 @@ var (
 	_ lifecycle.Inventory = (*Runtime)(nil)
 )
 
-// New checks cfg, fills the profiles' defaults and returns a Runtime. It does not contact
+// New checks cfg and returns a Runtime. It does not contact
 // the engine (see Ping); the API version is negotiated on the first call. A missing or
 // unsafe setting is an error.
 func New(cfg Config) (*Runtime, error) {
@@ -134,21 +96,11 @@ func New(cfg Config) (*Runtime, error) {
 	if err != nil {
 		problems = append(problems, err)
 	}
-	def, err := cfg.DefaultProfile.withDefaults()
-	if err != nil {
-		problems = append(problems, fmt.Errorf("default profile: %w", err))
-	}
-	profiles := make(map[string]Profile, len(cfg.Profiles))
-	for _, agent := range slices.Sorted(maps.Keys(cfg.Profiles)) {
-		p, err := cfg.Profiles[agent].withDefaults()
-		if err != nil {
-			problems = append(problems, fmt.Errorf("profile %q: %w", agent, err))
-		}
-		profiles[agent] = p
-	}
-	if len(problems) == 0 {
+	if cfg.Profiles == nil {
+		problems = append(problems, errors.New("the agent profiles are required"))
+	} else {
 		groups, _ := os.Getgroups()
-		if err := canHandOver(os.Geteuid(), append(groups, os.Getegid()), def, profiles); err != nil {
+		if err := canHandOver(os.Geteuid(), append(groups, os.Getegid()), cfg.Profiles); err != nil {
 			problems = append(problems, err)
 		}
 	}
@@ -169,13 +121,11 @@ func New(cfg Config) (*Runtime, error) {
 		stop = 3 * time.Second
 	}
 	r := &Runtime{
-		cli:           cli,
-		instance:      cfg.Instance,
-		root:          root,
-		profiles:      profiles,
-		defaultProf:   def,
-		refuseUnknown: cfg.RefuseUnknownAgents,
-		stopTimeout:   int((stop + time.Second - 1) / time.Second),
+		cli:         cli,
+		instance:    cfg.Instance,
+		root:        root,
+		profiles:    cfg.Profiles,
+		stopTimeout: int((stop + time.Second - 1) / time.Second),
 	}
 	mp, log := cfg.MeterProvider, cfg.Logger
 	if mp == nil {
@@ -200,9 +150,9 @@ func (r *Runtime) Close() error { return r.cli.Close() }
 // --network=none (its sandboxes would have none). Errors wrap sandbox.ErrInvalid for such
 // a profile, sandbox.ErrUnavailable when the engine cannot be asked.
 func (r *Runtime) CheckRuntimes(ctx context.Context) error {
-	profiles := map[string]Profile{"default": r.defaultProf}
-	for agent, p := range r.profiles {
-		profiles[fmt.Sprintf("%q", agent)] = p
+	profiles := map[string]profile.Profile{"default": r.profiles.Default()}
+	for _, agent := range r.profiles.Agents() {
+		profiles[fmt.Sprintf("%q", agent)] = r.profiles.Of(agent)
 	}
 	needed := false
 	for _, p := range profiles {
@@ -276,15 +226,14 @@ func (r *Runtime) Ping(ctx context.Context) error {
 // profile's sandbox user, as Create must: only root can give a folder away. Refusing at
 // start beats a create that fails with "operation not permitted".
 // groups are the groups such a process belongs to: it may give a folder to those only.
-func canHandOver(euid int, groups []int, def Profile, profiles map[string]Profile) error {
+func canHandOver(euid int, groups []int, profiles *profile.Set) error {
 	if euid == 0 {
 		return nil
 	}
 	var errs []error
-	check := func(name string, p Profile) {
-		uid, gid, err := parseUser(p.User)
+	check := func(name string, p profile.Profile) {
+		uid, gid := p.UID, p.GID
 		switch {
-		case err != nil:
 		case uid != euid:
 			errs = append(errs, fmt.Errorf("%s runs its sandbox as uid %d, but sandboxd runs as uid %d without root and cannot hand it workspace folders: run sandboxd as root or as uid %d, or set the profile's user to %d:<gid>",
 				name, uid, euid, uid, euid))
@@ -293,111 +242,11 @@ func canHandOver(euid int, groups []int, def Profile, profiles map[string]Profil
 				name, gid, euid, groups))
 		}
 	}
-	check("the default profile", def)
-	for _, agent := range slices.Sorted(maps.Keys(profiles)) {
-		check(fmt.Sprintf("profile %q", agent), profiles[agent])
+	check("the default profile", profiles.Default())
+	for _, agent := range profiles.Agents() {
+		check(fmt.Sprintf("profile %q", agent), profiles.Of(agent))
 	}
 	return errors.Join(errs...)
-}
-
-// withDefaults fills p's zero fields and refuses what would weaken the sandbox.
-func (p Profile) withDefaults() (Profile, error) {
-	if p.Image == "" {
-		p.Image = DefaultImage
-	}
-	if p.MemoryBytes == 0 {
-		p.MemoryBytes = 512 << 20
-	}
-	if p.NanoCPUs == 0 {
-		p.NanoCPUs = 1e9
-	}
-	if p.PidsLimit == 0 {
-		p.PidsLimit = 256
-	}
-	if p.Network == "" {
-		p.Network = "none"
-	}
-	if p.WorkspaceMount == "" {
-		p.WorkspaceMount = "/workspace"
-	}
-	if p.User == "" {
-		p.User = "1000:1000"
-	}
-	if p.TmpfsBytes == 0 {
-		p.TmpfsBytes = 64 << 20
-	}
-	p.Env = maps.Clone(p.Env)
-
-	var problems []error
-	pool, err := p.Pool.withDefaults()
-	if err != nil {
-		problems = append(problems, err)
-	}
-	p.Pool = pool
-	if p.MemoryBytes < 6<<20 || p.NanoCPUs < 0 || p.PidsLimit < 0 || p.TmpfsBytes < 0 {
-		problems = append(problems, errors.New("limits must be positive (memory at least 6 MiB)"))
-	}
-	if p.Network == "host" || strings.HasPrefix(p.Network, "container:") {
-		problems = append(problems, fmt.Errorf("network %q shares a namespace", p.Network))
-	}
-	if !path.IsAbs(p.WorkspaceMount) || path.Clean(p.WorkspaceMount) == "/" {
-		problems = append(problems, fmt.Errorf("workspace mount %q must be an absolute path below /", p.WorkspaceMount))
-	}
-	if strings.ContainsAny(p.Runtime, " \t\n/") {
-		problems = append(problems, fmt.Errorf("runtime %q is not a runtime name", p.Runtime))
-	}
-	if p.FilesInTmp && p.Runtime != "" && p.Runtime != "runc" {
-		// OpenTmp reaches /tmp through /proc/<pid>/root; under a runtime with a kernel of
-		// its own (gVisor), that is not the sandbox's /tmp.
-		problems = append(problems, fmt.Errorf("files_tmp needs the runc runtime, not %q", p.Runtime))
-	}
-	uid, gid, err := parseUser(p.User)
-	if err != nil {
-		problems = append(problems, err)
-	}
-	p.uid, p.gid = uid, gid
-	return p, errors.Join(problems...)
-}
-
-// parseUser reads a numeric "uid[:gid]" and refuses root and the root group.
-func parseUser(s string) (uid, gid int, err error) {
-	us, gs, hasGID := strings.Cut(s, ":")
-	uid, err = strconv.Atoi(us)
-	if err == nil && hasGID {
-		gid, err = strconv.Atoi(gs)
-	} else {
-		gid = uid
-	}
-	switch {
-	case err != nil || uid < 0 || gid < 0:
-		return 0, 0, fmt.Errorf("user %q must be a numeric uid:gid", s)
-	case uid == 0:
-		return 0, 0, fmt.Errorf("user %q is root", s)
-	case gid == 0:
-		// The root group owns files in images and, through the workspace, on the host.
-		return 0, 0, fmt.Errorf("user %q is in the root group", s)
-	}
-	return uid, gid, nil
-}
-
-// profile returns the profile for agentID. Its error wraps sandbox.ErrInvalid.
-func (r *Runtime) profile(agentID string) (Profile, error) {
-	if agentID == "" {
-		return r.defaultProf, nil
-	}
-	if p, ok := r.profiles[agentID]; ok {
-		return p, nil
-	}
-	if r.refuseUnknown {
-		return Profile{}, fmt.Errorf("unknown agent %q: %w", agentID, sandbox.ErrInvalid)
-	}
-	return r.defaultProf, nil
-}
-
-// WorkspaceMount returns where the agent's sandboxes see their workspace folder (the
-// default profile's mount for an unknown agent).
-func (r *Runtime) WorkspaceMount(agentID string) string {
-	return r.profileOrDefault(agentID).WorkspaceMount
 }
 
 // OpenWorkspace opens the workspace folder path, which must lie in the volume root, as
@@ -411,11 +260,11 @@ func (r *Runtime) OpenWorkspace(path string) (*os.Root, error) {
 // OpenTmp opens the /tmp of the sandbox of s, as the sandbox itself sees it, for the file
 // API (hostfiles.Config.OpenTmp): through /proc/<pid>/root of the container's first
 // process, so sandboxd must run on the engine's host, as root. Refused (sandbox.ErrInvalid)
-// unless the agent's profile sets FilesInTmp; sandbox.ErrNotFound when the sandbox does
+// unless the agent's profile sets files_tmp; sandbox.ErrNotFound when the sandbox does
 // not run. Within the returned Root no link leads out of /tmp, into the rest of the
 // sandbox or the host.
 func (r *Runtime) OpenTmp(ctx context.Context, s sandbox.Session) (*os.Root, error) {
-	if !r.profileOrDefault(s.AgentID).FilesInTmp {
+	if !r.profiles.Of(s.AgentID).FilesTmp {
 		return nil, fmt.Errorf("docker: the profile of agent %q gives the file API no access to /tmp: %w", s.AgentID, sandbox.ErrInvalid)
 	}
 	pid, err := r.runningPid(ctx, s.ContainerID)
@@ -446,28 +295,6 @@ func (r *Runtime) runningPid(ctx context.Context, containerID string) (int, erro
 		return 0, fmt.Errorf("docker: sandbox %s does not run: %w", containerID, sandbox.ErrNotFound)
 	}
 	return c.State.Pid, nil
-}
-
-// SandboxUser returns the uid and gid the agent's sandboxes run as, which should own the
-// files written into their workspaces.
-func (r *Runtime) SandboxUser(agentID string) (uid, gid int) {
-	p := r.profileOrDefault(agentID)
-	return p.uid, p.gid
-}
-
-// ExtendsOnActivity reports whether exec and file calls extend the TTL of the agent's
-// sandboxes.
-func (r *Runtime) ExtendsOnActivity(agentID string) bool {
-	return r.profileOrDefault(agentID).ExtendOnActivity
-}
-
-// profileOrDefault is the agent's profile, or the default one when it has none: only
-// Admit and Create refuse unknown agents, and a sandbox that exists was admitted.
-func (r *Runtime) profileOrDefault(agentID string) Profile {
-	if p, ok := r.profiles[agentID]; ok {
-		return p
-	}
-	return r.defaultProf
 }
 
 // engineError wraps an engine error with op, translating it into the domain's sentinels:

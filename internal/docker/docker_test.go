@@ -23,6 +23,7 @@ import (
 
 	"github.com/sandboxd/sandboxd/internal/docker"
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
+	"github.com/sandboxd/sandboxd/internal/profile"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 	"github.com/sandboxd/sandboxd/internal/testing/dockertest"
 )
@@ -31,10 +32,25 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // env is one test's runtime: its own instance id and volume root, on the real engine.
 type env struct {
-	rt   *docker.Runtime
-	cli  *client.Client
-	root string
-	inst string
+	rt       *docker.Runtime
+	profiles *profile.Set // rt's
+	cli      *client.Client
+	root     string
+	inst     string
+}
+
+// testProfiles resolves a for a test: the default profile runs the test image unless it
+// names another.
+func testProfiles(t testing.TB, a profile.Agents) *profile.Set {
+	t.Helper()
+	if a.Default.Image == "" {
+		a.Default.Image = dockertest.ImageRef
+	}
+	s, err := profile.New(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 func newEnv(t *testing.T, tweak func(*docker.Config)) env {
@@ -47,10 +63,10 @@ func newEnv(t *testing.T, tweak func(*docker.Config)) env {
 		t.Fatal(err)
 	}
 	cfg := docker.Config{
-		Instance:       inst,
-		VolumeRoot:     root,
-		DefaultProfile: docker.Profile{Image: image},
-		StopTimeout:    time.Second,
+		Instance:    inst,
+		VolumeRoot:  root,
+		Profiles:    testProfiles(t, profile.Agents{Default: profile.Spec{Image: image}}),
+		StopTimeout: time.Second,
 	}
 	if tweak != nil {
 		tweak(&cfg)
@@ -63,7 +79,7 @@ func newEnv(t *testing.T, tweak func(*docker.Config)) env {
 	if err := rt.Ping(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	return env{rt: rt, cli: cli, root: root, inst: inst}
+	return env{rt: rt, profiles: cfg.Profiles, cli: cli, root: root, inst: inst}
 }
 
 func newSpec(volume string) lifecycle.CreateSpec {
@@ -223,7 +239,9 @@ func equal(a, b any) bool {
 }
 
 func TestInsideTheSandbox(t *testing.T) {
-	e := newEnv(t, func(c *docker.Config) { c.DefaultProfile.PidsLimit = 32 })
+	e := newEnv(t, func(c *docker.Config) {
+		c.Profiles = testProfiles(t, profile.Agents{Default: profile.Spec{PIDs: 32}})
+	})
 	s := e.create(t, newSpec(""))
 	run := func(cmd ...string) (string, int) {
 		t.Helper()
@@ -338,7 +356,9 @@ func listen(t *testing.T) string {
 // The probe above proves something only if it would see a leak: with a profile that has
 // a network, the same nc reaches the host.
 func TestHostProbeSeesANetworkedProfile(t *testing.T) {
-	e := newEnv(t, func(c *docker.Config) { c.DefaultProfile.Network = "bridge" })
+	e := newEnv(t, func(c *docker.Config) {
+		c.Profiles = testProfiles(t, profile.Agents{Default: profile.Spec{Network: "bridge"}})
+	})
 	s := e.create(t, newSpec(""))
 	port := listen(t)
 	gateway := e.inspect(t, s.ContainerID).NetworkSettings.Networks["bridge"].Gateway.String()
@@ -496,15 +516,15 @@ func TestManagedListsThisInstanceOnly(t *testing.T) {
 func TestUnknownAgents(t *testing.T) {
 	ctx := context.Background()
 	chat := uuid.New()
+	big := map[string]profile.Spec{"big": {Memory: "1g"}}
 	lenient := newEnv(t, func(c *docker.Config) {
-		c.Profiles = map[string]docker.Profile{"big": {Image: dockertest.ImageRef, MemoryBytes: 1 << 30}}
+		c.Profiles = testProfiles(t, profile.Agents{Profiles: big})
 	})
 	if _, err := lenient.rt.Admit(ctx, chat, "stranger", ""); err != nil {
 		t.Errorf("unknown agent with fallback: %v", err)
 	}
 	strict := newEnv(t, func(c *docker.Config) {
-		c.Profiles = map[string]docker.Profile{"big": {Image: dockertest.ImageRef, MemoryBytes: 1 << 30}}
-		c.RefuseUnknownAgents = true
+		c.Profiles = testProfiles(t, profile.Agents{Profiles: big, RefuseUnknown: true})
 	})
 	if _, err := strict.rt.Admit(ctx, chat, "stranger", ""); !errors.Is(err, sandbox.ErrInvalid) {
 		t.Errorf("unknown agent refused: %v, want ErrInvalid", err)
@@ -520,28 +540,16 @@ func TestUnknownAgents(t *testing.T) {
 	}
 }
 
-func TestNewRefusesUnsafeProfiles(t *testing.T) {
+func TestNewRefusesAnIncompleteConfig(t *testing.T) {
 	root := t.TempDir()
-	for name, p := range map[string]docker.Profile{
-		"root user":         {User: "0:0"},
-		"root group":        {User: "1000:0"},
-		"named user":        {User: "root"},
-		"host network":      {Network: "host"},
-		"container network": {Network: "container:abc"},
-		"mount on /":        {WorkspaceMount: "/"},
-		"relative mount":    {WorkspaceMount: "work"},
-	} {
-		if _, err := docker.New(docker.Config{Instance: "x", VolumeRoot: root, DefaultProfile: p}); err == nil {
-			t.Errorf("%s: accepted", name)
-		}
-		if _, err := docker.New(docker.Config{Instance: "x", VolumeRoot: root, Profiles: map[string]docker.Profile{"a": p}}); err == nil {
-			t.Errorf("%s in an agent profile: accepted", name)
-		}
-	}
-	if _, err := docker.New(docker.Config{VolumeRoot: root}); err == nil {
+	ps := testProfiles(t, profile.Agents{})
+	if _, err := docker.New(docker.Config{VolumeRoot: root, Profiles: ps}); err == nil {
 		t.Error("no instance id: accepted")
 	}
-	if _, err := docker.New(docker.Config{Instance: "x"}); err == nil {
+	if _, err := docker.New(docker.Config{Instance: "x", Profiles: ps}); err == nil {
 		t.Error("no volume root: accepted")
+	}
+	if _, err := docker.New(docker.Config{Instance: "x", VolumeRoot: root}); err == nil {
+		t.Error("no profiles: accepted")
 	}
 }

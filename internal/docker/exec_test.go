@@ -24,6 +24,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/keylock"
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
 	"github.com/sandboxd/sandboxd/internal/memstore"
+	"github.com/sandboxd/sandboxd/internal/profile"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 	"github.com/sandboxd/sandboxd/internal/testing/dockertest"
 	"github.com/sandboxd/sandboxd/internal/testing/syncbuf"
@@ -70,13 +71,13 @@ func newAgentEnv(t *testing.T, tweak func(*lifecycle.Config), tweakDocker func(*
 		Admitter: e.rt,
 		Executor: e.rt,
 		Files: hostfiles.New(hostfiles.Config{
-			MountPoint: e.rt.WorkspaceMount,
+			MountPoint: e.profiles.WorkspaceMount,
 			Owner: func(agentID string) *hostfiles.Owner {
-				uid, gid := e.rt.SandboxUser(agentID)
+				uid, gid := e.profiles.SandboxUser(agentID)
 				return &hostfiles.Owner{UID: uid, GID: gid}
 			},
 		}),
-		ExtendOnActivity: e.rt.ExtendsOnActivity,
+		ExtendOnActivity: e.profiles.ExtendsOnActivity,
 		TTL:              time.Hour,
 		Clock:            clk,
 	}
@@ -546,7 +547,9 @@ func TestKeepaliveMovesExpiryAndTheSweepHonoursIt(t *testing.T) {
 func TestActivityExtendsTheTTLOnlyWhenTheProfileSaysSo(t *testing.T) {
 	for _, extend := range []bool{false, true} {
 		t.Run(fmt.Sprint("extend=", extend), func(t *testing.T) {
-			a := newAgentEnv(t, nil, func(c *docker.Config) { c.DefaultProfile.ExtendOnActivity = extend })
+			a := newAgentEnv(t, nil, func(c *docker.Config) {
+				c.Profiles = testProfiles(t, profile.Agents{Default: profile.Spec{ExtendOnActivity: &extend}})
+			})
 			a.clock.advance(30 * time.Minute)
 			a.sh(t, "true")
 			s, err := a.svc.Get(context.Background(), a.session.ChatID)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/sandboxd/sandboxd/internal/docker"
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
+	"github.com/sandboxd/sandboxd/internal/profile"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 	"github.com/sandboxd/sandboxd/internal/testing/dockertest"
 )
@@ -53,7 +54,9 @@ func run(t *testing.T, e env, id string, argv ...string) (int, string) {
 
 // A profile's runtime is the one its sandboxes run under.
 func TestProfileRuntimeIsTheSandboxes(t *testing.T) {
-	e := newEnv(t, func(c *docker.Config) { c.DefaultProfile.Runtime = "runc" })
+	e := newEnv(t, func(c *docker.Config) {
+		c.Profiles = testProfiles(t, profile.Agents{Default: profile.Spec{Runtime: "runc"}})
+	})
 	if err := e.rt.CheckRuntimes(context.Background()); err != nil {
 		t.Fatalf("CheckRuntimes with runc: %v", err)
 	}
@@ -67,7 +70,7 @@ func TestProfileRuntimeIsTheSandboxes(t *testing.T) {
 // rather than failing every create of that profile.
 func TestCheckRuntimesRefusesARuntimeTheEngineLacks(t *testing.T) {
 	e := newEnv(t, func(c *docker.Config) {
-		c.Profiles = map[string]docker.Profile{"strict": {Runtime: "sandboxd-no-such-runtime"}}
+		c.Profiles = testProfiles(t, profile.Agents{Profiles: map[string]profile.Spec{"strict": {Runtime: "sandboxd-no-such-runtime"}}})
 	})
 	err := e.rt.CheckRuntimes(context.Background())
 	if !errors.Is(err, sandbox.ErrInvalid) || !strings.Contains(err.Error(), `"sandboxd-no-such-runtime" of profile "strict"`) {
@@ -88,7 +91,7 @@ func TestCheckRuntimesRefusesANetworkTheRuntimeCannotGive(t *testing.T) {
 		t.Skip("runsc is registered with a network of its own here")
 	}
 	e := newEnv(t, func(c *docker.Config) {
-		c.Profiles = map[string]docker.Profile{"online": {Runtime: gVisor, Network: "bridge"}, "offline": {Runtime: gVisor}}
+		c.Profiles = testProfiles(t, profile.Agents{Profiles: map[string]profile.Spec{"online": {Runtime: gVisor, Network: "bridge"}, "offline": {Runtime: gVisor}}})
 	})
 	err = e.rt.CheckRuntimes(context.Background())
 	if !errors.Is(err, sandbox.ErrInvalid) || !strings.Contains(err.Error(), `profile "online" asks for network "bridge"`) || strings.Contains(err.Error(), `"offline"`) {
@@ -96,25 +99,12 @@ func TestCheckRuntimesRefusesANetworkTheRuntimeCannotGive(t *testing.T) {
 	}
 }
 
-// files_tmp reaches /tmp through /proc/<pid>/root, which is not the sandbox's /tmp under
-// gVisor: the combination is refused, as is a runtime name that cannot be one.
-func TestProfileRuntimeSettingsAreChecked(t *testing.T) {
-	root := t.TempDir()
-	for name, p := range map[string]docker.Profile{
-		"files_tmp under gVisor": {Runtime: gVisor, FilesInTmp: true},
-		"a path as runtime":      {Runtime: "/usr/bin/runsc"},
-	} {
-		_, err := docker.New(docker.Config{Instance: "x", VolumeRoot: root, DefaultProfile: p})
-		if err == nil {
-			t.Errorf("%s: New accepted %+v", name, p)
-		}
-	}
-}
-
 // Under gVisor the sandbox runs on gVisor's kernel, with the same hardening, workspace
 // and exec as under runc, and an exec past its deadline is killed there too.
 func TestGVisorSandbox(t *testing.T) {
-	e := newEnv(t, func(c *docker.Config) { c.DefaultProfile.Runtime = gVisor })
+	e := newEnv(t, func(c *docker.Config) {
+		c.Profiles = testProfiles(t, profile.Agents{Default: profile.Spec{Runtime: gVisor}})
+	})
 	requireRuntime(t, e.cli, gVisor)
 	if err := e.rt.CheckRuntimes(context.Background()); err != nil {
 		t.Fatal(err)
@@ -167,7 +157,7 @@ func TestGVisorSandbox(t *testing.T) {
 // under gVisor too, the sandbox then writes into the chat's folder.
 func TestGVisorPoolClaim(t *testing.T) {
 	requireRuntime(t, dockertest.Client(t), gVisor)
-	e := newPoolEnv(t, 1, func(c *docker.Config) { c.DefaultProfile.Runtime = gVisor })
+	e := newPoolEnv(t, 1, func(a *profile.Agents) { a.Default.Runtime = gVisor })
 	before := e.ready(t, 1)
 	spec := newSpec("")
 	s := e.create(t, spec)

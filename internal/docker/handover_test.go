@@ -3,20 +3,33 @@ package docker
 import (
 	"strings"
 	"testing"
+
+	"github.com/sandboxd/sandboxd/internal/profile"
 )
 
 func TestCanHandOverOnlyWhatItMay(t *testing.T) {
-	def := Profile{User: "1000:1000"}
-	if err := canHandOver(0, nil, def, map[string]Profile{"a": {User: "2000:2000"}}); err != nil {
+	profiles := func(agents map[string]string) *profile.Set {
+		t.Helper()
+		a := profile.Agents{Default: profile.Spec{User: "1000:1000"}, Profiles: map[string]profile.Spec{}}
+		for id, user := range agents {
+			a.Profiles[id] = profile.Spec{User: user}
+		}
+		s, err := profile.New(a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	if err := canHandOver(0, nil, profiles(map[string]string{"a": "2000:2000"})); err != nil {
 		t.Fatalf("root: %v", err)
 	}
-	if err := canHandOver(1000, []int{1000, 5}, def, map[string]Profile{"a": {User: "1000:5"}}); err != nil {
+	if err := canHandOver(1000, []int{1000, 5}, profiles(map[string]string{"a": "1000:5"})); err != nil {
 		t.Fatalf("the sandbox user itself: %v", err)
 	}
-	if err := canHandOver(1000, []int{1000}, def, map[string]Profile{"a": {User: "1000:5"}}); err == nil || !strings.Contains(err.Error(), "group 5") {
+	if err := canHandOver(1000, []int{1000}, profiles(map[string]string{"a": "1000:5"})); err == nil || !strings.Contains(err.Error(), "group 5") {
 		t.Fatalf("a group sandboxd is not in: err = %v", err)
 	}
-	err := canHandOver(1500, []int{1500}, def, map[string]Profile{"a": {User: "1500:1500"}, "b": {User: "2000:2000"}})
+	err := canHandOver(1500, []int{1500}, profiles(map[string]string{"a": "1500:1500", "b": "2000:2000"}))
 	if err == nil {
 		t.Fatal("uid 1500 without root accepted profiles running as 1000 and 2000")
 	}

@@ -23,6 +23,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
+	"github.com/sandboxd/sandboxd/internal/profile"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 )
 
@@ -69,26 +70,6 @@ const (
 	defaultPoolName = "default"
 )
 
-// PoolSize is how many pre-started sandboxes a profile keeps.
-type PoolSize struct {
-	// Min is how many ready containers the pool keeps (0: no pool).
-	Min int
-	// Max bounds the ready containers when demand outruns the pool: each interval in
-	// which a create found the pool empty raises the pool's target by one, up to Max;
-	// each quiet interval lowers it again, down to Min. 0 means Min.
-	Max int
-}
-
-func (s PoolSize) withDefaults() (PoolSize, error) {
-	if s.Max == 0 {
-		s.Max = s.Min
-	}
-	if s.Min < 0 || s.Max < s.Min {
-		return s, fmt.Errorf("pool size min %d, max %d: want 0 <= min <= max", s.Min, s.Max)
-	}
-	return s, nil
-}
-
 // pool is the Runtime's warm pool (see above). It is safe for concurrent use.
 type pool struct {
 	rt       *Runtime
@@ -115,8 +96,8 @@ type pool struct {
 // profilePool is one profile's share of the pool.
 type profilePool struct {
 	name string
-	prof Profile
-	size PoolSize
+	prof profile.Profile
+	size profile.Pool
 	attr metric.MeasurementOption
 	kick chan struct{} // wakes the refill loop; buffered, never blocks
 
@@ -140,7 +121,7 @@ func newPool(r *Runtime, cfg Config, mp metric.MeterProvider, log *slog.Logger) 
 	if p.interval <= 0 {
 		p.interval = DefaultPoolCheckInterval
 	}
-	add := func(name string, prof Profile) *profilePool {
+	add := func(name string, prof profile.Profile) *profilePool {
 		if prof.Pool.Min == 0 {
 			return nil
 		}
@@ -152,9 +133,9 @@ func newPool(r *Runtime, cfg Config, mp metric.MeterProvider, log *slog.Logger) 
 		p.all = append(p.all, pp)
 		return pp
 	}
-	p.def = add(defaultPoolName, r.defaultProf)
-	for agent, prof := range r.profiles {
-		if pp := add(agent, prof); pp != nil {
+	p.def = add(defaultPoolName, r.profiles.Default())
+	for _, agent := range r.profiles.Agents() {
+		if pp := add(agent, r.profiles.Of(agent)); pp != nil {
 			p.byAgent[agent] = pp
 		}
 	}
@@ -185,7 +166,7 @@ func newPool(r *Runtime, cfg Config, mp metric.MeterProvider, log *slog.Logger) 
 
 // forAgent returns the pool of the profile agentID gets, or nil if it has none.
 func (p *pool) forAgent(agentID string) *profilePool {
-	if _, listed := p.rt.profiles[agentID]; listed && agentID != "" {
+	if p.rt.profiles.Listed(agentID) && agentID != "" {
 		return p.byAgent[agentID]
 	}
 	return p.def
@@ -329,7 +310,7 @@ func (p *pool) make(ctx context.Context, pp *profilePool) (member, error) {
 	r := p.rt
 	suffix := randomHex(6)
 	folder := p.owner + "-" + suffix
-	dir, err := r.root.MakePooled(folder, pp.prof.uid, pp.prof.gid)
+	dir, err := r.root.MakePooled(folder, pp.prof.UID, pp.prof.GID)
 	if err != nil {
 		return member{}, fmt.Errorf("docker: pool: %w", err)
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/docker"
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
 	"github.com/sandboxd/sandboxd/internal/memstore"
+	"github.com/sandboxd/sandboxd/internal/profile"
 	"github.com/sandboxd/sandboxd/internal/testing/dockertest"
 	"github.com/sandboxd/sandboxd/internal/testing/waitfor"
 	"github.com/sandboxd/sandboxd/internal/workspace"
@@ -34,18 +35,19 @@ type poolEnv struct {
 	reader *sdkmetric.ManualReader
 }
 
-func newPoolEnv(t *testing.T, min int, tweak func(*docker.Config)) poolEnv {
+func newPoolEnv(t *testing.T, min int, tweak func(*profile.Agents)) poolEnv {
 	t.Helper()
 	reader := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 	t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
 	e := newEnv(t, func(c *docker.Config) {
-		c.DefaultProfile.Pool = docker.PoolSize{Min: min}
+		agents := profile.Agents{Default: profile.Spec{Pool: profile.Pool{Min: min}}}
+		if tweak != nil {
+			tweak(&agents)
+		}
+		c.Profiles = testProfiles(t, agents)
 		c.PoolCheckInterval = 200 * time.Millisecond
 		c.MeterProvider = mp
-		if tweak != nil {
-			tweak(c)
-		}
 	})
 	pe := poolEnv{env: e, reader: reader}
 	pe.start(t, e.rt)
@@ -264,8 +266,8 @@ func (e env) mkdir(t *testing.T, name string) string {
 }
 
 func TestPoolMissesFallBackToColdCreates(t *testing.T) {
-	e := newPoolEnv(t, 1, func(c *docker.Config) {
-		c.Profiles = map[string]docker.Profile{"unpooled": {Image: dockertest.ImageRef}}
+	e := newPoolEnv(t, 1, func(a *profile.Agents) {
+		a.Profiles = map[string]profile.Spec{"unpooled": {}}
 	})
 	pool := e.ready(t, 1)
 
@@ -389,7 +391,7 @@ func TestStartRemovesLeftoversOfADeadPoolOnly(t *testing.T) {
 	second := func(min int) *docker.Runtime {
 		rt, err := docker.New(docker.Config{
 			Instance: e.inst, VolumeRoot: e.root, PoolCheckInterval: 200 * time.Millisecond,
-			DefaultProfile: docker.Profile{Image: dockertest.ImageRef, Pool: docker.PoolSize{Min: min}},
+			Profiles: testProfiles(t, profile.Agents{Default: profile.Spec{Pool: profile.Pool{Min: min}}}),
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -451,7 +453,7 @@ func benchmarkCreate(b *testing.B, min int) {
 	}
 	rt, err := docker.New(docker.Config{
 		Instance: inst, VolumeRoot: root, PoolCheckInterval: 100 * time.Millisecond,
-		DefaultProfile: docker.Profile{Image: dockertest.ImageRef, Pool: docker.PoolSize{Min: min}},
+		Profiles: testProfiles(b, profile.Agents{Default: profile.Spec{Pool: profile.Pool{Min: min}}}),
 	})
 	if err != nil {
 		b.Fatal(err)

@@ -14,6 +14,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/keylock"
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
 	"github.com/sandboxd/sandboxd/internal/memstore"
+	"github.com/sandboxd/sandboxd/internal/profile"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 )
 
@@ -150,6 +151,7 @@ func TestReconcileDeletesNothingWhenTheEngineIsDown(t *testing.T) {
 		Host:       "unix://" + filepath.Join(t.TempDir(), "no-docker.sock"),
 		Instance:   "test-down",
 		VolumeRoot: t.TempDir(),
+		Profiles:   testProfiles(t, profile.Agents{}),
 	})
 	if err != nil {
 		t.Fatal(err)

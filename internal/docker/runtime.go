@@ -16,6 +16,7 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
+	"github.com/sandboxd/sandboxd/internal/profile"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 )
 
@@ -29,7 +30,7 @@ const teardownTimeout = 30 * time.Second
 // returns the derived <root>/<chat id>, which need not exist yet (Create makes it). Its
 // errors wrap sandbox.ErrInvalid (sandbox.ErrUnavailable if the volume root is gone).
 func (r *Runtime) Admit(_ context.Context, chatID uuid.UUID, agentID, volumeHostPath string) (string, error) {
-	if _, err := r.profile(agentID); err != nil {
+	if _, err := r.profiles.Lookup(agentID); err != nil {
 		return "", fmt.Errorf("docker: admit: %w", err)
 	}
 	var (
@@ -55,7 +56,7 @@ func (r *Runtime) Admit(_ context.Context, chatID uuid.UUID, agentID, volumeHost
 // sandbox.ErrInvalid for a refused request and sandbox.ErrUnavailable when the engine
 // could not make or start the sandbox.
 func (r *Runtime) Create(ctx context.Context, spec lifecycle.CreateSpec) (sandbox.Session, error) {
-	prof, err := r.profile(spec.AgentID)
+	prof, err := r.profiles.Lookup(spec.AgentID)
 	if err != nil {
 		return sandbox.Session{}, fmt.Errorf("docker: create: %w", err)
 	}
@@ -110,12 +111,12 @@ func (r *Runtime) Create(ctx context.Context, spec lifecycle.CreateSpec) (sandbo
 
 // workspace checks the folder of spec and returns it, creating the chat's derived folder
 // when that is the one asked for (or none was).
-func (r *Runtime) workspace(spec lifecycle.CreateSpec, prof Profile) (string, error) {
+func (r *Runtime) workspace(spec lifecycle.CreateSpec, prof profile.Profile) (string, error) {
 	derived := r.root.Derive(spec.ChatID)
 	if p := spec.VolumeHostPath; strings.TrimSpace(p) != "" && p != derived {
 		return r.root.Check(p)
 	}
-	return r.root.Ensure(derived, prof.uid, prof.gid)
+	return r.root.Ensure(derived, prof.UID, prof.GID)
 }
 
 // ContainerName is the name of the container of a chat's session:
@@ -125,7 +126,7 @@ func ContainerName(chatID, sessionID uuid.UUID) string {
 	return "sandboxd-" + chatID.String() + "-" + sessionID.String()
 }
 
-func (r *Runtime) containerConfig(spec lifecycle.CreateSpec, p Profile) *container.Config {
+func (r *Runtime) containerConfig(spec lifecycle.CreateSpec, p profile.Profile) *container.Config {
 	env := make([]string, 0, len(p.Env))
 	for _, k := range slices.Sorted(maps.Keys(p.Env)) {
 		env = append(env, k+"="+p.Env[k])
@@ -134,7 +135,7 @@ func (r *Runtime) containerConfig(spec lifecycle.CreateSpec, p Profile) *contain
 		Image:           p.Image,
 		User:            p.User,
 		Env:             env,
-		WorkingDir:      p.WorkspaceMount,
+		WorkingDir:      p.Workspace,
 		Hostname:        "sandbox",
 		NetworkDisabled: p.Network == "none",
 		Labels: map[string]string{
@@ -148,9 +149,9 @@ func (r *Runtime) containerConfig(spec lifecycle.CreateSpec, p Profile) *contain
 	}
 }
 
-func hostConfig(p Profile, volume string) *container.HostConfig {
+func hostConfig(p profile.Profile, volume string) *container.HostConfig {
 	yes := true
-	pids := p.PidsLimit
+	pids := p.PIDs
 	return &container.HostConfig{
 		Runtime:        p.Runtime, // empty: the engine's default
 		NetworkMode:    container.NetworkMode(p.Network),
@@ -174,7 +175,7 @@ func hostConfig(p Profile, volume string) *container.HostConfig {
 		Mounts: []mount.Mount{{
 			Type:        mount.TypeBind,
 			Source:      volume,
-			Target:      p.WorkspaceMount,
+			Target:      p.Workspace,
 			BindOptions: &mount.BindOptions{Propagation: mount.PropagationPrivate, NonRecursive: true},
 		}},
 	}

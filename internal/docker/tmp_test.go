@@ -12,24 +12,26 @@ import (
 	"github.com/sandboxd/sandboxd/internal/docker"
 	"github.com/sandboxd/sandboxd/internal/hostfiles"
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
+	"github.com/sandboxd/sandboxd/internal/profile"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 )
 
 // newTmpEnv is an agentEnv whose file API reaches the sandbox's /tmp when tmp is set.
 func newTmpEnv(t *testing.T, tmp bool) agentEnv {
 	t.Helper()
+	ps := testProfiles(t, profile.Agents{Default: profile.Spec{FilesTmp: &tmp}})
 	return newAgentEnv(t, func(c *lifecycle.Config) {
 		rt := c.Runtime.(*docker.Runtime)
 		c.Files = hostfiles.New(hostfiles.Config{
 			Open:       rt.OpenWorkspace,
 			OpenTmp:    rt.OpenTmp,
-			MountPoint: rt.WorkspaceMount,
+			MountPoint: ps.WorkspaceMount,
 			Owner: func(agentID string) *hostfiles.Owner {
-				uid, gid := rt.SandboxUser(agentID)
+				uid, gid := ps.SandboxUser(agentID)
 				return &hostfiles.Owner{UID: uid, GID: gid}
 			},
 		})
-	}, func(c *docker.Config) { c.DefaultProfile.FilesInTmp = tmp })
+	}, func(c *docker.Config) { c.Profiles = ps })
 }
 
 func TestFilesReachTheSandboxTmpWhenTheProfileSaysSo(t *testing.T) {

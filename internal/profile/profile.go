@@ -1,0 +1,151 @@
+// Package profile provides agent profiles: how the sandbox of each agent is made (image,
+// limits, network, user, workspace, warm pool), chosen by configuration, never by the
+// client. It owns a profile's fields as configured (Spec, the YAML keys under
+// agents.default and agents.profiles.<id>), their defaults, the merging of a listed
+// profile from the default one, their validation, and the lookup of an agent's profile
+// (Set).
+//
+// A runtime only translates a resolved Profile into its own objects (internal/docker: a
+// container's config and host config). A new profile setting is a field of Spec and of
+// Profile, its default and check in resolve, and its translation in each runtime.
+//
+// Capabilities, privileges, namespaces and the root file system are not part of a
+// profile: every sandbox gets the hardened ones, whatever its profile says.
+package profile
+
+// Defaults of a profile field that neither the agent's profile nor the default profile
+// sets: the hardened ones.
+const (
+	DefaultImage       = "sandboxd-sandbox:latest" // what scripts/build-image.sh builds
+	DefaultMemoryBytes = 512 << 20
+	DefaultNanoCPUs    = 1e9 // 1 CPU
+	DefaultPIDs        = 256
+	DefaultNetwork     = "none"
+	DefaultWorkspace   = "/workspace"
+	DefaultUser        = "1000:1000"
+	DefaultTmpfsBytes  = 64 << 20
+)
+
+// MaxPool bounds a pool's size: a typo must not start thousands of containers.
+const MaxPool = 1000
+
+// minMemoryBytes is the least memory a sandbox may get (the engine's own floor).
+const minMemoryBytes = 6 << 20
+
+// Agents is the agents section of the configuration: the profile each agent id gets.
+// Its koanf tags are the YAML keys.
+type Agents struct {
+	// Default is the profile of an empty or unlisted agent id, and the base every listed
+	// profile fills its unset fields from.
+	Default Spec `koanf:"default"`
+	// Profiles are the known agents.
+	Profiles map[string]Spec `koanf:"profiles"`
+	// RefuseUnknown refuses a create for an agent id that is not in Profiles.
+	RefuseUnknown bool `koanf:"refuse_unknown"`
+}
+
+// Spec is one profile as configured. An unset field of a listed profile takes the
+// default profile's value (Over), and one unset there the Default... constant (New).
+type Spec struct {
+	Image string `koanf:"image"`
+	// Memory is a size such as "512m" or "1g" (binary units); swap is held equal to it.
+	Memory string  `koanf:"memory"`
+	CPUs   float64 `koanf:"cpus"`
+	PIDs   int64   `koanf:"pids"`
+	// Network is the Docker network mode: "none", "bridge", ...; never "host" or
+	// "container:..." (they share a namespace).
+	Network string `koanf:"network"`
+	// Env is set in the sandbox's environment; a listed profile's is merged over the
+	// default profile's.
+	Env map[string]string `koanf:"env"`
+	// Workspace is where the chat's host folder is mounted in the sandbox.
+	Workspace string `koanf:"workspace"`
+	// User runs the sandbox's process: a numeric "uid[:gid]", never root or its group.
+	User string `koanf:"user"`
+	// Tmpfs is the size of the tmpfs on /tmp, such as "64m".
+	Tmpfs string `koanf:"tmpfs"`
+	// ExtendOnActivity makes exec and file calls extend the sandbox's TTL, as a
+	// keepalive of the TTL would (unset: the default profile's; off there: never).
+	ExtendOnActivity *bool `koanf:"extend_on_activity"`
+	// FilesTmp lets the file API reach the sandbox's /tmp besides its workspace (unset:
+	// the default profile's; off there: never). Only with the runc runtime.
+	FilesTmp *bool `koanf:"files_tmp"`
+	// Runtime is the engine's OCI runtime for the sandbox, e.g. "runsc" (gVisor);
+	// empty: the engine's default. The engine must know it (checked at start-up).
+	Runtime string `koanf:"runtime"`
+	// Pool is the profile's warm pool of pre-started sandboxes. Unlike the other fields
+	// it is not taken from the default profile: every pool is sized on its own.
+	Pool Pool `koanf:"pool"`
+}
+
+// Pool sizes a profile's warm pool. Min 0 (the default): no pool.
+type Pool struct {
+	// Min is how many ready sandboxes the pool keeps.
+	Min int `koanf:"min"`
+	// Max bounds the ready sandboxes when demand outruns the pool: each interval in
+	// which a create found the pool empty raises the pool's target by one, up to Max;
+	// each quiet interval lowers it again, down to Min. Unset (0): Min.
+	Max int `koanf:"max"`
+}
+
+// Profile is a resolved profile: every field set (defaults filled) and checked. What a
+// runtime translates into its own objects.
+type Profile struct {
+	Image       string
+	MemoryBytes int64 // memory limit; swap is held equal to it
+	NanoCPUs    int64 // CPU limit in 1e-9 CPUs
+	PIDs        int64 // process limit
+	Network     string
+	Env         map[string]string // shared: do not modify
+	Workspace   string            // where the workspace folder appears in the sandbox
+	// User is the user as configured ("uid" or "uid:gid"), what the sandbox runs as;
+	// UID and GID are its numbers (GID is UID when User names none): who owns the
+	// files written into the sandbox's workspace.
+	User             string
+	UID, GID         int
+	TmpfsBytes       int64 // size of the tmpfs on /tmp
+	ExtendOnActivity bool
+	FilesTmp         bool
+	Runtime          string // the engine's OCI runtime; empty: the engine's default
+	Pool             Pool   // Max filled (>= Min)
+}
+
+// Over returns p with its unset fields filled from base: the merging of a listed profile
+// from the default one. Env is merged, p's keys winning; Pool is p's own.
+func (p Spec) Over(base Spec) Spec {
+	fill(&p.Image, base.Image)
+	fill(&p.Memory, base.Memory)
+	fill(&p.CPUs, base.CPUs)
+	fill(&p.PIDs, base.PIDs)
+	fill(&p.Network, base.Network)
+	fill(&p.Workspace, base.Workspace)
+	fill(&p.User, base.User)
+	fill(&p.Tmpfs, base.Tmpfs)
+	fill(&p.ExtendOnActivity, base.ExtendOnActivity)
+	fill(&p.FilesTmp, base.FilesTmp)
+	fill(&p.Runtime, base.Runtime)
+	p.Env = mergeMaps(base.Env, p.Env)
+	return p
+}
+
+// fill sets *v to def when *v is its type's zero value.
+func fill[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
+}
+
+func mergeMaps(base, over map[string]string) map[string]string {
+	if len(base) == 0 && len(over) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(base)+len(over))
+	for k, v := range base {
+		out[k] = v
+	}
+	for k, v := range over {
+		out[k] = v
+	}
+	return out
+}

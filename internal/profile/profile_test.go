@@ -1,0 +1,124 @@
+package profile_test
+
+import (
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/sandboxd/sandboxd/internal/profile"
+	"github.com/sandboxd/sandboxd/internal/sandbox"
+)
+
+// A profile that sets nothing gets the hardened defaults.
+func TestDefaults(t *testing.T) {
+	s, err := profile.New(profile.Agents{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := profile.Profile{
+		Image: profile.DefaultImage, MemoryBytes: 512 << 20, NanoCPUs: 1e9, PIDs: 256, Network: "none",
+		Workspace: "/workspace", User: "1000:1000", UID: 1000, GID: 1000, TmpfsBytes: 64 << 20,
+	}
+	if got := s.Default(); !reflect.DeepEqual(got, want) {
+		t.Errorf("default profile = %+v\nwant %+v", got, want)
+	}
+}
+
+// A listed profile takes what it leaves unset from the default profile, except its pool;
+// an agent without a profile gets the default one, unless unknown agents are refused.
+func TestMergingAndLookup(t *testing.T) {
+	on, off := true, false
+	s, err := profile.New(profile.Agents{
+		Default: profile.Spec{Image: "base:1", Memory: "256m", CPUs: 0.5, User: "2000", Env: map[string]string{"A": "1", "B": "base"},
+			ExtendOnActivity: &on, Pool: profile.Pool{Min: 2, Max: 4}},
+		Profiles: map[string]profile.Spec{
+			"claude.v2": {Image: "claude:2", Env: map[string]string{"B": "own"}, ExtendOnActivity: &off, Pool: profile.Pool{Min: 1}},
+		},
+		RefuseUnknown: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := s.Lookup("claude.v2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := profile.Profile{
+		Image: "claude:2", MemoryBytes: 256 << 20, NanoCPUs: 5e8, PIDs: 256, Network: "none",
+		Env: map[string]string{"A": "1", "B": "own"}, Workspace: "/workspace", User: "2000", UID: 2000, GID: 2000,
+		TmpfsBytes: 64 << 20, Pool: profile.Pool{Min: 1, Max: 1},
+	}
+	if !reflect.DeepEqual(p, want) {
+		t.Errorf("claude.v2 = %+v\nwant %+v", p, want)
+	}
+	if def, err := s.Lookup(""); err != nil || def.Image != "base:1" || def.Pool != (profile.Pool{Min: 2, Max: 4}) || !def.ExtendOnActivity {
+		t.Errorf("empty agent id: %+v, %v; want the default profile", def, err)
+	}
+	if _, err := s.Lookup("stranger"); !errors.Is(err, sandbox.ErrInvalid) {
+		t.Errorf("unknown agent with refuse_unknown: %v, want ErrInvalid", err)
+	}
+	if got := s.Of("stranger"); got.Image != "base:1" {
+		t.Errorf("the sandbox of an unknown agent has profile %+v, want the default", got)
+	}
+	if s.ExtendsOnActivity("claude.v2") || !s.ExtendsOnActivity("stranger") {
+		t.Error("extend_on_activity: want claude.v2's own off, the default's on")
+	}
+	if uid, gid := s.SandboxUser("claude.v2"); uid != 2000 || gid != 2000 {
+		t.Errorf("sandbox user %d:%d, want 2000:2000", uid, gid)
+	}
+	if got := s.Agents(); !reflect.DeepEqual(got, []string{"claude.v2"}) || !s.Listed("claude.v2") || s.Listed("stranger") {
+		t.Errorf("agents %v", got)
+	}
+
+	lenient, err := profile.New(profile.Agents{Profiles: map[string]profile.Spec{"a": {}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := lenient.Lookup("stranger"); err != nil || p.Image != profile.DefaultImage {
+		t.Errorf("unknown agent without refuse_unknown: %+v, %v; want the default profile", p, err)
+	}
+}
+
+// What would weaken the sandbox, or cannot be made, is refused, in the default profile as
+// in a listed one, and the error names the profile by its key.
+func TestNewRefusesUnsafeProfiles(t *testing.T) {
+	yes := true
+	for name, c := range map[string]struct {
+		spec profile.Spec
+		want string
+	}{
+		"root user":              {profile.Spec{User: "0:0"}, "is root"},
+		"root group":             {profile.Spec{User: "1000:0"}, "root group"},
+		"named user":             {profile.Spec{User: "root"}, "numeric uid:gid"},
+		"host network":           {profile.Spec{Network: "host"}, "shares a namespace"},
+		"container network":      {profile.Spec{Network: "container:abc"}, "shares a namespace"},
+		"mount on /":             {profile.Spec{Workspace: "/"}, `workspace "/"`},
+		"relative mount":         {profile.Spec{Workspace: "work"}, `workspace "work"`},
+		"tiny memory":            {profile.Spec{Memory: "1m"}, `memory "1m"`},
+		"bad memory":             {profile.Spec{Memory: "lots"}, `memory "lots"`},
+		"bad tmpfs":              {profile.Spec{Tmpfs: "1x"}, `tmpfs "1x"`},
+		"negative cpus":          {profile.Spec{CPUs: -1}, "cpus"},
+		"negative pids":          {profile.Spec{PIDs: -1}, "pids"},
+		"pool max below min":     {profile.Spec{Pool: profile.Pool{Min: 3, Max: 2}}, "pool min 3, max 2"},
+		"negative pool":          {profile.Spec{Pool: profile.Pool{Min: -1}}, "pool min -1"},
+		"pool over the bound":    {profile.Spec{Pool: profile.Pool{Min: profile.MaxPool + 1}}, "pool min 1001"},
+		"a path as runtime":      {profile.Spec{Runtime: "/usr/bin/runsc"}, "not a runtime name"},
+		"files_tmp under gVisor": {profile.Spec{Runtime: "runsc", FilesTmp: &yes}, "files_tmp needs the runc runtime"},
+	} {
+		_, err := profile.New(profile.Agents{Default: c.spec})
+		if err == nil || !strings.Contains(err.Error(), "agents.default: ") || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s as the default profile: err = %v, want agents.default and %q", name, err, c.want)
+		}
+		_, err = profile.New(profile.Agents{Profiles: map[string]profile.Spec{"a": c.spec}})
+		if err == nil || !strings.Contains(err.Error(), "agents.profiles.a: ") || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s in an agent profile: err = %v, want agents.profiles.a and %q", name, err, c.want)
+		}
+	}
+	if _, err := profile.New(profile.Agents{RefuseUnknown: true}); err == nil || !strings.Contains(err.Error(), "agents.refuse_unknown") {
+		t.Errorf("refuse_unknown without profiles: err = %v", err)
+	}
+	if _, err := profile.New(profile.Agents{Profiles: map[string]profile.Spec{"": {}}}); err == nil {
+		t.Error("an empty agent id: accepted")
+	}
+}

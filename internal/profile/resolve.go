@@ -1,0 +1,121 @@
+package profile
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"path"
+	"strconv"
+	"strings"
+)
+
+// resolve fills sp's unset fields with the defaults and checks the result: every problem
+// is reported, joined.
+func resolve(sp Spec) (Profile, error) {
+	var problems []error
+	bad := func(format string, a ...any) { problems = append(problems, fmt.Errorf(format, a...)) }
+
+	mem, err := parseSize("memory", sp.Memory)
+	if err != nil {
+		problems = append(problems, err)
+	}
+	tmpfs, err := parseSize("tmpfs", sp.Tmpfs)
+	if err != nil {
+		problems = append(problems, err)
+	}
+	if sp.CPUs < 0 {
+		bad("cpus must be >= 0, got %g", sp.CPUs)
+	}
+	if sp.PIDs < 0 {
+		bad("pids must be >= 0, got %d", sp.PIDs)
+	}
+	p := Profile{
+		Image:            orDefault(sp.Image, DefaultImage),
+		MemoryBytes:      orDefault(mem, DefaultMemoryBytes),
+		NanoCPUs:         orDefault(int64(sp.CPUs*1e9), DefaultNanoCPUs),
+		PIDs:             orDefault(sp.PIDs, DefaultPIDs),
+		Network:          orDefault(sp.Network, DefaultNetwork),
+		Env:              maps.Clone(sp.Env),
+		Workspace:        orDefault(sp.Workspace, DefaultWorkspace),
+		User:             orDefault(sp.User, DefaultUser),
+		TmpfsBytes:       orDefault(tmpfs, DefaultTmpfsBytes),
+		ExtendOnActivity: sp.ExtendOnActivity != nil && *sp.ExtendOnActivity,
+		FilesTmp:         sp.FilesTmp != nil && *sp.FilesTmp,
+		Runtime:          sp.Runtime,
+		Pool:             Pool{Min: sp.Pool.Min, Max: orDefault(sp.Pool.Max, sp.Pool.Min)},
+	}
+
+	if mem != 0 && mem < minMemoryBytes {
+		bad("memory %q is below the least a sandbox may get, %d MiB", sp.Memory, minMemoryBytes>>20)
+	}
+	if p.Network == "host" || strings.HasPrefix(p.Network, "container:") {
+		bad("network %q shares a namespace", p.Network)
+	}
+	if !path.IsAbs(p.Workspace) || path.Clean(p.Workspace) == "/" {
+		bad("workspace %q must be an absolute path below / in the sandbox", p.Workspace)
+	}
+	if strings.ContainsAny(p.Runtime, " \t\n/") {
+		bad("runtime %q is not a runtime name", p.Runtime)
+	}
+	if p.FilesTmp && p.Runtime != "" && p.Runtime != "runc" {
+		// The file API reaches /tmp through /proc/<pid>/root; under a runtime with a
+		// kernel of its own (gVisor), that is not the sandbox's /tmp.
+		bad("files_tmp needs the runc runtime, not %q", p.Runtime)
+	}
+	if p.UID, p.GID, err = parseUser(p.User); err != nil {
+		problems = append(problems, err)
+	}
+	if sp.Pool.Min < 0 || sp.Pool.Max < 0 || p.Pool.Max < p.Pool.Min || p.Pool.Max > MaxPool || p.Pool.Min > MaxPool {
+		bad("pool min %d, max %d: want 0 <= min <= max <= %d (max 0: min)", sp.Pool.Min, sp.Pool.Max, MaxPool)
+	}
+	return p, errors.Join(problems...)
+}
+
+// orDefault is v, or def when v is unset (zero).
+func orDefault[T comparable](v, def T) T {
+	fill(&v, def)
+	return v
+}
+
+// parseSize reads a number of bytes with an optional k, m, g or t suffix (binary units;
+// "b", "i" and "ib" tolerated: 512m, 512MiB, 1G). Empty is 0 (unset).
+func parseSize(what, size string) (int64, error) {
+	s := strings.ToLower(strings.TrimSpace(size))
+	if s == "" {
+		return 0, nil
+	}
+	s = strings.TrimSuffix(strings.TrimSuffix(s, "b"), "i")
+	mult := int64(1)
+	if n := len(s); n > 0 {
+		if i := strings.IndexByte("kmgt", s[n-1]); i >= 0 {
+			mult = 1 << (10 * (i + 1))
+			s = s[:n-1]
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n <= 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("%s %q is not a size such as 512m or 2g", what, size)
+	}
+	return n * mult, nil
+}
+
+// parseUser reads a numeric "uid[:gid]" and refuses root and the root group.
+func parseUser(s string) (uid, gid int, err error) {
+	us, gs, hasGID := strings.Cut(s, ":")
+	uid, err = strconv.Atoi(us)
+	if err == nil && hasGID {
+		gid, err = strconv.Atoi(gs)
+	} else {
+		gid = uid
+	}
+	switch {
+	case err != nil || uid < 0 || gid < 0:
+		return 0, 0, fmt.Errorf("user %q must be a numeric uid:gid", s)
+	case uid == 0:
+		return 0, 0, fmt.Errorf("user %q is root", s)
+	case gid == 0:
+		// The root group owns files in images and, through the workspace, on the host.
+		return 0, 0, fmt.Errorf("user %q is in the root group", s)
+	}
+	return uid, gid, nil
+}
