@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sandboxd/sandboxd/internal/keylock"
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
@@ -127,11 +128,13 @@ func (s *failingSaveStore) Save(ctx context.Context, session sandbox.Session) er
 	return s.Store.Save(ctx, session)
 }
 
-// logRecord is one log call as the seed's FakeLogger keeps it.
+// logRecord is one log call as the seed's FakeLogger keeps it. Attrs holds each value
+// as slog resolved it (a string stays a string, an int is an int64, anything else is
+// itself), so that a comparison sees the value's type as well as its text.
 type logRecord struct {
 	Level string
 	Msg   string
-	Attrs map[string]string
+	Attrs map[string]any
 }
 
 // recordingHandler is a slog.Handler that keeps every record.
@@ -153,9 +156,9 @@ func (h recordingHandler) Enabled(context.Context, slog.Level) bool { return tru
 func (h recordingHandler) WithAttrs([]slog.Attr) slog.Handler       { return h }
 func (h recordingHandler) WithGroup(string) slog.Handler            { return h }
 func (h recordingHandler) Handle(_ context.Context, r slog.Record) error {
-	rec := logRecord{Level: r.Level.String(), Msg: r.Message, Attrs: map[string]string{}}
+	rec := logRecord{Level: r.Level.String(), Msg: r.Message, Attrs: map[string]any{}}
 	r.Attrs(func(a slog.Attr) bool {
-		rec.Attrs[a.Key] = a.Value.String()
+		rec.Attrs[a.Key] = a.Value.Resolve().Any()
 		return true
 	})
 	h.mu.Lock()
@@ -167,6 +170,7 @@ func (h recordingHandler) Handle(_ context.Context, r slog.Record) error {
 // telemetry gives a Service real SDK providers backed by in-memory recorders.
 type telemetry struct {
 	spans  *tracetest.SpanRecorder
+	starts *startRecorder
 	reader *sdkmetric.ManualReader
 	tp     *sdktrace.TracerProvider
 	mp     *sdkmetric.MeterProvider
@@ -174,8 +178,8 @@ type telemetry struct {
 
 func newTelemetry(t *testing.T) *telemetry {
 	t.Helper()
-	tel := &telemetry{spans: tracetest.NewSpanRecorder(), reader: sdkmetric.NewManualReader()}
-	tel.tp = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(tel.spans))
+	tel := &telemetry{spans: tracetest.NewSpanRecorder(), starts: &startRecorder{}, reader: sdkmetric.NewManualReader()}
+	tel.tp = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(tel.starts), sdktrace.WithSpanProcessor(tel.spans))
 	tel.mp = sdkmetric.NewMeterProvider(sdkmetric.WithReader(tel.reader))
 	t.Cleanup(func() {
 		_ = tel.tp.Shutdown(context.Background())
@@ -184,23 +188,64 @@ func newTelemetry(t *testing.T) *telemetry {
 	return tel
 }
 
-// findSpan returns the first ended span named name whose attributes include want.
-func (tel *telemetry) findSpan(t *testing.T, name string, want map[string]any) sdktrace.ReadOnlySpan {
+// startRecorder is a span processor that keeps the attributes each span had when it
+// started, as the seed's RecordingTracer keeps start_span's attrs apart from those set
+// later.
+type startRecorder struct {
+	mu    sync.Mutex
+	attrs map[trace.SpanID][]attribute.KeyValue
+}
+
+func (r *startRecorder) OnStart(_ context.Context, s sdktrace.ReadWriteSpan) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.attrs == nil {
+		r.attrs = map[trace.SpanID][]attribute.KeyValue{}
+	}
+	r.attrs[s.SpanContext().SpanID()] = slices.Clone(s.Attributes())
+}
+
+func (r *startRecorder) at(s sdktrace.ReadOnlySpan) []attribute.KeyValue {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.attrs[s.SpanContext().SpanID()]
+}
+
+func (*startRecorder) OnEnd(sdktrace.ReadOnlySpan)      {}
+func (*startRecorder) Shutdown(context.Context) error   { return nil }
+func (*startRecorder) ForceFlush(context.Context) error { return nil }
+
+// findSpan returns the first ended span named name that started with the attributes
+// atStart and was given the attributes later afterwards: each of later's keys is absent
+// when the span starts and has its value when it ends. Either map may be nil.
+func (tel *telemetry) findSpan(t *testing.T, name string, atStart, later map[string]any) sdktrace.ReadOnlySpan {
 	t.Helper()
 	for _, s := range tel.spans.Ended() {
-		if s.Name() == name && attrsInclude(s.Attributes(), want) {
+		start := tel.starts.at(s)
+		if s.Name() == name && attrsInclude(start, atStart) && attrsInclude(s.Attributes(), later) && !anyKey(start, later) {
 			return s
 		}
 	}
-	t.Fatalf("missing span %s with %v; have %s", name, want, describeSpans(tel.spans.Ended()))
+	t.Fatalf("missing span %s started with %v, given %v later; have %s", name, atStart, later, tel.describeSpans())
 	return nil
 }
 
-func describeSpans(spans []sdktrace.ReadOnlySpan) string {
+func anyKey(have []attribute.KeyValue, keys map[string]any) bool {
+	for _, kv := range have {
+		if _, ok := keys[string(kv.Key)]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+func (tel *telemetry) describeSpans() string {
 	out := ""
-	for _, s := range spans {
-		set := attribute.NewSet(s.Attributes()...)
-		out += "\n  " + s.Name() + " " + set.Encoded(attribute.DefaultEncoder())
+	for _, s := range tel.spans.Ended() {
+		start := attribute.NewSet(tel.starts.at(s)...)
+		end := attribute.NewSet(s.Attributes()...)
+		out += "\n  " + s.Name() + " started with " + start.Encoded(attribute.DefaultEncoder()) +
+			", ended with " + end.Encoded(attribute.DefaultEncoder())
 	}
 	return out
 }

@@ -1,9 +1,11 @@
 package lifecycle_test
 
 // The Go port of ../shared/seed/test_sandbox_usecases.py: one test per seed test, named by
-// the seed's name in Go form, asserting everything the seed asserts. Observability is read
-// from the real OpenTelemetry SDK (tracetest span recorder, ManualReader) and a recording
-// slog handler.
+// the seed's name in Go form, asserting everything the seed asserts; and, marked as such,
+// tests of what the seed means beyond what it asserts. Observability is read from the real
+// OpenTelemetry SDK (tracetest span recorder, ManualReader) and a recording slog handler.
+// As in the seed, a span's start attributes are told from those set later (a span
+// processor keeps them at OnStart), and log attribute values are compared with their types.
 
 import (
 	"context"
@@ -108,7 +110,7 @@ func expiredSession() sandbox.Session {
 }
 
 func logOf(level, msg string, chat, session uuid.UUID, container string) logRecord {
-	return logRecord{Level: level, Msg: msg, Attrs: map[string]string{
+	return logRecord{Level: level, Msg: msg, Attrs: map[string]any{
 		"chat_id": chat.String(), "session_id": session.String(), "container_id": container,
 	}}
 }
@@ -184,8 +186,7 @@ func TestCreateSandboxReuseRecordsObservability(t *testing.T) {
 	}
 	assertEqual(t, "result", got, session)
 	assertCounted(t, e.tel, "sandbox.create.total", map[string]any{"result": "reused"})
-	span := e.tel.findSpan(t, "usecase.create_sandbox", map[string]any{
-		"chat.id":        chatID.String(),
+	span := e.tel.findSpan(t, "usecase.create_sandbox", map[string]any{"chat.id": chatID.String()}, map[string]any{
 		"session.id":     sessionReusedID.String(),
 		"container.id":   "container-1",
 		"sandbox.result": "reused",
@@ -209,8 +210,7 @@ func TestCreateSandboxReplaceRecordsObservabilityAndFinalActiveCount(t *testing.
 	assertCounted(t, e.tel, "sandbox.create.total", map[string]any{"result": "replaced"})
 	assertActiveCount(t, e.tel, 1)
 	newContainer := "container-" + sessionNewID.String()
-	span := e.tel.findSpan(t, "usecase.create_sandbox", map[string]any{
-		"chat.id":                       chatID.String(),
+	span := e.tel.findSpan(t, "usecase.create_sandbox", map[string]any{"chat.id": chatID.String()}, map[string]any{
 		"sandbox.previous_session.id":   sessionOldID.String(),
 		"sandbox.previous_container.id": "container-old",
 		"sandbox.new_session.id":        sessionNewID.String(),
@@ -331,7 +331,7 @@ func TestCreateSandboxReuseMismatchRaisesConflictWithoutRuntimeCalls(t *testing.
 	assertEqual(t, "registry", mustGet(t, store, chatID), session)
 	// Beyond the seed: the conflict is counted as such.
 	assertCounted(t, e.tel, "sandbox.create.total", map[string]any{"result": "conflict"})
-	e.tel.findSpan(t, "usecase.create_sandbox", map[string]any{"sandbox.result": "conflict"})
+	e.tel.findSpan(t, "usecase.create_sandbox", map[string]any{"chat.id": chatID.String()}, map[string]any{"sandbox.result": "conflict"})
 }
 
 func TestCreateSandboxErrorRecordsObservability(t *testing.T) {
@@ -345,8 +345,7 @@ func TestCreateSandboxErrorRecordsObservability(t *testing.T) {
 		t.Fatalf("Create: err = %v, want the runtime's create_failed", err)
 	}
 	assertCounted(t, e.tel, "sandbox.create.total", map[string]any{"result": "error"})
-	span := e.tel.findSpan(t, "usecase.create_sandbox", map[string]any{
-		"chat.id":        chatID.String(),
+	span := e.tel.findSpan(t, "usecase.create_sandbox", map[string]any{"chat.id": chatID.String()}, map[string]any{
 		"session.id":     sessionNewID.String(),
 		"sandbox.result": "error",
 	})
@@ -380,8 +379,7 @@ func TestCreateSandboxReplaceStopFailurePreservesSeparateIdentities(t *testing.T
 		t.Fatalf("Create: err = %v, want stop_failed", err)
 	}
 	assertCounted(t, e.tel, "sandbox.create.total", map[string]any{"result": "error"})
-	span := e.tel.findSpan(t, "usecase.create_sandbox", map[string]any{
-		"chat.id":                       chatID.String(),
+	span := e.tel.findSpan(t, "usecase.create_sandbox", map[string]any{"chat.id": chatID.String()}, map[string]any{
 		"sandbox.previous_session.id":   sessionOldID.String(),
 		"sandbox.previous_container.id": "container-old",
 		"sandbox.new_session.id":        sessionNewID.String(),
@@ -394,6 +392,23 @@ func TestCreateSandboxReplaceStopFailurePreservesSeparateIdentities(t *testing.T
 	}
 	assertEqual(t, "span errors", spanErrors(span), []string{err.Error()})
 	// The old record stays for the next attempt.
+	assertEqual(t, "registry", mustGet(t, store, chatID), expiredSession())
+}
+
+// What the seed means beyond what it asserts: sandbox_replaced is logged only after the
+// old container stopped; a stop that fails replaced nothing, and nothing says otherwise.
+func TestCreateSandboxReplaceStopFailureLogsNoReplacement(t *testing.T) {
+	store := storeWith(t, expiredSession())
+	e := newEnv(t, store, &fakeLocker{}, stopFails("container-old"), fixedID(sessionNewID))
+
+	if _, _, err := e.svc.Create(context.Background(), createRequest()); err == nil {
+		t.Fatal("Create succeeded though the old container could not be stopped")
+	}
+	for _, rec := range e.logs() {
+		if rec.Msg == "sandbox_replaced" {
+			t.Fatalf("logged %+v though the old container's stop failed", rec)
+		}
+	}
 	assertEqual(t, "registry", mustGet(t, store, chatID), expiredSession())
 }
 
@@ -413,8 +428,7 @@ func TestCreateSandboxReplaceSaveFailureRecordsStageSafeTraceIds(t *testing.T) {
 	assertNoSession(t, store, chatID)
 	assertActiveCount(t, e.tel, 0)
 	assertCounted(t, e.tel, "sandbox.create.total", map[string]any{"result": "error"})
-	span := e.tel.findSpan(t, "usecase.create_sandbox", map[string]any{
-		"chat.id":                       chatID.String(),
+	span := e.tel.findSpan(t, "usecase.create_sandbox", map[string]any{"chat.id": chatID.String()}, map[string]any{
 		"sandbox.previous_session.id":   sessionOldID.String(),
 		"sandbox.previous_container.id": "container-old",
 		"sandbox.new_session.id":        sessionNewID.String(),
@@ -504,9 +518,10 @@ func TestDeleteSandboxDeletesSessionAndRemovesRegistryEntry(t *testing.T) {
 	assertEqual(t, "logs", e.logs(), []logRecord{logOf("INFO", "sandbox_deleted", chatID, sessionActiveID, "container-active")})
 	assertCounted(t, e.tel, "sandbox.delete.total", map[string]any{"result": "deleted"})
 	assertActiveCount(t, e.tel, 0)
-	e.tel.findSpan(t, "usecase.delete_sandbox", map[string]any{
-		"chat.id": chatID.String(), "session.id": sessionActiveID.String(),
-		"container.id": "container-active", "sandbox.result": "deleted",
+	e.tel.findSpan(t, "usecase.delete_sandbox", map[string]any{"chat.id": chatID.String()}, map[string]any{
+		"session.id":     sessionActiveID.String(),
+		"container.id":   "container-active",
+		"sandbox.result": "deleted",
 	})
 }
 
@@ -525,7 +540,7 @@ func TestDeleteSandboxReturnsIdempotentNotFoundWithoutRuntimeCalls(t *testing.T)
 	assertEqual(t, "runtime calls", len(creates)+len(stops)+len(deletes), 0)
 	assertEqual(t, "locked chats", locker.locked(), []uuid.UUID{chatID})
 	assertCounted(t, e.tel, "sandbox.delete.total", map[string]any{"result": "not_found"})
-	e.tel.findSpan(t, "usecase.delete_sandbox", map[string]any{"chat.id": chatID.String(), "sandbox.result": "not_found"})
+	e.tel.findSpan(t, "usecase.delete_sandbox", map[string]any{"chat.id": chatID.String()}, map[string]any{"sandbox.result": "not_found"})
 }
 
 func TestCleanupExpiredSandboxesStopsAndDeletesOnlyExpiredSessions(t *testing.T) {
@@ -576,7 +591,7 @@ func TestCleanupExpiredSandboxesRecordsObservabilityOnCleanedSession(t *testing.
 	assertEqual(t, "cleaned", cleaned, []sandbox.Session{expired})
 	assertCounted(t, e.tel, "sandbox.cleanup.total", map[string]any{"result": "cleaned"})
 	assertActiveCount(t, e.tel, 0)
-	root := e.tel.findSpan(t, "usecase.cleanup_expired_sandboxes", map[string]any{
+	root := e.tel.findSpan(t, "usecase.cleanup_expired_sandboxes", nil, map[string]any{
 		"sandbox.expired_count": 1,
 		"sandbox.cleaned_count": 1,
 		"sandbox.error_count":   0,
@@ -584,11 +599,10 @@ func TestCleanupExpiredSandboxesRecordsObservabilityOnCleanedSession(t *testing.
 	})
 	assertEqual(t, "root span errors", spanErrors(root), []string(nil))
 	child := e.tel.findSpan(t, "usecase.cleanup_expired_sandbox", map[string]any{
-		"chat.id":        expiredChatID.String(),
-		"session.id":     sessionExpiredID.String(),
-		"container.id":   "container-expired",
-		"sandbox.result": "cleaned",
-	})
+		"chat.id":      expiredChatID.String(),
+		"session.id":   sessionExpiredID.String(),
+		"container.id": "container-expired",
+	}, map[string]any{"sandbox.result": "cleaned"})
 	assertEqual(t, "cleanup span errors", spanErrors(child), []string(nil))
 	if child.Parent().SpanID() != root.SpanContext().SpanID() {
 		t.Fatal("cleanup span is not a child of the sweep's root span")
@@ -616,6 +630,35 @@ func TestCleanupExpiredSandboxesSkipsReplacedSessionFromStaleSnapshot(t *testing
 	assertEqual(t, "cleaned", len(cleaned), 0)
 	_, stops, _ := e.runtime.Calls()
 	assertEqual(t, "stop calls", len(stops), 0)
+	assertEqual(t, "registry", mustGet(t, inner, chatID), replacement)
+	assertEqual(t, "locked chats", locker.locked(), []uuid.UUID{chatID})
+	assertEqual(t, "logs", len(e.logs()), 0)
+}
+
+// What the seed means beyond what it asserts: a session replaced since the snapshot is
+// skipped because it is another session, even when it has expired too. Only the session
+// id tells it from the snapshot's; the replacement is the next sweep's to clean, from a
+// snapshot that lists it.
+func TestCleanupExpiredSandboxesSkipsReplacementThatExpiredToo(t *testing.T) {
+	snapshot := sandbox.Session{
+		ID: sessionExpiredID, ChatID: chatID, ContainerID: "container-expired", Status: sandbox.StatusRunning,
+		CreatedAt: now.Add(-10 * time.Minute), ExpiresAt: now.Add(-2 * time.Minute),
+	}
+	replacement := sandbox.Session{
+		ID: sessionReplacementID, ChatID: chatID, ContainerID: "container-new", Status: sandbox.StatusRunning,
+		CreatedAt: now.Add(-6 * time.Minute), ExpiresAt: now.Add(-time.Second),
+	}
+	inner := storeWith(t, replacement)
+	locker := &fakeLocker{}
+	e := newEnv(t, staleSnapshotStore{Store: inner, snapshot: snapshot}, locker, &lifecycletest.Runtime{}, nil)
+
+	cleaned, err := e.svc.CleanupExpired(context.Background())
+	if err != nil {
+		t.Fatalf("CleanupExpired: %v", err)
+	}
+	assertEqual(t, "cleaned", len(cleaned), 0)
+	creates, stops, deletes := e.runtime.Calls()
+	assertEqual(t, "runtime calls", len(creates)+len(stops)+len(deletes), 0)
 	assertEqual(t, "registry", mustGet(t, inner, chatID), replacement)
 	assertEqual(t, "locked chats", locker.locked(), []uuid.UUID{chatID})
 	assertEqual(t, "logs", len(e.logs()), 0)
@@ -653,7 +696,7 @@ func TestCleanupExpiredSandboxesContinuesAfterStopFailure(t *testing.T) {
 	assertCounted(t, e.tel, "sandbox.cleanup.error.total", map[string]any{"error.type": runtimeErrorType})
 	assertCounted(t, e.tel, "sandbox.cleanup.total", map[string]any{"result": "cleaned"})
 	assertActiveCount(t, e.tel, 1)
-	root := e.tel.findSpan(t, "usecase.cleanup_expired_sandboxes", map[string]any{
+	root := e.tel.findSpan(t, "usecase.cleanup_expired_sandboxes", nil, map[string]any{
 		"sandbox.expired_count": 2,
 		"sandbox.cleaned_count": 1,
 		"sandbox.error_count":   1,
@@ -661,13 +704,15 @@ func TestCleanupExpiredSandboxesContinuesAfterStopFailure(t *testing.T) {
 	})
 	assertEqual(t, "root span errors", spanErrors(root), []string(nil))
 	failed := e.tel.findSpan(t, "usecase.cleanup_expired_sandbox", map[string]any{
-		"chat.id": failChatID.String(), "session.id": sessionFailID.String(),
-		"container.id": "container-fail", "sandbox.result": "error",
-	})
+		"chat.id":      failChatID.String(),
+		"session.id":   sessionFailID.String(),
+		"container.id": "container-fail",
+	}, map[string]any{"sandbox.result": "error"})
 	assertEqual(t, "failed span errors", spanErrors(failed), []string{"stop_failed"})
 	ok := e.tel.findSpan(t, "usecase.cleanup_expired_sandbox", map[string]any{
-		"chat.id": cleanChatID.String(), "session.id": sessionCleanID.String(),
-		"container.id": "container-clean", "sandbox.result": "cleaned",
-	})
+		"chat.id":      cleanChatID.String(),
+		"session.id":   sessionCleanID.String(),
+		"container.id": "container-clean",
+	}, map[string]any{"sandbox.result": "cleaned"})
 	assertEqual(t, "cleaned span errors", spanErrors(ok), []string(nil))
 }
