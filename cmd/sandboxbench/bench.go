@@ -17,6 +17,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
 	"github.com/sandboxd/sandboxd/internal/pgstore"
 	"github.com/sandboxd/sandboxd/internal/sqlitestore"
+	"github.com/sandboxd/sandboxd/internal/testing/sandboxdproc"
 )
 
 // bench holds what every measurement shares.
@@ -105,9 +106,9 @@ func (b *bench) newWorld(ctx context.Context, reg registry, tag string) (*world,
 }
 
 func (b *bench) start(ctx context.Context, w *world, settings ...string) (*child, *sbclient.Client, error) {
-	srv, err := startSandboxd(ctx, sandboxdSetup{
-		bin: b.bin, registry: w.dsn, instance: w.instance, dataDir: w.dir,
-		volumeRoot: w.volumes, image: b.image, settings: settings,
+	srv, err := startSandboxd(ctx, sandboxdproc.Config{
+		Binary: b.bin, Registry: w.dsn, Instance: w.instance, Dir: w.dir,
+		VolumeRoot: w.volumes, Image: b.image, Settings: settings,
 	})
 	if err != nil {
 		return nil, nil, err

@@ -37,6 +37,8 @@ import (
 	"time"
 
 	"github.com/moby/moby/client"
+
+	"github.com/sandboxd/sandboxd/internal/testing/sandboxdproc"
 )
 
 func main() {
@@ -198,8 +200,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	b.bin = opts.sandboxd
 	if b.bin == "" {
 		fmt.Fprintln(stderr, "building sandboxd")
-		if b.bin, err = buildSandboxd(ctx, tmp); err != nil {
-			return err
+		if b.bin, err = sandboxdproc.Build(ctx, tmp, false); err != nil {
+			return fmt.Errorf("%w (run from inside the sandboxd module or pass -sandboxd)", err)
 		}
 	}
 	var registries []registry

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -18,91 +16,45 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/sandboxd/sandboxd/internal/testing/sandboxdproc"
 )
 
 // benchToken is the bearer token of every sandboxd the bench starts: the auth path is
 // part of what is measured.
 const benchToken = "sandboxbench-token"
 
-// buildSandboxd builds cmd/sandboxd of the module the working directory is in into dir.
-func buildSandboxd(ctx context.Context, dir string) (string, error) {
-	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
-	if err != nil || strings.TrimSpace(string(out)) == "" || strings.TrimSpace(string(out)) == os.DevNull {
-		return "", fmt.Errorf("build sandboxd: run from inside the sandboxd module or pass -sandboxd (go env GOMOD: %v)", err)
-	}
-	bin := filepath.Join(dir, "sandboxd")
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/sandboxd/sandboxd/cmd/sandboxd")
-	build.Dir = filepath.Dir(strings.TrimSpace(string(out)))
-	if out, err := build.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build sandboxd: %w\n%s", err, out)
-	}
-	return bin, nil
-}
-
-// child is a process the bench started: sandboxd or the trivial server.
+// child is a process the bench started: sandboxd or the trivial server. It keeps the
+// first and last warnings and errors it logged, for the error that may follow.
 type child struct {
-	cmd    *exec.Cmd
-	base   string // http://addr
-	exited chan struct{}
-	err    error // the exit, once exited is closed
+	proc *sandboxdproc.Proc
+	name string
+	base string // http://addr
 
 	mu         sync.Mutex
-	head, tail []string // the first and last warnings and errors it logged
+	head, tail []string
 }
 
-// startChild runs cmd and waits until it logs the address it listens on: a JSON record
-// {"msg":"listening","addr":...} as sandboxd writes it.
+// startChild runs cmd and waits until it logs the address it listens on (see
+// sandboxdproc.Start).
 func startChild(ctx context.Context, cmd *exec.Cmd) (*child, error) {
-	c := &child{cmd: cmd, exited: make(chan struct{})}
-	stdout, err := cmd.StdoutPipe()
+	c := &child{name: filepath.Base(cmd.Path)}
+	p, err := sandboxdproc.Start(ctx, cmd, c)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w\n%s", err, c.logTail())
 	}
-	cmd.Stderr = c
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", cmd.Path, err)
-	}
-	listening := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			line := sc.Bytes()
-			// Warnings and errors are kept, for the error that may follow.
-			if !strings.Contains(string(line), `"level":"INFO"`) && !strings.Contains(string(line), `"level":"DEBUG"`) {
-				_, _ = c.Write(append(line, '\n'))
-			}
-			var rec struct{ Msg, Addr string }
-			if json.Unmarshal(line, &rec) == nil && rec.Msg == "listening" {
-				select {
-				case listening <- rec.Addr:
-				default:
-				}
-			}
-		}
-		_, _ = io.Copy(io.Discard, stdout)
-		c.err = cmd.Wait()
-		close(c.exited)
-	}()
-	select {
-	case addr := <-listening:
-		c.base = "http://" + addr
-		return c, nil
-	case <-c.exited:
-		return nil, fmt.Errorf("%s exited before listening: %v\n%s", filepath.Base(cmd.Path), c.err, c.logTail())
-	case <-time.After(60 * time.Second):
-		c.kill()
-		return nil, fmt.Errorf("%s did not listen within 60s\n%s", filepath.Base(cmd.Path), c.logTail())
-	case <-ctx.Done():
-		c.kill()
-		return nil, ctx.Err()
-	}
+	c.proc, c.base = p, p.Base
+	return c, nil
 }
 
+// Write keeps the lines of p that are not INFO or DEBUG records.
 func (c *child) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, line := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
+		if strings.Contains(line, `"level":"INFO"`) || strings.Contains(line, `"level":"DEBUG"`) {
+			continue
+		}
 		if len(c.head) < 20 {
 			c.head = append(c.head, line)
 			continue
@@ -121,29 +73,20 @@ func (c *child) logTail() string {
 	return strings.Join(append(append(c.head[:len(c.head):len(c.head)], "..."), c.tail...), "\n")
 }
 
-// stop ends the process with SIGTERM (SIGKILL after 60s) and waits for it.
+// stop ends the process with SIGTERM (SIGKILL after sandboxdproc.Timeout) and waits for it.
 func (c *child) stop() error {
-	_ = c.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-c.exited:
-	case <-time.After(60 * time.Second):
-		c.kill()
-		return fmt.Errorf("%s did not stop within 60s after SIGTERM", filepath.Base(c.cmd.Path))
+	err := c.proc.Stop(syscall.SIGTERM)
+	if err != nil && !errors.Is(err, sandboxdproc.ErrNoStop) {
+		return fmt.Errorf("%s exited with %v\n%s", c.name, err, c.logTail())
 	}
-	if c.err != nil {
-		return fmt.Errorf("%s exited with %v\n%s", filepath.Base(c.cmd.Path), c.err, c.logTail())
-	}
-	return nil
+	return err
 }
 
-func (c *child) kill() {
-	_ = c.cmd.Process.Kill()
-	<-c.exited
-}
+func (c *child) kill() { c.proc.Kill() }
 
 // rss reads the resident set size and its peak (VmRSS, VmHWM) of the process, in bytes.
 func (c *child) rss() (rss, peak int64, err error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.cmd.Process.Pid))
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.proc.Pid()))
 	if err != nil {
 		return 0, 0, err
 	}
@@ -170,39 +113,12 @@ func (c *child) rss() (rss, peak int64, err error) {
 	return rss, peak, nil
 }
 
-// sandboxdSetup is one sandboxd's world: its registry, instance id, data and volumes.
-type sandboxdSetup struct {
-	bin        string
-	registry   string // sqlite:<path> or postgres://...
-	instance   string
-	dataDir    string
-	volumeRoot string
-	image      string
-	settings   []string // more SANDBOXD_... variables
-}
-
-// startSandboxd runs the real sandboxd binary on a free loopback port.
-func startSandboxd(ctx context.Context, s sandboxdSetup) (*child, error) {
-	cmd := exec.Command(s.bin)
-	cmd.Dir = s.dataDir
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "SANDBOXD_") {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
-	cmd.Env = append(cmd.Env,
-		"SANDBOXD_LISTEN=127.0.0.1:0",
-		"SANDBOXD_TOKENS="+benchToken,
-		"SANDBOXD_REGISTRY="+s.registry,
-		"SANDBOXD_DOCKER_INSTANCE="+s.instance,
-		"SANDBOXD_DOCKER_VOLUME_ROOT="+s.volumeRoot,
-		"SANDBOXD_AGENTS_DEFAULT_IMAGE="+s.image,
-		"SANDBOXD_LOG_FORMAT=json",
-		"SANDBOXD_LOG_LEVEL=info",
-		"SANDBOXD_RECONCILE_INTERVAL=1h",
-	)
-	cmd.Env = append(cmd.Env, s.settings...)
-	return startChild(ctx, cmd)
+// startSandboxd runs the real sandboxd binary on a free loopback port, its periodic
+// reconciliation out of the way of the measurements.
+func startSandboxd(ctx context.Context, cfg sandboxdproc.Config) (*child, error) {
+	cfg.Token, cfg.LogLevel = benchToken, "info"
+	cfg.Settings = append([]string{"SANDBOXD_RECONCILE_INTERVAL=1h"}, cfg.Settings...)
+	return startChild(ctx, cfg.Command())
 }
 
 // roleEnv makes the bench's own binary the trivial server when it names "trivial".

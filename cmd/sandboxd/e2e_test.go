@@ -5,12 +5,9 @@ package main
 // instance id, data folder and volume root; dockertest removes its containers.
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -30,6 +27,8 @@ import (
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 	"github.com/sandboxd/sandboxd/internal/testing/dockertest"
 	"github.com/sandboxd/sandboxd/internal/testing/pgtest"
+	"github.com/sandboxd/sandboxd/internal/testing/sandboxdproc"
+	"github.com/sandboxd/sandboxd/internal/testing/syncbuf"
 	"github.com/sandboxd/sandboxd/internal/testing/waitfor"
 )
 
@@ -44,15 +43,8 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	binary = filepath.Join(dir, "sandboxd")
-	args := []string{"build", "-o", binary}
-	if raceBuild {
-		args = append(args, "-race")
-	}
-	build := exec.Command("go", append(args, ".")...)
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build sandboxd:", err)
+	if binary, err = sandboxdproc.Build(context.Background(), dir, raceBuild); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	code := pgtest.Main(m).Run() // stops a throwaway PostgreSQL the tests started
@@ -66,7 +58,7 @@ type world struct {
 	docker   *dockerclient.Client
 	instance string
 	dataDir  string
-	env      []string
+	cfg      sandboxdproc.Config
 }
 
 func newWorld(t *testing.T, settings ...string) *world {
@@ -74,91 +66,45 @@ func newWorld(t *testing.T, settings ...string) *world {
 	cli := dockertest.Client(t)
 	image := dockertest.Image(t, cli)
 	w := &world{t: t, docker: cli, instance: dockertest.Instance(t, cli), dataDir: t.TempDir()}
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "SANDBOXD_") {
-			w.env = append(w.env, kv)
-		}
+	w.cfg = sandboxdproc.Config{
+		Binary:     binary,
+		Dir:        w.dataDir,
+		Token:      token,
+		Registry:   "sqlite:" + filepath.Join(w.dataDir, "sandboxd.db"),
+		Instance:   w.instance,
+		VolumeRoot: filepath.Join(w.dataDir, "volumes"),
+		Image:      image,
+		LogLevel:   "debug",
+		Settings:   append([]string{"SANDBOXD_SHUTDOWN_TIMEOUT=30s"}, settings...),
 	}
-	w.env = append(w.env,
-		"SANDBOXD_LISTEN=127.0.0.1:0",
-		"SANDBOXD_TOKENS="+token,
-		"SANDBOXD_REGISTRY=sqlite:"+filepath.Join(w.dataDir, "sandboxd.db"),
-		"SANDBOXD_DOCKER_INSTANCE="+w.instance,
-		"SANDBOXD_DOCKER_VOLUME_ROOT="+filepath.Join(w.dataDir, "volumes"),
-		"SANDBOXD_AGENTS_DEFAULT_IMAGE="+image,
-		"SANDBOXD_LOG_FORMAT=json",
-		"SANDBOXD_LOG_LEVEL=debug",
-		"SANDBOXD_SHUTDOWN_TIMEOUT=30s",
-	)
-	w.env = append(w.env, settings...)
 	return w
 }
 
 // server is one run of the binary.
 type server struct {
-	t      *testing.T
-	cmd    *exec.Cmd
-	api    *client.Client
-	base   string
-	exited chan struct{}
-	err    error // the process's exit, once exited is closed
-
-	mu   sync.Mutex
-	logs strings.Builder
+	t    *testing.T
+	proc *sandboxdproc.Proc
+	api  *client.Client
+	base string
+	logs syncbuf.Buffer
 }
 
 // start runs sandboxd and waits until it listens.
 func (w *world) start() *server {
 	t := w.t
 	t.Helper()
-	s := &server{t: t, exited: make(chan struct{})}
-	s.cmd = exec.Command(binary)
-	s.cmd.Env = w.env
-	s.cmd.Dir = w.dataDir
-	stdout, err := s.cmd.StdoutPipe()
+	s := &server{t: t}
+	proc, err := sandboxdproc.Start(context.Background(), w.cfg.Command(), &s.logs)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v\n%s", err, s.log())
 	}
-	s.cmd.Stderr = (*logWriter)(s)
-	if err := s.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	s.proc, s.base = proc, proc.Base
 	t.Cleanup(func() {
-		select {
-		case <-s.exited:
-		default:
-			_ = s.cmd.Process.Kill()
-			<-s.exited
-		}
+		proc.Kill()
 		if t.Failed() {
-			t.Logf("sandboxd pid %d log:\n%s", s.cmd.Process.Pid, s.log())
+			t.Logf("sandboxd pid %d log:\n%s", proc.Pid(), s.log())
 		}
 	})
-
-	listening := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			line := sc.Text()
-			_, _ = (*logWriter)(s).Write([]byte(line + "\n"))
-			var rec struct{ Msg, Addr string }
-			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "listening" {
-				listening <- rec.Addr
-			}
-		}
-		_, _ = io.Copy(io.Discard, stdout)
-		s.err = s.cmd.Wait()
-		close(s.exited)
-	}()
-	select {
-	case addr := <-listening:
-		s.base = "http://" + addr
-	case <-s.exited:
-		t.Fatalf("sandboxd exited before listening: %v", s.err)
-	case <-time.After(60 * time.Second):
-		t.Fatal("sandboxd did not listen within 60s")
-	}
 	s.api, err = client.New(s.base, token, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -169,32 +115,17 @@ func (w *world) start() *server {
 // stop sends sig and waits for the process to end; SIGTERM must end it cleanly.
 func (s *server) stop(sig syscall.Signal) {
 	s.t.Helper()
-	if err := s.cmd.Process.Signal(sig); err != nil {
+	err := s.proc.Stop(sig)
+	var exit *exec.ExitError
+	if err != nil && !errors.As(err, &exit) {
 		s.t.Fatal(err)
 	}
-	select {
-	case <-s.exited:
-	case <-time.After(60 * time.Second):
-		s.t.Fatal("sandboxd did not stop within 60s")
-	}
-	if sig == syscall.SIGTERM && s.err != nil {
-		s.t.Errorf("sandboxd exited with %v after SIGTERM", s.err)
+	if sig == syscall.SIGTERM && err != nil {
+		s.t.Errorf("sandboxd exited with %v after SIGTERM", err)
 	}
 }
 
-type logWriter server
-
-func (w *logWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.logs.Write(p)
-}
-
-func (s *server) log() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.logs.String()
-}
+func (s *server) log() string { return s.logs.String() }
 
 // labelled returns the ids of the containers of this test's instance.
 func (w *world) labelled() []string {
