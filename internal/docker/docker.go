@@ -1,12 +1,3 @@
-// Package docker runs sandboxes as hardened containers on a Docker engine. Its Runtime is
-// the lifecycle's Runtime, Admitter and Inventory: it makes, stops and removes containers,
-// checks create requests (agent profile, workspace folder) before anything happens, and
-// lists the containers this instance made so the reconciler can repair crashes.
-//
-// Every container is the translation of its agent's profile (package profile), chosen by
-// configuration, never by the client: its own image, limits, network and user, with all
-// capabilities dropped, no-new-privileges, a read-only root, an init process and the
-// chat's workspace folder as its only host mount.
 package docker
 
 import (

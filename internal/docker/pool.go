@@ -27,30 +27,10 @@ import (
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 )
 
-// The warm pool.
-//
-// A profile with Pool.Min > 0 keeps that many sandboxes created and started ahead of
-// demand. A pooled container is made exactly as a cold one (same config, limits, user and
-// hardening) except for its name (sandboxd-pool-<profile>-<owner>-<rand>), its labels
-// (LabelManagedBy, LabelInstance, LabelPool, LabelPoolOwner; no chat, session, agent or
-// expiry) and its workspace, a fresh folder <root>/.pool/<owner>-<rand>.
-//
-// Create claims one when the chat's workspace is its derived folder <root>/<chat> and that
-// folder does not exist yet: it renames the pooled folder to <root>/<chat> (the bind mount
-// holds the directory, not its name, so the sandbox's /workspace is the chat's folder from
-// then on) and the container to ContainerName(chat, session). Labels cannot change after
-// creation, so a claimed container's identity is its name: Managed reads chat and session
-// from it, and does not list unclaimed pool containers at all (the pool owns them, the
-// reconciler never sees them). A crash between the claim and the registry's save leaves a
-// container that Managed reports with its chat and no record: the reconciler removes it.
-//
-// Invariants, kept here: a container is in ready at most once and only while its name is
-// a pool name and its folder is in .pool; it leaves ready (under mu) before it is renamed
-// or removed, so a claim and the health check never both act on it. Pool containers and
-// folders carry the id of the pool that made them (owner): each live pool holds a lock on
-// <root>/.pool/<owner>.lock, so that leftovers of a pool that died (a previous run) are
-// told apart from the pools of other processes sharing the engine, instance and volume
-// root (replicas), and only the former are removed at start-up.
+// The warm pool: see the package doc. Invariants, kept here: a container is in ready at
+// most once and only while its name is a pool name and its folder is in .pool; it leaves
+// ready (under mu) before it is renamed or removed, so a claim and the health check never
+// both act on it.
 
 // Labels of pooled containers.
 const (
