@@ -55,7 +55,7 @@ func New(cfg Config) *Files { return &Files{cfg: cfg} }
 
 // WriteFile writes r to name (up to maxBytes) through a temporary file that is renamed
 // into place, so a refused or failed write leaves nothing behind. Missing parent folders
-// are made.
+// are made, owned by the sandbox's user like the file; a failed chown fails the write.
 func (f *Files) WriteFile(ctx context.Context, s sandbox.Session, name string, r io.Reader, maxBytes int64) (lifecycle.FileInfo, error) {
 	root, rel, area, err := f.open(ctx, s, name)
 	if err != nil {
@@ -80,7 +80,15 @@ func (f *Files) WriteFile(ctx context.Context, s sandbox.Session, name string, r
 		}
 		if owner != nil {
 			for _, d := range made {
-				_ = root.Lchown(d, owner.UID, owner.GID)
+				if err := root.Lchown(d, owner.UID, owner.GID); err != nil {
+					// A folder the sandbox's user cannot change would fail its next
+					// write: fail this one, and remove what it made (deepest first; a
+					// folder something was put in meanwhile stays).
+					for _, d := range made {
+						_ = root.Remove(d)
+					}
+					return lifecycle.FileInfo{}, fmt.Errorf("hostfiles: chown folder %q: %w", d, err)
+				}
 			}
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -285,5 +286,61 @@ func TestListingIsBounded(t *testing.T) {
 	}
 	if list, err := f.ListDir(context.Background(), s, "empty"); err != nil || len(list) != 0 {
 		t.Fatalf("ListDir of an empty folder = %v, %v", list, err)
+	}
+}
+
+// An upload whose new folders cannot be given to the sandbox's user fails, and removes
+// the folders it made: a failed write leaves nothing behind. The chown must fail for
+// real, so the test runs as a user without the right to give files away (as root, it
+// runs itself again as nobody).
+func TestUploadFailsWhenItsFoldersCannotBeGivenToTheOwner(t *testing.T) {
+	if os.Geteuid() == 0 {
+		runAsNobody(t)
+		return
+	}
+	ws := t.TempDir()
+	must(t, os.Mkdir(filepath.Join(ws, "old"), 0o755))
+	other := os.Getuid() + 1
+	s := sandbox.Session{ID: uuid.New(), VolumeHostPath: ws}
+	f := hostfiles.New(hostfiles.Config{Owner: func(string) *hostfiles.Owner { return &hostfiles.Owner{UID: other, GID: other} }})
+	_, err := f.WriteFile(context.Background(), s, "old/new/sub/f", strings.NewReader("x"), 10)
+	if !errors.Is(err, os.ErrPermission) || !strings.Contains(err.Error(), "chown") {
+		t.Fatalf("WriteFile = %v, want the chown's permission error", err)
+	}
+	left, err := os.ReadDir(filepath.Join(ws, "old"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left) != 0 {
+		t.Errorf("the failed write left %v in old", left)
+	}
+}
+
+// runAsNobody runs the calling test again in a copy of the test binary, as nobody
+// (65534), and fails unless it passes there.
+func runAsNobody(t *testing.T) {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin, err := os.ReadFile(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp("", "hostfiles-nobody-") // t.TempDir's parent is closed to nobody
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	must(t, os.Chmod(dir, 0o755))
+	copied := filepath.Join(dir, "hostfiles.test")
+	must(t, os.WriteFile(copied, bin, 0o755))
+	cmd := exec.Command(copied, "-test.run=^"+t.Name()+"$", "-test.v", "-test.count=1")
+	cmd.Dir = dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--- PASS: "+t.Name()) {
+		t.Fatalf("as nobody: %v\n%s", err, out)
 	}
 }
