@@ -313,9 +313,9 @@ func openRegistry(ctx context.Context, dsn string, sweepParallelism int, linger 
 			st.CacheUnder(locker)
 		}
 		return registry{store: st, binding: st, locker: locker, ping: st.Ping, close: func() error {
-			_ = locker.Close() // ends the leases before the store can be written by others
+			lerr := locker.Close() // ends the leases before the store can be written by others
 			pool.Close()
-			return st.Close()
+			return errors.Join(lerr, st.Close())
 		}}, nil
 	}
 	return registry{}, fmt.Errorf("registry: unknown kind %q", kind)
