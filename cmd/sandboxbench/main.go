@@ -1,5 +1,5 @@
 // Command sandboxbench measures sandboxd against the Docker engine it drives, on the same
-// machine in the same run (issue 7). It starts the real sandboxd binary (built from this
+// machine in the same run. It starts the real sandboxd binary (built from this
 // module unless -sandboxd names one) on SQLite and on PostgreSQL (a throwaway cluster, or
 // -pg-dsn) with the real engine, on loopback, and measures each figure beside a baseline:
 //

@@ -68,8 +68,9 @@ type Config struct {
 	Metrics http.Handler
 	// Logger receives one record per request; default: discard.
 	Logger *slog.Logger
-	// Now tells the time at which the "expired" flag of a session is judged; it should
-	// be the lifecycle's clock. Default: time.Now.
+	// Now tells the time at which the "expired" flag of a session is judged. Default:
+	// time.Now, the lifecycle's default clock too (sandboxd leaves both so); a caller that
+	// gives the lifecycle another Clock gives its Now here.
 	Now func() time.Time
 }
 

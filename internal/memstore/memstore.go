@@ -1,5 +1,6 @@
-// Package memstore provides an in-memory lifecycle.Store, for tests and for a sandboxd
-// that needs no durability.
+// Package memstore provides an in-memory lifecycle.Store (and Binding), for tests: the
+// reference the conformance suites run against besides the real registries. No setting
+// of sandboxd selects it.
 package memstore
 
 import (
