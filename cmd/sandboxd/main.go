@@ -196,6 +196,10 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 	// Runs before the pool drain, the runtime and the registry close: use cases whose
 	// callers left (creates, sweeps) finish their work first.
 	closers = append(closers, svc.Drain)
+	// The engine's event stream: a sandbox that dies is repaired at once, and a
+	// reconciliation follows every (re)connection of the stream. Stopped before Drain.
+	follower := svc.Follow(ctx, rt, 0, 0)
+	closers = append(closers, func(context.Context) error { follower.Stop(); return nil })
 	jobs, err := periodic.Start(ctx, log,
 		periodic.Job{Name: "sweep", Interval: cfg.Sweep.Interval, Run: func(ctx context.Context) error {
 			_, err := svc.CleanupExpired(ctx)

@@ -114,6 +114,8 @@ type Service struct {
 	m      instruments
 
 	busy inflight // use cases holding a chat lock
+
+	reconciling chan struct{} // holds one token while a reconciliation runs (the job's, the event stream's)
 }
 
 // inflight counts use cases under way so that shutdown can wait for them, and refuses
@@ -175,6 +177,7 @@ type instruments struct {
 	cleanupTotal      metric.Int64Counter
 	cleanupErrorTotal metric.Int64Counter
 	reconcileTotal    metric.Int64Counter
+	diedTotal         metric.Int64Counter
 	execTotal         metric.Int64Counter
 	keepaliveTotal    metric.Int64Counter
 	fileTotal         metric.Int64Counter
@@ -217,6 +220,7 @@ func New(cfg Config) (*Service, error) {
 		maxFileBytes:       orDefault(cfg.MaxFileBytes, 100<<20),
 		maxLifetime:        orDefault(cfg.MaxLifetime, 24*time.Hour),
 		extendOnActivity:   cfg.ExtendOnActivity,
+		reconciling:        make(chan struct{}, 1),
 	}
 	if s.clock == nil {
 		s.clock = systemClock{}
@@ -260,6 +264,7 @@ func New(cfg Config) (*Service, error) {
 	s.m.cleanupTotal = counter("sandbox.cleanup.total", "Expired sandboxes cleaned by the sweep.")
 	s.m.cleanupErrorTotal = counter("sandbox.cleanup.error.total", "Sweep failures by error type.")
 	s.m.reconcileTotal = counter("sandbox.reconcile.total", "Reconciler repairs by result.")
+	s.m.diedTotal = counter("sandbox.died.total", "Sandboxes that died on their own (or were removed behind sandboxd's back), by reason.")
 	s.m.execTotal = counter("sandbox.exec.total", "Commands run in sandboxes by result.")
 	s.m.keepaliveTotal = counter("sandbox.keepalive.total", "Keepalive requests by result.")
 	s.m.fileTotal = counter("sandbox.file.total", "Workspace file operations by op and result.")
@@ -324,3 +329,5 @@ func failSpan(span trace.Span, err error) {
 }
 
 func result(r string) attribute.KeyValue { return attribute.String("result", r) }
+
+func reasonAttr(r string) attribute.KeyValue { return attribute.String("reason", r) }

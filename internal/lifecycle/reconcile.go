@@ -35,6 +35,12 @@ func (s *Service) Reconcile(ctx context.Context) (ReconcileReport, error) {
 	ctx, span := s.tracer.Start(ctx, "usecase.reconcile")
 	defer span.End()
 	var rep ReconcileReport
+	select {
+	case s.reconciling <- struct{}{}:
+		defer func() { <-s.reconciling }()
+	case <-ctx.Done():
+		return rep, fmt.Errorf("reconcile: wait for the one under way: %w", ctx.Err())
+	}
 	if s.inventory == nil {
 		return rep, fmt.Errorf("reconcile: no inventory configured: %w", sandbox.ErrUnavailable)
 	}
