@@ -22,6 +22,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/memstore"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 	"github.com/sandboxd/sandboxd/internal/testing/syncbuf"
+	"github.com/sandboxd/sandboxd/internal/testing/waitfor"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -179,7 +180,7 @@ func TestErrors(t *testing.T) {
 func TestSpinner(t *testing.T) {
 	var buf syncbuf.Buffer
 	stop := spin(&buf, "waiting", time.Millisecond)
-	time.Sleep(20 * time.Millisecond)
+	waitfor.True(t, 5*time.Second, "a spinner frame", func() bool { return strings.Contains(buf.String(), "⠋ waiting") })
 	stop()
 	stop() // idempotent
 	out := buf.String()

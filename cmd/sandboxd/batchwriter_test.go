@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sandboxd/sandboxd/internal/testing/waitfor"
 )
 
 // lockedBuffer is a bytes.Buffer safe for the writer goroutine and the test.
@@ -54,19 +56,11 @@ func TestBatchWriterWritesALoneRecordWithoutWaitingForMore(t *testing.T) {
 	w := newBatchWriter(&out)
 	t.Cleanup(func() { _ = w.Close() })
 	_, _ = w.Write([]byte("one\n"))
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	waitfor.True(t, 5*time.Second, "the lone record written", func() bool {
 		out.mu.Lock()
-		got := out.b.String()
-		out.mu.Unlock()
-		if got == "one\n" {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after 5s the output is %q, want %q", got, "one\n")
-		}
-		time.Sleep(time.Millisecond)
-	}
+		defer out.mu.Unlock()
+		return out.b.String() == "one\n"
+	})
 }
 
 // BenchmarkRequestLog is the request log's record (httpapi's logRequests) written by

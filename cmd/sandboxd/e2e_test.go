@@ -190,6 +190,7 @@ func TestCreateReuseConflictReplaceDelete(t *testing.T) {
 		t.Fatal("a refused create stopped the live sandbox")
 	}
 
+	// The behaviour under test: the TTL passes on the binary's real clock.
 	time.Sleep(time.Until(first.ExpiresAt) + 100*time.Millisecond)
 	got, err := api.Get(ctx, chat)
 	if err != nil || !got.Expired {

@@ -45,9 +45,10 @@ func TestWarmPool(t *testing.T) {
 	w := newWorld(t, "SANDBOXD_AGENTS_DEFAULT_POOL_MIN=2")
 	srv := w.start()
 	ctx := context.Background()
-	waitfor.True(t, time.Minute, "pool of 2", func() bool { return len(w.pooled()) == 2 })
-	// Ready once listed by the engine as running; give the pool a moment to take them in.
-	time.Sleep(200 * time.Millisecond)
+	// Ready once the pool holds them (its gauge), not merely once the engine runs them.
+	waitfor.True(t, time.Minute, "pool of 2", func() bool {
+		return len(w.pooled()) == 2 && poolSize(t, srv) == "2"
+	})
 	before := w.pooled()
 
 	chat := newChat()
@@ -98,6 +99,17 @@ func TestWarmPool(t *testing.T) {
 	if entries, err := os.ReadDir(filepath.Join(w.dataDir, "volumes", ".pool")); err != nil || len(entries) != 0 {
 		t.Errorf(".pool after SIGTERM: %v, %v", entries, err)
 	}
+}
+
+// poolSize is the value of the sandbox_pool_size gauge in /metrics ("" when absent).
+func poolSize(t *testing.T, srv *server) string {
+	t.Helper()
+	for _, line := range strings.Split(metrics(t, srv), "\n") {
+		if strings.HasPrefix(line, "sandbox_pool_size{") {
+			return line[strings.LastIndexByte(line, ' ')+1:]
+		}
+	}
+	return ""
 }
 
 func metrics(t *testing.T, srv *server) string {

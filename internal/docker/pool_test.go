@@ -464,10 +464,8 @@ func benchmarkCreate(b *testing.B, min int) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = rt.DrainPool(ctx) })
-	e := env{rt: rt, cli: cli, root: root, inst: inst}
 	waitFull := func() {
-		waitfor.True(b, time.Minute, "a full pool", func() bool { return len(e.pooled(b)) >= min })
-		time.Sleep(20 * time.Millisecond) // started → ready
+		waitfor.True(b, time.Minute, "a full pool", func() bool { return docker.PoolReady(rt) >= min })
 	}
 	var made []string
 	b.ResetTimer()

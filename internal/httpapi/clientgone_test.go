@@ -14,6 +14,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 	"github.com/sandboxd/sandboxd/internal/testing/syncbuf"
+	"github.com/sandboxd/sandboxd/internal/testing/waitfor"
 )
 
 // waitingSandboxes blocks every create until its caller leaves, as a create waiting for a
@@ -42,13 +43,9 @@ func TestAClientThatLeavesIsNotAnInternalError(t *testing.T) {
 		resp.Body.Close()
 		t.Fatal("the request was answered though the create never ended")
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(logs.String(), `"msg":"http_request"`) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no request record: %s", logs.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitfor.True(t, 5*time.Second, "the request's record", func() bool {
+		return strings.Contains(logs.String(), `"msg":"http_request"`)
+	})
 	out := logs.String()
 	if !strings.Contains(out, `"status":499`) || strings.Contains(out, "request_failed") {
 		t.Fatalf("log: %s", out)

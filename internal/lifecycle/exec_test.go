@@ -27,6 +27,7 @@ type scriptedExecutor struct {
 	out, errOut string
 	code        int
 	hang        bool
+	running     chan struct{} // closed when a hanging command has started, if not nil
 	killed      chan struct{}
 	got         lifecycle.ExecCommand
 	container   string
@@ -41,6 +42,9 @@ func (e *scriptedExecutor) Exec(ctx context.Context, containerID string, cmd lif
 	_, _ = io.WriteString(cmd.Stdout, e.out)
 	_, _ = io.WriteString(cmd.Stderr, e.errOut)
 	if e.hang {
+		if e.running != nil {
+			close(e.running)
+		}
 		<-ctx.Done()
 		close(e.killed)
 		return 0, ctx.Err()
@@ -118,10 +122,10 @@ func TestExecTimeoutKillsTheCommand(t *testing.T) {
 }
 
 func TestExecOfACallerThatLeavesKillsTheCommand(t *testing.T) {
-	exec := &scriptedExecutor{hang: true, killed: make(chan struct{})}
+	exec := &scriptedExecutor{hang: true, running: make(chan struct{}), killed: make(chan struct{})}
 	e := newAgentEnv(t, exec, lifecycle.Config{}, liveSession())
 	ctx, cancel := context.WithCancel(context.Background())
-	go func() { time.Sleep(20 * time.Millisecond); cancel() }()
+	go func() { <-exec.running; cancel() }() // leave once the command runs
 	if _, err := e.svc.Exec(ctx, lifecycle.ExecRequest{ChatID: chatID, Cmd: []string{"sleep", "60"}}); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Exec: err = %v, want context.Canceled", err)
 	}

@@ -3,6 +3,9 @@ package lifecycletest
 import (
 	"context"
 	"errors"
+	"fmt"
+	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -11,6 +14,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
+	"github.com/sandboxd/sandboxd/internal/testing/waitfor"
 )
 
 // TestLocker runs the locker conformance suite. newLocker may be called several times in
@@ -39,7 +43,7 @@ func TestLocker(t *testing.T, newLocker func(t *testing.T) lifecycle.Locker) {
 						break
 					}
 				}
-				time.Sleep(time.Millisecond)
+				time.Sleep(time.Millisecond) // hold the lock a while: a second holder would overlap
 				total.Add(1)
 				inside.Add(-1)
 				unlock()
@@ -79,13 +83,9 @@ func TestLocker(t *testing.T, newLocker func(t *testing.T) lifecycle.Locker) {
 		wctx, stopWaiters := context.WithCancel(ctx)
 		var wg sync.WaitGroup
 		for range 64 {
-			wg.Go(func() {
-				if unlock, err := l.Lock(wctx, busy); err == nil {
-					unlock()
-				}
-			})
+			wg.Go(func() { queueFor(wctx, l, busy) })
 		}
-		time.Sleep(200 * time.Millisecond) // let the waiters queue
+		waitQueued(t, 64)
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		unlock2, err := l.Lock(cctx, uuid.New())
@@ -140,5 +140,38 @@ func TestLocker(t *testing.T, newLocker func(t *testing.T) lifecycle.Locker) {
 			t.Fatalf("Lock after double unlock: %v", err)
 		}
 		unlock()
+	})
+}
+
+// queueFor locks chat and unlocks it at once. The waiters of WaitersOfABusyChatDoNotBlockOthers
+// run it, a frame of its own, so that waitQueued can find them.
+func queueFor(ctx context.Context, l lifecycle.Locker, chat uuid.UUID) {
+	if unlock, err := l.Lock(ctx, chat); err == nil {
+		unlock()
+	}
+}
+
+// waitQueued waits until n goroutines are parked in queueFor: each waits inside the
+// locker's Lock, the only call of queueFor that can wait.
+func waitQueued(t *testing.T, n int) {
+	t.Helper()
+	waitfor.True(t, 10*time.Second, fmt.Sprintf("%d waiters in Lock", n), func() bool {
+		buf := make([]byte, 1<<20)
+		for {
+			if k := runtime.Stack(buf, true); k < len(buf) {
+				buf = buf[:k]
+				break
+			}
+			buf = make([]byte, 2*len(buf))
+		}
+		queued := 0
+		for _, g := range strings.Split(string(buf), "\n\n") {
+			state, _, _ := strings.Cut(g, "\n") // "goroutine 7 [select]:"
+			parked := !strings.Contains(state, "[running]") && !strings.Contains(state, "[runnable]")
+			if parked && strings.Contains(g, "lifecycletest.queueFor(") {
+				queued++
+			}
+		}
+		return queued >= n
 	})
 }

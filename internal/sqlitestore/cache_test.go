@@ -27,12 +27,13 @@ func TestCachedGetAgreesWithTheFileAfterRacingWrites(t *testing.T) {
 	}
 	defer st.Close()
 	chats := []uuid.UUID{uuid.New(), uuid.New(), uuid.New()}
-	var wg sync.WaitGroup
+	var writers, readers sync.WaitGroup
 	stop := make(chan struct{})
 	for _, chat := range chats {
-		wg.Add(2)
+		writers.Add(1)
+		readers.Add(1)
 		go func() { // writer: save, extend, remove, save, ...
-			defer wg.Done()
+			defer writers.Done()
 			for i := 0; i < 60; i++ {
 				s := lifecycletest.NewSession(chat, lifecycletest.Base.Add(time.Duration(i)*time.Minute))
 				if err := st.Save(ctx, s); err != nil {
@@ -53,7 +54,7 @@ func TestCachedGetAgreesWithTheFileAfterRacingWrites(t *testing.T) {
 			}
 		}()
 		go func() { // reader
-			defer wg.Done()
+			defer readers.Done()
 			for {
 				select {
 				case <-stop:
@@ -67,18 +68,9 @@ func TestCachedGetAgreesWithTheFileAfterRacingWrites(t *testing.T) {
 			}
 		}()
 	}
-	time.Sleep(10 * time.Millisecond)
-	go func() {
-		// Stop the readers once the writers are done: wait for writers by polling Count.
-		for {
-			if n, _ := st.Count(ctx); n == len(chats) {
-				close(stop)
-				return
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	}()
-	wg.Wait()
+	writers.Wait() // the readers race the writers to their last write
+	close(stop)
+	readers.Wait()
 
 	fresh, err := sqlitestore.Open(ctx, path)
 	if err != nil {
