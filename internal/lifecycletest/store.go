@@ -44,9 +44,17 @@ func Equal(a, b sandbox.Session) bool {
 		a.AgentID == b.AgentID && a.VolumeHostPath == b.VolumeHostPath
 }
 
-// TestStore runs the registry conformance suite. newStore must return an empty store,
-// independent of every other it returned.
+// TestStore runs the registry conformance suite, in named parts. newStore must return an
+// empty store, independent of every other it returned.
 func TestStore(t *testing.T, newStore func(t *testing.T) lifecycle.Store) {
+	t.Run("Records", func(t *testing.T) { testRecords(t, newStore) })
+	t.Run("OneSessionPerChat", func(t *testing.T) { testOneSessionPerChat(t, newStore) })
+	t.Run("ExpiredSnapshot", func(t *testing.T) { testExpiredSnapshot(t, newStore) })
+	t.Run("Listing", func(t *testing.T) { testListing(t, newStore) })
+}
+
+// testRecords checks a session is kept as saved, to the microsecond, and found by its chat.
+func testRecords(t *testing.T, newStore func(t *testing.T) lifecycle.Store) {
 	ctx := context.Background()
 
 	t.Run("SaveGetRoundTrip", func(t *testing.T) {
@@ -91,7 +99,29 @@ func TestStore(t *testing.T, newStore func(t *testing.T) lifecycle.Store) {
 		}
 	})
 
-	t.Run("OneSessionPerChat", func(t *testing.T) {
+	t.Run("SetExpiry", func(t *testing.T) {
+		st := newStore(t)
+		s := NewSession(uuid.New(), Base)
+		mustSave(t, st, s)
+		later := Base.Add(time.Hour)
+		if err := st.SetExpiry(ctx, s.ID, later); err != nil {
+			t.Fatalf("SetExpiry: %v", err)
+		}
+		got, err := st.Get(ctx, s.ChatID)
+		if err != nil || !got.ExpiresAt.Equal(later) {
+			t.Fatalf("after SetExpiry: %+v, %v", got, err)
+		}
+		if err := st.SetExpiry(ctx, uuid.New(), later); !errors.Is(err, sandbox.ErrNotFound) {
+			t.Fatalf("SetExpiry of missing session: err = %v, want ErrNotFound", err)
+		}
+	})
+}
+
+// testOneSessionPerChat checks a chat has at most one session, also under concurrent saves, until it is removed.
+func testOneSessionPerChat(t *testing.T, newStore func(t *testing.T) lifecycle.Store) {
+	ctx := context.Background()
+
+	t.Run("SecondSaveIsAConflict", func(t *testing.T) {
 		st := newStore(t)
 		chat := uuid.New()
 		first := NewSession(chat, Base)
@@ -156,64 +186,75 @@ func TestStore(t *testing.T, newStore func(t *testing.T) lifecycle.Store) {
 		// The chat is free again.
 		mustSave(t, st, NewSession(a.ChatID, Base))
 	})
+}
 
-	t.Run("ListExpiredOldestFirstInclusiveAndLimited", func(t *testing.T) {
-		st := newStore(t)
-		now := Base
-		older := NewSession(uuid.New(), now.Add(-time.Minute))
-		boundary := NewSession(uuid.New(), now)
-		oldest := NewSession(uuid.New(), now.Add(-time.Hour))
+// testExpiredSnapshot checks the sweep's snapshot: expired sessions (expiry at or before
+// now), oldest first, page by page after a cursor on expiry and chat id.
+func testExpiredSnapshot(t *testing.T, newStore func(t *testing.T) lifecycle.Store) {
+	ctx := context.Background()
+	now := Base
+	// A store with three expired sessions (one exactly at now) and a live one.
+	fixture := func(t *testing.T) (st lifecycle.Store, oldest, older, boundary sandbox.Session) {
+		st = newStore(t)
+		oldest = NewSession(uuid.New(), now.Add(-time.Hour))
+		older = NewSession(uuid.New(), now.Add(-time.Minute))
+		boundary = NewSession(uuid.New(), now)
 		live := NewSession(uuid.New(), now.Add(time.Microsecond))
 		for _, s := range []sandbox.Session{older, boundary, oldest, live} {
 			mustSave(t, st, s)
 		}
+		return st, oldest, older, boundary
+	}
+
+	t.Run("OldestFirstAndInclusive", func(t *testing.T) {
+		st, oldest, older, boundary := fixture(t)
 		got, err := st.ListExpired(ctx, now, lifecycle.ExpiredAfter{}, 10)
 		if err != nil {
 			t.Fatalf("ListExpired: %v", err)
 		}
 		assertIDs(t, got, oldest, older, boundary)
-		got, err = st.ListExpired(ctx, now, lifecycle.ExpiredAfter{}, 2)
+	})
+
+	t.Run("Limited", func(t *testing.T) {
+		st, oldest, older, _ := fixture(t)
+		got, err := st.ListExpired(ctx, now, lifecycle.ExpiredAfter{}, 2)
 		if err != nil {
 			t.Fatalf("ListExpired limited: %v", err)
 		}
 		assertIDs(t, got, oldest, older)
-		got, err = st.ListExpired(ctx, now, lifecycle.After(older), 2)
+	})
+
+	t.Run("AfterACursor", func(t *testing.T) {
+		st, _, older, boundary := fixture(t)
+		got, err := st.ListExpired(ctx, now, lifecycle.After(older), 2)
 		if err != nil {
 			t.Fatalf("ListExpired after a cursor: %v", err)
 		}
 		assertIDs(t, got, boundary)
-		// Ties on expiry are broken by chat id, so a page boundary inside a tie loses nothing.
+	})
+
+	// Ties on expiry are broken by chat id, so a page boundary inside a tie loses nothing.
+	t.Run("TiesBrokenByChatID", func(t *testing.T) {
+		st, _, _, boundary := fixture(t)
 		twin := NewSession(uuid.New(), boundary.ExpiresAt)
 		mustSave(t, st, twin)
 		first, second := boundary, twin
 		if compareChat(twin, boundary) < 0 {
 			first, second = twin, boundary
 		}
-		got, err = st.ListExpired(ctx, now, lifecycle.After(first), 10)
+		got, err := st.ListExpired(ctx, now, lifecycle.After(first), 10)
 		if err != nil {
 			t.Fatalf("ListExpired inside a tie: %v", err)
 		}
 		assertIDs(t, got, second)
 	})
+}
 
-	t.Run("SetExpiry", func(t *testing.T) {
-		st := newStore(t)
-		s := NewSession(uuid.New(), Base)
-		mustSave(t, st, s)
-		later := Base.Add(time.Hour)
-		if err := st.SetExpiry(ctx, s.ID, later); err != nil {
-			t.Fatalf("SetExpiry: %v", err)
-		}
-		got, err := st.Get(ctx, s.ChatID)
-		if err != nil || !got.ExpiresAt.Equal(later) {
-			t.Fatalf("after SetExpiry: %+v, %v", got, err)
-		}
-		if err := st.SetExpiry(ctx, uuid.New(), later); !errors.Is(err, sandbox.ErrNotFound) {
-			t.Fatalf("SetExpiry of missing session: err = %v, want ErrNotFound", err)
-		}
-	})
+// testListing checks the listing of the API: paged by chat id, filtered.
+func testListing(t *testing.T, newStore func(t *testing.T) lifecycle.Store) {
+	ctx := context.Background()
 
-	t.Run("ListPagesAndFilters", func(t *testing.T) {
+	t.Run("PagesAndFilters", func(t *testing.T) {
 		st := newStore(t)
 		var all []sandbox.Session
 		for i := range 7 {
