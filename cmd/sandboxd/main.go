@@ -234,7 +234,7 @@ func serve(ctx context.Context, log *slog.Logger, cfg config.Config, ln net.List
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       time.Minute,
 		// A create may wait for a chat's lock and then make a container (bounded by the
-		// lifecycle's 2-minute operation timeout).
+		// lifecycle's operation timeout, lifecycle.DefaultOpTimeout).
 		WriteTimeout:   5 * time.Minute,
 		IdleTimeout:    2 * time.Minute,
 		MaxHeaderBytes: 64 << 10,

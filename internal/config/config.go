@@ -23,6 +23,9 @@ import (
 	"github.com/knadh/koanf/v2"
 	"github.com/spf13/pflag"
 
+	"github.com/sandboxd/sandboxd/internal/docker"
+	"github.com/sandboxd/sandboxd/internal/httpapi"
+	"github.com/sandboxd/sandboxd/internal/lifecycle"
 	"github.com/sandboxd/sandboxd/internal/profile"
 )
 
@@ -124,22 +127,30 @@ type Log struct {
 	Format string `koanf:"format"` // json or text
 }
 
-// Default returns the configuration with every default set: a loopback API on SQLite.
+// Default returns the configuration with every default set: a loopback API on SQLite. The
+// defaults of settings a package takes are that package's (lifecycle.Default...,
+// docker.DefaultStopTimeout, httpapi.DefaultMaxBodyBytes); those of sandboxd alone are
+// written here.
 func Default() Config {
 	return Config{
 		Listen:          "127.0.0.1:8080",
 		TTL:             time.Hour,
-		MaxBodyBytes:    64 << 10,
+		MaxBodyBytes:    httpapi.DefaultMaxBodyBytes,
 		ShutdownTimeout: 30 * time.Second,
-		MaxLifetime:     24 * time.Hour,
-		Exec:            Exec{DefaultTimeout: 30 * time.Second, MaxTimeout: 10 * time.Minute, OutputCap: 1 << 20, MaxConcurrent: 16},
-		Files:           Files{MaxBytes: 100 << 20},
-		Sweep:           Sweep{Interval: 30 * time.Second, Parallelism: 4},
-		Reconcile:       Reconcile{Interval: 5 * time.Minute, Grace: time.Minute},
-		Registry:        "sqlite:./.data/sandboxd.db",
-		LockLinger:      2 * time.Second,
-		Docker:          Docker{Instance: "sandboxd", VolumeRoot: "./.data/volumes", StopTimeout: 3 * time.Second},
-		Log:             Log{Level: "info", Format: "json"},
+		MaxLifetime:     lifecycle.DefaultMaxLifetime,
+		Exec: Exec{
+			DefaultTimeout: lifecycle.DefaultExecTimeout,
+			MaxTimeout:     lifecycle.DefaultExecMaxTimeout,
+			OutputCap:      lifecycle.DefaultExecOutputCap,
+			MaxConcurrent:  lifecycle.DefaultExecMaxConcurrent,
+		},
+		Files:      Files{MaxBytes: lifecycle.DefaultMaxFileBytes},
+		Sweep:      Sweep{Interval: 30 * time.Second, Parallelism: lifecycle.DefaultSweepParallelism},
+		Reconcile:  Reconcile{Interval: 5 * time.Minute, Grace: lifecycle.DefaultReconcileGrace},
+		Registry:   "sqlite:./.data/sandboxd.db",
+		LockLinger: 2 * time.Second,
+		Docker:     Docker{Instance: "sandboxd", VolumeRoot: "./.data/volumes", StopTimeout: docker.DefaultStopTimeout},
+		Log:        Log{Level: "info", Format: "json"},
 	}
 }
 

@@ -34,6 +34,9 @@ const (
 	ManagedBy      = "sandboxd"
 )
 
+// DefaultStopTimeout is how long a stop lets a sandbox end gracefully by default.
+const DefaultStopTimeout = 3 * time.Second
+
 // Config configures a Runtime. Instance, VolumeRoot and Profiles are required.
 type Config struct {
 	// Host is the engine's address (e.g. unix:///var/run/docker.sock); empty means the
@@ -47,7 +50,7 @@ type Config struct {
 	// Profiles are the agents' profiles, which the runtime translates into containers.
 	Profiles *profile.Set
 	// StopTimeout is how long Stop lets a sandbox end gracefully before it is killed
-	// (default 3 seconds; rounded up to whole seconds).
+	// (default DefaultStopTimeout; rounded up to whole seconds).
 	StopTimeout time.Duration
 	// PoolCheckInterval is how often the warm pool checks its containers (default
 	// DefaultPoolCheckInterval).
@@ -109,7 +112,7 @@ func New(cfg Config) (*Runtime, error) {
 	}
 	stop := cfg.StopTimeout
 	if stop <= 0 {
-		stop = 3 * time.Second
+		stop = DefaultStopTimeout
 	}
 	r := &Runtime{
 		cli:         cli,

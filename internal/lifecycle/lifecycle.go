@@ -27,6 +27,21 @@ import (
 // ScopeName is the instrumentation scope of the lifecycle's meter and tracer.
 const ScopeName = "github.com/sandboxd/sandboxd/internal/lifecycle"
 
+// Defaults of Config's optional settings, the values sandboxd runs with unless configured
+// otherwise (internal/config takes its defaults from here).
+const (
+	DefaultSweepBatch        = 1000
+	DefaultSweepParallelism  = 4
+	DefaultReconcileGrace    = time.Minute
+	DefaultOpTimeout         = 2 * time.Minute
+	DefaultExecTimeout       = 30 * time.Second
+	DefaultExecMaxTimeout    = 10 * time.Minute
+	DefaultExecOutputCap     = 1 << 20
+	DefaultExecMaxConcurrent = 16
+	DefaultMaxFileBytes      = 100 << 20
+	DefaultMaxLifetime       = 24 * time.Hour
+)
+
 // Config holds the dependencies of a Service. Store, Locker, Runtime and TTL are required;
 // the rest default to no-ops or the real clock.
 type Config struct {
@@ -47,29 +62,33 @@ type Config struct {
 	Clock   Clock            // default: the system clock
 	NewID   func() uuid.UUID // new session ids; default uuid.New
 
-	// SweepBatch caps how many expired sessions one sweep takes (default 1000);
-	// SweepParallelism how many chats it cleans at once (default 1).
+	// SweepBatch caps how many expired sessions one sweep takes (default
+	// DefaultSweepBatch); SweepParallelism how many chats it cleans at once (default
+	// DefaultSweepParallelism).
 	SweepBatch       int
 	SweepParallelism int
 	// ReconcileGrace is how old a labelled container without a record must be before the
-	// reconciler removes it (default 1 minute): younger ones may be a create in flight.
+	// reconciler removes it (default DefaultReconcileGrace): younger ones may be a create
+	// in flight.
 	ReconcileGrace time.Duration
 	// OpTimeout bounds the work a use case does once it holds the lock; that work is
 	// detached from the caller's cancellation so a caller that leaves mid-way cannot
-	// leave a half-made sandbox behind (default 2 minutes).
+	// leave a half-made sandbox behind (default DefaultOpTimeout).
 	OpTimeout time.Duration
 
-	// ExecDefaultTimeout (default 30s) and ExecMaxTimeout (default 10m) bound commands;
-	// ExecOutputCap (default 1 MiB) caps the output one command may return.
+	// ExecDefaultTimeout (default DefaultExecTimeout) and ExecMaxTimeout (default
+	// DefaultExecMaxTimeout) bound commands; ExecOutputCap (default DefaultExecOutputCap)
+	// caps the output one command may return.
 	ExecDefaultTimeout time.Duration
 	ExecMaxTimeout     time.Duration
 	ExecOutputCap      int64
 	// ExecMaxConcurrent bounds the commands one sandbox runs at once through this
-	// service (default 16); one more is refused with sandbox.ErrBusy.
+	// service (default DefaultExecMaxConcurrent); one more is refused with sandbox.ErrBusy.
 	ExecMaxConcurrent int
-	// MaxFileBytes caps one uploaded file (default 100 MiB).
+	// MaxFileBytes caps one uploaded file (default DefaultMaxFileBytes).
 	MaxFileBytes int64
-	// MaxLifetime caps how far keepalive may push expiry past creation (default 24h).
+	// MaxLifetime caps how far keepalive may push expiry past creation (default
+	// DefaultMaxLifetime).
 	MaxLifetime time.Duration
 	// ExtendOnActivity says whether exec and file calls of an agent's sandbox extend its
 	// TTL (nil: never).
@@ -209,16 +228,21 @@ func New(cfg Config) (*Service, error) {
 	}
 	s := &Service{
 		store: cfg.Store, locker: cfg.Locker, runtime: cfg.Runtime, ttl: cfg.TTL,
-		admitter: cfg.Admitter, executor: cfg.Executor, files: cfg.Files, inventory: cfg.Inventory, clock: cfg.Clock, newID: cfg.NewID,
+		admitter: cfg.Admitter, executor: cfg.Executor, files: cfg.Files, inventory: cfg.Inventory,
 		binding: cfg.Binding, rebind: cfg.Rebind,
-		sweepBatch: cfg.SweepBatch, sweepParallelism: cfg.SweepParallelism,
-		reconcileGrace: cfg.ReconcileGrace, opTimeout: cfg.OpTimeout, log: cfg.Logger,
-		execDefaultTimeout: orDefault(cfg.ExecDefaultTimeout, 30*time.Second),
-		execMaxTimeout:     orDefault(cfg.ExecMaxTimeout, 10*time.Minute),
-		execOutputCap:      orDefault(cfg.ExecOutputCap, 1<<20),
-		execSlots:          slots{max: orDefault(cfg.ExecMaxConcurrent, 16), taken: map[uuid.UUID]int{}},
-		maxFileBytes:       orDefault(cfg.MaxFileBytes, 100<<20),
-		maxLifetime:        orDefault(cfg.MaxLifetime, 24*time.Hour),
+		clock: cfg.Clock, newID: cfg.NewID, log: cfg.Logger,
+
+		sweepBatch:       orDefault(cfg.SweepBatch, DefaultSweepBatch),
+		sweepParallelism: orDefault(cfg.SweepParallelism, DefaultSweepParallelism),
+		reconcileGrace:   orDefault(cfg.ReconcileGrace, DefaultReconcileGrace),
+		opTimeout:        orDefault(cfg.OpTimeout, DefaultOpTimeout),
+
+		execDefaultTimeout: orDefault(cfg.ExecDefaultTimeout, DefaultExecTimeout),
+		execMaxTimeout:     orDefault(cfg.ExecMaxTimeout, DefaultExecMaxTimeout),
+		execOutputCap:      orDefault(cfg.ExecOutputCap, DefaultExecOutputCap),
+		execSlots:          slots{max: orDefault(cfg.ExecMaxConcurrent, DefaultExecMaxConcurrent), taken: map[uuid.UUID]int{}},
+		maxFileBytes:       orDefault(cfg.MaxFileBytes, DefaultMaxFileBytes),
+		maxLifetime:        orDefault(cfg.MaxLifetime, DefaultMaxLifetime),
 		extendOnActivity:   cfg.ExtendOnActivity,
 		reconciling:        make(chan struct{}, 1),
 	}
@@ -228,56 +252,53 @@ func New(cfg Config) (*Service, error) {
 	if s.newID == nil {
 		s.newID = uuid.New
 	}
-	if s.sweepBatch <= 0 {
-		s.sweepBatch = 1000
-	}
-	if s.sweepParallelism <= 0 {
-		s.sweepParallelism = 1
-	}
-	if s.reconcileGrace <= 0 {
-		s.reconcileGrace = time.Minute
-	}
-	if s.opTimeout <= 0 {
-		s.opTimeout = 2 * time.Minute
-	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
-	}
-	mp := cfg.MeterProvider
-	if mp == nil {
-		mp = metricnoop.NewMeterProvider()
 	}
 	tp := cfg.Tracer
 	if tp == nil {
 		tp = tracenoop.NewTracerProvider()
 	}
 	s.tracer = tp.Tracer(ScopeName)
-	meter := mp.Meter(ScopeName)
-	var err error
+	mp := cfg.MeterProvider
+	if mp == nil {
+		mp = metricnoop.NewMeterProvider()
+	}
+	m, err := newInstruments(mp.Meter(ScopeName))
+	if err != nil {
+		return nil, fmt.Errorf("lifecycle: instruments: %w", err)
+	}
+	s.m = m
+	return s, nil
+}
+
+// newInstruments makes the lifecycle's metrics on meter.
+func newInstruments(meter metric.Meter) (instruments, error) {
+	var (
+		m   instruments
+		err error
+	)
 	counter := func(name, desc string) metric.Int64Counter {
 		c, e := meter.Int64Counter(name, metric.WithDescription(desc))
 		err = errors.Join(err, e)
 		return c
 	}
-	s.m.createTotal = counter("sandbox.create.total", "Create requests by result.")
-	s.m.deleteTotal = counter("sandbox.delete.total", "Delete requests by result.")
-	s.m.cleanupTotal = counter("sandbox.cleanup.total", "Expired sandboxes cleaned by the sweep.")
-	s.m.cleanupErrorTotal = counter("sandbox.cleanup.error.total", "Sweep failures by error type.")
-	s.m.reconcileTotal = counter("sandbox.reconcile.total", "Reconciler repairs by result.")
-	s.m.diedTotal = counter("sandbox.died.total", "Sandboxes that died on their own (or were removed behind sandboxd's back), by reason.")
-	s.m.execTotal = counter("sandbox.exec.total", "Commands run in sandboxes by result.")
-	s.m.keepaliveTotal = counter("sandbox.keepalive.total", "Keepalive requests by result.")
-	s.m.fileTotal = counter("sandbox.file.total", "Workspace file operations by op and result.")
+	m.createTotal = counter("sandbox.create.total", "Create requests by result.")
+	m.deleteTotal = counter("sandbox.delete.total", "Delete requests by result.")
+	m.cleanupTotal = counter("sandbox.cleanup.total", "Expired sandboxes cleaned by the sweep.")
+	m.cleanupErrorTotal = counter("sandbox.cleanup.error.total", "Sweep failures by error type.")
+	m.reconcileTotal = counter("sandbox.reconcile.total", "Reconciler repairs by result.")
+	m.diedTotal = counter("sandbox.died.total", "Sandboxes that died on their own (or were removed behind sandboxd's back), by reason.")
+	m.execTotal = counter("sandbox.exec.total", "Commands run in sandboxes by result.")
+	m.keepaliveTotal = counter("sandbox.keepalive.total", "Keepalive requests by result.")
+	m.fileTotal = counter("sandbox.file.total", "Workspace file operations by op and result.")
 	h, e := meter.Float64Histogram("sandbox.exec.duration", metric.WithUnit("s"),
 		metric.WithDescription("How long commands ran in sandboxes."))
-	s.m.execDuration = h
+	m.execDuration = h
 	err = errors.Join(err, e)
 	g, e := meter.Int64Gauge("sandbox.active.count", metric.WithDescription("Sessions the registry holds."))
-	s.m.activeCount = g
-	if err = errors.Join(err, e); err != nil {
-		return nil, fmt.Errorf("lifecycle: instruments: %w", err)
-	}
-	return s, nil
+	m.activeCount = g
+	return m, errors.Join(err, e)
 }
 
 func orDefault[T time.Duration | int64 | int](v, def T) T {

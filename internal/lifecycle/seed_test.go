@@ -65,6 +65,7 @@ type env struct {
 
 // newEnv builds a Service over store, locker and runtime with a fixed clock, the seed's
 // TTL, real in-memory telemetry and a recording logger. newID may be nil (random ids).
+// The sweep cleans one chat at a time, as the seed's did: its tests pin the order.
 func newEnv(t *testing.T, store lifecycle.Store, locker lifecycle.Locker, runtime *lifecycletest.Runtime, newID func() uuid.UUID) *env {
 	t.Helper()
 	logger, logs := newRecordingLogger()
@@ -72,7 +73,7 @@ func newEnv(t *testing.T, store lifecycle.Store, locker lifecycle.Locker, runtim
 	svc, err := lifecycle.New(lifecycle.Config{
 		Store: store, Locker: locker, Runtime: runtime, TTL: ttl,
 		Clock: lifecycletest.NewClock(now), NewID: newID, Logger: logger,
-		Tracer: e.tel.tp, MeterProvider: e.tel.mp,
+		Tracer: e.tel.tp, MeterProvider: e.tel.mp, SweepParallelism: 1,
 	})
 	if err != nil {
 		t.Fatalf("lifecycle.New: %v", err)
