@@ -7,7 +7,7 @@ import (
 
 	"github.com/google/uuid"
 
-	sbclient "github.com/sandboxd/sandboxd/internal/client"
+	sbclient "github.com/sandboxd/sandboxd/client"
 )
 
 // createTimes are the creates of one kind: until the answer (the PUT's, or the Engine

@@ -8,7 +8,7 @@ import (
 
 	"github.com/google/uuid"
 
-	sbclient "github.com/sandboxd/sandboxd/internal/client"
+	sbclient "github.com/sandboxd/sandboxd/client"
 )
 
 // drain: Drain sandboxes made through sandboxd, all made to expire at the same instant

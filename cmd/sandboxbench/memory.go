@@ -8,7 +8,7 @@ import (
 
 	"github.com/google/uuid"
 
-	sbclient "github.com/sandboxd/sandboxd/internal/client"
+	sbclient "github.com/sandboxd/sandboxd/client"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 )
 

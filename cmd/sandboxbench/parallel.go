@@ -9,7 +9,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/moby/moby/client"
 
-	sbclient "github.com/sandboxd/sandboxd/internal/client"
+	sbclient "github.com/sandboxd/sandboxd/client"
 )
 
 // parallelCreates: Parallel distinct chats at once, wall time until every PUT answered,

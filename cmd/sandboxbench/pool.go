@@ -12,7 +12,7 @@ import (
 
 	"github.com/google/uuid"
 
-	sbclient "github.com/sandboxd/sandboxd/internal/client"
+	sbclient "github.com/sandboxd/sandboxd/client"
 )
 
 // pool: creates through a sandboxd whose warm pool is on, against the cold creates

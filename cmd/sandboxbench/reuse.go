@@ -11,7 +11,7 @@ import (
 
 	"github.com/google/uuid"
 
-	sbclient "github.com/sandboxd/sandboxd/internal/client"
+	sbclient "github.com/sandboxd/sandboxd/client"
 )
 
 // reuse: PUTs on live sessions, Workers at once, against the trivial route of the same

@@ -9,7 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/sandboxd/sandboxd/internal/client"
+	"github.com/sandboxd/sandboxd/client"
 )
 
 const defaultServer = "http://127.0.0.1:8080"

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sandboxd/sandboxd/internal/sandbox"
+	"github.com/sandboxd/sandboxd/client"
 )
 
 func TestExecStreamsAndExitsWithTheCommandsCode(t *testing.T) {
@@ -42,7 +42,7 @@ func TestExecStreamsAndExitsWithTheCommandsCode(t *testing.T) {
 		t.Errorf("exec hang --timeout 1s: %v after %s; want exit code %d soon", err, time.Since(start), timedOutCode)
 	}
 
-	if _, _, err := sandboxctl(t, srv, "exec", chatB, "--", "echo"); !errors.Is(err, sandbox.ErrNotFound) {
+	if _, _, err := sandboxctl(t, srv, "exec", chatB, "--", "echo"); !errors.Is(err, client.ErrNotFound) {
 		t.Errorf("exec in a chat with no sandbox: %v, want 404", err)
 	}
 	if _, _, err := sandboxctl(t, srv, "exec", chatA, "-e", "NOEQUALS", "--", "echo"); err == nil {

@@ -10,8 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sandboxd/sandboxd/internal/client"
-	"github.com/sandboxd/sandboxd/internal/sandbox"
+	"github.com/sandboxd/sandboxd/client"
 )
 
 func TestCopyBothWaysAndList(t *testing.T) {
@@ -50,7 +49,7 @@ func TestCopyBothWaysAndList(t *testing.T) {
 	if err := os.WriteFile(back, []byte("mine"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := sandboxctl(t, srv, "cp", chatA+":nope", back); !errors.Is(err, sandbox.ErrNotFound) {
+	if _, _, err := sandboxctl(t, srv, "cp", chatA+":nope", back); !errors.Is(err, client.ErrNotFound) {
 		t.Errorf("cp of a missing file: %v, want 404", err)
 	}
 	if got, _ := os.ReadFile(back); string(got) != "mine" {

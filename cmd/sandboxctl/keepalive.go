@@ -7,7 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/sandboxd/sandboxd/internal/client"
+	"github.com/sandboxd/sandboxd/client"
 )
 
 func (c *cli) keepaliveCommand() *cobra.Command {

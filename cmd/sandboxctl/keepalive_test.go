@@ -6,8 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sandboxd/sandboxd/internal/client"
-	"github.com/sandboxd/sandboxd/internal/sandbox"
+	"github.com/sandboxd/sandboxd/client"
 )
 
 func TestKeepalive(t *testing.T) {
@@ -30,7 +29,7 @@ func TestKeepalive(t *testing.T) {
 	if _, _, err := sandboxctl(t, srv, "keepalive", chatA); err == nil {
 		t.Error("keepalive without --ttl: no error")
 	}
-	if _, _, err := sandboxctl(t, srv, "keepalive", chatB, "--ttl", "1m"); !errors.Is(err, sandbox.ErrNotFound) {
+	if _, _, err := sandboxctl(t, srv, "keepalive", chatB, "--ttl", "1m"); !errors.Is(err, client.ErrNotFound) {
 		t.Errorf("keepalive of a chat with no sandbox: %v, want 404", err)
 	}
 }

@@ -13,14 +13,13 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/sandboxd/sandboxd/internal/client"
+	"github.com/sandboxd/sandboxd/client"
 	"github.com/sandboxd/sandboxd/internal/hostfiles"
 	"github.com/sandboxd/sandboxd/internal/httpapi"
 	"github.com/sandboxd/sandboxd/internal/keylock"
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
 	"github.com/sandboxd/sandboxd/internal/lifecycletest"
 	"github.com/sandboxd/sandboxd/internal/memstore"
-	"github.com/sandboxd/sandboxd/internal/sandbox"
 	"github.com/sandboxd/sandboxd/internal/testing/syncbuf"
 	"github.com/sandboxd/sandboxd/internal/testing/waitfor"
 )
@@ -153,11 +152,11 @@ func decode(t *testing.T, s string, v any) {
 func TestErrors(t *testing.T) {
 	srv := newServer(t)
 	_, _, err := sandboxctl(t, srv, "get", chatA)
-	if !errors.Is(err, sandbox.ErrNotFound) || strings.Contains(err.Error(), "\n") {
+	if !errors.Is(err, client.ErrNotFound) || strings.Contains(err.Error(), "\n") {
 		t.Errorf("get of a chat with no sandbox: %v, want a one-line 404", err)
 	}
 	_, _, err = sandboxctl(t, srv, "create", "not-a-chat")
-	if !errors.Is(err, sandbox.ErrInvalid) || !strings.Contains(err.Error(), `"not-a-chat"`) {
+	if !errors.Is(err, client.ErrInvalid) || !strings.Contains(err.Error(), `"not-a-chat"`) {
 		t.Errorf("create of a malformed chat: %v", err)
 	}
 	_, _, err = sandboxctl(t, srv, "--token", "wrong", "list")

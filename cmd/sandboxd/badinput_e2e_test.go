@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sandboxd/sandboxd/internal/client"
+	"github.com/sandboxd/sandboxd/client"
 )
 
 // Bad input through HTTP against the real binary, SQLite and Docker: each request gets its

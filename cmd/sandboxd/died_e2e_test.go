@@ -9,7 +9,7 @@ import (
 
 	dockerclient "github.com/moby/moby/client"
 
-	"github.com/sandboxd/sandboxd/internal/client"
+	"github.com/sandboxd/sandboxd/client"
 )
 
 // A sandbox killed behind sandboxd's back is known at once: within 2 s the chat's next

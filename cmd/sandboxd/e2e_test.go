@@ -1,7 +1,7 @@
 package main
 
 // End-to-end tests: the real sandboxd binary, on a real SQLite file and the real Docker
-// engine, driven only through its HTTP API (internal/client). Each test has its own
+// engine, driven only through its HTTP API (package client). Each test has its own
 // instance id, data folder and volume root; dockertest removes its containers.
 
 import (
@@ -23,8 +23,7 @@ import (
 	"github.com/google/uuid"
 	dockerclient "github.com/moby/moby/client"
 
-	"github.com/sandboxd/sandboxd/internal/client"
-	"github.com/sandboxd/sandboxd/internal/sandbox"
+	"github.com/sandboxd/sandboxd/client"
 	"github.com/sandboxd/sandboxd/internal/testing/dockertest"
 	"github.com/sandboxd/sandboxd/internal/testing/pgtest"
 	"github.com/sandboxd/sandboxd/internal/testing/sandboxdproc"
@@ -183,7 +182,7 @@ func TestCreateReuseConflictReplaceDelete(t *testing.T) {
 	}
 
 	_, _, err = api.Create(ctx, chat, client.CreateBody{AgentID: "another-agent"})
-	if !errors.Is(err, sandbox.ErrConflict) {
+	if !errors.Is(err, client.ErrConflict) {
 		t.Fatalf("create for another agent: %v, want a conflict", err)
 	}
 	if !w.running(first.ContainerID) {
@@ -211,7 +210,7 @@ func TestCreateReuseConflictReplaceDelete(t *testing.T) {
 	if ids := w.labelled(); len(ids) != 0 {
 		t.Errorf("containers left after delete: %v", ids)
 	}
-	if _, err := api.Get(ctx, chat); !errors.Is(err, sandbox.ErrNotFound) {
+	if _, err := api.Get(ctx, chat); !errors.Is(err, client.ErrNotFound) {
 		t.Errorf("get after delete: %v, want not found", err)
 	}
 	del, err = api.Delete(ctx, chat)
@@ -235,7 +234,7 @@ func TestExpiredSandboxIsSwept(t *testing.T) {
 	}
 	waitfor.True(t, 20*time.Second, "the sweep forgets the expired session", func() bool {
 		_, err := srv.api.Get(ctx, chat)
-		return errors.Is(err, sandbox.ErrNotFound)
+		return errors.Is(err, client.ErrNotFound)
 	})
 	if time.Now().Before(s.ExpiresAt) {
 		t.Errorf("swept before its expiry %s", s.ExpiresAt)
@@ -385,7 +384,7 @@ func TestStopDuringCreateLeavesNothingUntracked(t *testing.T) {
 				if a.err == nil && got.SessionID != a.s.SessionID {
 					t.Errorf("registry holds %s, the create answered %s", got.SessionID, a.s.SessionID)
 				}
-			case errors.Is(err, sandbox.ErrNotFound):
+			case errors.Is(err, client.ErrNotFound):
 				if a.err == nil {
 					t.Errorf("the create answered %s, but the registry has nothing", a.s.SessionID)
 				}
@@ -454,7 +453,7 @@ func TestPostgresReplicas(t *testing.T) {
 		if del, err := other.api.Delete(context.Background(), chat); err != nil || del.Result != client.Deleted {
 			t.Fatalf("delete on the other replica: %+v %v", del, err)
 		}
-		if got, err := holder.api.Get(context.Background(), chat); !errors.Is(err, sandbox.ErrNotFound) {
+		if got, err := holder.api.Get(context.Background(), chat); !errors.Is(err, client.ErrNotFound) {
 			t.Fatalf("get on the lease holder after the other's delete: %+v %v, want 404", got, err)
 		}
 		got, res, err := holder.api.Create(context.Background(), chat, client.CreateBody{})

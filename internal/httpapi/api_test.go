@@ -12,7 +12,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/sandboxd/sandboxd/internal/client"
+	"github.com/sandboxd/sandboxd/client"
 	"github.com/sandboxd/sandboxd/internal/httpapi"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 )
@@ -60,7 +60,7 @@ func TestSandboxCycleThroughHTTP(t *testing.T) {
 
 	_, _, err := f.client.Create(ctx, canonical, client.CreateBody{AgentID: "reviewer", VolumeHostPath: "/srv/work/a"})
 	var problem *client.Error
-	if !errors.Is(err, sandbox.ErrConflict) || !errors.As(err, &problem) || problem.Status != http.StatusConflict {
+	if !errors.Is(err, client.ErrConflict) || !errors.As(err, &problem) || problem.Status != http.StatusConflict {
 		t.Fatalf("PUT for another agent: %v, want a 409 conflict", err)
 	}
 	if !strings.Contains(problem.Detail, `agent "coder"`) {
@@ -104,7 +104,7 @@ func TestSandboxCycleThroughHTTP(t *testing.T) {
 	if err != nil || del != (client.DeleteResult{ChatID: canonical, Result: client.NotFound}) {
 		t.Errorf("second DELETE = %+v, %v, want not_found with no ids", del, err)
 	}
-	if _, err := f.client.Get(ctx, canonical); !errors.Is(err, sandbox.ErrNotFound) {
+	if _, err := f.client.Get(ctx, canonical); !errors.Is(err, client.ErrNotFound) {
 		t.Errorf("GET after delete: %v, want 404", err)
 	}
 }
@@ -333,7 +333,7 @@ func TestServerErrorsDoNotLeakInternals(t *testing.T) {
 
 	f.runtime.FailCreates(errors.Join(errors.New("engine at tcp://10.0.0.7:2376 refused"), sandbox.ErrUnavailable))
 	_, _, err = f.client.Create(ctx, chatN(1), client.CreateBody{})
-	if !errors.Is(err, sandbox.ErrUnavailable) || !errors.As(err, &p) || strings.Contains(p.Detail, "10.0.0.7") {
+	if !errors.Is(err, client.ErrUnavailable) || !errors.As(err, &p) || strings.Contains(p.Detail, "10.0.0.7") {
 		t.Fatalf("create with an unavailable runtime: %v, want a 503 without the engine's address", err)
 	}
 	if f.rows(t) != 0 {

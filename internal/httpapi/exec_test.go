@@ -12,8 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sandboxd/sandboxd/internal/client"
-	"github.com/sandboxd/sandboxd/internal/sandbox"
+	"github.com/sandboxd/sandboxd/client"
 )
 
 // newSandbox creates a sandbox for chat over a fresh workspace folder and returns it.
@@ -247,7 +246,7 @@ func TestExecStreamThroughTheClient(t *testing.T) {
 	// A failure after the output began comes as an error event with its status.
 	stdout.Reset()
 	_, err = f.client.ExecStream(ctx, execChat, client.ExecBody{Cmd: []string{"vanish"}}, &stdout, nil)
-	if !errors.Is(err, sandbox.ErrNotFound) || stdout.String() != "started\n" {
+	if !errors.Is(err, client.ErrNotFound) || stdout.String() != "started\n" {
 		t.Errorf("ExecStream(vanish) = %v, stdout %q; want a 404 error after the output", err, stdout.String())
 	}
 }

@@ -15,8 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sandboxd/sandboxd/internal/client"
-	"github.com/sandboxd/sandboxd/internal/sandbox"
+	"github.com/sandboxd/sandboxd/client"
 )
 
 const filesChat = "7a7a7a7a-1111-4d0e-9a61-6f0d2c8e4b1a"
@@ -119,7 +118,7 @@ func TestFileOverTheLimitIsRefusedAndLeavesNothing(t *testing.T) {
 		name := tc.name
 		_, err := f.client.Upload(ctx, filesChat, name, tc.body)
 		var problem *client.Error
-		if !errors.Is(err, sandbox.ErrTooLarge) || !errors.As(err, &problem) || problem.Status != http.StatusRequestEntityTooLarge {
+		if !errors.Is(err, client.ErrTooLarge) || !errors.As(err, &problem) || problem.Status != http.StatusRequestEntityTooLarge {
 			t.Errorf("upload of %s over the limit: %v, want 413", name, err)
 		}
 	}
@@ -170,7 +169,7 @@ func TestFilePathsStayInTheWorkspace(t *testing.T) {
 			t.Errorf("%s %s: %d %s, want 422", tc.method, tc.path, resp.StatusCode, b)
 		}
 	}
-	if _, err := f.client.ListFiles(ctx, filesChat, through); !errors.Is(err, sandbox.ErrInvalid) {
+	if _, err := f.client.ListFiles(ctx, filesChat, through); !errors.Is(err, client.ErrInvalid) {
 		t.Errorf("listing through x: %v, want 422", err)
 	}
 	// Writing to the link replaces the link (the upload is renamed into place), never
@@ -225,7 +224,7 @@ func TestFileErrors(t *testing.T) {
 	if err := os.Mkdir(filepath.Join(f.workspace(t, filesChat), "dir"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.client.Download(context.Background(), filesChat, "dir", io.Discard); !errors.Is(err, sandbox.ErrInvalid) {
+	if _, err := f.client.Download(context.Background(), filesChat, "dir", io.Discard); !errors.Is(err, client.ErrInvalid) {
 		t.Errorf("download of a folder: %v, want 422", err)
 	}
 	resp := f.request(t, http.MethodPut, filesURL(filesChat, "a"), "x", map[string]string{"Authorization": ""})
@@ -283,7 +282,7 @@ func TestKeepaliveMovesExpiryUpToTheCap(t *testing.T) {
 	}
 
 	f.clock.Advance(testMaxLifetime)
-	if _, err := f.client.Keepalive(ctx, chat, time.Hour); !errors.Is(err, sandbox.ErrExpired) || errors.Is(err, sandbox.ErrConflict) {
+	if _, err := f.client.Keepalive(ctx, chat, time.Hour); !errors.Is(err, client.ErrExpired) || errors.Is(err, client.ErrConflict) {
 		t.Errorf("keepalive of an expired sandbox: %v, want expired (409), not conflict", err)
 	}
 	resp := f.request(t, http.MethodPost, path, `{"ttl_s":60}`, nil)

@@ -1,9 +1,17 @@
-// Package client is a Go client of the sandboxd HTTP API.
+// Package client is the Go client of sandboxd's HTTP API: a chat's sandbox (create or
+// reuse, get, delete, list), commands run in it (buffered, or streamed as the output
+// comes), the files of its workspace (streamed upload and download, listing) and
+// keepalive.
 //
-// Errors the server answers with a problem document come back as *Error, which carries
-// the status, title and detail; errors.Is maps it to the domain's sentinels (404 to
-// sandbox.ErrNotFound, 409 to sandbox.ErrConflict, 400/413/415/422 to sandbox.ErrInvalid,
-// 413 to sandbox.ErrTooLarge too, 429 to sandbox.ErrBusy, 503 to sandbox.ErrUnavailable).
+//	c, err := client.New("http://127.0.0.1:8080", token, nil)
+//	s, result, err := c.Create(ctx, chatID, client.CreateBody{})
+//	res, err := c.Exec(ctx, chatID, client.ExecBody{Cmd: []string{"sh", "-c", "echo hi"}})
+//
+// Every error the server answers with is an *Error carrying the status, the stable
+// code and the detail of its problem document; errors.Is matches it against this
+// package's sentinels (ErrNotFound, ErrExpired, ...), one per code. A Client is safe for
+// concurrent use. The API is stable: within a major version, methods and fields are only
+// added.
 package client
 
 import (
@@ -12,14 +20,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"mime"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/sandboxd/sandboxd/internal/sandbox"
 )
 
 // Session is a chat's sandbox.
@@ -76,68 +81,6 @@ type Page struct {
 	Next  string    `json:"next"`
 }
 
-// Error is a problem document (RFC 9457) the server answered with.
-type Error struct {
-	Status int    `json:"status"`
-	Title  string `json:"title"`
-	Detail string `json:"detail"`
-	Type   string `json:"type,omitempty"`
-	// Code is the server's stable code of the error ("not_found", "expired", ...).
-	Code string `json:"code,omitempty"`
-}
-
-func (e *Error) Error() string {
-	title := e.Title
-	if title == "" {
-		title = http.StatusText(e.Status)
-	}
-	if e.Detail == "" {
-		return fmt.Sprintf("%d %s", e.Status, title)
-	}
-	return fmt.Sprintf("%d %s: %s", e.Status, title, e.Detail)
-}
-
-// codes maps the server's error codes to the domain's sentinels.
-var codes = map[string]error{
-	"not_found":              sandbox.ErrNotFound,
-	"conflict":               sandbox.ErrConflict,
-	"expired":                sandbox.ErrExpired,
-	"invalid":                sandbox.ErrInvalid,
-	"bad_request":            sandbox.ErrInvalid,
-	"unsupported_media_type": sandbox.ErrInvalid,
-	"too_large":              sandbox.ErrTooLarge,
-	"busy":                   sandbox.ErrBusy,
-	"unavailable":            sandbox.ErrUnavailable,
-}
-
-// Is maps the code (or, from a server that sends none, the status) to the domain's
-// sentinel errors. A too_large error matches ErrInvalid too.
-func (e *Error) Is(target error) bool {
-	if e.Code != "" {
-		sentinel := codes[e.Code]
-		return target == sentinel || (target == sandbox.ErrInvalid && sentinel == sandbox.ErrTooLarge)
-	}
-	switch target {
-	case sandbox.ErrNotFound:
-		return e.Status == http.StatusNotFound
-	case sandbox.ErrConflict:
-		return e.Status == http.StatusConflict
-	case sandbox.ErrInvalid:
-		switch e.Status {
-		case http.StatusBadRequest, http.StatusRequestEntityTooLarge,
-			http.StatusUnsupportedMediaType, http.StatusUnprocessableEntity:
-			return true
-		}
-	case sandbox.ErrTooLarge:
-		return e.Status == http.StatusRequestEntityTooLarge
-	case sandbox.ErrBusy:
-		return e.Status == http.StatusTooManyRequests
-	case sandbox.ErrUnavailable:
-		return e.Status == http.StatusServiceUnavailable
-	}
-	return false
-}
-
 // Client talks to one sandboxd. It is safe for concurrent use.
 type Client struct {
 	base  *url.URL
@@ -164,8 +107,8 @@ func New(baseURL, token string, httpClient *http.Client) (*Client, error) {
 
 // Create returns the chat's live sandbox, making one when there is none or the one
 // there is has expired, and says which of Created, Reused or Replaced happened.
-// A live sandbox for another agent or folder is an *Error matching sandbox.ErrConflict;
-// a malformed chat id or body one matching sandbox.ErrInvalid.
+// A live sandbox for another agent or folder is an *Error matching ErrConflict; a
+// malformed chat id or body one matching ErrInvalid.
 func (c *Client) Create(ctx context.Context, chatID string, body CreateBody) (Session, Result, error) {
 	var out struct {
 		Session
@@ -177,8 +120,8 @@ func (c *Client) Create(ctx context.Context, chatID string, body CreateBody) (Se
 	return out.Session, out.Result, nil
 }
 
-// Get returns the chat's sandbox, expired or not. A chat with none is an *Error
-// matching sandbox.ErrNotFound.
+// Get returns the chat's sandbox, expired or not (Session.Expired says which). A chat
+// with none is an *Error matching ErrNotFound.
 func (c *Client) Get(ctx context.Context, chatID string) (Session, error) {
 	var out Session
 	if err := c.do(ctx, http.MethodGet, sandboxPath(chatID), nil, nil, &out); err != nil {
@@ -285,24 +228,4 @@ func (c *Client) send(ctx context.Context, method, path string, query url.Values
 		return nil, problem(resp, data)
 	}
 	return resp, nil
-}
-
-// problem makes the *Error of a non-2xx answer; an answer that is not a problem
-// document keeps its status and the start of its body as the detail.
-func problem(resp *http.Response, data []byte) error {
-	e := &Error{}
-	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
-	if mt == "application/problem+json" || mt == "application/json" {
-		if err := json.Unmarshal(data, e); err != nil {
-			e = &Error{}
-		}
-	}
-	e.Status = resp.StatusCode
-	if e.Title == "" {
-		e.Title = http.StatusText(resp.StatusCode)
-	}
-	if e.Detail == "" {
-		e.Detail = strings.TrimSpace(string(data[:min(len(data), 200)]))
-	}
-	return e
 }

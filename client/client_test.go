@@ -8,30 +8,25 @@ import (
 	"net/http/httptest"
 	"testing"
 
-	"go.uber.org/goleak"
-
-	"github.com/sandboxd/sandboxd/internal/client"
-	"github.com/sandboxd/sandboxd/internal/sandbox"
+	"github.com/sandboxd/sandboxd/client"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
 func TestErrorMapsStatusesToSentinels(t *testing.T) {
-	sentinels := []error{sandbox.ErrNotFound, sandbox.ErrConflict, sandbox.ErrInvalid, sandbox.ErrBusy, sandbox.ErrUnavailable}
+	sentinels := []error{client.ErrNotFound, client.ErrConflict, client.ErrInvalid, client.ErrBusy, client.ErrUnavailable}
 	for _, tc := range []struct {
 		status int
 		want   error // nil: none of the sentinels
 	}{
-		{400, sandbox.ErrInvalid},
+		{400, client.ErrInvalid},
 		{401, nil},
-		{404, sandbox.ErrNotFound},
-		{409, sandbox.ErrConflict},
-		{413, sandbox.ErrInvalid},
-		{415, sandbox.ErrInvalid},
-		{422, sandbox.ErrInvalid},
-		{429, sandbox.ErrBusy},
+		{404, client.ErrNotFound},
+		{409, client.ErrConflict},
+		{413, client.ErrInvalid},
+		{415, client.ErrInvalid},
+		{422, client.ErrInvalid},
+		{429, client.ErrBusy},
 		{500, nil},
-		{503, sandbox.ErrUnavailable},
+		{503, client.ErrUnavailable},
 	} {
 		err := error(&client.Error{Status: tc.status})
 		for _, s := range sentinels {
@@ -39,7 +34,7 @@ func TestErrorMapsStatusesToSentinels(t *testing.T) {
 				t.Errorf("errors.Is(%d, %v) = %v", tc.status, s, got)
 			}
 		}
-		if got := errors.Is(err, sandbox.ErrTooLarge); got != (tc.status == 413) {
+		if got := errors.Is(err, client.ErrTooLarge); got != (tc.status == 413) {
 			t.Errorf("errors.Is(%d, ErrTooLarge) = %v", tc.status, got)
 		}
 	}
@@ -47,12 +42,12 @@ func TestErrorMapsStatusesToSentinels(t *testing.T) {
 
 func TestErrorMapsCodesToSentinels(t *testing.T) {
 	expired := error(&client.Error{Status: 409, Code: "expired"})
-	if !errors.Is(expired, sandbox.ErrExpired) || errors.Is(expired, sandbox.ErrConflict) {
+	if !errors.Is(expired, client.ErrExpired) || errors.Is(expired, client.ErrConflict) {
 		t.Errorf("expired: Is(ErrExpired) = %v, Is(ErrConflict) = %v; want true, false",
-			errors.Is(expired, sandbox.ErrExpired), errors.Is(expired, sandbox.ErrConflict))
+			errors.Is(expired, client.ErrExpired), errors.Is(expired, client.ErrConflict))
 	}
 	conflict := error(&client.Error{Status: 409, Code: "conflict"})
-	if !errors.Is(conflict, sandbox.ErrConflict) || errors.Is(conflict, sandbox.ErrExpired) {
+	if !errors.Is(conflict, client.ErrConflict) || errors.Is(conflict, client.ErrExpired) {
 		t.Error("conflict: want ErrConflict only")
 	}
 }
@@ -80,7 +75,7 @@ func TestProblemsAndOtherAnswersBecomeErrors(t *testing.T) {
 
 	_, err = c.Get(ctx, "a b/c")
 	var p *client.Error
-	if !errors.As(err, &p) || p.Status != 404 || p.Detail != "chat has no sandbox" || !errors.Is(err, sandbox.ErrNotFound) {
+	if !errors.As(err, &p) || p.Status != 404 || p.Detail != "chat has no sandbox" || !errors.Is(err, client.ErrNotFound) {
 		t.Errorf("Get: %#v", err)
 	}
 	if gotAuth != "Bearer tok" || gotPath != "/v1/chats/a%20b%2Fc/sandbox" {

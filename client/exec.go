@@ -9,11 +9,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
-	"net/url"
-	"time"
 )
-
-// What agents do inside their sandbox: run commands, move files, keep it alive.
 
 // ExecBody is a command to run in a chat's sandbox.
 type ExecBody struct {
@@ -36,18 +32,9 @@ type ExecResult struct {
 	DurationMS int64  `json:"duration_ms"`
 }
 
-// FileInfo is one entry of a sandbox's workspace.
-type FileInfo struct {
-	Path    string    `json:"path"` // relative to the workspace
-	Size    int64     `json:"size"`
-	Mode    string    `json:"mode"` // as ls -l shows it
-	ModTime time.Time `json:"mod_time"`
-	IsDir   bool      `json:"is_dir"`
-}
-
 // Exec runs a command in the chat's live sandbox and returns once it ends, with its
 // output. A timeout is no error: TimedOut says so. A chat with no sandbox is an *Error
-// matching sandbox.ErrNotFound; an expired one matches sandbox.ErrExpired (409).
+// matching ErrNotFound; an expired one matches ErrExpired.
 func (c *Client) Exec(ctx context.Context, chatID string, body ExecBody) (ExecResult, error) {
 	var out ExecResult
 	if err := c.do(ctx, http.MethodPost, sandboxPath(chatID)+"/exec", nil, body, &out); err != nil {
@@ -70,8 +57,9 @@ type execEvent struct {
 }
 
 // ExecStream runs a command like Exec but writes its output to stdout and stderr (nil:
-// discarded) as it comes. Cancelling ctx kills the command. A run that fails after the
-// output began is an *Error carrying the status the failure would have had.
+// discarded) as it comes, and returns once the command ends (ExecResult's Stdout and
+// Stderr stay empty). Cancelling ctx kills the command. A run that fails after the
+// output began is an *Error carrying the status and code the failure would have had.
 func (c *Client) ExecStream(ctx context.Context, chatID string, body ExecBody, stdout, stderr io.Writer) (ExecResult, error) {
 	const op = "client: exec"
 	b, err := json.Marshal(body)
@@ -126,69 +114,3 @@ func (c *Client) ExecStream(ctx context.Context, chatID string, body ExecBody, s
 		// Unknown event types are for newer clients.
 	}
 }
-
-// Upload writes r to path in the chat's workspace, replacing the file whole. r is
-// streamed, not held in memory. A file over the server's limit is an *Error matching
-// sandbox.ErrTooLarge; a path outside the workspace one matching sandbox.ErrInvalid.
-func (c *Client) Upload(ctx context.Context, chatID, path string, r io.Reader) (FileInfo, error) {
-	resp, err := c.send(ctx, http.MethodPut, filesPath(chatID), url.Values{"path": {path}}, r,
-		"application/octet-stream", "application/json")
-	if err != nil {
-		return FileInfo{}, err
-	}
-	defer resp.Body.Close()
-	var out FileInfo
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&out); err != nil {
-		return FileInfo{}, fmt.Errorf("client: upload %s: decode answer: %w", path, err)
-	}
-	return out, nil
-}
-
-// Download writes the file path of the chat's workspace to w and returns how many
-// bytes it wrote. An answer cut short is an error wrapping io.ErrUnexpectedEOF.
-func (c *Client) Download(ctx context.Context, chatID, path string, w io.Writer) (int64, error) {
-	resp, err := c.send(ctx, http.MethodGet, filesPath(chatID), url.Values{"path": {path}}, nil, "", "application/octet-stream")
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	n, err := io.Copy(w, resp.Body)
-	if err != nil {
-		return n, fmt.Errorf("client: download %s: %w", path, err)
-	}
-	if resp.ContentLength >= 0 && n != resp.ContentLength {
-		return n, fmt.Errorf("client: download %s: got %d of %d bytes: %w", path, n, resp.ContentLength, io.ErrUnexpectedEOF)
-	}
-	return n, nil
-}
-
-// ListFiles lists the folder path of the chat's workspace ("" for the workspace).
-func (c *Client) ListFiles(ctx context.Context, chatID, path string) ([]FileInfo, error) {
-	var q url.Values
-	if path != "" {
-		q = url.Values{"path": {path}}
-	}
-	var out struct {
-		Items []FileInfo `json:"items"`
-	}
-	if err := c.do(ctx, http.MethodGet, filesPath(chatID)+"/list", q, nil, &out); err != nil {
-		return nil, err
-	}
-	return out.Items, nil
-}
-
-// Keepalive sets the chat's live sandbox to expire ttl from now (rounded up to whole
-// seconds), within the server's maximum lifetime, and returns it. An expired sandbox is
-// an *Error matching sandbox.ErrExpired: it is not revived.
-func (c *Client) Keepalive(ctx context.Context, chatID string, ttl time.Duration) (Session, error) {
-	body := struct {
-		TTLS int64 `json:"ttl_s"`
-	}{TTLS: int64((ttl + time.Second - 1) / time.Second)}
-	var out Session
-	if err := c.do(ctx, http.MethodPost, sandboxPath(chatID)+"/keepalive", nil, body, &out); err != nil {
-		return Session{}, err
-	}
-	return out, nil
-}
-
-func filesPath(chatID string) string { return sandboxPath(chatID) + "/files" }
