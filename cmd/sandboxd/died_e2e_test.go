@@ -10,6 +10,7 @@ import (
 	dockerclient "github.com/moby/moby/client"
 
 	"github.com/sandboxd/sandboxd/client"
+	"github.com/sandboxd/sandboxd/internal/testing/waitfor"
 )
 
 // A sandbox killed behind sandboxd's back is known at once: within 2 s the chat's next
@@ -24,9 +25,9 @@ func TestKilledSandboxIsReplacedByTheNextPut(t *testing.T) {
 	if err != nil || result != client.Created {
 		t.Fatalf("create: %v %v", result, err)
 	}
-	for !strings.Contains(srv.log(), `"msg":"event_stream_connected"`) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitfor.True(t, time.Minute, "the event stream connected", func() bool {
+		return strings.Contains(srv.log(), `"msg":"event_stream_connected"`)
+	})
 
 	if _, err := w.docker.ContainerKill(ctx, old.ContainerID, dockerclient.ContainerKillOptions{Signal: "KILL"}); err != nil {
 		t.Fatal(err)
