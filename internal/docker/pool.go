@@ -141,6 +141,13 @@ func newPool(r *Runtime, cfg Config, mp metric.MeterProvider, log *slog.Logger) 
 	if err := errors.Join(errs[:]...); err != nil {
 		return nil, fmt.Errorf("pool metrics: %w", err)
 	}
+	// Every label set at 0 from the start, so that rate() works from the first scrape.
+	for _, pp := range p.all {
+		p.hits.Add(context.Background(), 0, pp.attr)
+		for _, reason := range missReasons {
+			p.misses.Add(context.Background(), 0, metric.WithAttributes(attribute.String("profile", pp.name), attribute.String("reason", reason)))
+		}
+	}
 	return p, nil
 }
 
@@ -267,10 +274,9 @@ func (p *pool) fill(ctx context.Context, pp *profilePool) {
 				m, err := p.make(ctx, pp)
 				if err != nil {
 					failed.Store(true)
-					if ctx.Err() == nil {
-						p.log.WarnContext(ctx, "sandbox_pool_fill_failed", slog.String("profile", pp.name),
-							slog.String("error", err.Error()))
-					}
+					// Logged at drain too: what make could not remove is named here.
+					p.log.WarnContext(ctx, "sandbox_pool_fill_failed", slog.String("profile", pp.name),
+						slog.String("error", err.Error()))
 					return
 				}
 				p.mu.Lock()
@@ -302,14 +308,24 @@ func (p *pool) make(ctx context.Context, pp *profilePool) (member, error) {
 		LabelPoolOwner: p.owner,
 	}
 	name := "sandboxd-pool-" + nameSafe(pp.name) + "-" + folder
+	// Neither step is cut off when the pool ends (DrainPool cancels ctx): a create the
+	// client gave up on may still finish in the engine after the drain has listed what to
+	// remove, and a container left Created would stay behind. Both are bounded instead,
+	// and whatever fails is removed.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), teardownTimeout)
+	defer cancel()
 	created, err := r.cli.ContainerCreate(ctx, client.ContainerCreateOptions{
 		Name: name, Config: cfg, HostConfig: hostConfig(pp.prof, dir),
 	})
 	if err != nil {
 		err = fmt.Errorf("docker: pool: create %s: %w", name, engineError("create", err))
-		return member{}, errors.Join(err, r.root.RemovePooled(folder))
+		// The engine may have made it though the answer was lost: remove it by its name.
+		return member{}, errors.Join(err, gone(r.remove(ctx, name)), r.root.RemovePooled(folder))
 	}
 	m := member{id: created.ID, folder: folder}
+	if r.beforeStart != nil {
+		r.beforeStart(m.id)
+	}
 	if _, err := r.cli.ContainerStart(ctx, m.id, client.ContainerStartOptions{}); err != nil {
 		err = fmt.Errorf("docker: pool: start %s: %w", name, engineError("start", err))
 		return member{}, errors.Join(err, p.destroy(ctx, m))
@@ -470,6 +486,9 @@ func (p *pool) putBack(ctx context.Context, pp *profilePool, m member) {
 		_ = p.destroy(ctx, m)
 	}
 }
+
+// missReasons are the reasons p.miss is given.
+var missReasons = []string{"volume", "folder_exists", "empty", "error"}
 
 func (p *pool) miss(ctx context.Context, pp *profilePool, reason string) {
 	p.misses.Add(ctx, 1, metric.WithAttributes(attribute.String("profile", pp.name), attribute.String("reason", reason)))

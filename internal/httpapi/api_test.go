@@ -11,10 +11,12 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/sandboxd/sandboxd/client"
 	"github.com/sandboxd/sandboxd/internal/httpapi"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
+	"github.com/sandboxd/sandboxd/internal/testing/syncbuf"
 )
 
 type putAnswer struct {
@@ -348,9 +350,11 @@ func TestProbesMetricsAndDocumentAreOpen(t *testing.T) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 		_, _ = io.WriteString(w, "sandbox_active_count 0\n")
 	})
+	logs := &syncbuf.Buffer{}
 	f := newFixture(t, func(c *httpapi.Config) {
 		c.Ready = func(context.Context) error { return ready }
 		c.Metrics = metrics
+		c.Logger = slog.New(slog.NewJSONHandler(logs, nil))
 	})
 	noAuth := map[string]string{"Authorization": ""}
 	for _, tc := range []struct {
@@ -373,8 +377,11 @@ func TestProbesMetricsAndDocumentAreOpen(t *testing.T) {
 	ready = notReady
 	resp := f.request(t, http.MethodGet, "/readyz", "", noAuth)
 	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(b), "connection refused") {
-		t.Errorf("GET /readyz when not ready = %d %s, want 503 with the reason", resp.StatusCode, b)
+	if resp.StatusCode != http.StatusServiceUnavailable || strings.Contains(string(b), "connection refused") || strings.Contains(string(b), "registry") {
+		t.Errorf("GET /readyz when not ready = %d %s, want 503 without the dependency's error", resp.StatusCode, b)
+	}
+	if !strings.Contains(logs.String(), `"msg":"not_ready"`) || !strings.Contains(logs.String(), "connection refused") {
+		t.Errorf("the readiness failure is not in the log:\n%s", logs.String())
 	}
 
 	bare := newFixture(t, func(c *httpapi.Config) { c.Metrics = nil })
@@ -476,5 +483,26 @@ func TestBodyAtTheLimitIsAccepted(t *testing.T) {
 	body = `{"volume_host_path":"/` + strings.Repeat("v", 1024-len(`{"volume_host_path":"/`)-len(suffix)) + suffix
 	if status, _ := f.put(t, chatN(1), body); len(body) != 1024 || status != http.StatusCreated {
 		t.Errorf("PUT of %d bytes = %d, want 201", len(body), status)
+	}
+}
+
+// A dependency that hangs does not hang the probe: /readyz answers 503 within 2 s, both
+// when the check heeds its context and when it does not.
+func TestReadyzAnswersWithin2sWhenADependencyHangs(t *testing.T) {
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	for name, check := range map[string]func(context.Context) error{
+		"heeds its context":   func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() },
+		"ignores its context": func(context.Context) error { <-release; return nil },
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t, func(c *httpapi.Config) { c.Ready = check })
+			start := time.Now()
+			resp := f.request(t, http.MethodGet, "/readyz", "", map[string]string{"Authorization": ""})
+			b, _ := io.ReadAll(resp.Body)
+			if took := time.Since(start); resp.StatusCode != http.StatusServiceUnavailable || took >= 2*time.Second {
+				t.Errorf("GET /readyz with a hung dependency = %d %s after %s, want 503 within 2 s", resp.StatusCode, b, took)
+			}
+		})
 	}
 }

@@ -2,7 +2,10 @@ package httpapi
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/danielgtaylor/huma/v2"
 )
@@ -33,17 +36,39 @@ func (s *server) registerHealth(api huma.API) {
 		Method:      http.MethodGet,
 		Path:        "/readyz",
 		Summary:     "Readiness: the registry and the engine are reachable",
-		Description: "503 with the reason when a dependency cannot serve.",
+		Description: "503 when a dependency cannot serve or does not answer within the readiness timeout (below 2 s); the reason goes to sandboxd's log only.",
 		Tags:        []string{"operations"},
 		Errors:      []int{http.StatusServiceUnavailable},
 	}, func(ctx context.Context, _ *struct{}) (*probeOutput, error) {
-		if s.ready != nil {
-			if err := s.ready(ctx); err != nil {
-				return nil, huma.NewError(http.StatusServiceUnavailable, "not ready: "+err.Error())
-			}
+		if err := s.checkReady(ctx); err != nil {
+			// The probe is open: what failed, and how, is for the operator's log.
+			s.log.WarnContext(ctx, "not_ready", slog.String("error", err.Error()))
+			return nil, huma.NewError(http.StatusServiceUnavailable, "not ready")
 		}
 		return &probeOutput{Body: probeStatus{Status: "ready"}}, nil
 	})
+}
+
+// DefaultReadyTimeout bounds a readiness check, so that /readyz answers within 2 s
+// (the usual probe timeout) even when a dependency hangs.
+const DefaultReadyTimeout = 1500 * time.Millisecond
+
+// checkReady runs the readiness check for at most readyTimeout, even if the check itself
+// does not heed its context.
+func (s *server) checkReady(ctx context.Context) error {
+	if s.ready == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.readyTimeout)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- s.ready(ctx) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("no answer within %s: %w", s.readyTimeout, ctx.Err())
+	}
 }
 
 // registerMetrics serves the injected metrics handler at GET /metrics and documents it;

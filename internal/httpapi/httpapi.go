@@ -62,8 +62,11 @@ type Config struct {
 	// they stream, and the lifecycle's file size limit applies to them.
 	MaxBodyBytes int64
 	// Ready reports whether the service can serve (registry and engine reachable);
-	// nil means always ready.
-	Ready func(context.Context) error
+	// nil means always ready. GET /readyz gives it ReadyTimeout (default
+	// DefaultReadyTimeout) and answers "not ready" when it has not said otherwise by
+	// then; its error goes to the log, never to the unauthenticated caller.
+	Ready        func(context.Context) error
+	ReadyTimeout time.Duration
 	// Metrics serves GET /metrics (e.g. the Prometheus exporter's handler); nil: 404.
 	Metrics http.Handler
 	// Logger receives one record per request; default: discard.
@@ -86,10 +89,12 @@ const bearerScheme = "bearer"
 type server struct {
 	sandboxes Sandboxes
 	ready     func(context.Context) error
-	metrics   http.Handler
-	log       *slog.Logger
-	now       func() time.Time
-	maxBody   int64
+	// readyTimeout bounds a readiness check.
+	readyTimeout time.Duration
+	metrics      http.Handler
+	log          *slog.Logger
+	now          func() time.Time
+	maxBody      int64
 }
 
 // v1 completes an operation of /v1/: bearer auth (enforced by authenticate) and the
@@ -125,8 +130,11 @@ func New(cfg Config) (http.Handler, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.ReadyTimeout <= 0 {
+		cfg.ReadyTimeout = DefaultReadyTimeout
+	}
 	s := &server{
-		sandboxes: cfg.Sandboxes, ready: cfg.Ready, metrics: cfg.Metrics,
+		sandboxes: cfg.Sandboxes, ready: cfg.Ready, readyTimeout: cfg.ReadyTimeout, metrics: cfg.Metrics,
 		log: cfg.Logger, now: cfg.Now, maxBody: cfg.MaxBodyBytes,
 	}
 

@@ -269,6 +269,7 @@ func New(cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("lifecycle: instruments: %w", err)
 	}
 	s.m = m
+	s.zeroCounters(context.Background())
 	return s, nil
 }
 
