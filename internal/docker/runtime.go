@@ -4,15 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
-	"slices"
 	"strings"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/google/uuid"
 	"github.com/moby/moby/api/types/container"
-	"github.com/moby/moby/api/types/mount"
 	"github.com/moby/moby/client"
 
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
@@ -119,68 +116,6 @@ func (r *Runtime) workspace(spec lifecycle.CreateSpec, prof profile.Profile) (st
 	return r.root.Ensure(derived, prof.UID, prof.GID)
 }
 
-// ContainerName is the name of the container of a chat's session:
-// sandboxd-<chat id>-<session id>. It names chat and session unambiguously: a claimed
-// pool container, whose labels name neither, is known by it (see Managed).
-func ContainerName(chatID, sessionID uuid.UUID) string {
-	return "sandboxd-" + chatID.String() + "-" + sessionID.String()
-}
-
-func (r *Runtime) containerConfig(spec lifecycle.CreateSpec, p profile.Profile) *container.Config {
-	env := make([]string, 0, len(p.Env))
-	for _, k := range slices.Sorted(maps.Keys(p.Env)) {
-		env = append(env, k+"="+p.Env[k])
-	}
-	return &container.Config{
-		Image:           p.Image,
-		User:            p.User,
-		Env:             env,
-		WorkingDir:      p.Workspace,
-		Hostname:        "sandbox",
-		NetworkDisabled: p.Network == "none",
-		Labels: map[string]string{
-			LabelManagedBy: ManagedBy,
-			LabelInstance:  r.instance,
-			LabelChatID:    spec.ChatID.String(),
-			LabelSessionID: spec.SessionID.String(),
-			LabelAgentID:   spec.AgentID,
-			LabelExpiresAt: spec.ExpiresAt.UTC().Format(time.RFC3339),
-		},
-	}
-}
-
-func hostConfig(p profile.Profile, volume string) *container.HostConfig {
-	yes := true
-	pids := p.PIDs
-	return &container.HostConfig{
-		Runtime:        p.Runtime, // empty: the engine's default
-		NetworkMode:    container.NetworkMode(p.Network),
-		RestartPolicy:  container.RestartPolicy{Name: container.RestartPolicyDisabled},
-		CapDrop:        []string{"ALL"},
-		SecurityOpt:    []string{"no-new-privileges"},
-		ReadonlyRootfs: true,
-		Privileged:     false,
-		IpcMode:        container.IPCModePrivate,
-		CgroupnsMode:   container.CgroupnsModePrivate,
-		Init:           &yes,
-		Tmpfs:          map[string]string{"/tmp": fmt.Sprintf("rw,nosuid,nodev,size=%d,mode=1777", p.TmpfsBytes)},
-		Resources: container.Resources{
-			Memory:     p.MemoryBytes,
-			MemorySwap: p.MemoryBytes, // swap equal to memory: no swap at all
-			NanoCPUs:   p.NanoCPUs,
-			PidsLimit:  &pids,
-		},
-		// Mounts, never Binds: a bind mount of a missing folder fails instead of
-		// creating it as root on the host.
-		Mounts: []mount.Mount{{
-			Type:        mount.TypeBind,
-			Source:      volume,
-			Target:      p.Workspace,
-			BindOptions: &mount.BindOptions{Propagation: mount.PropagationPrivate, NonRecursive: true},
-		}},
-	}
-}
-
 // Stop stops the sandbox gracefully (killing it after the configured timeout), then
 // removes the container; its workspace folder stays. A container that is gone is no
 // error. Errors wrap sandbox.ErrUnavailable when the engine cannot be reached, and
@@ -256,14 +191,6 @@ func (r *Runtime) remove(ctx context.Context, containerID string) error {
 		case <-time.After(removeRetry):
 		}
 	}
-}
-
-// gone turns "not found" into success: what is already gone needs no removing.
-func gone(err error) error {
-	if errors.Is(err, sandbox.ErrNotFound) {
-		return nil
-	}
-	return err
 }
 
 // Managed lists every container, running or not, that carries this instance's labels,

@@ -1,0 +1,102 @@
+package docker
+
+// A profile's translation into the engine's objects: the container config and host config
+// every sandbox of the profile is made with, cold or pooled. Every sandbox gets the
+// hardened settings whatever its profile says: all capabilities dropped,
+// no-new-privileges, a read-only root, private IPC and cgroup namespaces, an init
+// process, no restart, and its workspace folder as its only host mount.
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/mount"
+	"github.com/moby/moby/client"
+
+	"github.com/sandboxd/sandboxd/internal/lifecycle"
+	"github.com/sandboxd/sandboxd/internal/profile"
+)
+
+// ContainerName is the name of the container of a chat's session:
+// sandboxd-<chat id>-<session id>. It names chat and session unambiguously: a claimed
+// pool container, whose labels name neither, is known by it (see Managed).
+func ContainerName(chatID, sessionID uuid.UUID) string {
+	return "sandboxd-" + chatID.String() + "-" + sessionID.String()
+}
+
+func (r *Runtime) containerConfig(spec lifecycle.CreateSpec, p profile.Profile) *container.Config {
+	env := make([]string, 0, len(p.Env))
+	for _, k := range slices.Sorted(maps.Keys(p.Env)) {
+		env = append(env, k+"="+p.Env[k])
+	}
+	return &container.Config{
+		Image:           p.Image,
+		User:            p.User,
+		Env:             env,
+		WorkingDir:      p.Workspace,
+		Hostname:        "sandbox",
+		NetworkDisabled: p.Network == "none",
+		Labels: map[string]string{
+			LabelManagedBy: ManagedBy,
+			LabelInstance:  r.instance,
+			LabelChatID:    spec.ChatID.String(),
+			LabelSessionID: spec.SessionID.String(),
+			LabelAgentID:   spec.AgentID,
+			LabelExpiresAt: spec.ExpiresAt.UTC().Format(time.RFC3339),
+		},
+	}
+}
+
+func hostConfig(p profile.Profile, volume string) *container.HostConfig {
+	yes := true
+	pids := p.PIDs
+	return &container.HostConfig{
+		Runtime:        p.Runtime, // empty: the engine's default
+		NetworkMode:    container.NetworkMode(p.Network),
+		RestartPolicy:  container.RestartPolicy{Name: container.RestartPolicyDisabled},
+		CapDrop:        []string{"ALL"},
+		SecurityOpt:    []string{"no-new-privileges"},
+		ReadonlyRootfs: true,
+		Privileged:     false,
+		IpcMode:        container.IPCModePrivate,
+		CgroupnsMode:   container.CgroupnsModePrivate,
+		Init:           &yes,
+		Tmpfs:          map[string]string{"/tmp": fmt.Sprintf("rw,nosuid,nodev,size=%d,mode=1777", p.TmpfsBytes)},
+		Resources: container.Resources{
+			Memory:     p.MemoryBytes,
+			MemorySwap: p.MemoryBytes, // swap equal to memory: no swap at all
+			NanoCPUs:   p.NanoCPUs,
+			PidsLimit:  &pids,
+		},
+		// Mounts, never Binds: a bind mount of a missing folder fails instead of
+		// creating it as root on the host.
+		Mounts: []mount.Mount{{
+			Type:        mount.TypeBind,
+			Source:      volume,
+			Target:      p.Workspace,
+			BindOptions: &mount.BindOptions{Propagation: mount.PropagationPrivate, NonRecursive: true},
+		}},
+	}
+}
+
+// CreateOptions returns what Create asks the engine for when it makes the sandbox of spec
+// with volume as its workspace folder: the container's name, config and host config, built
+// by the same functions Create uses. It touches neither the engine nor the folder (Create
+// also checks and creates the folder), so a tool can make the very same container through
+// the Engine API directly: cmd/sandboxbench measures sandboxd against that baseline. The
+// error wraps sandbox.ErrInvalid for an agent without a profile.
+func (r *Runtime) CreateOptions(spec lifecycle.CreateSpec, volume string) (client.ContainerCreateOptions, error) {
+	prof, err := r.profiles.Lookup(spec.AgentID)
+	if err != nil {
+		return client.ContainerCreateOptions{}, fmt.Errorf("docker: create options: %w", err)
+	}
+	return client.ContainerCreateOptions{
+		Name:       ContainerName(spec.ChatID, spec.SessionID),
+		Config:     r.containerConfig(spec, prof),
+		HostConfig: hostConfig(prof, volume),
+	}, nil
+}
