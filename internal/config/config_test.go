@@ -349,7 +349,7 @@ agents:
 func keys() [][3]string {
 	var out [][3]string
 	for _, o := range options() {
-		out = append(out, [3]string{strings.ReplaceAll(o.key, delim, "."), envName(o.key), "--" + flagName(o.key)})
+		out = append(out, [3]string{o.key, envName(o.key), "--" + flagName(o.key)})
 	}
 	return out
 }
@@ -370,6 +370,31 @@ func TestREADMENamesEveryKey(t *testing.T) {
 	for _, f := range reflect.VisibleFields(reflect.TypeFor[profile.Spec]()) {
 		if key := f.Tag.Get("koanf"); !strings.Contains(string(readme), "    "+key+":") {
 			t.Errorf("README.md's profile example does not show %s", key)
+		}
+	}
+}
+
+// Every key of the options table names a field of Config by its koanf tags, section by
+// section, so that the table and the YAML keys cannot drift apart.
+func TestOptionKeysNameConfigFields(t *testing.T) {
+	for _, o := range options() {
+		typ := reflect.TypeFor[Config]()
+		for _, part := range strings.Split(o.key, ".") {
+			if typ.Kind() != reflect.Struct {
+				t.Errorf("key %s: %s is not a section", o.key, typ)
+				break
+			}
+			var found bool
+			for _, f := range reflect.VisibleFields(typ) {
+				if f.Tag.Get("koanf") == part {
+					typ, found = f.Type, true
+					break
+				}
+			}
+			if !found {
+				t.Errorf("key %s: no field tagged %q in %s", o.key, part, typ)
+				break
+			}
 		}
 	}
 }

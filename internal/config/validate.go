@@ -1,0 +1,238 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sandboxd/sandboxd/internal/profile"
+)
+
+// finish fills derived values (the resolved profiles, an absolute volume root) and
+// validates, section by section; every problem is reported, joined.
+func (c *Config) finish() error {
+	var p problems
+	c.checkAPI(&p)
+	c.checkLifetimes(&p)
+	c.checkExec(&p)
+	c.checkJobs(&p)
+	c.checkRegistry(&p)
+	c.checkDocker(&p)
+	c.checkAgents(&p)
+	c.checkTelemetry(&p)
+	return errors.Join(p...)
+}
+
+// problems collects what is wrong with a configuration, each named by its key.
+type problems []error
+
+func (p *problems) bad(key, format string, a ...any) {
+	*p = append(*p, fmt.Errorf("config: %s: %s", key, fmt.Sprintf(format, a...)))
+}
+
+func (p *problems) positive(key string, d time.Duration) {
+	if d <= 0 {
+		p.bad(key, "must be > 0, got %s", d)
+	}
+}
+
+// checkAPI checks the HTTP API's keys: listen, tokens, max_body_bytes, shutdown_timeout.
+func (c *Config) checkAPI(p *problems) {
+	if loopback, err := isLoopback(c.Listen); err != nil {
+		p.bad("listen", "%v", err)
+	} else if !loopback && len(c.Tokens) == 0 {
+		p.bad("listen", "%q is not a loopback address and no tokens are configured: set tokens (%s) or listen on 127.0.0.1", c.Listen, envName("tokens"))
+	}
+	for i, t := range c.Tokens {
+		if strings.TrimSpace(t) == "" || strings.ContainsAny(t, " \t\r\n") {
+			p.bad("tokens", "token %d is empty or holds white space", i+1)
+		}
+	}
+	if c.MaxBodyBytes <= 0 {
+		p.bad("max_body_bytes", "must be > 0, got %d", c.MaxBodyBytes)
+	}
+	p.positive("shutdown_timeout", c.ShutdownTimeout)
+}
+
+// checkLifetimes checks how long sandboxes live: ttl, max_lifetime.
+func (c *Config) checkLifetimes(p *problems) {
+	p.positive("ttl", c.TTL)
+	p.positive("max_lifetime", c.MaxLifetime)
+	if c.MaxLifetime > 0 && c.TTL > c.MaxLifetime {
+		p.bad("ttl", "%s is over max_lifetime %s", c.TTL, c.MaxLifetime)
+	}
+}
+
+// checkExec checks the bounds of commands and files: exec.*, files.*.
+func (c *Config) checkExec(p *problems) {
+	p.positive("exec.default_timeout", c.Exec.DefaultTimeout)
+	p.positive("exec.max_timeout", c.Exec.MaxTimeout)
+	if c.Exec.DefaultTimeout > c.Exec.MaxTimeout {
+		p.bad("exec.default_timeout", "%s is over exec.max_timeout %s", c.Exec.DefaultTimeout, c.Exec.MaxTimeout)
+	}
+	if c.Exec.MaxConcurrent < 1 {
+		p.bad("exec.max_concurrent", "must be >= 1, got %d", c.Exec.MaxConcurrent)
+	}
+	if c.Exec.OutputCap <= 0 {
+		p.bad("exec.output_cap", "must be > 0, got %d", c.Exec.OutputCap)
+	}
+	if c.Files.MaxBytes <= 0 {
+		p.bad("files.max_bytes", "must be > 0, got %d", c.Files.MaxBytes)
+	}
+}
+
+// checkJobs checks the background jobs: sweep.*, reconcile.*.
+func (c *Config) checkJobs(p *problems) {
+	p.positive("sweep.interval", c.Sweep.Interval)
+	if c.Sweep.Parallelism < 1 {
+		p.bad("sweep.parallelism", "must be >= 1, got %d", c.Sweep.Parallelism)
+	}
+	p.positive("reconcile.interval", c.Reconcile.Interval)
+	p.positive("reconcile.grace", c.Reconcile.Grace)
+}
+
+// checkRegistry checks registry and lock_linger.
+func (c *Config) checkRegistry(p *problems) {
+	if _, _, err := ParseRegistry(c.Registry); err != nil {
+		p.bad("registry", "%v", err)
+	}
+	if c.LockLinger < 0 {
+		p.bad("lock_linger", "must be >= 0, got %s", c.LockLinger)
+	}
+}
+
+// checkDocker checks docker.* and makes the volume root absolute.
+func (c *Config) checkDocker(p *problems) {
+	p.positive("docker.stop_timeout", c.Docker.StopTimeout)
+	if !validInstance(c.Docker.Instance) {
+		p.bad("docker.instance", "%q: use 1 to 63 letters, digits, '.', '_' or '-'", c.Docker.Instance)
+	}
+	if c.Docker.VolumeRoot == "" {
+		p.bad("docker.volume_root", "must be set")
+	} else if abs, err := filepath.Abs(c.Docker.VolumeRoot); err != nil {
+		p.bad("docker.volume_root", "%v", err)
+	} else {
+		c.Docker.VolumeRoot = abs
+	}
+}
+
+// checkAgents resolves the agents section into Profiles (package profile checks it).
+func (c *Config) checkAgents(p *problems) {
+	set, err := profile.New(c.Agents)
+	if err != nil {
+		*p = append(*p, configErrors(err)...)
+		return
+	}
+	c.Profiles = set
+}
+
+// checkTelemetry checks otlp.* and log.*.
+func (c *Config) checkTelemetry(p *problems) {
+	if c.OTLP.Endpoint != "" {
+		u, err := url.Parse(c.OTLP.Endpoint)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			p.bad("otlp.endpoint", "%q is not an http(s) URL such as http://localhost:4318", c.OTLP.Endpoint)
+		}
+	}
+	switch strings.ToLower(c.Log.Level) {
+	case "debug", "info", "warn", "error":
+	default:
+		p.bad("log.level", "%q: use debug, info, warn or error", c.Log.Level)
+	}
+	switch strings.ToLower(c.Log.Format) {
+	case "json", "text":
+	default:
+		p.bad("log.format", "%q: use json or text", c.Log.Format)
+	}
+}
+
+// configErrors prefixes each of the (joined) errors with "config: ".
+func configErrors(err error) []error {
+	joined, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		return []error{fmt.Errorf("config: %w", err)}
+	}
+	var out []error
+	for _, e := range joined.Unwrap() {
+		out = append(out, fmt.Errorf("config: %w", e))
+	}
+	return out
+}
+
+// ParseRegistry splits a registry DSN into its kind ("sqlite" or "postgres") and what the
+// store opens: the file path for sqlite, the whole DSN for postgres.
+func ParseRegistry(dsn string) (kind, target string, err error) {
+	switch {
+	case strings.HasPrefix(dsn, "sqlite:"):
+		path := strings.TrimPrefix(strings.TrimPrefix(dsn, "sqlite:"), "//")
+		if path == "" {
+			return "", "", fmt.Errorf("%q names no file: use sqlite:<path>", dsn)
+		}
+		return "sqlite", path, nil
+	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
+		if _, err := url.Parse(dsn); err != nil {
+			return "", "", fmt.Errorf("postgres DSN does not parse: %v", redact(err))
+		}
+		return "postgres", dsn, nil
+	}
+	return "", "", fmt.Errorf("unknown registry %q: use sqlite:<path> or postgres://<dsn>", redactDSN(dsn))
+}
+
+// isLoopback reports whether the listen address only takes connections from this host.
+func isLoopback(listen string) (bool, error) {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return false, fmt.Errorf("%q is not host:port", listen)
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return false, fmt.Errorf("%q: bad port %q", listen, port)
+	}
+	if host == "localhost" {
+		return true, nil
+	}
+	addr, err := netip.ParseAddr(host)
+	if err != nil {
+		return false, nil // a host name may resolve anywhere
+	}
+	return addr.IsLoopback(), nil
+}
+
+func validInstance(s string) bool {
+	if s == "" || len(s) > 63 {
+		return false
+	}
+	for _, r := range s {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '.', r == '_', r == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// redact keeps a password out of an error message.
+func redact(err error) string {
+	var uerr *url.Error
+	if errors.As(err, &uerr) {
+		return uerr.Err.Error()
+	}
+	return "malformed URL"
+}
+
+func redactDSN(dsn string) string {
+	if u, err := url.Parse(dsn); err == nil && u.User != nil {
+		u.User = url.User(u.User.Username())
+		return u.String()
+	}
+	if len(dsn) > 16 {
+		return dsn[:16] + "..."
+	}
+	return dsn
+}
