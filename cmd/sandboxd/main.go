@@ -30,6 +30,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/httpapi"
 	"github.com/sandboxd/sandboxd/internal/keylock"
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
+	"github.com/sandboxd/sandboxd/internal/mcpserver"
 	"github.com/sandboxd/sandboxd/internal/periodic"
 	"github.com/sandboxd/sandboxd/internal/pglock"
 	"github.com/sandboxd/sandboxd/internal/pgstore"
@@ -212,8 +213,18 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 	}
 	closers = append(closers, func(context.Context) error { jobs.Stop(); return nil })
 
+	mcpHandler, err := mcpserver.New(mcpserver.Config{
+		Sandboxes:      svc,
+		Logger:         log,
+		MeterProvider:  tel.MeterProvider,
+		TracerProvider: tel.TracerProvider,
+	})
+	if err != nil {
+		return err
+	}
 	handler, err := httpapi.New(httpapi.Config{
 		Sandboxes:    svc,
+		MCP:          mcpHandler,
 		Tokens:       cfg.Tokens,
 		MaxBodyBytes: cfg.MaxBodyBytes,
 		Ready:        func(ctx context.Context) error { return errors.Join(reg.ping(ctx), rt.Ping(ctx)) },

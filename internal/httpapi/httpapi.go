@@ -67,6 +67,9 @@ type Config struct {
 	// then; its error goes to the log, never to the unauthenticated caller.
 	Ready        func(context.Context) error
 	ReadyTimeout time.Duration
+	// MCP serves /mcp/ (the MCP server, mcpserver), behind the same bearer tokens as
+	// /v1/ and without the body limit (it applies its own); nil: 404.
+	MCP http.Handler
 	// Metrics serves GET /metrics (e.g. the Prometheus exporter's handler); nil: 404.
 	Metrics http.Handler
 	// Logger receives one record per request; default: discard.
@@ -84,6 +87,9 @@ const (
 )
 
 const bearerScheme = "bearer"
+
+// mcpPattern is where Config.MCP is served.
+const mcpPattern = "/mcp/"
 
 // server holds what the handlers share.
 type server struct {
@@ -150,10 +156,13 @@ func New(cfg Config) (http.Handler, error) {
 	s.registerHealth(api)
 	s.registerMetrics(api, mux)
 	documentCode(api)
+	if cfg.MCP != nil {
+		mux.Handle(mcpPattern, cfg.MCP)
+	}
 	mux.Handle("/", noRoute(mux))
 
 	var h http.Handler = mux
-	h = limitBody(h, mux, cfg.MaxBodyBytes, uploadPattern)
+	h = limitBody(h, mux, cfg.MaxBodyBytes, uploadPattern, mcpPattern)
 	h = authenticate(h, cfg.Tokens)
 	h = logRequests(h, cfg.Logger)
 	return h, nil
@@ -227,8 +236,8 @@ func noRoute(mux *http.ServeMux) http.Handler {
 	})
 }
 
-// authenticate refuses requests to /v1/ that do not carry one of tokens as a bearer
-// token. With no tokens, everything passes.
+// authenticate refuses requests to /v1/ and /mcp/ that do not carry one of tokens as a
+// bearer token, before anything else reads them. With no tokens, everything passes.
 func authenticate(next http.Handler, tokens []string) http.Handler {
 	if len(tokens) == 0 {
 		return next
@@ -239,7 +248,7 @@ func authenticate(next http.Handler, tokens []string) http.Handler {
 		digests[i] = sha256.Sum256([]byte(t))
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !strings.HasPrefix(r.URL.Path, "/v1/") {
+		if !strings.HasPrefix(r.URL.Path, "/v1/") && !strings.HasPrefix(r.URL.Path, mcpPattern) && r.URL.Path != "/mcp" {
 			next.ServeHTTP(w, r)
 			return
 		}
