@@ -43,13 +43,19 @@ func newRootCommand(getenv func(string) string, stdin io.Reader, stdout, stderr 
 	f.DurationVar(&c.timeout, "timeout", 5*time.Minute, "give up on the server after this long")
 
 	root.AddCommand(c.createCommand(), c.getCommand(), c.deleteCommand(), c.listCommand(),
-		c.execCommand(), c.cpCommand(), c.lsCommand(), c.keepaliveCommand())
+		c.execCommand(), c.cpCommand(), c.lsCommand(), c.keepaliveCommand(), c.mcpCommand())
 	return root
 }
 
 // client builds the API client from the flags, falling back to the environment.
 func (c *cli) client() (*client.Client, error) {
-	server, token := c.server, c.token
+	server, token := c.endpoint()
+	return client.New(server, token, &http.Client{})
+}
+
+// endpoint is the server and token from the flags, falling back to the environment.
+func (c *cli) endpoint() (server, token string) {
+	server, token = c.server, c.token
 	if server == "" {
 		server = c.getenv("SANDBOXD_URL")
 	}
@@ -59,7 +65,7 @@ func (c *cli) client() (*client.Client, error) {
 	if token == "" {
 		token = c.getenv("SANDBOXD_TOKEN")
 	}
-	return client.New(server, token, &http.Client{})
+	return server, token
 }
 
 // call runs fn with the client under the command's timeout.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -24,7 +25,16 @@ import (
 	"github.com/sandboxd/sandboxd/internal/testing/waitfor"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	// The stdio MCP test runs this binary as sandboxctl.
+	if os.Getenv(runMainEnv) == "1" {
+		main()
+		os.Exit(0)
+	}
+	goleak.VerifyTestMain(m)
+}
+
+const runMainEnv = "SANDBOXCTL_TEST_RUN_MAIN"
 
 // dockerLengthID names the nth container with as many digits as the engine's ids have.
 func dockerLengthID(n int, _ lifecycle.CreateSpec) string { return fmt.Sprintf("%064d", n) }
