@@ -10,31 +10,12 @@
 //
 // # How an exec is killed
 //
-// The Engine API cannot signal an exec process, so Exec runs every command through a
-// small wrapper (execWrapper) and kills it, when its context ends, with a second exec
-// (killScript) in the same sandbox, as the same user. That works with a remote engine
-// too; killing the host pid that ExecInspect reports would need sandboxd on the engine's
-// host, with rights over the sandbox's processes.
-//
-// The engine starts each exec process as the leader of a session and process group of
-// its own (runc calls setsid for it; the wrapper checks, and refuses to run the command
-// if that ever stops being true, rather than kill someone else's group). So the wrapper's
-// pid names the group and the session of everything the command starts. The wrapper
-// reports it, with its start time, as the first line of its stdout, which Exec takes off
-// before the caller sees any output: no pid file to clean up, nothing that fails when
-// /tmp is full. Then it execs the command, which keeps that pid and start time.
-//
-// Each command also carries a token of its own in its environment (ExecTokenVar), which
-// what it starts inherits, whatever session it moves to.
-//
-// killScript sends SIGKILL to the process group at once, then sweeps /proc for what is
-// left of the session (processes that moved to a group of their own, as a shell with job
-// control does) and for every process that carries the command's token (a daemon that
-// called setsid keeps its environment), until none lives. The group and session are
-// killed only if the pid still is the command's (same start time) or is gone: a pid the
-// kernel gave to another command after this one ended is left alone (a session's pid is
-// not reused while a process of the session lives). A process that starts a new session
-// and clears its environment outlives the command; it dies with the sandbox.
+// The Engine API cannot signal an exec process, so Exec runs every command through
+// package execwrap's wrapper, which reports the command's pid and start time, and kills
+// it, when its context ends, with execwrap's kill script in a second exec in the same
+// sandbox, as the same user (execwrap's package doc says how and why). The engine starts
+// each exec process as the leader of a session and process group of its own (runc calls
+// setsid for it; the wrapper checks).
 //
 // # The warm pool
 //

@@ -7,10 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"path"
-	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -19,77 +16,16 @@ import (
 	"github.com/moby/moby/api/pkg/stdcopy"
 	"github.com/moby/moby/client"
 
+	"github.com/sandboxd/sandboxd/internal/execwrap"
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 )
 
 var _ lifecycle.Executor = (*Runtime)(nil)
 
-// How a command is killed (execWrapper, killScript): see the package doc.
-
-// execWrapper checks that the shell leads its own session and group, prints its pid,
-// checks that the command exists, and execs it. It reads the session with builtins only,
-// and field splitting with its own IFS: the caller's PATH and IFS cannot mislead it.
-const execWrapper = `IFS=' ' read -r _ _ _ _ g s _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ st _ </proc/$$/stat
-if [ "$g" != "$$" ] || [ "$s" != "$$" ]; then echo "` + headerNoSession + `"; exit 126; fi
-command -v "$1" >/dev/null 2>&1 || { echo "` + headerNotFound + `"; exit 127; }
-echo "$$ $st"
-exec "$@"`
-
-// ExecTokenVar is the environment variable that carries a command's kill token. A
-// request may not set it.
-const ExecTokenVar = "SANDBOXD_EXEC"
-
-// The wrapper's first stdout line when it does not run the command.
-const (
-	headerNoSession = "sandboxd-exec: not a session leader"
-	headerNotFound  = "sandboxd-exec: command not found"
-)
-
-// killScript kills the command whose wrapper was pid $1, started at $2 (clock ticks
-// since boot), carrying token $3: its session and group, if pid $1 is still the
-// command's or gone, and every process with the token. It exits 0 once none of them is
-// left alive, 1 if some resist. It forks nothing but sleep: the sandbox may be out of
-// pids. A zombie is dead already: the sandbox's init reaps it.
-const killScript = `IFS=' '
-t=$1
-start=$2
-tok="` + ExecTokenVar + `=$3"
-own=1
-if { read -r st </proc/"$t"/stat; } 2>/dev/null; then
-	st=${st##*) }
-	set -- $st
-	[ "${20}" = "$start" ] || own=0
-fi
-[ $own = 1 ] && kill -KILL -"$t" 2>/dev/null
-n=0
-while [ $n -lt 100 ]; do
-	left=0
-	for f in /proc/[0-9]*/stat; do
-		{ read -r st <"$f"; } 2>/dev/null || continue
-		p=${f#/proc/}
-		p=${p%/stat}
-		st=${st##*) }
-		set -- $st
-		case $1 in Z|X) continue ;; esac
-		hit=0
-		if [ $own = 1 ] && [ "$4" = "$t" ]; then
-			hit=1
-		else
-			while read -r l || [ -n "$l" ]; do
-				case $l in *"$tok"*) hit=1; break ;; esac
-			done 2>/dev/null <"/proc/$p/environ"
-		fi
-		if [ $hit = 1 ]; then
-			kill -KILL "$p" 2>/dev/null
-			left=1
-		fi
-	done
-	[ $left = 0 ] && exit 0
-	n=$((n+1))
-	sleep 0.05
-done
-exit 1`
+// ExecTokenVar is the environment variable that carries a command's kill token (see
+// package execwrap, which says how a command is killed). A request may not set it.
+const ExecTokenVar = execwrap.TokenVar
 
 // killTimeout bounds the cleanup after a command's context ended: waiting for the
 // wrapper's pid, killing, and waiting for its output to end. It runs detached from the
@@ -104,7 +40,7 @@ const killTimeout = 30 * time.Second
 // Stdin has stopped (a Read that blocks holds it).
 //
 // When ctx ends first, or the output cannot be delivered, Exec kills the command and
-// every process it started (see killScript) before it returns ctx's error (or the
+// every process it started (see execwrap.KillScript) before it returns ctx's error (or the
 // writer's), joined with any failure to kill.
 //
 // Errors wrap sandbox.ErrNotFound when the container is gone or not running,
@@ -115,12 +51,12 @@ func (r *Runtime) Exec(ctx context.Context, containerID string, cmd lifecycle.Ex
 	if len(cmd.Cmd) == 0 || cmd.Cmd[0] == "" {
 		return -1, fmt.Errorf("docker: exec in %s: empty command: %w", containerID, sandbox.ErrInvalid)
 	}
-	env, err := execEnv(cmd.Env)
+	env, err := execwrap.Env(cmd.Env)
 	if err != nil {
 		return -1, fmt.Errorf("docker: exec in %s: %w", containerID, err)
 	}
 	token := rand.Text()
-	env = append(env, ExecTokenVar+"="+token)
+	env = append(env, execwrap.TokenVar+"="+token)
 	c, err := r.ownedContainer(ctx, containerID)
 	if err != nil {
 		return -1, err
@@ -139,7 +75,7 @@ func (r *Runtime) Exec(ctx context.Context, containerID string, cmd lifecycle.Ex
 		AttachStdin:  cmd.Stdin != nil,
 		AttachStdout: true,
 		AttachStderr: true,
-		Cmd:          append([]string{"/bin/sh", "-c", execWrapper, "sandboxd-exec"}, cmd.Cmd...),
+		Cmd:          append([]string{"/bin/sh", "-c", execwrap.Wrapper, "sandboxd-exec"}, cmd.Cmd...),
 	})
 	if err != nil {
 		return -1, execError(containerID, err)
@@ -160,7 +96,7 @@ func (r *Runtime) Exec(ctx context.Context, containerID string, cmd lifecycle.Ex
 		})
 	}
 
-	header := newHeaderWriter(orDiscard(cmd.Stdout))
+	header := execwrap.NewHeaderWriter(orDiscard(cmd.Stdout))
 	copied := make(chan error, 1)
 	go func() {
 		_, err := stdcopy.StdCopy(header, orDiscard(cmd.Stderr), att.Reader)
@@ -200,7 +136,7 @@ func execWorkdir(base, dir string) string {
 
 // finished returns the exit code of the exec execID, whose output has ended, or the
 // reason its command did not start.
-func (r *Runtime) finished(ctx context.Context, containerID, user, token, execID string, header *headerWriter) (int, error) {
+func (r *Runtime) finished(ctx context.Context, containerID, user, token, execID string, header *execwrap.HeaderWriter) (int, error) {
 	code, err := r.exitCode(ctx, execID)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -208,13 +144,13 @@ func (r *Runtime) finished(ctx context.Context, containerID, user, token, execID
 		}
 		return -1, execError(containerID, err)
 	}
-	line, ok := header.first()
+	line, ok := header.First()
 	switch {
-	case ok && line == headerNotFound:
+	case ok && line == execwrap.HeaderNotFound:
 		return -1, fmt.Errorf("docker: exec in %s: command not found: %w", containerID, sandbox.ErrInvalid)
-	case ok && line == headerNoSession:
+	case ok && line == execwrap.HeaderNoSession:
 		return -1, fmt.Errorf("docker: exec in %s: the engine did not start the command in a session of its own, so it could not be killed: %w", containerID, sandbox.ErrUnavailable)
-	case !ok || !isStarted(line):
+	case !ok || !execwrap.Started(line):
 		// The wrapper never ran: the engine could not start it (a missing working
 		// folder, say), and said why on its output.
 		return -1, fmt.Errorf("docker: exec in %s: cannot start (exit %d): %s: %w",
@@ -244,23 +180,23 @@ func (r *Runtime) exitCode(ctx context.Context, execID string) (int, error) {
 // after the kill, for the output to end; without, the output has ended already. It runs
 // detached from the caller's context and returns nil when there was nothing (left) to
 // kill.
-func (r *Runtime) kill(containerID, user, token string, header *headerWriter, copied <-chan error) error {
+func (r *Runtime) kill(containerID, user, token string, header *execwrap.HeaderWriter, copied <-chan error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), killTimeout)
 	defer cancel()
 	var line string
 	if copied == nil {
-		line, _ = header.first()
+		line, _ = header.First()
 	} else {
 		select {
-		case line = <-header.line:
+		case line = <-header.Line():
 		case <-copied:
-			line, _ = header.first()
+			line, _ = header.First()
 			copied = nil
 		case <-ctx.Done():
 			return fmt.Errorf("docker: exec in %s: no pid to kill after %s: %w", containerID, killTimeout, sandbox.ErrUnavailable)
 		}
 	}
-	if !isStarted(line) {
+	if !execwrap.Started(line) {
 		return nil // it never started, or the wrapper refused to run it
 	}
 	pid, start, _ := strings.Cut(line, " ")
@@ -273,7 +209,7 @@ func (r *Runtime) kill(containerID, user, token string, header *headerWriter, co
 	// command that holds all of the sandbox's pids leaves none for it. Try again until
 	// one frees.
 	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
-		code, out, err = r.run(ctx, containerID, user, []string{"/bin/sh", "-c", killScript, "sandboxd-kill", pid, start, token})
+		code, out, err = r.run(ctx, containerID, user, []string{"/bin/sh", "-c", execwrap.KillScript, "sandboxd-kill", pid, start, token})
 		if err != nil || code != 126 || !sleepCtx(ctx, wait) {
 			break
 		}
@@ -308,7 +244,7 @@ func (r *Runtime) run(ctx context.Context, containerID, user string, argv []stri
 	}
 	defer att.Close()
 	var out bytes.Buffer
-	w := &limitedBuffer{b: &out, left: 4 << 10}
+	w := &execwrap.LimitedBuffer{B: &out, Left: 4 << 10}
 	stop := context.AfterFunc(ctx, att.Close) // the read below does not watch ctx
 	defer stop()
 	if _, err := stdcopy.StdCopy(w, w, att.Reader); err != nil {
@@ -330,21 +266,6 @@ func execError(containerID string, err error) error {
 	return engineError("exec in "+containerID, err)
 }
 
-// execEnv turns env into the engine's NAME=value list, in name order.
-func execEnv(env map[string]string) ([]string, error) {
-	out := make([]string, 0, len(env))
-	for _, k := range slices.Sorted(maps.Keys(env)) {
-		if k == "" || strings.ContainsAny(k, "=\x00") || strings.Contains(env[k], "\x00") {
-			return nil, fmt.Errorf("bad environment variable %q: %w", k, sandbox.ErrInvalid)
-		}
-		if k == ExecTokenVar {
-			return nil, fmt.Errorf("environment variable %s is sandboxd's own: %w", k, sandbox.ErrInvalid)
-		}
-		out = append(out, k+"="+env[k])
-	}
-	return out, nil
-}
-
 // sleepCtx waits d and reports true, or false when ctx ends first.
 func sleepCtx(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
@@ -357,91 +278,9 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// isStarted reports whether line is the wrapper's "<pid> <start time>": the command ran.
-func isStarted(line string) bool {
-	pid, start, ok := strings.Cut(line, " ")
-	n, err := strconv.Atoi(pid)
-	_, serr := strconv.ParseUint(start, 10, 64)
-	return ok && err == nil && n > 1 && serr == nil
-}
-
 func orDiscard(w io.Writer) io.Writer {
 	if w == nil {
 		return io.Discard
 	}
 	return w
-}
-
-// headerWriter takes the wrapper's first stdout line off the stream, hands it to line,
-// and passes the rest on. It is written by one goroutine (stdcopy).
-type headerWriter struct {
-	w    io.Writer
-	buf  []byte
-	done bool
-	line chan string // receives the first line, once
-
-	mu   sync.Mutex
-	seen *string
-}
-
-func newHeaderWriter(w io.Writer) *headerWriter {
-	return &headerWriter{w: w, line: make(chan string, 1)}
-}
-
-// maxHeader is longer than any first line the wrapper prints; an engine's error message
-// may be longer, and is cut there.
-const maxHeader = 512
-
-func (h *headerWriter) Write(p []byte) (int, error) {
-	n := len(p)
-	if !h.done {
-		i := bytes.IndexByte(p, '\n')
-		if i < 0 {
-			h.buf = append(h.buf, p[:min(len(p), maxHeader-len(h.buf))]...)
-			return n, nil
-		}
-		h.buf = append(h.buf, p[:min(i, maxHeader-len(h.buf))]...)
-		h.publish()
-		p = p[i+1:]
-	}
-	if len(p) == 0 {
-		return n, nil
-	}
-	if _, err := h.w.Write(p); err != nil {
-		return 0, err
-	}
-	return n, nil
-}
-
-func (h *headerWriter) publish() {
-	h.done = true
-	s := string(h.buf)
-	h.mu.Lock()
-	h.seen = &s
-	h.mu.Unlock()
-	h.line <- s
-}
-
-// first returns the first line once the stream has ended: whatever came when it had no
-// newline, and false when nothing came at all.
-func (h *headerWriter) first() (string, bool) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.seen != nil {
-		return *h.seen, true
-	}
-	return string(h.buf), len(h.buf) > 0
-}
-
-// limitedBuffer keeps the first left bytes written to it.
-type limitedBuffer struct {
-	b    *bytes.Buffer
-	left int
-}
-
-func (l *limitedBuffer) Write(p []byte) (int, error) {
-	k := min(len(p), l.left)
-	l.b.Write(p[:k])
-	l.left -= k
-	return len(p), nil
 }
