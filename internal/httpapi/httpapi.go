@@ -106,10 +106,18 @@ type server struct {
 // v1 completes an operation of /v1/: bearer auth (enforced by authenticate) and the
 // body limit (enforced by limitBody before huma reads the body; huma's own limit, which
 // refuses a body of exactly its size, is set above it).
+//
+// Huma's body read timeout is turned off: limitBody has read the body already (bounded
+// by the server's ReadTimeout), so huma's deadline (5 s by default) would fall on the
+// connection's background read that net/http runs once the body is consumed. When it
+// fired, net/http took the connection for dead and cancelled its context: the request
+// under way (a create slower than 5 s) and every later one on that keep-alive
+// connection were answered 499 though their client was still there.
 func (s *server) v1(op huma.Operation) huma.Operation {
 	op.Security = []map[string][]string{{bearerScheme: {}}}
 	op.Errors = append([]int{http.StatusUnauthorized}, op.Errors...)
 	op.MaxBodyBytes = s.maxBody + 1
+	op.BodyReadTimeout = -1
 	return op
 }
 
