@@ -69,18 +69,21 @@ func (f following) create(t *testing.T, chatID uuid.UUID) (sandbox.Session, life
 	return s, outcome
 }
 
-// assertReplacedWithin2s: within 2 s of the death, the chat's next create makes a fresh
-// sandbox on the same workspace.
-func (f following) assertReplacedWithin2s(t *testing.T, died time.Time, old sandbox.Session) {
+// assertRepairedByTheEvent: the dead sandbox's record is forgotten by the repair that
+// follows its death event, and the chat's next create makes a fresh sandbox on the same
+// workspace. "At once" is asserted by cause, not by a stopwatch on a loaded machine: no
+// periodic reconciliation runs here, the only other repair is the reconciliation that
+// follows a (re)connect of the stream, and that one neither logs sandbox_died nor
+// counts it, so sandbox.died.total{reason} reaching wantDied proves the event did it.
+// The wall-clock bound is only there to end the test if nothing repairs it.
+func (f following) assertRepairedByTheEvent(t *testing.T, old sandbox.Session, reason string, wantDied int64) {
 	t.Helper()
-	for {
-		if _, err := f.store.Get(context.Background(), old.ChatID); errors.Is(err, sandbox.ErrNotFound) {
-			break
-		}
-		if time.Since(died) > 2*time.Second {
-			t.Fatalf("the dead sandbox's record is still there 2 s after it died")
-		}
-		time.Sleep(10 * time.Millisecond)
+	waitfor.True(t, time.Minute, "the dead sandbox's record forgotten", func() bool {
+		_, err := f.store.Get(context.Background(), old.ChatID)
+		return errors.Is(err, sandbox.ErrNotFound)
+	})
+	if n := f.died(t, reason); n != wantDied {
+		t.Fatalf("sandbox.died.total{reason=%s} = %d, want %d: the record was not forgotten by the event's repair", reason, n, wantDied)
 	}
 	fresh, outcome := f.create(t, old.ChatID)
 	if outcome != lifecycle.Created || fresh.ContainerID == old.ContainerID {
@@ -121,17 +124,13 @@ func TestKilledSandboxIsReplacedAtOnce(t *testing.T) {
 	f := newFollowing(t, nil)
 	old, _ := f.create(t, uuid.New())
 
-	died := time.Now()
 	if _, err := f.cli.ContainerKill(context.Background(), old.ContainerID, client.ContainerKillOptions{Signal: "KILL"}); err != nil {
 		t.Fatal(err)
 	}
-	f.assertReplacedWithin2s(t, died, old)
+	f.assertRepairedByTheEvent(t, old, "exited", 1)
 	f.waitLogged(t, `"msg":"sandbox_died"`, 1)
 	if log := f.log.String(); !strings.Contains(log, `"reason":"exited","exit_code":137`) {
 		t.Errorf("sandbox_died does not give the exit code 137:\n%s", log)
-	}
-	if n := f.died(t, "exited"); n != 1 {
-		t.Errorf("sandbox.died.total{reason=exited} = %d, want 1", n)
 	}
 }
 
@@ -150,17 +149,13 @@ func TestOOMKilledSandboxIsReplacedAtOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	died := time.Now()
 	if _, err := f.cli.ExecStart(ctx, ex.ID, client.ExecStartOptions{Detach: true}); err != nil {
 		t.Fatal(err)
 	}
-	f.assertReplacedWithin2s(t, died, old)
+	f.assertRepairedByTheEvent(t, old, "oom", 1)
 	f.waitLogged(t, `"msg":"sandbox_died"`, 1)
 	if log := f.log.String(); !strings.Contains(log, `"reason":"oom"`) {
 		t.Errorf("sandbox_died does not say oom:\n%s", log)
-	}
-	if n := f.died(t, "oom"); n != 1 {
-		t.Errorf("sandbox.died.total{reason=oom} = %d, want 1", n)
 	}
 }
 
@@ -192,11 +187,11 @@ func TestEventStreamReconnectsAndReconciles(t *testing.T) {
 	}
 	f.assertGone(t, first.ContainerID)
 
-	died := time.Now()
 	if _, err := f.cli.ContainerKill(context.Background(), second.ContainerID, client.ContainerKillOptions{Signal: "KILL"}); err != nil {
 		t.Fatal(err)
 	}
-	f.assertReplacedWithin2s(t, died, second)
+	// The first was repaired by the reconciliation (not counted), the second by its event.
+	f.assertRepairedByTheEvent(t, second, "exited", 1)
 }
 
 // dockerHost is the engine's socket the tests' client talks to.
