@@ -156,6 +156,7 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 		ExecMaxConcurrent:  cfg.Exec.MaxConcurrent,
 		MaxFileBytes:       cfg.Files.MaxBytes,
 		MaxLifetime:        cfg.MaxLifetime,
+		Tenants:            tenantLimits(cfg.Tenants),
 		Logger:             log,
 		MeterProvider:      tel.MeterProvider,
 		Tracer:             tel.TracerProvider,
@@ -222,10 +223,12 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 	if err != nil {
 		return err
 	}
+	defaultTokens, tenantTokens := cfg.TenantTokens()
 	handler, err := httpapi.New(httpapi.Config{
 		Sandboxes:    svc,
 		MCP:          mcpHandler,
-		Tokens:       cfg.Tokens,
+		Tokens:       defaultTokens,
+		Tenants:      tenantTokens,
 		MaxBodyBytes: cfg.MaxBodyBytes,
 		Ready:        func(ctx context.Context) error { return errors.Join(reg.ping(ctx), rt.Ping(ctx)) },
 		Metrics:      tel.Metrics,
@@ -235,6 +238,19 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 		return err
 	}
 	return serve(ctx, log, cfg, ln, handler)
+}
+
+// tenantLimits is what the lifecycle enforces of the configured tenants.
+func tenantLimits(tenants map[string]config.Tenant) map[string]lifecycle.TenantLimits {
+	out := make(map[string]lifecycle.TenantLimits, len(tenants))
+	for name, t := range tenants {
+		limits := lifecycle.TenantLimits{MaxSandboxes: t.MaxSandboxes, MaxExecConcurrent: t.MaxExecConcurrent}
+		if len(t.Agents) > 0 { // none listed: every agent
+			limits.Agents = t.Agents
+		}
+		out[name] = limits
+	}
+	return out
 }
 
 // serve answers on ln until ctx ends, then stops accepting and waits (up to the shutdown
@@ -254,7 +270,8 @@ func serve(ctx context.Context, log *slog.Logger, cfg config.Config, ln net.List
 		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
 	log.InfoContext(ctx, "listening", slog.String("addr", ln.Addr().String()),
-		slog.Bool("auth", len(cfg.Tokens) > 0), slog.String("instance", cfg.Docker.Instance))
+		slog.Bool("auth", len(cfg.Tokens) > 0 || len(cfg.Tenants) > 0), slog.Int("tenants", len(cfg.Tenants)),
+		slog.String("instance", cfg.Docker.Instance))
 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()

@@ -21,9 +21,13 @@ type Config struct {
 	Listen string `koanf:"listen"`
 	// TTL is how long a sandbox lives after it is created.
 	TTL time.Duration `koanf:"ttl"`
-	// Tokens are the bearer tokens the API accepts. None: the API is open, which is
-	// refused unless Listen is a loopback address.
+	// Tokens are the bearer tokens the API accepts for the default tenant, each plain or
+	// "sha256:<hex>". None (and no Tenants): the API is open, which is refused unless
+	// Listen is a loopback address.
 	Tokens []string `koanf:"tokens"`
+	// Tenants are the tenants besides the default one, by name (YAML only): each reaches
+	// only the chats its callers created (see tenant.go).
+	Tenants map[string]Tenant `koanf:"tenants"`
 	// MaxBodyBytes caps a request body.
 	MaxBodyBytes int64 `koanf:"max_body_bytes"`
 	// ShutdownTimeout bounds the graceful shutdown (in-flight requests, telemetry flush).

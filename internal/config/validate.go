@@ -19,6 +19,7 @@ import (
 func (c *Config) finish() error {
 	var p problems
 	c.checkAPI(&p)
+	c.checkTenants(&p)
 	c.checkLifetimes(&p)
 	c.checkExec(&p)
 	c.checkJobs(&p)
@@ -46,7 +47,7 @@ func (p *problems) positive(key string, d time.Duration) {
 func (c *Config) checkAPI(p *problems) {
 	if loopback, err := isLoopback(c.Listen); err != nil {
 		p.bad("listen", "%v", err)
-	} else if !loopback && len(c.Tokens) == 0 {
+	} else if !loopback && len(c.Tokens) == 0 && len(c.Tenants) == 0 {
 		p.bad("listen", "%q is not a loopback address and no tokens are configured: set tokens (%s) or listen on 127.0.0.1", c.Listen, envName("tokens"))
 	}
 	for i, t := range c.Tokens {

@@ -23,6 +23,7 @@ const (
 	CodeExpired              = "expired"
 	CodeTooLarge             = "too_large"
 	CodeBusy                 = "busy"
+	CodeLimitExceeded        = "limit_exceeded"
 	CodeUnavailable          = "unavailable"
 	CodeUnauthorized         = "unauthorized"
 	CodeBadRequest           = "bad_request"
@@ -46,6 +47,7 @@ var errorCodes = []struct {
 	{sandbox.ErrExpired, CodeExpired, http.StatusConflict},
 	{sandbox.ErrTooLarge, CodeTooLarge, http.StatusRequestEntityTooLarge},
 	{sandbox.ErrBusy, CodeBusy, http.StatusTooManyRequests},
+	{sandbox.ErrLimit, CodeLimitExceeded, http.StatusTooManyRequests},
 	{sandbox.ErrUnavailable, CodeUnavailable, http.StatusServiceUnavailable},
 	{context.DeadlineExceeded, CodeUnavailable, http.StatusServiceUnavailable},
 	{nil, CodeUnauthorized, http.StatusUnauthorized},
@@ -144,6 +146,11 @@ func (s *server) fail(ctx context.Context, op string, err error) error {
 		return clientGone() // the client left: nobody reads the answer, nothing failed here
 	}
 	code, status := ErrorCode(err)
+	if status == http.StatusTooManyRequests {
+		// A limit that was reached frees up as commands end and sandboxes expire or are
+		// deleted: say when to come back.
+		return huma.ErrorWithHeaders(newProblem(status, code, Detail(err)), http.Header{"Retry-After": {retryAfter}})
+	}
 	if status < 500 {
 		return newProblem(status, code, Detail(err))
 	}
@@ -154,6 +161,9 @@ func (s *server) fail(ctx context.Context, op string, err error) error {
 	}
 	return newProblem(status, code, "internal error")
 }
+
+// retryAfter is the Retry-After (seconds) of a 429.
+const retryAfter = "5"
 
 // Detail is what a client is told of an error with a status under 500: the error's own
 // words without the sentinel's trailing name ("chat id "x" is not a UUID", not

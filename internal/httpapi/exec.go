@@ -196,6 +196,9 @@ func (s *server) streamExec(hctx huma.Context, req lifecycle.ExecRequest) {
 		}
 		p := asProblem(s.fail(ctx, "exec-sandbox", err))
 		if !ev.started() {
+			if p.Status == http.StatusTooManyRequests {
+				w.Header().Set("Retry-After", retryAfter)
+			}
 			writeProblemDoc(w, p)
 			return
 		}

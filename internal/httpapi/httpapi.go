@@ -17,6 +17,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -54,9 +55,14 @@ const DefaultMaxBodyBytes = 64 << 10
 // Config holds the dependencies of the API. Sandboxes is required; the rest are optional.
 type Config struct {
 	Sandboxes Sandboxes
-	// Tokens are the bearer tokens accepted on /v1/. With none, /v1/ is open: the caller
-	// decides whether that is acceptable (sandboxd allows it on loopback only).
+	// Tokens are the bearer tokens of the default tenant (sandbox.DefaultTenant), each
+	// plain or a "sha256:<hex>" digest of the token. With none here and no Tenants, /v1/
+	// is open, to the default tenant: the caller decides whether that is acceptable
+	// (sandboxd allows it on loopback only).
 	Tokens []string
+	// Tenants are the other tenants' tokens, in the same forms. A request carrying one
+	// reaches its tenant's chats only (see TenantFrom); one token names one tenant.
+	Tenants map[string][]string
 	// MaxBodyBytes caps request bodies; a larger one is refused with 413 before anything
 	// is read into the handlers. Default DefaultMaxBodyBytes. File uploads are exempt:
 	// they stream, and the lifecycle's file size limit applies to them.
@@ -127,10 +133,9 @@ func New(cfg Config) (http.Handler, error) {
 	if cfg.Sandboxes == nil {
 		return nil, errors.New("httpapi: missing Sandboxes")
 	}
-	for i, t := range cfg.Tokens {
-		if strings.TrimSpace(t) == "" {
-			return nil, fmt.Errorf("httpapi: token %d is empty", i)
-		}
+	keys, err := tokenKeys(cfg.Tokens, cfg.Tenants)
+	if err != nil {
+		return nil, fmt.Errorf("httpapi: %w", err)
 	}
 	if cfg.MaxBodyBytes < 0 {
 		return nil, fmt.Errorf("httpapi: MaxBodyBytes %d is negative", cfg.MaxBodyBytes)
@@ -171,7 +176,7 @@ func New(cfg Config) (http.Handler, error) {
 
 	var h http.Handler = mux
 	h = limitBody(h, mux, cfg.MaxBodyBytes, uploadPattern, mcpPattern)
-	h = authenticate(h, cfg.Tokens)
+	h = authenticate(h, keys)
 	h = logRequests(h, cfg.Logger)
 	return h, nil
 }
@@ -244,16 +249,84 @@ func noRoute(mux *http.ServeMux) http.Handler {
 	})
 }
 
-// authenticate refuses requests to /v1/ and /mcp/ that do not carry one of tokens as a
-// bearer token, before anything else reads them. With no tokens, everything passes.
-func authenticate(next http.Handler, tokens []string) http.Handler {
-	if len(tokens) == 0 {
-		return next
+// tokenKey is an accepted token, as its SHA-256 digest, and the tenant it names.
+type tokenKey struct {
+	digest [sha256.Size]byte
+	tenant string
+}
+
+// tokenKeys reads the default tenant's tokens and those of tenants: each plain or
+// "sha256:<64 hex digits>". An empty or malformed token, a tenant without tokens, or one
+// token given twice is an error.
+func tokenKeys(defaults []string, tenants map[string][]string) ([]tokenKey, error) {
+	var keys []tokenKey
+	seen := map[[sha256.Size]byte]string{}
+	add := func(tenant string, tokens []string) error {
+		for i, t := range tokens {
+			d, err := TokenDigest(t)
+			if err != nil {
+				return fmt.Errorf("tenant %s: token %d: %w", tenant, i, err)
+			}
+			if other, dup := seen[d]; dup {
+				return fmt.Errorf("tenant %s: token %d is also a token of tenant %s: one token names one tenant", tenant, i, other)
+			}
+			seen[d] = tenant
+			keys = append(keys, tokenKey{digest: d, tenant: tenant})
+		}
+		return nil
 	}
-	// Comparing digests keeps the comparison constant-time in the token's length too.
-	digests := make([][sha256.Size]byte, len(tokens))
-	for i, t := range tokens {
-		digests[i] = sha256.Sum256([]byte(t))
+	if err := add(sandbox.DefaultTenant, defaults); err != nil {
+		return nil, err
+	}
+	names := make([]string, 0, len(tenants))
+	for name := range tenants {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		if len(tenants[name]) == 0 {
+			return nil, fmt.Errorf("tenant %s has no tokens", name)
+		}
+		if err := add(name, tenants[name]); err != nil {
+			return nil, err
+		}
+	}
+	return keys, nil
+}
+
+// TokenDigest returns the SHA-256 digest of a configured token: a plain token's digest,
+// or the digest a "sha256:<64 hex digits>" token spells (so that a configuration file
+// need not hold the secret itself). An empty or malformed token is an error.
+func TokenDigest(token string) ([sha256.Size]byte, error) {
+	var d [sha256.Size]byte
+	token = strings.TrimSpace(token)
+	if token == "" {
+		return d, errors.New("is empty")
+	}
+	hexDigest, ok := strings.CutPrefix(token, "sha256:")
+	if !ok {
+		return sha256.Sum256([]byte(token)), nil
+	}
+	b, err := hex.DecodeString(hexDigest)
+	if err != nil || len(b) != sha256.Size {
+		return d, errors.New(`is "sha256:" followed by something other than 64 hex digits`)
+	}
+	copy(d[:], b)
+	return d, nil
+}
+
+// TenantFrom returns the tenant of the caller whose request ctx belongs to: the tenant
+// its bearer token names, or sandbox.DefaultTenant when sandboxd has no tokens. Every
+// handler serving a request authenticated here (the MCP server's too) passes this ctx
+// on to the use cases, which reach only that tenant's chats.
+func TenantFrom(ctx context.Context) string { return sandbox.TenantFrom(ctx) }
+
+// authenticate refuses requests to /v1/ that do not carry one of the keys' tokens as a
+// bearer token, and passes on the others with the tenant the token names in their
+// context (sandbox.WithTenant). With no keys, everything passes, as the default tenant's.
+func authenticate(next http.Handler, keys []tokenKey) http.Handler {
+	if len(keys) == 0 {
+		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !strings.HasPrefix(r.URL.Path, "/v1/") && !strings.HasPrefix(r.URL.Path, mcpPattern) && r.URL.Path != "/mcp" {
@@ -266,17 +339,25 @@ func authenticate(next http.Handler, tokens []string) http.Handler {
 			writeProblem(w, http.StatusUnauthorized, "missing bearer token: send Authorization: Bearer <token>")
 			return
 		}
+		// Comparing digests keeps the comparison constant-time in the token's length too;
+		// every key is compared, whichever matches.
 		got := sha256.Sum256([]byte(strings.TrimSpace(token)))
-		match := 0
-		for i := range digests {
-			match |= subtle.ConstantTimeCompare(got[:], digests[i][:])
+		matched := -1
+		for i := range keys {
+			if subtle.ConstantTimeCompare(got[:], keys[i].digest[:]) == 1 {
+				matched = i
+			}
 		}
-		if match != 1 {
+		if matched < 0 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="sandboxd", error="invalid_token"`)
 			writeProblem(w, http.StatusUnauthorized, "invalid bearer token")
 			return
 		}
-		next.ServeHTTP(w, r)
+		tenant := keys[matched].tenant
+		if info, ok := r.Context().Value(requestInfoKey{}).(*requestInfo); ok {
+			info.tenant = tenant
+		}
+		next.ServeHTTP(w, r.WithContext(sandbox.WithTenant(r.Context(), tenant)))
 	})
 }
 
@@ -361,19 +442,32 @@ func (r *statusRecorder) Write(b []byte) (int, error) {
 // Unwrap lets http.ResponseController reach the underlying writer (flush, deadlines).
 func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
-// logRequests logs one record per request: method, path, status, duration.
+// requestInfo is what the handlers inside logRequests tell it of a request: the tenant
+// authenticate found.
+type requestInfo struct{ tenant string }
+
+type requestInfoKey struct{}
+
+// logRequests logs one record per request: method, path, status, duration, and the
+// caller's tenant when its token named one.
 func logRequests(next http.Handler, log *slog.Logger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w}
-		next.ServeHTTP(rec, r)
+		info := &requestInfo{}
+		next.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), requestInfoKey{}, info)))
 		if rec.status == 0 {
 			rec.status = http.StatusOK
 		}
-		log.LogAttrs(r.Context(), slog.LevelInfo, "http_request",
+		attrs := []slog.Attr{
 			slog.String("method", r.Method),
 			slog.String("path", r.URL.Path),
 			slog.Int("status", rec.status),
-			slog.Duration("duration", time.Since(start)))
+			slog.Duration("duration", time.Since(start)),
+		}
+		if info.tenant != "" {
+			attrs = append(attrs, slog.String("tenant", info.tenant))
+		}
+		log.LogAttrs(r.Context(), slog.LevelInfo, "http_request", attrs...)
 	})
 }

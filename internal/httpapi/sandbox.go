@@ -93,7 +93,10 @@ func (s *server) registerSandbox(api huma.API) {
 		Summary:     "Create or reuse the chat's sandbox",
 		Description: "Returns the chat's live sandbox when it was made for the same agent and folder (200, reused); " +
 			"makes one when the chat has none (201, created) or its sandbox has expired (201, replaced). " +
-			"A live sandbox for another agent or folder is a conflict (409) and changes nothing.",
+			"A live sandbox for another agent or folder is a conflict (409) and changes nothing. " +
+			"A chat whose sandbox belongs to another tenant is answered as one without a sandbox of the caller's: " +
+			"404 not_found, nothing changed (chat ids are global, so that chat id cannot be the caller's). " +
+			"A new sandbox past the tenant's max_sandboxes is refused with 429 limit_exceeded and Retry-After.",
 		Tags:          []string{"sandbox"},
 		DefaultStatus: http.StatusCreated,
 		Responses: map[string]*huma.Response{
@@ -103,8 +106,9 @@ func (s *server) registerSandbox(api huma.API) {
 			},
 			"201": {Description: "A new sandbox, created or replacing an expired one."},
 		},
-		Errors: []int{http.StatusConflict, http.StatusRequestEntityTooLarge,
-			http.StatusUnsupportedMediaType, http.StatusUnprocessableEntity, http.StatusServiceUnavailable},
+		Errors: []int{http.StatusNotFound, http.StatusConflict, http.StatusRequestEntityTooLarge,
+			http.StatusUnsupportedMediaType, http.StatusUnprocessableEntity, http.StatusTooManyRequests,
+			http.StatusServiceUnavailable},
 	}), s.putSandbox)
 
 	huma.Register(api, s.v1(huma.Operation{
@@ -112,7 +116,7 @@ func (s *server) registerSandbox(api huma.API) {
 		Method:      http.MethodGet,
 		Path:        path,
 		Summary:     "Get the chat's sandbox",
-		Description: "Returns the chat's sandbox, expired or not; 404 when it has none.",
+		Description: "Returns the chat's sandbox, expired or not; 404 when it has none (or it is another tenant's).",
 		Tags:        []string{"sandbox"},
 		Errors:      []int{http.StatusNotFound, http.StatusUnprocessableEntity, http.StatusServiceUnavailable},
 	}), s.getSandbox)
@@ -123,7 +127,7 @@ func (s *server) registerSandbox(api huma.API) {
 		Path:        path,
 		Summary:     "Delete the chat's sandbox",
 		Description: "Removes the chat's sandbox at once and forgets it. Idempotent: a chat with none " +
-			"answers 200 with result not_found.",
+			"(or whose sandbox is another tenant's, which is left alone) answers 200 with result not_found.",
 		Tags:   []string{"sandbox"},
 		Errors: []int{http.StatusUnprocessableEntity, http.StatusServiceUnavailable},
 	}), s.deleteSandbox)

@@ -37,7 +37,7 @@ func (s *server) registerSandboxes(api huma.API) {
 		Method:      http.MethodGet,
 		Path:        "/sandboxes",
 		Summary:     "List sandboxes",
-		Description: "One page of the registry's sandboxes, ordered by chat id, optionally filtered by agent and expiry.",
+		Description: "One page of the caller's tenant's sandboxes, ordered by chat id, optionally filtered by agent and expiry.",
 		Tags:        []string{"sandbox"},
 		Errors:      []int{http.StatusUnprocessableEntity, http.StatusServiceUnavailable},
 	}), s.listSandboxes)

@@ -29,6 +29,7 @@ var sentinels = map[string]struct {
 	"ErrExpired":     {sandbox.ErrExpired, "expired", http.StatusConflict},
 	"ErrTooLarge":    {sandbox.ErrTooLarge, "too_large", http.StatusRequestEntityTooLarge},
 	"ErrBusy":        {sandbox.ErrBusy, "busy", http.StatusTooManyRequests},
+	"ErrLimit":       {sandbox.ErrLimit, "limit_exceeded", http.StatusTooManyRequests},
 	"ErrUnavailable": {sandbox.ErrUnavailable, "unavailable", http.StatusServiceUnavailable},
 }
 

@@ -19,27 +19,39 @@ type CreateRequest struct {
 	ChatID         uuid.UUID
 	AgentID        string
 	VolumeHostPath string
+	// Tenant is set by Create from ctx (sandbox.TenantFrom); what the caller sets is
+	// ignored.
+	Tenant string
 }
+
+// limitExceeded is the outcome of a create refused for its tenant's limit.
+const limitExceeded Outcome = "limit_exceeded"
 
 // Create returns the chat's live sandbox, making one when there is none or the one there
 // is has expired. Errors:
 //   - sandbox.ErrInvalid: the request was refused before anything happened;
 //   - sandbox.ErrConflict: the chat's live sandbox was made for another agent or folder;
 //     nothing changed;
+//   - sandbox.ErrNotFound: the chat's sandbox is another tenant's (the caller's tenant
+//     comes with ctx): chat ids are global, so the chat cannot be the caller's; nothing
+//     changed, and the answer says no more than that the caller has no such sandbox;
+//   - sandbox.ErrLimit: a new sandbox would pass the tenant's MaxSandboxes; nothing
+//     changed;
 //   - anything else: the runtime or registry failed; nothing is left running untracked.
 func (s *Service) Create(ctx context.Context, req CreateRequest) (sandbox.Session, Outcome, error) {
+	req.Tenant = sandbox.TenantFrom(ctx)
 	ctx, span := s.tracer.Start(ctx, "usecase.create_sandbox",
-		trace.WithAttributes(attribute.String("chat.id", req.ChatID.String())))
+		trace.WithAttributes(attribute.String("chat.id", req.ChatID.String()), tenantAttr(req.Tenant)))
 	defer span.End()
 
 	session, outcome, err := s.create(ctx, span, req)
-	if err != nil && outcome != Conflict {
+	if err != nil && outcome != Conflict && outcome != limitExceeded && outcome != NotFound {
 		outcome = Failed
 	}
-	s.m.createTotal.Add(ctx, 1, metric.WithAttributes(result(string(outcome))))
+	s.m.createTotal.Add(ctx, 1, metric.WithAttributes(result(string(outcome)), s.tenantMetric(req.Tenant)))
 	span.SetAttributes(attribute.String("sandbox.result", string(outcome)))
 	if err != nil {
-		if outcome == Conflict {
+		if outcome == Conflict || outcome == limitExceeded || outcome == NotFound {
 			span.RecordError(err)
 		} else {
 			failSpan(span, err)
@@ -54,6 +66,10 @@ func (s *Service) create(ctx context.Context, span trace.Span, req CreateRequest
 		return sandbox.Session{}, Failed, fmt.Errorf("create: chat id is the nil UUID: %w", sandbox.ErrInvalid)
 	}
 	// Everything that can be refused without side effects is refused before the lock.
+	if !s.tenants[req.Tenant].allowsAgent(req.AgentID) {
+		return sandbox.Session{}, Failed, fmt.Errorf("create: agent %q is not one tenant %s may use: %w",
+			req.AgentID, req.Tenant, sandbox.ErrInvalid)
+	}
 	if s.admitter != nil {
 		volume, err := s.admitter.Admit(ctx, req.ChatID, req.AgentID, req.VolumeHostPath)
 		if err != nil {
@@ -81,12 +97,25 @@ func (s *Service) createLocked(ctx context.Context, span trace.Span, req CreateR
 	current, err := s.store.Get(ctx, req.ChatID)
 	switch {
 	case errors.Is(err, sandbox.ErrNotFound):
+		release, err := s.reserveTenant(ctx, req.Tenant)
+		if err != nil {
+			if errors.Is(err, sandbox.ErrLimit) {
+				return sandbox.Session{}, limitExceeded, fmt.Errorf("create: %w", err)
+			}
+			return sandbox.Session{}, Failed, fmt.Errorf("create: %w", err)
+		}
+		defer release()
 		sessionID := s.newID()
 		span.SetAttributes(attribute.String("session.id", sessionID.String()))
 		created, err := s.start(ctx, span, req, sessionID, false)
 		return created, Created, err
 	case err != nil:
 		return sandbox.Session{}, Failed, fmt.Errorf("create: read registry: %w", err)
+	}
+	if current.TenantOf() != req.Tenant {
+		// Neither reused nor replaced, even when expired: it is not the caller's.
+		return sandbox.Session{}, NotFound, fmt.Errorf("create: chat %s has no sandbox of yours and cannot be given one: %w",
+			req.ChatID, sandbox.ErrNotFound)
 	}
 
 	if !current.Expired(now) {
@@ -95,7 +124,7 @@ func (s *Service) createLocked(ctx context.Context, span trace.Span, req CreateR
 				"create: chat %s has a live sandbox for agent %q and folder %q: %w",
 				req.ChatID, current.AgentID, current.VolumeHostPath, sandbox.ErrConflict)
 		}
-		s.log.InfoContext(ctx, "sandbox_reused", sessionAttrs(current.ChatID, current.ID, current.ContainerID)...)
+		s.log.InfoContext(ctx, "sandbox_reused", logAttrs(current)...)
 		span.SetAttributes(
 			attribute.String("session.id", current.ID.String()),
 			attribute.String("container.id", current.ContainerID))
@@ -112,7 +141,7 @@ func (s *Service) createLocked(ctx context.Context, span trace.Span, req CreateR
 	if err := s.runtime.Stop(ctx, current.ContainerID); err != nil {
 		return sandbox.Session{}, Failed, fmt.Errorf("create: stop expired sandbox %s: %w", current.ContainerID, err)
 	}
-	s.log.InfoContext(ctx, "sandbox_replaced", sessionAttrs(current.ChatID, current.ID, current.ContainerID)...)
+	s.log.InfoContext(ctx, "sandbox_replaced", logAttrs(current)...)
 	if err := s.store.Remove(ctx, current.ID); err != nil {
 		return sandbox.Session{}, Failed, fmt.Errorf("create: forget expired session %s: %w", current.ID, err)
 	}
@@ -128,6 +157,7 @@ func (s *Service) start(ctx context.Context, span trace.Span, req CreateRequest,
 	created, err := s.runtime.Create(ctx, CreateSpec{
 		SessionID:      sessionID,
 		ChatID:         req.ChatID,
+		Tenant:         recorded(req.Tenant),
 		AgentID:        req.AgentID,
 		VolumeHostPath: req.VolumeHostPath,
 		CreatedAt:      now,
@@ -136,6 +166,7 @@ func (s *Service) start(ctx context.Context, span trace.Span, req CreateRequest,
 	if err != nil {
 		return sandbox.Session{}, fmt.Errorf("create: start sandbox: %w", err)
 	}
+	created.Tenant = recorded(req.Tenant)
 	if replacing {
 		span.SetAttributes(attribute.String("sandbox.new_container.id", created.ContainerID))
 	}
@@ -143,13 +174,13 @@ func (s *Service) start(ctx context.Context, span trace.Span, req CreateRequest,
 		if stopErr := s.runtime.Stop(ctx, created.ContainerID); stopErr != nil {
 			// The reconciler removes it later: it carries our labels but has no record.
 			s.log.ErrorContext(ctx, "sandbox_untracked",
-				append(sessionAttrs(created.ChatID, created.ID, created.ContainerID),
+				append(logAttrs(created),
 					slog.String("error", sandbox.ErrorType(stopErr)))...)
 		}
 		s.recordActive(ctx)
 		return sandbox.Session{}, fmt.Errorf("create: save session %s: %w", created.ID, err)
 	}
-	s.log.InfoContext(ctx, "sandbox_created", sessionAttrs(created.ChatID, created.ID, created.ContainerID)...)
+	s.log.InfoContext(ctx, "sandbox_created", logAttrs(created)...)
 	span.SetAttributes(
 		attribute.String("session.id", created.ID.String()),
 		attribute.String("container.id", created.ContainerID))

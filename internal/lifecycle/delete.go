@@ -25,19 +25,21 @@ type DeleteResult struct {
 // (Result NotFound): delete is idempotent. On a runtime or registry error the record
 // stays, so a retry finishes the job.
 func (s *Service) Delete(ctx context.Context, chatID uuid.UUID) (DeleteResult, error) {
+	tenant := sandbox.TenantFrom(ctx)
 	ctx, span := s.tracer.Start(ctx, "usecase.delete_sandbox",
-		trace.WithAttributes(attribute.String("chat.id", chatID.String())))
+		trace.WithAttributes(attribute.String("chat.id", chatID.String()), tenantAttr(tenant)))
 	defer span.End()
 
 	res := DeleteResult{ChatID: chatID}
 	err := s.locked(ctx, chatID, func(ctx context.Context) error {
 		current, err := s.store.Get(ctx, chatID)
-		if errors.Is(err, sandbox.ErrNotFound) {
+		if err != nil && !errors.Is(err, sandbox.ErrNotFound) {
+			return fmt.Errorf("delete: read registry: %w", err)
+		}
+		if err != nil || current.TenantOf() != tenant {
+			// Another tenant's chat is answered as one that has no sandbox.
 			res.Result = NotFound
 			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("delete: read registry: %w", err)
 		}
 		span.SetAttributes(
 			attribute.String("session.id", current.ID.String()),
@@ -49,14 +51,14 @@ func (s *Service) Delete(ctx context.Context, chatID uuid.UUID) (DeleteResult, e
 			return fmt.Errorf("delete: forget session %s: %w", current.ID, err)
 		}
 		s.recordActive(ctx)
-		s.log.InfoContext(ctx, "sandbox_deleted", sessionAttrs(chatID, current.ID, current.ContainerID)...)
+		s.log.InfoContext(ctx, "sandbox_deleted", logAttrs(current)...)
 		res.Result, res.SessionID, res.ContainerID = Deleted, current.ID, current.ContainerID
 		return nil
 	})
 	if err != nil {
 		res = DeleteResult{ChatID: chatID, Result: Failed}
 	}
-	s.m.deleteTotal.Add(ctx, 1, metric.WithAttributes(result(string(res.Result))))
+	s.m.deleteTotal.Add(ctx, 1, metric.WithAttributes(result(string(res.Result)), s.tenantMetric(tenant)))
 	span.SetAttributes(attribute.String("sandbox.result", string(res.Result)))
 	if err != nil {
 		failSpan(span, err)

@@ -43,31 +43,35 @@ const (
 	execTimedOut  Outcome = "timed_out"
 	execCanceled  Outcome = "canceled"
 	execBusy      Outcome = "busy"
+	execLimited   Outcome = "limit_exceeded"
 )
 
-// slots counts what runs per session, up to max each.
-type slots struct {
+// slots counts what runs per key (a session, a tenant), up to max each (or the max
+// given to takeUpTo).
+type slots[K comparable] struct {
 	mu    sync.Mutex
 	max   int
-	taken map[uuid.UUID]int
+	taken map[K]int
 }
 
-// take reserves one of the session's slots; false when all are taken.
-func (s *slots) take(session uuid.UUID) bool {
+// take reserves one of the key's slots; false when all are taken.
+func (s *slots[K]) take(key K) bool { return s.takeUpTo(key, s.max) }
+
+func (s *slots[K]) takeUpTo(key K, max int) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.taken[session] >= s.max {
+	if s.taken[key] >= max {
 		return false
 	}
-	s.taken[session]++
+	s.taken[key]++
 	return true
 }
 
-func (s *slots) give(session uuid.UUID) {
+func (s *slots[K]) give(key K) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.taken[session]--; s.taken[session] <= 0 {
-		delete(s.taken, session)
+	if s.taken[key]--; s.taken[key] <= 0 {
+		delete(s.taken, key)
 	}
 }
 
@@ -77,14 +81,16 @@ func (s *slots) give(session uuid.UUID) {
 // kills its command too. Errors: sandbox.ErrInvalid (empty command, timeout over the
 // maximum), sandbox.ErrNotFound (no sandbox), sandbox.ErrExpired (its TTL passed),
 // sandbox.ErrBusy (the sandbox runs ExecMaxConcurrent commands already),
+// sandbox.ErrLimit (its tenant runs its MaxExecConcurrent commands already),
 // sandbox.ErrUnavailable (no executor), or the runtime's error.
 func (s *Service) Exec(ctx context.Context, req ExecRequest) (ExecResult, error) {
+	tenant := sandbox.TenantFrom(ctx)
 	ctx, span := s.tracer.Start(ctx, "usecase.exec_sandbox",
-		trace.WithAttributes(attribute.String("chat.id", req.ChatID.String())))
+		trace.WithAttributes(attribute.String("chat.id", req.ChatID.String()), tenantAttr(tenant)))
 	defer span.End()
 
 	res, outcome, err := s.exec(ctx, span, req)
-	s.m.execTotal.Add(ctx, 1, metric.WithAttributes(result(string(outcome))))
+	s.m.execTotal.Add(ctx, 1, metric.WithAttributes(result(string(outcome)), s.tenantMetric(tenant)))
 	span.SetAttributes(attribute.String("sandbox.result", string(outcome)))
 	if err != nil {
 		failSpan(span, err)
@@ -120,6 +126,13 @@ func (s *Service) exec(ctx context.Context, span trace.Span, req ExecRequest) (E
 			session.ContainerID, req.ChatID, s.execSlots.max, sandbox.ErrBusy)
 	}
 	defer s.execSlots.give(session.ID)
+	if max := s.tenants[session.TenantOf()].MaxExecConcurrent; max > 0 {
+		if !s.tenantExec.takeUpTo(session.TenantOf(), max) {
+			return ExecResult{}, execLimited, fmt.Errorf("exec: tenant %s runs %d commands already, the most it may at once: %w",
+				session.TenantOf(), max, sandbox.ErrLimit)
+		}
+		defer s.tenantExec.give(session.TenantOf())
+	}
 	span.SetAttributes(
 		attribute.String("session.id", session.ID.String()),
 		attribute.String("container.id", session.ContainerID))
@@ -140,7 +153,7 @@ func (s *Service) exec(ctx context.Context, span trace.Span, req ExecRequest) (E
 	case errors.Is(ectx.Err(), context.DeadlineExceeded):
 		res.ExitCode, res.TimedOut = -1, true
 		s.log.InfoContext(ctx, "sandbox_exec_timed_out",
-			append(sessionAttrs(session.ChatID, session.ID, session.ContainerID), slog.Duration("timeout", timeout))...)
+			append(logAttrs(session), slog.Duration("timeout", timeout))...)
 		return res, execTimedOut, nil
 	case err != nil:
 		return ExecResult{}, Failed, fmt.Errorf("exec in %s: %w", session.ContainerID, err)

@@ -69,7 +69,7 @@ func (s *Service) extend(ctx context.Context, chatID uuid.UUID, ttl time.Duratio
 	}
 	session.ExpiresAt = expires
 	s.log.InfoContext(ctx, "sandbox_kept_alive",
-		append(sessionAttrs(session.ChatID, session.ID, session.ContainerID), slog.Time("expires_at", expires))...)
+		append(logAttrs(session), slog.Time("expires_at", expires))...)
 	return session, nil
 }
 
@@ -84,6 +84,6 @@ func (s *Service) touch(ctx context.Context, session sandbox.Session) {
 	})
 	if err != nil {
 		s.log.WarnContext(ctx, "sandbox_keepalive_failed",
-			append(sessionAttrs(session.ChatID, session.ID, session.ContainerID), slog.String("error", sandbox.ErrorType(err)))...)
+			append(logAttrs(session), slog.String("error", sandbox.ErrorType(err)))...)
 	}
 }

@@ -93,6 +93,10 @@ type Config struct {
 	// ExtendOnActivity says whether exec and file calls of an agent's sandbox extend its
 	// TTL (nil: never).
 	ExtendOnActivity func(agentID string) bool
+	// Tenants holds the limits of each tenant, by name; a tenant not in it (the default
+	// tenant of a setup without tenants) has none. The caller's tenant comes with the
+	// context (sandbox.WithTenant).
+	Tenants map[string]TenantLimits
 
 	Logger        *slog.Logger
 	MeterProvider metric.MeterProvider
@@ -123,10 +127,14 @@ type Service struct {
 	execDefaultTimeout time.Duration
 	execMaxTimeout     time.Duration
 	execOutputCap      int64
-	execSlots          slots // commands running, by session
+	execSlots          slots[uuid.UUID] // commands running, by session
 	maxFileBytes       int64
 	maxLifetime        time.Duration
 	extendOnActivity   func(agentID string) bool
+
+	tenants      map[string]TenantLimits
+	tenantExec   slots[string] // commands running, by tenant
+	tenantCreate pending       // creates of new sessions under way, by tenant
 
 	log    *slog.Logger
 	tracer trace.Tracer
@@ -240,11 +248,14 @@ func New(cfg Config) (*Service, error) {
 		execDefaultTimeout: orDefault(cfg.ExecDefaultTimeout, DefaultExecTimeout),
 		execMaxTimeout:     orDefault(cfg.ExecMaxTimeout, DefaultExecMaxTimeout),
 		execOutputCap:      orDefault(cfg.ExecOutputCap, DefaultExecOutputCap),
-		execSlots:          slots{max: orDefault(cfg.ExecMaxConcurrent, DefaultExecMaxConcurrent), taken: map[uuid.UUID]int{}},
+		execSlots:          slots[uuid.UUID]{max: orDefault(cfg.ExecMaxConcurrent, DefaultExecMaxConcurrent), taken: map[uuid.UUID]int{}},
 		maxFileBytes:       orDefault(cfg.MaxFileBytes, DefaultMaxFileBytes),
 		maxLifetime:        orDefault(cfg.MaxLifetime, DefaultMaxLifetime),
 		extendOnActivity:   cfg.ExtendOnActivity,
 		reconciling:        make(chan struct{}, 1),
+		tenants:            cfg.Tenants,
+		tenantExec:         slots[string]{taken: map[string]int{}},
+		tenantCreate:       pending{n: map[string]int{}},
 	}
 	if s.clock == nil {
 		s.clock = systemClock{}
@@ -334,6 +345,28 @@ func (s *Service) recordActive(ctx context.Context) {
 		return
 	}
 	s.m.activeCount.Record(ctx, int64(n))
+}
+
+// logAttrs are the log attributes of an event of a session a caller asked for: those of
+// sessionAttrs and, when it is not the default one, the session's tenant.
+func logAttrs(s sandbox.Session) []any {
+	attrs := sessionAttrs(s.ChatID, s.ID, s.ContainerID)
+	if s.Tenant != "" && s.Tenant != sandbox.DefaultTenant {
+		attrs = append(attrs, slog.String("tenant", s.Tenant))
+	}
+	return attrs
+}
+
+// tenantAttr is the span attribute of the caller's tenant.
+func tenantAttr(tenant string) attribute.KeyValue { return attribute.String("sandboxd.tenant", tenant) }
+
+// tenantMetric is the metric attribute of the caller's tenant: its name when configured
+// (a bounded set), else "other", so that no caller can grow the metrics' cardinality.
+func (s *Service) tenantMetric(tenant string) attribute.KeyValue {
+	if _, ok := s.tenants[tenant]; !ok && tenant != sandbox.DefaultTenant {
+		tenant = "other"
+	}
+	return attribute.String("tenant", tenant)
 }
 
 // sessionAttrs are the log attributes every lifecycle event carries.

@@ -27,6 +27,9 @@ type Store interface {
 	List(ctx context.Context, filter ListFilter) ([]sandbox.Session, error)
 	// Count returns how many sessions the registry holds.
 	Count(ctx context.Context) (int, error)
+	// CountTenant returns how many sessions of the tenant the registry holds, expired or
+	// not (their containers run until the sweep stops them).
+	CountTenant(ctx context.Context, tenant string) (int, error)
 	// SetExpiry moves the expiry of the session sessionID. It returns an error wrapping
 	// sandbox.ErrNotFound when no such session exists.
 	SetExpiry(ctx context.Context, sessionID uuid.UUID, expiresAt time.Time) error
@@ -48,6 +51,7 @@ func After(s sandbox.Session) ExpiredAfter {
 
 // ListFilter selects one page of List.
 type ListFilter struct {
+	Tenant  string    // only sessions of this tenant, when set (the use case always sets it)
 	AgentID string    // only sessions of this agent, when set
 	Expired *bool     // only expired (true) or live (false) sessions at Now, when set
 	Now     time.Time // the time Expired is judged at
@@ -67,6 +71,7 @@ type Locker interface {
 type CreateSpec struct {
 	SessionID      uuid.UUID
 	ChatID         uuid.UUID
+	Tenant         string
 	AgentID        string
 	VolumeHostPath string
 	CreatedAt      time.Time

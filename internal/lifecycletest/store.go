@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -41,7 +42,7 @@ func NewSession(chat uuid.UUID, expires time.Time) sandbox.Session {
 func Equal(a, b sandbox.Session) bool {
 	return a.ID == b.ID && a.ChatID == b.ChatID && a.ContainerID == b.ContainerID &&
 		a.Status == b.Status && a.CreatedAt.Equal(b.CreatedAt) && a.ExpiresAt.Equal(b.ExpiresAt) &&
-		a.AgentID == b.AgentID && a.VolumeHostPath == b.VolumeHostPath
+		a.AgentID == b.AgentID && a.VolumeHostPath == b.VolumeHostPath && a.TenantOf() == b.TenantOf()
 }
 
 // TestStore runs the registry conformance suite, in named parts. newStore must return an
@@ -312,6 +313,50 @@ func testListing(t *testing.T, newStore func(t *testing.T) lifecycle.Store) {
 		}
 		if n := mustCount(t, st); n != 7 {
 			t.Errorf("Count = %d, want 7", n)
+		}
+	})
+
+	t.Run("TenantKeptListedAndCountedApart", func(t *testing.T) {
+		st := newStore(t)
+		legacy := NewSession(uuid.New(), Base.Add(time.Minute)) // names no tenant
+		mustSave(t, st, legacy)
+		var acme []sandbox.Session
+		for i := range 3 {
+			s := NewSession(uuid.New(), Base.Add(time.Duration(i-1)*time.Minute)) // two expired at Base
+			s.Tenant = "acme"
+			mustSave(t, st, s)
+			acme = append(acme, s)
+		}
+		got, err := st.Get(ctx, legacy.ChatID)
+		if err != nil || got.TenantOf() != sandbox.DefaultTenant {
+			t.Fatalf("Get of a session saved without tenant: tenant %q, %v; want %q", got.Tenant, err, sandbox.DefaultTenant)
+		}
+		if got, err := st.Get(ctx, acme[0].ChatID); err != nil || got.Tenant != "acme" {
+			t.Fatalf("Get: tenant %q, %v; want acme", got.Tenant, err)
+		}
+		list := func(f lifecycle.ListFilter) []sandbox.Session {
+			t.Helper()
+			page, err := st.List(ctx, f)
+			if err != nil {
+				t.Fatalf("List(%+v): %v", f, err)
+			}
+			return page
+		}
+		slices.SortFunc(acme, compareChat)
+		assertIDs(t, list(lifecycle.ListFilter{Tenant: "acme"}), acme...)
+		assertIDs(t, list(lifecycle.ListFilter{Tenant: sandbox.DefaultTenant}), legacy)
+		assertIDs(t, list(lifecycle.ListFilter{Tenant: "nobody"}))
+		no := false
+		if n := len(list(lifecycle.ListFilter{Tenant: "acme", Expired: &no, Now: Base})); n != 1 {
+			t.Errorf("tenant+live filter: %d, want 1", n)
+		}
+		if n := len(list(lifecycle.ListFilter{})); n != 4 {
+			t.Errorf("List without tenant: %d, want every tenant's 4", n)
+		}
+		for tenant, want := range map[string]int{"acme": 3, sandbox.DefaultTenant: 1, "nobody": 0} {
+			if n, err := st.CountTenant(ctx, tenant); err != nil || n != want {
+				t.Errorf("CountTenant(%s) = %d, %v; want %d", tenant, n, err, want)
+			}
 		}
 	})
 }

@@ -112,6 +112,9 @@ func (st *Store) List(_ context.Context, f lifecycle.ListFilter) ([]sandbox.Sess
 		if compareUUID(s.ChatID, f.After) <= 0 {
 			continue
 		}
+		if f.Tenant != "" && s.TenantOf() != f.Tenant {
+			continue
+		}
 		if f.AgentID != "" && s.AgentID != f.AgentID {
 			continue
 		}
@@ -133,6 +136,19 @@ func (st *Store) Count(context.Context) (int, error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	return len(st.byChat), nil
+}
+
+// CountTenant returns the number of sessions of tenant.
+func (st *Store) CountTenant(_ context.Context, tenant string) (int, error) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	n := 0
+	for _, s := range st.byChat {
+		if s.TenantOf() == tenant {
+			n++
+		}
+	}
+	return n, nil
 }
 
 // SetExpiry moves the expiry of session id, or returns sandbox.ErrNotFound.

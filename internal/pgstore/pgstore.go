@@ -208,9 +208,9 @@ func (st *Store) Save(ctx context.Context, s sandbox.Session) error {
 	}
 	_, err := st.pool.Exec(ctx, `
 		INSERT INTO sandbox_sessions
-			(session_id, chat_id, container_id, status, created_at, expires_at, agent_id, volume_host_path)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-		s.ID, s.ChatID, s.ContainerID, string(s.Status), s.CreatedAt, s.ExpiresAt, s.AgentID, s.VolumeHostPath)
+			(session_id, chat_id, container_id, status, created_at, expires_at, agent_id, volume_host_path, tenant)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+		s.ID, s.ChatID, s.ContainerID, string(s.Status), s.CreatedAt, s.ExpiresAt, s.AgentID, s.VolumeHostPath, s.TenantOf())
 	if err != nil {
 		if st.cache != nil {
 			st.cache.Settled()
@@ -222,6 +222,7 @@ func (st *Store) Save(ctx context.Context, s sandbox.Session) error {
 			// Cache what the table holds (microseconds, UTC), as Get reads it.
 			s.CreatedAt = time.UnixMicro(s.CreatedAt.UnixMicro()).UTC()
 			s.ExpiresAt = time.UnixMicro(s.ExpiresAt.UnixMicro()).UTC()
+			s.Tenant = s.TenantOf()
 			st.cache.Stored(s, lease)
 		} else {
 			st.cache.Settled()
@@ -230,7 +231,7 @@ func (st *Store) Save(ctx context.Context, s sandbox.Session) error {
 	return nil
 }
 
-const columns = `session_id, chat_id, container_id, status, created_at, expires_at, agent_id, volume_host_path`
+const columns = `session_id, chat_id, container_id, status, created_at, expires_at, agent_id, volume_host_path, tenant`
 
 // Get returns the chat's session, expired or not, or an error wrapping sandbox.ErrNotFound.
 func (st *Store) Get(ctx context.Context, chatID uuid.UUID) (sandbox.Session, error) {
@@ -288,7 +289,7 @@ func (st *Store) ListExpired(ctx context.Context, now time.Time, after lifecycle
 }
 
 // List returns one page of sessions ordered by chat id, after filter.After, with the
-// filter's agent and expiry conditions.
+// filter's tenant, agent and expiry conditions.
 func (st *Store) List(ctx context.Context, f lifecycle.ListFilter) ([]sandbox.Session, error) {
 	limit := f.Limit
 	if limit <= 0 {
@@ -299,6 +300,9 @@ func (st *Store) List(ctx context.Context, f lifecycle.ListFilter) ([]sandbox.Se
 	arg := func(v any) string {
 		args = append(args, v)
 		return "$" + strconv.Itoa(len(args))
+	}
+	if f.Tenant != "" {
+		where = append(where, "tenant = "+arg(f.Tenant))
 	}
 	if f.AgentID != "" {
 		where = append(where, "agent_id = "+arg(f.AgentID))
@@ -323,6 +327,15 @@ func (st *Store) Count(ctx context.Context) (int, error) {
 	var n int
 	if err := st.pool.QueryRow(ctx, `SELECT count(*) FROM sandbox_sessions`).Scan(&n); err != nil {
 		return 0, translate("count", err)
+	}
+	return n, nil
+}
+
+// CountTenant returns how many sessions of tenant the registry holds, expired or not.
+func (st *Store) CountTenant(ctx context.Context, tenant string) (int, error) {
+	var n int
+	if err := st.pool.QueryRow(ctx, `SELECT count(*) FROM sandbox_sessions WHERE tenant = $1`, tenant).Scan(&n); err != nil {
+		return 0, translate("count tenant "+tenant, err)
 	}
 	return n, nil
 }
@@ -361,7 +374,7 @@ func scan(row pgx.CollectableRow) (sandbox.Session, error) {
 		s      sandbox.Session
 		status string
 	)
-	err := row.Scan(&s.ID, &s.ChatID, &s.ContainerID, &status, &s.CreatedAt, &s.ExpiresAt, &s.AgentID, &s.VolumeHostPath)
+	err := row.Scan(&s.ID, &s.ChatID, &s.ContainerID, &status, &s.CreatedAt, &s.ExpiresAt, &s.AgentID, &s.VolumeHostPath, &s.Tenant)
 	s.Status = sandbox.Status(status)
 	// timestamptz is an instant; pgx hands it back in the local zone.
 	s.CreatedAt, s.ExpiresAt = s.CreatedAt.UTC(), s.ExpiresAt.UTC()

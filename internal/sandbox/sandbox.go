@@ -32,6 +32,9 @@ var (
 	// ErrBusy: the sandbox already does as much at once as it may (commands running);
 	// nothing was started, the same request may succeed later.
 	ErrBusy = errors.New("busy")
+	// ErrLimit: the caller's tenant holds as much as its limits allow (sandboxes live at
+	// once, commands running at once); nothing was made, the request may succeed later.
+	ErrLimit = errors.New("limit exceeded")
 )
 
 // Status is the state of a sandbox as the runtime reports it.
@@ -50,6 +53,37 @@ type Session struct {
 	ExpiresAt      time.Time
 	AgentID        string // optional
 	VolumeHostPath string // optional: the host folder mounted as the workspace
+	// Tenant is the tenant whose caller created the session; only its callers reach it.
+	// Empty is read as DefaultTenant.
+	Tenant string
+}
+
+// DefaultTenant is the tenant of a setup that names none (the plain `tokens` setting, or
+// no tokens at all) and of every session recorded before tenants existed.
+const DefaultTenant = "default"
+
+// TenantOf returns the tenant of the session, DefaultTenant when it names none.
+func (s Session) TenantOf() string {
+	if s.Tenant == "" {
+		return DefaultTenant
+	}
+	return s.Tenant
+}
+
+type tenantKey struct{}
+
+// WithTenant returns ctx carrying the tenant of the caller: the use cases reach only that
+// tenant's sessions. The HTTP layer sets it from the caller's token.
+func WithTenant(ctx context.Context, tenant string) context.Context {
+	return context.WithValue(ctx, tenantKey{}, tenant)
+}
+
+// TenantFrom returns the caller's tenant that ctx carries, DefaultTenant when none.
+func TenantFrom(ctx context.Context) string {
+	if t, ok := ctx.Value(tenantKey{}).(string); ok && t != "" {
+		return t
+	}
+	return DefaultTenant
 }
 
 // Expired reports whether the session's TTL has passed at now. A session whose expiry
@@ -93,6 +127,8 @@ func ErrorType(err error) string {
 		return "too_large"
 	case errors.Is(err, ErrBusy):
 		return "busy"
+	case errors.Is(err, ErrLimit):
+		return "limit_exceeded"
 	case errors.Is(err, ErrUnavailable):
 		return "unavailable"
 	case errors.Is(err, context.DeadlineExceeded):

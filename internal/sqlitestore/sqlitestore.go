@@ -205,10 +205,10 @@ func (st *Store) Save(ctx context.Context, s sandbox.Session) error {
 	st.cache.ForgetChat(s.ChatID)
 	_, err := st.w.ExecContext(ctx, `
 		INSERT INTO sandbox_sessions
-			(session_id, chat_id, container_id, status, created_at, expires_at, agent_id, volume_host_path)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+			(session_id, chat_id, container_id, status, created_at, expires_at, agent_id, volume_host_path, tenant)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		s.ID.String(), s.ChatID.String(), s.ContainerID, string(s.Status),
-		s.CreatedAt.UnixMicro(), s.ExpiresAt.UnixMicro(), s.AgentID, s.VolumeHostPath)
+		s.CreatedAt.UnixMicro(), s.ExpiresAt.UnixMicro(), s.AgentID, s.VolumeHostPath, s.TenantOf())
 	if err != nil {
 		st.cache.Settled()
 		return translate(fmt.Sprintf("save session %s of chat %s", s.ID, s.ChatID), err)
@@ -217,11 +217,12 @@ func (st *Store) Save(ctx context.Context, s sandbox.Session) error {
 	// Get must answer the same from the cache as from the file.
 	s.CreatedAt = time.UnixMicro(s.CreatedAt.UnixMicro()).UTC()
 	s.ExpiresAt = time.UnixMicro(s.ExpiresAt.UnixMicro()).UTC()
+	s.Tenant = s.TenantOf()
 	st.cache.Stored(s, 0)
 	return nil
 }
 
-const columns = `session_id, chat_id, container_id, status, created_at, expires_at, agent_id, volume_host_path`
+const columns = `session_id, chat_id, container_id, status, created_at, expires_at, agent_id, volume_host_path, tenant`
 
 // Get returns the chat's session, expired or not, or an error wrapping sandbox.ErrNotFound.
 // It answers from the cache when it can.
@@ -259,7 +260,7 @@ func (st *Store) ListExpired(ctx context.Context, now time.Time, after lifecycle
 }
 
 // List returns one page of sessions ordered by chat id, after filter.After, with the
-// filter's agent and expiry conditions.
+// filter's tenant, agent and expiry conditions.
 func (st *Store) List(ctx context.Context, f lifecycle.ListFilter) ([]sandbox.Session, error) {
 	limit := f.Limit
 	if limit <= 0 {
@@ -267,6 +268,10 @@ func (st *Store) List(ctx context.Context, f lifecycle.ListFilter) ([]sandbox.Se
 	}
 	where := []string{"chat_id > ?"}
 	args := []any{f.After.String()}
+	if f.Tenant != "" {
+		where = append(where, "tenant = ?")
+		args = append(args, f.Tenant)
+	}
 	if f.AgentID != "" {
 		where = append(where, "agent_id = ?")
 		args = append(args, f.AgentID)
@@ -293,6 +298,15 @@ func (st *Store) Count(ctx context.Context) (int, error) {
 	var n int
 	if err := st.r.QueryRowContext(ctx, `SELECT count(*) FROM sandbox_sessions`).Scan(&n); err != nil {
 		return 0, translate("count", err)
+	}
+	return n, nil
+}
+
+// CountTenant returns how many sessions of tenant the registry holds, expired or not.
+func (st *Store) CountTenant(ctx context.Context, tenant string) (int, error) {
+	var n int
+	if err := st.r.QueryRowContext(ctx, `SELECT count(*) FROM sandbox_sessions WHERE tenant = ?`, tenant).Scan(&n); err != nil {
+		return 0, translate("count tenant "+tenant, err)
 	}
 	return n, nil
 }
@@ -331,7 +345,7 @@ func scan(row interface{ Scan(...any) error }) (sandbox.Session, error) {
 		status           string
 		created, expires int64
 	)
-	err := row.Scan(&s.ID, &s.ChatID, &s.ContainerID, &status, &created, &expires, &s.AgentID, &s.VolumeHostPath)
+	err := row.Scan(&s.ID, &s.ChatID, &s.ContainerID, &status, &created, &expires, &s.AgentID, &s.VolumeHostPath, &s.Tenant)
 	if err != nil {
 		return sandbox.Session{}, err
 	}
