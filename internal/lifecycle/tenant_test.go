@@ -10,7 +10,9 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/sandboxd/sandboxd/internal/keylock"
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
+	"github.com/sandboxd/sandboxd/internal/lifecycletest"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 )
 
@@ -116,30 +118,49 @@ func TestTenantLimitHoldsUnderConcurrentCreates(t *testing.T) {
 	}
 }
 
+// holdingExecutor runs every command until its caller leaves, and says when one started.
+type holdingExecutor struct{ started chan struct{} }
+
+func (h holdingExecutor) Exec(ctx context.Context, _ string, _ lifecycle.ExecCommand) (int, error) {
+	h.started <- struct{}{}
+	<-ctx.Done()
+	return 0, ctx.Err()
+}
+
 func TestTenantExecLimit(t *testing.T) {
-	exec := &scriptedExecutor{hang: true, killed: make(chan struct{})}
+	exec := holdingExecutor{started: make(chan struct{}, 4)}
 	one, two := liveSession(), liveSession()
 	one.Tenant = "acme"
 	two.ID, two.ChatID, two.ContainerID, two.Tenant = uuid.New(), uuid.New(), "container-2", "acme"
-	e := newAgentEnv(t, exec, lifecycle.Config{Tenants: map[string]lifecycle.TenantLimits{"acme": {MaxExecConcurrent: 1}}}, one, two)
+	st := storeWith(t, one, two)
+	svc, err := lifecycle.New(lifecycle.Config{
+		Store: st, Locker: keylock.New(), Runtime: &lifecycletest.Runtime{}, TTL: ttl, Clock: lifecycletest.NewClock(now),
+		Executor: exec, Tenants: map[string]lifecycle.TenantLimits{"acme": {MaxExecConcurrent: 1}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	acme := sandbox.WithTenant(context.Background(), "acme")
 	ctx, cancel := context.WithCancel(acme)
 	done := make(chan error, 1)
 	go func() {
-		_, err := e.svc.Exec(ctx, lifecycle.ExecRequest{ChatID: one.ChatID, Cmd: []string{"sleep"}})
+		_, err := svc.Exec(ctx, lifecycle.ExecRequest{ChatID: one.ChatID, Cmd: []string{"sleep"}})
 		done <- err
 	}()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		_, err := e.svc.Exec(acme, lifecycle.ExecRequest{ChatID: two.ChatID, Cmd: []string{"true"}, Timeout: time.Millisecond})
-		if errors.Is(err, sandbox.ErrLimit) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("a second command of the tenant while one runs: %v; want ErrLimit", err)
-		}
-		time.Sleep(10 * time.Millisecond)
+	<-exec.started
+	if _, err := svc.Exec(acme, lifecycle.ExecRequest{ChatID: two.ChatID, Cmd: []string{"true"}}); !errors.Is(err, sandbox.ErrLimit) {
+		t.Fatalf("a second command of the tenant while one runs: %v; want ErrLimit", err)
+	}
+	// Another tenant's commands are not counted against acme's.
+	other := sandbox.WithTenant(context.Background(), "globex")
+	if _, err := svc.Exec(other, lifecycle.ExecRequest{ChatID: two.ChatID, Cmd: []string{"true"}}); !errors.Is(err, sandbox.ErrNotFound) {
+		t.Fatalf("globex on acme's chat: %v; want ErrNotFound", err)
 	}
 	cancel()
 	<-done
+	ctx2, cancel2 := context.WithTimeout(acme, 50*time.Millisecond)
+	defer cancel2()
+	if _, err := svc.Exec(ctx2, lifecycle.ExecRequest{ChatID: two.ChatID, Cmd: []string{"true"}}); errors.Is(err, sandbox.ErrLimit) {
+		t.Fatalf("once the first command ended: %v; want the slot free", err)
+	}
 }
