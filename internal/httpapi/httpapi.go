@@ -321,7 +321,7 @@ func TokenDigest(token string) ([sha256.Size]byte, error) {
 // on to the use cases, which reach only that tenant's chats.
 func TenantFrom(ctx context.Context) string { return sandbox.TenantFrom(ctx) }
 
-// authenticate refuses requests to /v1/ that do not carry one of the keys' tokens as a
+// authenticate refuses requests to /v1/ and /mcp/ that do not carry one of the keys' tokens as a
 // bearer token, and passes on the others with the tenant the token names in their
 // context (sandbox.WithTenant). With no keys, everything passes, as the default tenant's.
 func authenticate(next http.Handler, keys []tokenKey) http.Handler {
