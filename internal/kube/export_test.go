@@ -1,0 +1,6 @@
+//go:build kube
+
+package kube
+
+// SetSPDYOnly makes r run commands over SPDY only, never WebSocket.
+func SetSPDYOnly(r *Runtime, on bool) { r.spdyOnly = on }
