@@ -101,9 +101,16 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 		return fmt.Errorf("volume root: %w", err)
 	}
 	profiles := cfg.Profiles // every agent's, resolved and checked by config.Load
+	// Every sandbox carries the id of the registry that records it: a reconciler removes
+	// only its own registry's.
+	registryID, _, err := reg.binding.Registry(ctx)
+	if err != nil {
+		return err
+	}
 	rt, err := docker.New(docker.Config{
 		Host:          cfg.Docker.Host,
 		Instance:      cfg.Docker.Instance,
+		Registry:      registryID,
 		VolumeRoot:    cfg.Docker.VolumeRoot,
 		StopTimeout:   cfg.Docker.StopTimeout,
 		Profiles:      profiles,
@@ -143,7 +150,8 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 		Admitter:           rt,
 		Inventory:          rt,
 		Binding:            reg.binding,
-		Rebind:             cfg.RebindRuntime,
+		Adopt:              cfg.Adopt,
+		ForceMassRemoval:   cfg.Reconcile.Force,
 		Executor:           rt,
 		Files:              files,
 		ExtendOnActivity:   profiles.ExtendsOnActivity,
@@ -164,15 +172,22 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 	if err != nil {
 		return err
 	}
-	// A registry that records another engine's (or instance's) sandboxes is refused here,
-	// before anything reads it as this engine's. With the engine down, the first create
-	// and every reconciliation check it instead.
-	if engineUp == nil {
-		if err := svc.CheckBinding(pctx); errors.Is(err, sandbox.ErrConflict) {
+	// A registry that records another engine's (or instance's) sandboxes, and an engine
+	// that holds sandboxes of this instance that another registry (or none) recorded, are
+	// refused here, before serving (or, with adopt, taken over). With the engine down, the
+	// first create and every reconciliation check the registry's engine instead, and the
+	// reconciler never removes another registry's sandboxes.
+	switch err := engineUp; {
+	case err == nil:
+		cctx, cancel := context.WithTimeout(ctx, time.Minute) // an adoption saves one record per sandbox
+		defer cancel()
+		if err := svc.CheckRegistry(cctx); errors.Is(err, sandbox.ErrConflict) || (err != nil && cfg.Adopt) {
 			return err
 		} else if err != nil {
-			log.WarnContext(ctx, "registry_binding_unchecked", slog.String("error", err.Error()))
+			log.WarnContext(ctx, "registry_unchecked", slog.String("error", err.Error()))
 		}
+	case cfg.Adopt:
+		return fmt.Errorf("adopt: the engine cannot be reached, so nothing can be adopted: %w", err)
 	}
 
 	// A crash may have left containers without records or records without containers:

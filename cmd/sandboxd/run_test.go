@@ -149,7 +149,7 @@ func TestRunServesAndStopsInProcess(t *testing.T) {
 
 // The registry is tied to the engine and instance sandboxd first ran with: started on
 // another (here another instance on the same engine), sandboxd refuses before it
-// listens, naming both; rebind_runtime takes the registry over, after which the first
+// listens, naming both; adopt takes the registry over, after which the first
 // is refused in turn.
 func TestRunRefusesARegistryOfAnotherRuntime(t *testing.T) {
 	cli := dockertest.Client(t)
@@ -190,8 +190,8 @@ func TestRunRefusesARegistryOfAnotherRuntime(t *testing.T) {
 		t.Helper()
 		logs := &syncbuf.Buffer{}
 		err := run(context.Background(), nil, env, logs, logs)
-		if err == nil || !strings.Contains(err.Error(), "instance "+bound) || !strings.Contains(err.Error(), "rebind_runtime") {
-			t.Fatalf("run = %v, want a refusal naming instance %s and rebind_runtime", err, bound)
+		if err == nil || !strings.Contains(err.Error(), "instance "+bound) || !strings.Contains(err.Error(), "adopt") {
+			t.Fatalf("run = %v, want a refusal naming instance %s and adopt", err, bound)
 		}
 		if strings.Contains(logs.String(), `"msg":"listening"`) {
 			t.Fatalf("sandboxd listened before refusing:\n%s", logs.String())
@@ -201,7 +201,7 @@ func TestRunRefusesARegistryOfAnotherRuntime(t *testing.T) {
 	serveOnce(env(first))
 	serveOnce(env(first)) // the same runtime again: fine
 	refused(env(second), first)
-	if logs := serveOnce(env(second, "SANDBOXD_REBIND_RUNTIME=true")); !strings.Contains(logs, `"msg":"registry_rebound"`) {
+	if logs := serveOnce(env(second, "SANDBOXD_ADOPT=true")); !strings.Contains(logs, `"msg":"registry_rebound"`) {
 		t.Errorf("no registry_rebound record:\n%s", logs)
 	}
 	refused(env(first), second)

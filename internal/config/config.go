@@ -43,10 +43,12 @@ type Config struct {
 
 	// Registry names the session registry: "sqlite:<path>" or "postgres://...".
 	Registry string `koanf:"registry"`
-	// RebindRuntime ties the registry to this service's runtime (Docker engine and
-	// instance) whatever runtime it recorded before: for an operator who moved sandboxd to
-	// another engine for good. Without it, sandboxd refuses a registry of another runtime.
-	RebindRuntime bool `koanf:"rebind_runtime"`
+	// Adopt takes over, at start-up, what another registry recorded: it ties the registry
+	// to this service's runtime (Docker engine and instance) whatever runtime it recorded
+	// before, and rebuilds the records of this instance's sandboxes that another registry
+	// (or none) recorded from their labels. Without it, sandboxd refuses to start on
+	// either. Meant for one start.
+	Adopt bool `koanf:"adopt"`
 	// LockLinger is how long a PostgreSQL replica keeps a chat's lock after the chat's
 	// last use case, so that the next needs no round trip to the database (package
 	// pglock's leases); 0 turns it off. SQLite ignores it.
@@ -86,6 +88,9 @@ type Reconcile struct {
 	Interval time.Duration `koanf:"interval"`
 	// Grace is how old an unrecorded container must be before it is removed.
 	Grace time.Duration `koanf:"grace"`
+	// Force lets a reconciliation remove more than 10 sandboxes and more than half of the
+	// instance's at once, which it otherwise refuses (lifecycle.MassRemovalMin).
+	Force bool `koanf:"force"`
 }
 
 // Docker configures the container runtime.

@@ -22,14 +22,19 @@ import (
 )
 
 // Labels every sandbox container carries. The reconciler sees only containers with
-// LabelManagedBy=ManagedBy and LabelInstance equal to the runtime's instance.
+// LabelManagedBy=ManagedBy and LabelInstance equal to the runtime's instance, and removes
+// only those whose LabelRegistry is its registry's (or one it adopted). The others say
+// enough of the session to rebuild its record when a registry adopts the sandbox.
 const (
 	LabelManagedBy = "sandboxd.managed-by"
 	LabelInstance  = "sandboxd.instance"
+	LabelRegistry  = "sandboxd.registry" // the id of the registry that recorded it
 	LabelChatID    = "sandboxd.chat-id"
 	LabelSessionID = "sandboxd.session-id"
 	LabelAgentID   = "sandboxd.agent-id"
-	LabelExpiresAt = "sandboxd.expires-at"
+	LabelWorkspace = "sandboxd.workspace"  // the workspace folder on the host
+	LabelCreatedAt = "sandboxd.created-at" // the session's creation, RFC 3339 (ns)
+	LabelExpiresAt = "sandboxd.expires-at" // its expiry when made (a keepalive is not seen here)
 	ManagedBy      = "sandboxd"
 )
 
@@ -46,6 +51,9 @@ type Config struct {
 	Instance string
 	// VolumeRoot is the folder every workspace must lie in.
 	VolumeRoot string
+	// Registry is the id of the registry that records this runtime's sandboxes
+	// (lifecycle.Binding), carried by each as LabelRegistry; empty: no such label.
+	Registry string
 	// Profiles are the agents' profiles, which the runtime translates into containers.
 	Profiles *profile.Set
 	// StopTimeout is how long Stop lets a sandbox end gracefully before it is killed
@@ -63,6 +71,7 @@ type Config struct {
 type Runtime struct {
 	cli         engine
 	instance    string
+	registry    string
 	root        *workspace.Root
 	profiles    *profile.Set
 	stopTimeout int // seconds
@@ -116,6 +125,7 @@ func New(cfg Config) (*Runtime, error) {
 	r := &Runtime{
 		cli:         cli,
 		instance:    cfg.Instance,
+		registry:    cfg.Registry,
 		root:        root,
 		profiles:    cfg.Profiles,
 		stopTimeout: int((stop + time.Second - 1) / time.Second),

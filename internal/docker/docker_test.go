@@ -64,6 +64,7 @@ func newEnv(t *testing.T, tweak func(*docker.Config)) env {
 	}
 	cfg := docker.Config{
 		Instance:    inst,
+		Registry:    registryOf(inst),
 		VolumeRoot:  root,
 		Profiles:    testProfiles(t, profile.Agents{Default: profile.Spec{Image: image}}),
 		StopTimeout: time.Second,
@@ -81,6 +82,9 @@ func newEnv(t *testing.T, tweak func(*docker.Config)) env {
 	}
 	return env{rt: rt, profiles: cfg.Profiles, cli: cli, root: root, inst: inst}
 }
+
+// registryOf is the registry id a test's runtime labels its sandboxes with.
+func registryOf(instance string) string { return "registry-of-" + instance }
 
 func newSpec(volume string) lifecycle.CreateSpec {
 	now := time.Now().UTC().Truncate(time.Second)
@@ -166,7 +170,10 @@ func TestCreateMakesAHardenedSandbox(t *testing.T) {
 		docker.LabelChatID:    spec.ChatID.String(),
 		docker.LabelSessionID: spec.SessionID.String(),
 		docker.LabelAgentID:   "some-agent",
-		docker.LabelExpiresAt: spec.ExpiresAt.Format(time.RFC3339),
+		docker.LabelRegistry:  registryOf(e.inst),
+		docker.LabelWorkspace: filepath.Join(e.root, spec.ChatID.String()),
+		docker.LabelCreatedAt: spec.CreatedAt.Format(time.RFC3339Nano),
+		docker.LabelExpiresAt: spec.ExpiresAt.Format(time.RFC3339Nano),
 	})
 	check("user", cfg.User, "1000:1000")
 	check("init", hc.Init != nil && *hc.Init, true)
@@ -509,6 +516,10 @@ func TestManagedListsThisInstanceOnly(t *testing.T) {
 			t.Errorf("container = %+v, want chat %s session %s running %v", c, tc.s.ChatID, tc.s.ID, tc.running)
 		case time.Since(c.CreatedAt) > time.Minute || time.Since(c.CreatedAt) < 0:
 			t.Errorf("created at %v", c.CreatedAt)
+		// What adoption rebuilds the record from.
+		case c.Registry != registryOf(e.inst) || c.AgentID != tc.s.AgentID || c.VolumeHostPath != tc.s.VolumeHostPath ||
+			!c.SessionCreatedAt.Equal(tc.s.CreatedAt) || !c.ExpiresAt.Equal(tc.s.ExpiresAt):
+			t.Errorf("container = %+v, want the labels of session %+v and registry %s", c, tc.s, registryOf(e.inst))
 		}
 	}
 }

@@ -301,12 +301,10 @@ func (p *pool) make(ctx context.Context, pp *profilePool) (member, error) {
 		return member{}, fmt.Errorf("docker: pool: %w", err)
 	}
 	cfg := r.containerConfig(lifecycle.CreateSpec{}, pp.prof)
-	cfg.Labels = map[string]string{
-		LabelManagedBy: ManagedBy,
-		LabelInstance:  r.instance,
+	cfg.Labels = r.labels(map[string]string{
 		LabelPool:      pp.name,
 		LabelPoolOwner: p.owner,
-	}
+	})
 	name := "sandboxd-pool-" + nameSafe(pp.name) + "-" + folder
 	// Neither step is cut off when the pool ends (DrainPool cancels ctx): a create the
 	// client gave up on may still finish in the engine after the drain has listed what to

@@ -220,6 +220,11 @@ func TestPoolHandsOutAPreStartedSandbox(t *testing.T) {
 			if m.ChatID != spec.ChatID || m.SessionID != spec.SessionID || !m.Running {
 				t.Errorf("Managed: claimed container = %+v, want chat %s session %s", m, spec.ChatID, spec.SessionID)
 			}
+			// Enough to adopt it: the registry of its labels, the chat's folder, and the
+			// default profile (no agent id).
+			if m.Registry != registryOf(e.inst) || m.VolumeHostPath != derived || m.AgentID != "" {
+				t.Errorf("Managed: claimed container = %+v, want registry %s, workspace %s, no agent", m, registryOf(e.inst), derived)
+			}
 		}
 	}
 	if !found || len(managed) != 2 {

@@ -209,22 +209,35 @@ func (r *Runtime) Managed(ctx context.Context) ([]lifecycle.Container, error) {
 	}
 	out := make([]lifecycle.Container, 0, len(res.Items))
 	for _, c := range res.Items {
-		// Unparsable ids stay uuid.Nil: the container is ours all the same, and the
-		// registry holds no record for the nil chat, so the reconciler removes it.
-		chatID, _ := uuid.Parse(c.Labels[LabelChatID])
-		sessionID, _ := uuid.Parse(c.Labels[LabelSessionID])
+		// Unparsable ids and times stay zero: the container is ours all the same, and
+		// the registry holds no record for the nil chat, so the reconciler removes it.
+		lc := lifecycle.Container{
+			ID:             c.ID,
+			CreatedAt:      time.Unix(c.Created, 0),
+			Running:        c.State == container.StateRunning,
+			Registry:       c.Labels[LabelRegistry],
+			AgentID:        c.Labels[LabelAgentID],
+			VolumeHostPath: c.Labels[LabelWorkspace],
+		}
+		lc.ChatID, _ = uuid.Parse(c.Labels[LabelChatID])
+		lc.SessionID, _ = uuid.Parse(c.Labels[LabelSessionID])
+		lc.SessionCreatedAt, _ = time.Parse(time.RFC3339Nano, c.Labels[LabelCreatedAt])
+		lc.ExpiresAt, _ = time.Parse(time.RFC3339Nano, c.Labels[LabelExpiresAt])
 		if pc, ps, pooled, skip := poolContainer(c); skip {
 			continue
 		} else if pooled {
-			chatID, sessionID = pc, ps
+			// A claimed pool container's labels name its profile, not the chat: its name
+			// names chat and session, and its folder is the chat's derived one.
+			lc.ChatID, lc.SessionID = pc, ps
+			lc.VolumeHostPath = r.root.Derive(pc)
+			if lc.AgentID = c.Labels[LabelPool]; lc.AgentID == defaultPoolName {
+				lc.AgentID = ""
+			}
 		}
-		out = append(out, lifecycle.Container{
-			ID:        c.ID,
-			ChatID:    chatID,
-			SessionID: sessionID,
-			CreatedAt: time.Unix(c.Created, 0),
-			Running:   c.State == container.StateRunning,
-		})
+		if lc.VolumeHostPath == "" && len(c.Mounts) == 1 {
+			lc.VolumeHostPath = c.Mounts[0].Source // made before the workspace label
+		}
+		out = append(out, lc)
 	}
 	return out, nil
 }

@@ -40,15 +40,26 @@ func (r *Runtime) containerConfig(spec lifecycle.CreateSpec, p profile.Profile) 
 		WorkingDir:      p.Workspace,
 		Hostname:        "sandbox",
 		NetworkDisabled: p.Network == "none",
-		Labels: map[string]string{
-			LabelManagedBy: ManagedBy,
-			LabelInstance:  r.instance,
+		Labels: r.labels(map[string]string{
 			LabelChatID:    spec.ChatID.String(),
 			LabelSessionID: spec.SessionID.String(),
 			LabelAgentID:   spec.AgentID,
-			LabelExpiresAt: spec.ExpiresAt.UTC().Format(time.RFC3339),
-		},
+			LabelWorkspace: spec.VolumeHostPath,
+			LabelCreatedAt: spec.CreatedAt.UTC().Format(time.RFC3339Nano),
+			LabelExpiresAt: spec.ExpiresAt.UTC().Format(time.RFC3339Nano),
+		}),
 	}
+}
+
+// labels adds to more the labels every container of this runtime carries: sandboxd's,
+// the instance's and the registry's.
+func (r *Runtime) labels(more map[string]string) map[string]string {
+	more[LabelManagedBy] = ManagedBy
+	more[LabelInstance] = r.instance
+	if r.registry != "" {
+		more[LabelRegistry] = r.registry
+	}
+	return more
 }
 
 func hostConfig(p profile.Profile, volume string) *container.HostConfig {

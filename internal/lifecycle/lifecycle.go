@@ -54,13 +54,21 @@ type Config struct {
 	Executor  Executor  // needed by Exec only
 	Files     Files     // needed by the file use cases only
 	Inventory Inventory // needed by Reconcile only
-	// Binding, with Inventory, keeps the registry to one runtime (see Binding): Reconcile
-	// and the first Create check it. Nil: no check. Rebind ties the registry to this
-	// runtime whatever it was tied to (an operator's decision, after moving engines).
+	// Binding, with Inventory, ties the registry and the runtime to each other (see
+	// Binding): CheckRegistry checks both ways at start-up, Reconcile and the first Create
+	// check the registry's runtime, and Reconcile removes only the sandboxes of this
+	// registry. Nil: no check, every sandbox is this registry's.
 	Binding Binding
-	Rebind  bool
-	Clock   Clock            // default: the system clock
-	NewID   func() uuid.UUID // new session ids; default uuid.New
+	// Adopt takes over what another registry recorded (an operator's decision, for one
+	// start): the registry is tied to this runtime whatever it was tied to, and
+	// CheckRegistry rebuilds the records of the sandboxes of other registries (or none)
+	// from their labels instead of refusing to start.
+	Adopt bool
+	// ForceMassRemoval lets a reconciliation remove more than MassRemovalMin sandboxes
+	// and more than half of the instance's at once, which it otherwise refuses.
+	ForceMassRemoval bool
+	Clock            Clock            // default: the system clock
+	NewID            func() uuid.UUID // new session ids; default uuid.New
 
 	// SweepBatch caps how many expired sessions one sweep takes (default
 	// DefaultSweepBatch); SweepParallelism how many chats it cleans at once (default
@@ -114,7 +122,8 @@ type Service struct {
 	files     Files
 	inventory Inventory
 	binding   Binding
-	rebind    bool
+	adopt     bool
+	forceMass bool
 	bound     atomic.Bool // the registry was found tied to this runtime
 	clock     Clock
 	newID     func() uuid.UUID
@@ -237,7 +246,7 @@ func New(cfg Config) (*Service, error) {
 	s := &Service{
 		store: cfg.Store, locker: cfg.Locker, runtime: cfg.Runtime, ttl: cfg.TTL,
 		admitter: cfg.Admitter, executor: cfg.Executor, files: cfg.Files, inventory: cfg.Inventory,
-		binding: cfg.Binding, rebind: cfg.Rebind,
+		binding: cfg.Binding, adopt: cfg.Adopt, forceMass: cfg.ForceMassRemoval,
 		clock: cfg.Clock, newID: cfg.NewID, log: cfg.Logger,
 
 		sweepBatch:       orDefault(cfg.SweepBatch, DefaultSweepBatch),

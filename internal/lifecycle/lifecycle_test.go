@@ -7,7 +7,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -21,6 +23,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/lifecycletest"
 	"github.com/sandboxd/sandboxd/internal/memstore"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
+	"github.com/sandboxd/sandboxd/internal/testing/syncbuf"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -209,7 +212,7 @@ func (f *fakeInventory) Identity(context.Context) (string, error) {
 
 // A registry tied to another runtime is never reconciled against this one: nothing is
 // deleted, not the records the runtime cannot find nor the containers the registry does
-// not name; creates are refused as unavailable. Rebinding takes the registry over.
+// not name; creates are refused as unavailable. Adopting takes the registry over.
 func TestRegistryOfAnotherRuntimeIsLeftAlone(t *testing.T) {
 	ctx := context.Background()
 	tracked := liveSession() // its container lives on engine-a, not on engine-b
@@ -217,14 +220,15 @@ func TestRegistryOfAnotherRuntimeIsLeftAlone(t *testing.T) {
 	if _, err := store.Bind(ctx, "engine-a", false); err != nil {
 		t.Fatal(err)
 	}
+	own, _, _ := store.Registry(ctx)
 	inv := &fakeInventory{identity: "engine-b", containers: []lifecycle.Container{
-		{ID: "engine-b-container", ChatID: uuid.New(), SessionID: uuid.New(), CreatedAt: now.Add(-time.Hour), Running: true},
+		{ID: "engine-b-container", ChatID: uuid.New(), SessionID: uuid.New(), CreatedAt: now.Add(-time.Hour), Running: true, Registry: own},
 	}}
 	runtime := &lifecycletest.Runtime{}
-	newSvc := func(rebind bool) *lifecycle.Service {
+	newSvc := func(adopt bool) *lifecycle.Service {
 		svc, err := lifecycle.New(lifecycle.Config{
 			Store: store, Locker: keylock.New(), Runtime: runtime, TTL: ttl, Clock: lifecycletest.NewClock(now),
-			Inventory: inv, Binding: store, Rebind: rebind,
+			Inventory: inv, Binding: store, Adopt: adopt,
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -234,6 +238,9 @@ func TestRegistryOfAnotherRuntimeIsLeftAlone(t *testing.T) {
 	svc := newSvc(false)
 	if err := svc.CheckBinding(ctx); !errors.Is(err, sandbox.ErrConflict) || !strings.Contains(err.Error(), `"engine-a"`) {
 		t.Fatalf("CheckBinding = %v, want ErrConflict naming the registry's runtime", err)
+	}
+	if err := svc.CheckRegistry(ctx); !errors.Is(err, sandbox.ErrConflict) || !strings.Contains(err.Error(), "adopt") {
+		t.Fatalf("CheckRegistry = %v, want ErrConflict naming the way out", err)
 	}
 	if _, err := svc.Reconcile(ctx); !errors.Is(err, sandbox.ErrConflict) {
 		t.Fatalf("Reconcile = %v, want ErrConflict", err)
@@ -250,14 +257,162 @@ func TestRegistryOfAnotherRuntimeIsLeftAlone(t *testing.T) {
 		t.Fatalf("the record of engine-a's sandbox: %+v, %v", got, err)
 	}
 
-	// The operator moved engines for good: rebind, and the reconciler repairs.
+	// The operator moved engines for good: adopt, and the reconciler repairs.
 	rep, err := newSvc(true).Reconcile(ctx)
 	if err != nil {
-		t.Fatalf("Reconcile with rebind: %v", err)
+		t.Fatalf("Reconcile with adopt: %v", err)
 	}
-	assertEqual(t, "report after rebind", rep, lifecycle.ReconcileReport{Containers: 1, Records: 1, OrphansRemoved: 1, RecordsRepaired: 1})
+	assertEqual(t, "report after adopt", rep, lifecycle.ReconcileReport{Containers: 1, Records: 1, OrphansRemoved: 1, RecordsRepaired: 1})
 	if _, err := newSvc(false).Reconcile(ctx); err != nil {
-		t.Fatalf("Reconcile after the rebind, without it: %v", err)
+		t.Fatalf("Reconcile after the adoption, without it: %v", err)
+	}
+}
+
+// The issue's scenario, in the core: a registry that recorded none of the runtime's
+// sandboxes (a fresh file) refuses to start, naming what it found; its reconciler never
+// removes another registry's sandboxes; adopting rebuilds their records from the labels.
+func TestForeignSandboxesAreRefusedLeftAloneOrAdopted(t *testing.T) {
+	ctx := context.Background()
+	store := memstore.New()
+	own, _, _ := store.Registry(ctx)
+	other := "registry-a"
+	foreign := make([]lifecycle.Container, 3)
+	for i := range foreign {
+		foreign[i] = lifecycle.Container{
+			ID: fmt.Sprintf("foreign-%d", i), ChatID: uuid.New(), SessionID: uuid.New(),
+			CreatedAt: now.Add(-time.Hour), Running: true, Registry: other,
+			AgentID: "coder", VolumeHostPath: fmt.Sprintf("/srv/volumes/%d", i),
+			SessionCreatedAt: now.Add(-time.Hour), ExpiresAt: now.Add(time.Hour),
+		}
+	}
+	foreign[1].ExpiresAt = now.Add(-time.Minute) // a keepalive the labels do not carry
+	unlabelled := lifecycle.Container{ID: "legacy", ChatID: uuid.New(), SessionID: uuid.New(),
+		CreatedAt: now.Add(-time.Hour), Running: true, VolumeHostPath: "/srv/volumes/legacy"}
+	dead := lifecycle.Container{ID: "dead", ChatID: uuid.New(), SessionID: uuid.New(),
+		CreatedAt: now.Add(-time.Hour), Registry: other, VolumeHostPath: "/srv/volumes/dead"}
+	inv := &fakeInventory{containers: append(slices.Clone(foreign), unlabelled, dead)}
+	runtime := &lifecycletest.Runtime{}
+	logs := &syncbuf.Buffer{}
+	newSvc := func(adopt bool) *lifecycle.Service {
+		svc, err := lifecycle.New(lifecycle.Config{
+			Store: store, Locker: keylock.New(), Runtime: runtime, TTL: ttl, Clock: lifecycletest.NewClock(now),
+			Inventory: inv, Binding: store, Adopt: adopt, ReconcileGrace: time.Second,
+			Logger: slog.New(slog.NewJSONHandler(logs, nil)),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return svc
+	}
+
+	err := newSvc(false).CheckRegistry(ctx)
+	for _, want := range []string{"5 sandboxes", "4 of registry registry-a", "1 of no registry", own, "adopt"} {
+		if !errors.Is(err, sandbox.ErrConflict) || !strings.Contains(err.Error(), want) {
+			t.Fatalf("CheckRegistry = %v, want ErrConflict saying %q", err, want)
+		}
+	}
+	rep, err := newSvc(false).Reconcile(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertEqual(t, "report", rep, lifecycle.ReconcileReport{Containers: 5, Foreign: 5})
+	if _, _, deletes := runtime.Calls(); len(deletes) != 0 {
+		t.Fatalf("the reconciler removed another registry's sandboxes: %v", deletes)
+	}
+
+	if err := newSvc(true).CheckRegistry(ctx); err != nil {
+		t.Fatalf("CheckRegistry with adopt: %v", err)
+	}
+	for _, c := range append(slices.Clone(foreign), unlabelled) {
+		got := mustGet(t, store, c.ChatID)
+		want := sandbox.Session{ID: c.SessionID, ChatID: c.ChatID, ContainerID: c.ID, Status: sandbox.StatusRunning,
+			CreatedAt: now.Add(-time.Hour), ExpiresAt: now.Add(time.Hour), AgentID: c.AgentID, VolumeHostPath: c.VolumeHostPath}
+		if c.ExpiresAt.Before(now.Add(ttl)) {
+			want.ExpiresAt = now.Add(ttl) // one TTL from the adoption
+		}
+		assertEqual(t, "adopted record "+c.ID, got, want)
+	}
+	assertNoSession(t, store, dead.ChatID)
+	_, adopted, _ := store.Registry(ctx)
+	assertEqual(t, "adopted registries", adopted, []string{"", other})
+	if !strings.Contains(logs.String(), `"msg":"sandbox_not_adopted"`) || !strings.Contains(logs.String(), `"reason":"not_running"`) {
+		t.Errorf("no sandbox_not_adopted record for the dead sandbox:\n%s", logs.String())
+	}
+	// Now they are this registry's: the start-up check passes without adopt, and the
+	// dead one, of an adopted registry and without a record, is an orphan.
+	if err := newSvc(false).CheckRegistry(ctx); err != nil {
+		t.Fatalf("CheckRegistry after adopting: %v", err)
+	}
+	rep, err = newSvc(false).Reconcile(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertEqual(t, "report after adopting", rep, lifecycle.ReconcileReport{Containers: 5, Records: 4, OrphansRemoved: 1})
+	if _, _, deletes := runtime.Calls(); !slices.Equal(deletes, []string{"dead"}) {
+		t.Fatalf("deletes after adopting = %v, want [dead]", deletes)
+	}
+}
+
+// A reconciliation that would remove more than MassRemovalMin orphans and more than half
+// of the instance's sandboxes removes none, logs why and counts it; forced, it removes them.
+func TestReconcileRefusesAMassRemoval(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name           string
+		orphans, owned int
+		force          bool
+		removed        int
+	}{
+		{"ElevenOfTwenty", 11, 9, false, 0},
+		{"ElevenOfTwentyForced", 11, 9, true, 11},
+		{"TenOfTen", 10, 0, false, 10},           // not more than 10
+		{"ElevenOfTwentyTwo", 11, 11, false, 11}, // not more than half
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			store := memstore.New()
+			own, _, _ := store.Registry(ctx)
+			var containers []lifecycle.Container
+			for i := range tc.orphans + tc.owned {
+				c := lifecycle.Container{ID: fmt.Sprintf("c-%d", i), ChatID: uuid.New(), SessionID: uuid.New(),
+					CreatedAt: now.Add(-time.Hour), Running: true, Registry: own}
+				if i >= tc.orphans {
+					s := liveSession()
+					s.ID, s.ChatID, s.ContainerID = c.SessionID, c.ChatID, c.ID
+					if err := store.Save(ctx, s); err != nil {
+						t.Fatal(err)
+					}
+				}
+				containers = append(containers, c)
+			}
+			runtime := &lifecycletest.Runtime{}
+			tel := newTelemetry(t)
+			logs := &syncbuf.Buffer{}
+			svc, err := lifecycle.New(lifecycle.Config{
+				Store: store, Locker: keylock.New(), Runtime: runtime, TTL: ttl, Clock: lifecycletest.NewClock(now),
+				Inventory: &fakeInventory{containers: containers}, Binding: store, ForceMassRemoval: tc.force,
+				Tracer: tel.tp, MeterProvider: tel.mp, Logger: slog.New(slog.NewJSONHandler(logs, nil)),
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			rep, err := svc.Reconcile(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _, deletes := runtime.Calls()
+			assertEqual(t, "removed", len(deletes), tc.removed)
+			assertEqual(t, "orphans removed", rep.OrphansRemoved, tc.removed)
+			refused := tc.removed == 0
+			if refused {
+				assertEqual(t, "removals refused", rep.RemovalsRefused, tc.orphans)
+				assertCounted(t, tel, "sandbox.reconcile.total", map[string]any{"result": "mass_removal_refused"})
+				if !strings.Contains(logs.String(), `"msg":"reconcile_mass_removal_refused"`) || !strings.Contains(logs.String(), `"orphans":11`) {
+					t.Errorf("no reconcile_mass_removal_refused record:\n%s", logs.String())
+				}
+			} else if strings.Contains(logs.String(), "mass_removal_refused") {
+				t.Errorf("a removal of %d of %d was refused:\n%s", tc.orphans, tc.orphans+tc.owned, logs.String())
+			}
+		})
 	}
 }
 
@@ -505,4 +660,33 @@ func TestNotFoundSpeaksOfTheChatNotTheStore(t *testing.T) {
 		t.Fatalf("Get of a chat with no sandbox: %v", err)
 	}
 	assertEqual(t, "message", err.Error(), "chat "+chatID.String()+" has no sandbox: not found")
+}
+
+// extendingStore is a registry in which another replica extends a session between the
+// sweep's re-read and its removal (the sweep having lost the chat's lock).
+type extendingStore struct{ *memstore.Store }
+
+func (st extendingStore) RemoveExpired(ctx context.Context, chatID, sessionID uuid.UUID, at time.Time) (bool, error) {
+	if err := st.SetExpiry(ctx, sessionID, at.Add(time.Hour)); err != nil {
+		return false, err
+	}
+	return st.Store.RemoveExpired(ctx, chatID, sessionID, at)
+}
+
+// The sweep's removal is conditional: a session extended by another replica after the
+// sweep read it keeps its record, and the sweep counts the clean as failed.
+func TestSweepNeverForgetsASessionExtendedMeanwhile(t *testing.T) {
+	expired := liveSession()
+	expired.ExpiresAt = now.Add(-time.Minute)
+	store := storeWith(t, expired)
+	e := newEnv(t, extendingStore{store}, keylock.New(), &lifecycletest.Runtime{}, nil)
+	cleaned, err := e.svc.CleanupExpired(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertEqual(t, "cleaned", len(cleaned), 0)
+	if got := mustGet(t, store, expired.ChatID); got.ID != expired.ID || !got.ExpiresAt.Equal(now.Add(time.Hour)) {
+		t.Fatalf("the extended session: %+v", got)
+	}
+	assertCounted(t, e.tel, "sandbox.cleanup.error.total", map[string]any{"error.type": "conflict"})
 }

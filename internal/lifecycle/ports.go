@@ -35,6 +35,11 @@ type Store interface {
 	SetExpiry(ctx context.Context, sessionID uuid.UUID, expiresAt time.Time) error
 	// Remove forgets the session sessionID. Removing a session that is gone is no error.
 	Remove(ctx context.Context, sessionID uuid.UUID) error
+	// RemoveExpired forgets session sessionID only if it is still chatID's session and
+	// still expired at now (ExpiresAt <= now), decided in one conditional write, and
+	// reports whether it did: a sweep that lost its chat's lock never forgets a session
+	// another replica has just extended or replaced.
+	RemoveExpired(ctx context.Context, chatID, sessionID uuid.UUID, now time.Time) (removed bool, err error)
 }
 
 // ExpiredAfter is where a page of ListExpired starts: after the session that expires at
@@ -98,18 +103,30 @@ type Admitter interface {
 	Admit(ctx context.Context, chatID uuid.UUID, agentID, volumeHostPath string) (string, error)
 }
 
-// Container is a sandbox the runtime knows, as the reconciler sees it.
+// Container is a sandbox the runtime knows, as the reconciler sees it, with what its
+// labels say of the session it was made for (enough to rebuild its record: Adopt).
 type Container struct {
 	ID        string
 	ChatID    uuid.UUID
 	SessionID uuid.UUID
-	CreatedAt time.Time
+	CreatedAt time.Time // when the container was made
 	Running   bool
+
+	// Registry is the id of the registry that recorded the container when it was made
+	// (Binding.Registry); "" when its labels name none (made before registries had ids).
+	Registry       string
+	AgentID        string
+	VolumeHostPath string
+	// SessionCreatedAt and ExpiresAt are the session's times when it was made (a later
+	// keepalive is in the registry only); zero when the labels do not say.
+	SessionCreatedAt time.Time
+	ExpiresAt        time.Time
 }
 
 // Inventory lists the sandboxes this service made, by their labels.
 type Inventory interface {
-	// Managed returns every container that carries this instance's labels.
+	// Managed returns every container that carries this instance's labels, whichever
+	// registry recorded it.
 	Managed(ctx context.Context) ([]Container, error)
 	// Identity names the set Managed lists (for Docker: the engine's id and the
 	// instance), the same every time for one engine and instance. Errors wrap
@@ -117,10 +134,15 @@ type Inventory interface {
 	Identity(ctx context.Context) (string, error)
 }
 
-// Binding ties the registry to the one runtime whose sandboxes it records (an
-// Inventory's Identity), so that a service pointed at another engine, or sharing the
-// registry under another instance, never takes the registry's records for its own: its
-// reconciler would forget them all and remove what it cannot match.
+// Binding ties the registry and the runtime to each other, both ways, so that neither is
+// taken for the other's by mistake:
+//   - the registry records the one runtime whose sandboxes it records (an Inventory's
+//     Identity: Bind), so that a service pointed at another engine, or sharing the
+//     registry under another instance, never forgets the records it cannot find there;
+//   - every sandbox records the registry that made it (its id: Registry, carried as a
+//     container label), so that a service on a fresh, lost or foreign registry never
+//     removes sandboxes it did not record. A registry takes over the sandboxes of others
+//     only when told to (Adopt).
 type Binding interface {
 	// Bind ties the registry to identity the first time, and afterwards checks that it
 	// is tied to identity; with rebind it ties it to identity whatever it was tied to.
@@ -128,6 +150,13 @@ type Binding interface {
 	// tied to another identity, without rebind, is an error wrapping sandbox.ErrConflict
 	// that names it.
 	Bind(ctx context.Context, identity string, rebind bool) (previous string, err error)
+	// Registry returns the registry's own id (random, made with its schema, the same
+	// for every replica and every restart) and the ids of the registries whose
+	// sandboxes it adopted ("" among them: sandboxes whose labels name no registry).
+	Registry(ctx context.Context) (id string, adopted []string, err error)
+	// Adopt records that the registry took over the sandboxes of registry id. Adopting
+	// an id twice is no error.
+	Adopt(ctx context.Context, id string) error
 }
 
 // Rebinding is the rule every Binding applies: a registry tied to previous ("" if none),

@@ -17,20 +17,32 @@ import (
 type ReconcileReport struct {
 	Containers      int // labelled containers seen
 	Records         int // registry records seen
-	OrphansRemoved  int // labelled containers without a record, removed
+	OrphansRemoved  int // labelled containers of this registry without a record, removed
 	RecordsRepaired int // records whose container was gone or dead, forgotten
+	Foreign         int // containers of other registries, left alone
+	// RemovalsRefused counts the orphans a reconciliation did not remove because they
+	// were too many at once (see MassRemovalMin).
+	RemovalsRefused int
 	Errors          int
 }
 
+// MassRemovalMin is the brake on a reconciliation's removals: one that would remove more
+// than MassRemovalMin orphans and more than half of the instance's sandboxes at once
+// removes none (unless ForceMassRemoval is set). So many orphans at once say the registry
+// lost its records (a restored backup, rows deleted by hand), not that creates crashed.
+const MassRemovalMin = 10
+
 // Reconcile makes the runtime and the registry agree, repairing what a crash left:
-//   - a labelled container with no record, older than the grace period, is removed;
+//   - a labelled container of this registry (see Binding) with no record, older than the
+//     grace period, is removed, unless that would remove too many at once
+//     (MassRemovalMin): then none is, and the refusal is logged and counted;
 //   - a record whose container is gone or no longer running is removed (its container too),
 //     so the next create makes a fresh sandbox.
 //
-// Containers without this instance's labels are never seen, so never touched. When the
-// runtime or the registry cannot be listed, or the registry is tied to another runtime
-// (CheckBinding), nothing is deleted and the error is returned.
-// Every repair happens under the chat's lock after reading the registry again.
+// Containers without this instance's labels are never seen, and those of other
+// registries never touched. When the runtime or the registry cannot be listed, or the
+// registry is tied to another runtime (CheckBinding), nothing is deleted and the error is
+// returned. Every repair happens under the chat's lock after reading the registry again.
 func (s *Service) Reconcile(ctx context.Context) (ReconcileReport, error) {
 	ctx, span := s.tracer.Start(ctx, "usecase.reconcile")
 	defer span.End()
@@ -41,38 +53,37 @@ func (s *Service) Reconcile(ctx context.Context) (ReconcileReport, error) {
 	case <-ctx.Done():
 		return rep, fmt.Errorf("reconcile: wait for the one under way: %w", ctx.Err())
 	}
+	fail := func(err error) (ReconcileReport, error) {
+		err = fmt.Errorf("reconcile: %w", err)
+		failSpan(span, err)
+		return rep, err
+	}
 	if s.inventory == nil {
 		return rep, fmt.Errorf("reconcile: no inventory configured: %w", sandbox.ErrUnavailable)
 	}
 	// Every time: a registry that records another runtime's sandboxes would have all its
 	// records forgotten, and what they do not name removed.
 	if err := s.CheckBinding(ctx); err != nil {
-		err = fmt.Errorf("reconcile: %w", err)
-		failSpan(span, err)
-		return rep, err
+		return fail(err)
+	}
+	mine := registries("", nil)
+	if s.binding != nil {
+		own, adopted, err := s.binding.Registry(ctx)
+		if err != nil {
+			return fail(fmt.Errorf("registry id: %w", err))
+		}
+		mine = registries(own, adopted)
 	}
 
 	// Records first, then containers: a record saved after the first listing has its
 	// container in the second, so it is never mistaken for a record without one.
-	var records []sandbox.Session
-	for after := uuid.Nil; ; {
-		page, err := s.store.List(ctx, ListFilter{After: after, Limit: 500})
-		if err != nil {
-			err = fmt.Errorf("reconcile: list registry: %w", err)
-			failSpan(span, err)
-			return rep, err
-		}
-		records = append(records, page...)
-		if len(page) < 500 {
-			break
-		}
-		after = page[len(page)-1].ChatID
+	records, err := s.allRecords(ctx)
+	if err != nil {
+		return fail(err)
 	}
 	containers, err := s.inventory.Managed(ctx)
 	if err != nil {
-		err = fmt.Errorf("reconcile: list containers: %w", err)
-		failSpan(span, err)
-		return rep, err
+		return fail(fmt.Errorf("list containers: %w", err))
 	}
 	rep.Records, rep.Containers = len(records), len(containers)
 
@@ -80,11 +91,29 @@ func (s *Service) Reconcile(ctx context.Context) (ReconcileReport, error) {
 	for _, c := range containers {
 		byID[c.ID] = c
 	}
+	recorded := make(map[string]bool, len(records))
+	for _, r := range records {
+		recorded[r.ContainerID] = true
+	}
 	now := s.clock.Now()
+	var orphans []Container
 	for _, c := range containers {
-		if now.Sub(c.CreatedAt) < s.reconcileGrace {
-			continue
+		switch {
+		case !mine(c):
+			rep.Foreign++
+		case now.Sub(c.CreatedAt) >= s.reconcileGrace && !recorded[c.ID]:
+			orphans = append(orphans, c)
 		}
+	}
+	if n := len(orphans); n > MassRemovalMin && 2*n > len(containers) && !s.forceMass {
+		rep.RemovalsRefused = n
+		s.log.ErrorContext(ctx, "reconcile_mass_removal_refused", slog.Int("orphans", n),
+			slog.Int("containers", len(containers)), slog.Int("records", len(records)),
+			slog.String("reason", fmt.Sprintf("removing more than %d sandboxes and more than half of the instance's at once says the registry lost its records; restore it, or set reconcile.force to remove them", MassRemovalMin)))
+		s.m.reconcileTotal.Add(ctx, 1, metric.WithAttributes(result(string(massRemovalRefused))))
+		orphans = nil
+	}
+	for _, c := range orphans {
 		s.tally(ctx, &rep, s.removeOrphan(ctx, c))
 	}
 	for _, r := range records {
@@ -98,6 +127,8 @@ func (s *Service) Reconcile(ctx context.Context) (ReconcileReport, error) {
 		attribute.Int("sandbox.reconcile.records", rep.Records),
 		attribute.Int("sandbox.reconcile.orphans_removed", rep.OrphansRemoved),
 		attribute.Int("sandbox.reconcile.records_repaired", rep.RecordsRepaired),
+		attribute.Int("sandbox.reconcile.foreign", rep.Foreign),
+		attribute.Int("sandbox.reconcile.removals_refused", rep.RemovalsRefused),
 		attribute.Int("sandbox.reconcile.errors", rep.Errors))
 	if rep.OrphansRemoved+rep.RecordsRepaired > 0 {
 		s.recordActive(ctx)
@@ -105,10 +136,28 @@ func (s *Service) Reconcile(ctx context.Context) (ReconcileReport, error) {
 	return rep, nil
 }
 
+// allRecords lists every record of the registry.
+func (s *Service) allRecords(ctx context.Context) ([]sandbox.Session, error) {
+	var records []sandbox.Session
+	for after := uuid.Nil; ; {
+		page, err := s.store.List(ctx, ListFilter{After: after, Limit: 500})
+		if err != nil {
+			return nil, fmt.Errorf("list registry: %w", err)
+		}
+		records = append(records, page...)
+		if len(page) < 500 {
+			return records, nil
+		}
+		after = page[len(page)-1].ChatID
+	}
+}
+
 const (
 	orphanRemoved  Outcome = "orphan_removed"
 	recordRepaired Outcome = "record_repaired"
 	unchanged      Outcome = "unchanged"
+	// massRemovalRefused counts the reconciliations that refused to remove their orphans.
+	massRemovalRefused Outcome = "mass_removal_refused"
 )
 
 func (s *Service) tally(ctx context.Context, rep *ReconcileReport, o Outcome) {

@@ -142,8 +142,15 @@ func (s *Service) clean(ctx context.Context, current sandbox.Session) Outcome {
 	// The span and log already name the container: the runtime's error is recorded as is.
 	err := s.runtime.Stop(ctx, current.ContainerID)
 	if err == nil {
-		if rmErr := s.store.Remove(ctx, current.ID); rmErr != nil {
+		// Conditional: should this replica have lost the chat's lock, a session another
+		// replica extended or replaced meanwhile is never forgotten (its record then names
+		// a stopped container, which the reconciler repairs).
+		removed, rmErr := s.store.RemoveExpired(ctx, current.ChatID, current.ID, s.clock.Now())
+		switch {
+		case rmErr != nil:
 			err = fmt.Errorf("sweep: forget session %s: %w", current.ID, rmErr)
+		case !removed:
+			err = fmt.Errorf("sweep: session %s was extended or replaced while its sandbox stopped: %w", current.ID, sandbox.ErrConflict)
 		}
 	}
 	if err != nil {

@@ -3,6 +3,7 @@ package lifecycletest
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
@@ -41,6 +42,33 @@ func TestBinding(t *testing.T, newRegistry func(t *testing.T) (open func(t *test
 		}
 		if _, err := b.Bind(ctx, "engine-a", false); !errors.Is(err, sandbox.ErrConflict) {
 			t.Fatalf("the old runtime after a rebind: err = %v, want ErrConflict", err)
+		}
+	})
+	// Every registry has an id of its own, made with it and kept across restarts, and
+	// remembers the registries whose sandboxes it adopted.
+	t.Run("RegistryIDAndAdoptions", func(t *testing.T) {
+		open := newRegistry(t)
+		b := open(t)
+		id, adopted, err := b.Registry(ctx)
+		if err != nil || id == "" || len(adopted) != 0 {
+			t.Fatalf("Registry of a new registry = %q, %q, %v; want an id, none adopted", id, adopted, err)
+		}
+		other, _, err := newBinding(t).Registry(ctx)
+		if err != nil || other == id {
+			t.Fatalf("another new registry's id = %q, %v; want one unlike %q", other, err, id)
+		}
+		for _, a := range []string{other, "", other} {
+			if err := b.Adopt(ctx, a); err != nil {
+				t.Fatalf("Adopt(%q): %v", a, err)
+			}
+		}
+		again, adopted, err := open(t).Registry(ctx)
+		if err != nil || again != id {
+			t.Fatalf("after a restart: %q, %v; want %q", again, err, id)
+		}
+		slices.Sort(adopted)
+		if !slices.Equal(adopted, []string{"", other}) {
+			t.Fatalf("adopted = %q, want %q", adopted, []string{"", other})
 		}
 	})
 	t.Run("SurvivesARestart", func(t *testing.T) {

@@ -359,6 +359,52 @@ func testListing(t *testing.T, newStore func(t *testing.T) lifecycle.Store) {
 			}
 		}
 	})
+
+	// The sweep's removal is conditional on the record still being the session it read
+	// and still expired, decided by the store: a sweep that lost its lock never forgets a
+	// session another replica extended or replaced.
+	t.Run("RemoveExpiredOnlyWhatIsStillThatExpiredSession", func(t *testing.T) {
+		st := newStore(t)
+		s := NewSession(uuid.New(), Base)
+		mustSave(t, st, s)
+		removeExpired := func(chat, session uuid.UUID, now time.Time) bool {
+			t.Helper()
+			removed, err := st.RemoveExpired(ctx, chat, session, now)
+			if err != nil {
+				t.Fatalf("RemoveExpired: %v", err)
+			}
+			return removed
+		}
+		if removeExpired(s.ChatID, s.ID, Base.Add(-time.Microsecond)) {
+			t.Fatal("RemoveExpired removed a session a microsecond before its expiry")
+		}
+		// Extended by another replica after the sweep read it.
+		if err := st.SetExpiry(ctx, s.ID, Base.Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		if removeExpired(s.ChatID, s.ID, Base) {
+			t.Fatal("RemoveExpired removed a session extended past now")
+		}
+		if got, err := st.Get(ctx, s.ChatID); err != nil || got.ID != s.ID {
+			t.Fatalf("the extended session: %+v, %v", got, err)
+		}
+		// The chat's session is another one: the expired one's ids must both match.
+		if removeExpired(s.ChatID, uuid.New(), Base.Add(2*time.Hour)) || removeExpired(uuid.New(), s.ID, Base.Add(2*time.Hour)) {
+			t.Fatal("RemoveExpired removed a session under another chat or session id")
+		}
+		if n := mustCount(t, st); n != 1 {
+			t.Fatalf("Count = %d after refused removals, want 1", n)
+		}
+		if !removeExpired(s.ChatID, s.ID, Base.Add(time.Hour)) {
+			t.Fatal("RemoveExpired kept the session at its expiry")
+		}
+		if _, err := st.Get(ctx, s.ChatID); !errors.Is(err, sandbox.ErrNotFound) {
+			t.Fatalf("Get after RemoveExpired: %v, want ErrNotFound", err)
+		}
+		if removeExpired(s.ChatID, s.ID, Base.Add(time.Hour)) {
+			t.Fatal("RemoveExpired of a removed session reported a removal")
+		}
+	})
 }
 
 func compareChat(a, b sandbox.Session) int {

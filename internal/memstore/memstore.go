@@ -6,6 +6,7 @@ package memstore
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -25,11 +26,30 @@ var (
 type Store struct {
 	mu       sync.Mutex
 	byChat   map[uuid.UUID]sandbox.Session
-	identity string // the runtime the sessions belong to (Bind)
+	identity string          // the runtime the sessions belong to (Bind)
+	id       string          // the registry's own id, random (Registry)
+	adopted  map[string]bool // the registries whose sandboxes it adopted
 }
 
-// New returns an empty Store.
-func New() *Store { return &Store{byChat: make(map[uuid.UUID]sandbox.Session)} }
+// New returns an empty Store with a registry id of its own.
+func New() *Store {
+	return &Store{byChat: make(map[uuid.UUID]sandbox.Session), id: uuid.NewString(), adopted: map[string]bool{}}
+}
+
+// Registry returns the store's id and the registries it adopted (see lifecycle.Binding).
+func (st *Store) Registry(context.Context) (string, []string, error) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.id, slices.Sorted(maps.Keys(st.adopted)), nil
+}
+
+// Adopt records that the store took over registry id's sandboxes.
+func (st *Store) Adopt(_ context.Context, id string) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.adopted[id] = true
+	return nil
+}
 
 // Bind ties the store to the runtime identity (see lifecycle.Binding).
 func (st *Store) Bind(_ context.Context, identity string, rebind bool) (string, error) {
@@ -176,6 +196,17 @@ func (st *Store) Remove(_ context.Context, id uuid.UUID) error {
 		}
 	}
 	return nil
+}
+
+// RemoveExpired forgets session id if it is still chatID's session and expired at now.
+func (st *Store) RemoveExpired(_ context.Context, chatID, id uuid.UUID, now time.Time) (bool, error) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if s, ok := st.byChat[chatID]; ok && s.ID == id && s.Expired(now) {
+		delete(st.byChat, chatID)
+		return true, nil
+	}
+	return false, nil
 }
 
 func compareUUID(a, b uuid.UUID) int { return slices.Compare(a[:], b[:]) }

@@ -195,6 +195,44 @@ func (st *Store) Bind(ctx context.Context, identity string, rebind bool) (string
 	return previous, nil
 }
 
+// Registry returns the registry's own id and the registries it adopted (see
+// lifecycle.Binding).
+func (st *Store) Registry(ctx context.Context) (string, []string, error) {
+	rows, err := st.pool.Query(ctx, `SELECT registry_id, adopted FROM registry_ids ORDER BY registry_id`)
+	if err != nil {
+		return "", nil, translate("registry", err)
+	}
+	var (
+		own, id string
+		adopted []string
+		a       bool
+	)
+	_, err = pgx.ForEachRow(rows, []any{&id, &a}, func() error {
+		if a {
+			adopted = append(adopted, id)
+		} else {
+			own = id
+		}
+		return nil
+	})
+	if err != nil {
+		return "", nil, translate("registry", err)
+	}
+	if own == "" {
+		return "", nil, fmt.Errorf("pgstore: registry: the database holds no registry id: %w", sandbox.ErrUnavailable)
+	}
+	return own, adopted, nil
+}
+
+// Adopt records that the registry took over registry id's sandboxes.
+func (st *Store) Adopt(ctx context.Context, id string) error {
+	if _, err := st.pool.Exec(ctx, `INSERT INTO registry_ids (registry_id, adopted) VALUES ($1, true)
+		ON CONFLICT (registry_id) DO NOTHING`, id); err != nil {
+		return translate("adopt registry "+id, err)
+	}
+	return nil
+}
+
 // Save records s. It returns an error wrapping sandbox.ErrConflict when the chat already
 // has a session (the UNIQUE constraint on chat_id refuses it) or the session id is taken.
 func (st *Store) Save(ctx context.Context, s sandbox.Session) error {
@@ -367,6 +405,21 @@ func (st *Store) Remove(ctx context.Context, sessionID uuid.UUID) error {
 		return translate(fmt.Sprintf("remove session %s", sessionID), err)
 	}
 	return nil
+}
+
+// RemoveExpired forgets session sessionID if it is still chatID's session and expired at
+// now, in one conditional DELETE, and reports whether it did.
+func (st *Store) RemoveExpired(ctx context.Context, chatID, sessionID uuid.UUID, now time.Time) (bool, error) {
+	if st.cache != nil {
+		st.cache.ForgetSession(sessionID)
+		defer st.cache.Settled()
+	}
+	tag, err := st.pool.Exec(ctx, `DELETE FROM sandbox_sessions
+		WHERE chat_id = $1 AND session_id = $2 AND expires_at <= $3`, chatID, sessionID, now)
+	if err != nil {
+		return false, translate(fmt.Sprintf("remove expired session %s", sessionID), err)
+	}
+	return tag.RowsAffected() == 1, nil
 }
 
 func scan(row pgx.CollectableRow) (sandbox.Session, error) {

@@ -199,6 +199,51 @@ func (st *Store) Bind(ctx context.Context, identity string, rebind bool) (string
 	return previous, nil
 }
 
+// Registry returns the registry's own id and the registries it adopted (see
+// lifecycle.Binding).
+func (st *Store) Registry(ctx context.Context) (string, []string, error) {
+	rows, err := st.r.QueryContext(ctx, `SELECT registry_id, adopted FROM registry_ids ORDER BY registry_id`)
+	if err != nil {
+		return "", nil, translate("registry", err)
+	}
+	defer rows.Close()
+	var (
+		own     string
+		adopted []string
+	)
+	for rows.Next() {
+		var (
+			id string
+			a  bool
+		)
+		if err := rows.Scan(&id, &a); err != nil {
+			return "", nil, translate("registry", err)
+		}
+		if a {
+			adopted = append(adopted, id)
+		} else {
+			own = id
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return "", nil, translate("registry", err)
+	}
+	if own == "" {
+		return "", nil, fmt.Errorf("sqlitestore: registry: the file holds no registry id: %w", sandbox.ErrUnavailable)
+	}
+	return own, adopted, nil
+}
+
+// Adopt records that the registry took over registry id's sandboxes.
+func (st *Store) Adopt(ctx context.Context, id string) error {
+	_, err := st.w.ExecContext(ctx, `INSERT INTO registry_ids (registry_id, adopted, since) VALUES (?, 1, ?)
+		ON CONFLICT (registry_id) DO NOTHING`, id, time.Now().UnixMicro())
+	if err != nil {
+		return translate("adopt registry "+id, err)
+	}
+	return nil
+}
+
 // Save records s. It returns an error wrapping sandbox.ErrConflict when the chat already
 // has a session (the UNIQUE constraint on chat_id refuses it) or the session id is taken.
 func (st *Store) Save(ctx context.Context, s sandbox.Session) error {
@@ -337,6 +382,24 @@ func (st *Store) Remove(ctx context.Context, sessionID uuid.UUID) error {
 		return translate(fmt.Sprintf("remove session %s", sessionID), err)
 	}
 	return nil
+}
+
+// RemoveExpired forgets session sessionID if it is still chatID's session and expired at
+// now, in one conditional DELETE, and reports whether it did.
+func (st *Store) RemoveExpired(ctx context.Context, chatID, sessionID uuid.UUID, now time.Time) (bool, error) {
+	st.cache.ForgetSession(sessionID)
+	defer st.cache.Settled()
+	res, err := st.w.ExecContext(ctx, `DELETE FROM sandbox_sessions
+		WHERE chat_id = ? AND session_id = ? AND expires_at <= ?`,
+		chatID.String(), sessionID.String(), now.UnixMicro())
+	if err != nil {
+		return false, translate(fmt.Sprintf("remove expired session %s", sessionID), err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, translate(fmt.Sprintf("remove expired session %s", sessionID), err)
+	}
+	return n == 1, nil
 }
 
 func scan(row interface{ Scan(...any) error }) (sandbox.Session, error) {
