@@ -24,6 +24,7 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -175,6 +176,7 @@ func New(cfg Config) (http.Handler, error) {
 	mux.Handle("/", noRoute(mux))
 
 	var h http.Handler = mux
+	h = refuseDuplicateKeys(h, mux, uploadPattern, mcpPattern)
 	h = limitBody(h, mux, cfg.MaxBodyBytes, uploadPattern, mcpPattern)
 	h = authenticate(h, keys)
 	h = logRequests(h, cfg.Logger)
@@ -391,6 +393,80 @@ func limitBody(next http.Handler, mux *http.ServeMux, limit int64, streaming ...
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// refuseDuplicateKeys refuses, with 422, a JSON request body in which an object names a
+// key twice: a decoder would keep the last and the caller may have meant the first. It
+// runs on bodies limitBody has read already (not on the streaming routes, whose bodies are
+// files); a body that is not JSON, or not sent as JSON, is left to the operation.
+func refuseDuplicateKeys(next http.Handler, mux *http.ServeMux, streaming ...string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mediaType, _, _ := strings.Cut(r.Header.Get("Content-Type"), ";")
+		mediaType = strings.ToLower(strings.TrimSpace(mediaType))
+		isJSON := mediaType == "" || mediaType == "application/json" || strings.HasSuffix(mediaType, "+json")
+		if _, pattern := mux.Handler(r); !isJSON || r.Body == nil || r.Body == http.NoBody || slices.Contains(streaming, pattern) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		body, err := io.ReadAll(r.Body)
+		_ = r.Body.Close()
+		if err != nil {
+			writeProblem(w, http.StatusBadRequest, "cannot read request body")
+			return
+		}
+		if key, at, dup := duplicateKey(body); dup {
+			writeProblem(w, http.StatusUnprocessableEntity,
+				fmt.Sprintf("duplicate key %q in the request body (%s)", key, at))
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		next.ServeHTTP(w, r)
+	})
+}
+
+// duplicateKey finds the first key that an object of the JSON document body names twice,
+// and where ("body.env.A"). A malformed document has none: its error is the decoder's to
+// report.
+func duplicateKey(body []byte) (key, at string, found bool) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	var walk func(path string) bool
+	walk = func(path string) bool {
+		tok, err := dec.Token()
+		if err != nil {
+			return false
+		}
+		switch tok {
+		case json.Delim('{'):
+			seen := map[string]bool{}
+			for dec.More() {
+				kt, err := dec.Token()
+				if err != nil {
+					return false
+				}
+				k, _ := kt.(string)
+				if seen[k] {
+					key, at, found = k, path+"."+k, true
+					return true
+				}
+				seen[k] = true
+				if walk(path + "." + k) {
+					return true
+				}
+			}
+		case json.Delim('['):
+			for i := 0; dec.More(); i++ {
+				if walk(path + "[" + strconv.Itoa(i) + "]") {
+					return true
+				}
+			}
+		default:
+			return false // a scalar
+		}
+		_, _ = dec.Token() // the closing delimiter
+		return false
+	}
+	walk("body")
+	return key, at, found
 }
 
 // requireContentType refuses, with 415, a request body whose media type the operation
