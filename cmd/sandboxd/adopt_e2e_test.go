@@ -8,6 +8,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -24,12 +25,19 @@ import (
 	"github.com/sandboxd/sandboxd/internal/testing/waitfor"
 )
 
-// createSandboxes makes n sandboxes through srv and returns them.
+// createSandboxes makes n sandboxes through srv and returns them. Each create has a
+// connection of its own: a request sent on a kept-alive connection right after a slow
+// create was seen answered 499 at once (its context already cancelled), which is not
+// what these tests are about.
 func createSandboxes(t *testing.T, srv *server, n int) []client.Session {
 	t.Helper()
+	api, err := client.New(srv.base, token, &http.Client{Transport: &http.Transport{DisableKeepAlives: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	var out []client.Session
 	for range n {
-		s, _, err := srv.api.Create(context.Background(), newChat(), client.CreateBody{})
+		s, _, err := api.Create(context.Background(), newChat(), client.CreateBody{})
 		if err != nil {
 			t.Fatalf("create: %v", err)
 		}
@@ -44,9 +52,10 @@ func (w *world) refused(extra ...string) string {
 	w.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, binary)
-	cmd.Env = append(append([]string(nil), w.env...), extra...)
-	cmd.Dir = w.dataDir
+	cfg := w.cfg
+	cfg.Settings = append(append([]string(nil), cfg.Settings...), extra...)
+	cmd := exec.CommandContext(ctx, cfg.Binary)
+	cmd.Env, cmd.Dir = cfg.Env(), cfg.Dir
 	out, err := cmd.CombinedOutput()
 	if err == nil || ctx.Err() != nil {
 		w.t.Fatalf("sandboxd did not refuse to start (err %v):\n%s", err, out)
@@ -73,7 +82,7 @@ func TestAFreshRegistryRefusesThenAdoptsAnotherRegistrysSandboxes(t *testing.T) 
 		t.Fatalf("container %s carries no %s label", made[0].ContainerID, docker.LabelRegistry)
 	}
 
-	w.env = append(w.env, "SANDBOXD_REGISTRY=sqlite:"+filepath.Join(w.dataDir, "registry-b.db"))
+	w.cfg.Registry = "sqlite:" + filepath.Join(w.dataDir, "registry-b.db")
 	time.Sleep(1500 * time.Millisecond) // older than the grace
 	out := w.refused()
 	for _, want := range []string{"3 sandboxes", "3 of registry " + regA, "adopt"} {
@@ -163,9 +172,9 @@ func TestReconcileRefusesToRemoveMostSandboxesAtOnce(t *testing.T) {
 // start2 starts sandboxd with extra settings for this run only.
 func (w *world) start2(extra ...string) *server {
 	w.t.Helper()
-	env := w.env
-	w.env = append(append([]string(nil), env...), extra...)
-	defer func() { w.env = env }()
+	settings := w.cfg.Settings
+	w.cfg.Settings = append(append([]string(nil), settings...), extra...)
+	defer func() { w.cfg.Settings = settings }()
 	return w.start()
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -46,6 +47,8 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"symlink to /", "PUT", put, "application/json", token, `{"volume_host_path":"` + volumes + `/toroot"}`, 422, "symbolic link"},
 		{"nested workspace", "PUT", put, "application/json", token, `{"volume_host_path":"` + volumes + `/team/inner"}`, 422, "nest"},
 		{"relative path", "PUT", put, "application/json", token, `{"volume_host_path":"etc"}`, 422, "absolute"},
+		{"workspace the sandbox user cannot write", "PUT", put, "application/json", token, `{"volume_host_path":"` + volumes + `/team"}`, 422, fmt.Sprintf("owned by %d:%d with mode 0700", os.Geteuid(), os.Getegid())},
+		{"duplicate key", "PUT", put, "application/json", token, `{"agent_id":"a","agent_id":"b"}`, 422, "duplicate key"},
 		{"missing token", "PUT", put, "application/json", "", `{}`, 401, ""},
 		{"wrong token", "PUT", put, "application/json", "not-the-token", `{}`, 401, ""},
 		{"wrong token on delete", "DELETE", put, "", "not-the-token", ``, 401, ""},

@@ -96,6 +96,19 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 		return err
 	}
 	closers = append(closers, func(context.Context) error { return reg.close() })
+	// Replicas decide expiry against the database's clock, whatever their own say.
+	syncClock := func(ctx context.Context) error {
+		offset, err := reg.syncClock(ctx)
+		if err == nil {
+			log.DebugContext(ctx, "clock_synced", slog.Duration("offset", offset))
+		}
+		return err
+	}
+	if reg.syncClock != nil {
+		if err := syncClock(ctx); err != nil {
+			return fmt.Errorf("registry clock: %w", err)
+		}
+	}
 
 	if err := os.MkdirAll(cfg.Docker.VolumeRoot, 0o755); err != nil {
 		return fmt.Errorf("volume root: %w", err)
@@ -150,6 +163,7 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 		Admitter:           rt,
 		Inventory:          rt,
 		Binding:            reg.binding,
+		Clock:              reg.clock,
 		Adopt:              cfg.Adopt,
 		ForceMassRemoval:   cfg.Reconcile.Force,
 		Executor:           rt,
@@ -217,13 +231,17 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 	// reconciliation follows every (re)connection of the stream. Stopped before Drain.
 	follower := svc.Follow(ctx, rt, 0, 0)
 	closers = append(closers, func(context.Context) error { follower.Stop(); return nil })
-	jobs, err := periodic.Start(ctx, log,
-		periodic.Job{Name: "sweep", Interval: cfg.Sweep.Interval, Run: func(ctx context.Context) error {
+	jobList := []periodic.Job{
+		{Name: "sweep", Interval: cfg.Sweep.Interval, Run: func(ctx context.Context) error {
 			_, err := svc.CleanupExpired(ctx)
 			return err
 		}},
-		periodic.Job{Name: "reconcile", Interval: cfg.Reconcile.Interval, Run: reconcile},
-	)
+		{Name: "reconcile", Interval: cfg.Reconcile.Interval, Run: reconcile},
+	}
+	if reg.syncClock != nil {
+		jobList = append(jobList, periodic.Job{Name: "clock", Interval: time.Minute, Run: syncClock})
+	}
+	jobs, err := periodic.Start(ctx, log, jobList...)
 	if err != nil {
 		return err
 	}
@@ -313,6 +331,10 @@ type registry struct {
 	locker  lifecycle.Locker
 	ping    func(context.Context) error
 	close   func() error
+	// PostgreSQL only: the database's clock, which every replica decides expiry against,
+	// and how to measure this replica's offset from it (nil: the system clock).
+	clock     lifecycle.Clock
+	syncClock func(context.Context) (time.Duration, error)
 }
 
 // openRegistry opens the registry dsn names: SQLite (one process, locks in memory) or
@@ -359,11 +381,12 @@ func openRegistry(ctx context.Context, dsn string, sweepParallelism int, linger 
 		if linger > 0 {
 			st.CacheUnder(locker)
 		}
+		clock := st.Clock(time.Now)
 		return registry{store: st, binding: st, locker: locker, ping: st.Ping, close: func() error {
 			lerr := locker.Close() // ends the leases before the store can be written by others
 			pool.Close()
 			return errors.Join(lerr, st.Close())
-		}}, nil
+		}, clock: clock, syncClock: clock.Sync}, nil
 	}
 	return registry{}, fmt.Errorf("registry: unknown kind %q", kind)
 }

@@ -267,6 +267,9 @@ func (e env) mkdir(t *testing.T, name string) string {
 	if err := os.Mkdir(p, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.Chown(p, 1000, 1000); err != nil { // the sandbox user's, as a caller prepares it
+		t.Fatal(err)
+	}
 	return p
 }
 
@@ -278,6 +281,9 @@ func TestPoolMissesFallBackToColdCreates(t *testing.T) {
 
 	existing := newSpec("")
 	if err := os.Mkdir(filepath.Join(e.root, existing.ChatID.String()), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(filepath.Join(e.root, existing.ChatID.String()), 1000, 1000); err != nil {
 		t.Fatal(err)
 	}
 	unpooled := newSpec("")

@@ -15,6 +15,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
 	"github.com/sandboxd/sandboxd/internal/profile"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
+	"github.com/sandboxd/sandboxd/internal/workspace"
 )
 
 // teardownTimeout bounds the removal of a half-made container, which runs even when the
@@ -23,21 +24,20 @@ const teardownTimeout = 30 * time.Second
 
 // Admit checks a create request without side effects: the agent must have a profile (or
 // fall back to the default one), and the workspace folder must be an existing real
-// directory inside the volume root with no symbolic link on its way. With no folder it
+// directory inside the volume root with no symbolic link on its way, which the profile's
+// sandbox user can write in (else its /workspace would be read-only to it). With no folder it
 // returns the derived <root>/<chat id>, which need not exist yet (Create makes it). Its
 // errors wrap sandbox.ErrInvalid (sandbox.ErrUnavailable if the volume root is gone).
 func (r *Runtime) Admit(_ context.Context, chatID uuid.UUID, agentID, volumeHostPath string) (string, error) {
-	if _, err := r.profiles.Lookup(agentID); err != nil {
+	prof, err := r.profiles.Lookup(agentID)
+	if err != nil {
 		return "", fmt.Errorf("docker: admit: %w", err)
 	}
-	var (
-		volume string
-		err    error
-	)
+	var volume string
 	if strings.TrimSpace(volumeHostPath) == "" {
-		volume, err = r.root.CheckCreatable(r.root.Derive(chatID))
+		volume, err = r.root.CheckCreatableFor(r.root.Derive(chatID), sandboxUser(prof))
 	} else {
-		volume, err = r.root.Check(volumeHostPath)
+		volume, err = r.root.CheckFor(volumeHostPath, sandboxUser(prof))
 	}
 	if err != nil {
 		return "", fmt.Errorf("docker: admit: %w", err)
@@ -111,7 +111,7 @@ func (r *Runtime) Create(ctx context.Context, spec lifecycle.CreateSpec) (sandbo
 func (r *Runtime) workspace(spec lifecycle.CreateSpec, prof profile.Profile) (string, error) {
 	derived := r.root.Derive(spec.ChatID)
 	if p := spec.VolumeHostPath; strings.TrimSpace(p) != "" && p != derived {
-		return r.root.Check(p)
+		return r.root.CheckFor(p, sandboxUser(prof))
 	}
 	return r.root.Ensure(derived, prof.UID, prof.GID)
 }
@@ -241,3 +241,6 @@ func (r *Runtime) Managed(ctx context.Context) ([]lifecycle.Container, error) {
 	}
 	return out, nil
 }
+
+// sandboxUser is the profile's sandbox user, whom a workspace must let write.
+func sandboxUser(p profile.Profile) workspace.User { return workspace.User{UID: p.UID, GID: p.GID} }

@@ -6,11 +6,14 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/sandboxd/sandboxd/internal/docker"
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
+	"github.com/sandboxd/sandboxd/internal/testing/dockertest"
 )
 
 // tree lists every path under dir (links not followed), to show that nothing was created.
@@ -27,9 +30,13 @@ func tree(t *testing.T, dir string) []string {
 	return out
 }
 
+// mkdir makes the folder p as a caller would prepare a workspace: the sandbox user's.
 func mkdir(t *testing.T, p string) {
 	t.Helper()
 	if err := os.MkdirAll(p, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(p, 1000, 1000); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -179,4 +186,51 @@ func TestAdmitHasNoSideEffect(t *testing.T) {
 		t.Errorf("Admit created the derived folder: %v", err)
 	}
 	e.assertNoContainers(t)
+}
+
+// A folder the sandbox user cannot write in (made by root in the volume root) is refused,
+// naming its owner, at admission and at create, with nothing made; one its group or
+// everyone may write in is accepted, and the sandbox writes there.
+func TestAWorkspaceTheSandboxUserCannotWriteIsRefused(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to make a folder the sandbox user does not own")
+	}
+	e := newEnv(t, nil)
+	ctx := context.Background()
+	rootOwned := filepath.Join(e.root, "root-owned")
+	if err := os.Mkdir(rootOwned, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	spec := newSpec(rootOwned)
+	_, err := e.rt.Admit(ctx, spec.ChatID, "", rootOwned)
+	if !errors.Is(err, sandbox.ErrInvalid) || !strings.Contains(err.Error(), "owned by 0:0 with mode 0755") || !strings.Contains(err.Error(), "1000:1000") {
+		t.Fatalf("Admit = %v, want ErrInvalid naming the owner 0:0 and the sandbox user", err)
+	}
+	if _, err := e.rt.Create(ctx, spec); !errors.Is(err, sandbox.ErrInvalid) {
+		t.Fatalf("Create = %v, want ErrInvalid", err)
+	}
+	// The chat's derived folder, made by root before sandboxd could: the same.
+	derived := newSpec("")
+	if err := os.Mkdir(e.root+"/"+derived.ChatID.String(), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.rt.Admit(ctx, derived.ChatID, "", ""); !errors.Is(err, sandbox.ErrInvalid) {
+		t.Fatalf("Admit of a root-owned derived folder = %v, want ErrInvalid", err)
+	}
+	e.assertNoContainers(t)
+	if fi, err := os.Stat(rootOwned); err != nil || fi.Sys().(*syscall.Stat_t).Uid != 0 {
+		t.Fatalf("the refused folder changed: %v", err)
+	}
+
+	groupWritable := filepath.Join(e.root, "group-writable")
+	if err := os.Mkdir(groupWritable, 0o770); err != nil {
+		t.Fatal(err)
+	}
+	if err := errors.Join(os.Chown(groupWritable, 0, 1000), os.Chmod(groupWritable, 0o770)); err != nil {
+		t.Fatal(err)
+	}
+	s := e.create(t, newSpec(groupWritable))
+	if out, code := dockertest.Exec(t, e.cli, s.ContainerID, "sh", "-c", "echo hi > /workspace/f && cat /workspace/f"); code != 0 || out != "hi\n" {
+		t.Fatalf("write in a group-writable workspace: %q (exit %d)", out, code)
+	}
 }

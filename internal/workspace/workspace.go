@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/google/uuid"
 
@@ -63,6 +64,22 @@ func (r *Root) Check(path string) (string, error) {
 	return r.check(path, false)
 }
 
+// User is the sandbox user a workspace is for, by its numeric ids.
+type User struct{ UID, GID int }
+
+// CheckFor is Check that also refuses a folder the sandbox user u could not write in
+// (and search): its /workspace would be read-only to it. The error (sandbox.ErrInvalid)
+// names the folder's owner and mode.
+func (r *Root) CheckFor(path string, u User) (string, error) {
+	return r.checkFor(path, false, &u)
+}
+
+// CheckCreatableFor is CheckCreatable that refuses, as CheckFor does, an existing folder
+// the sandbox user u could not write in.
+func (r *Root) CheckCreatableFor(path string, u User) (string, error) {
+	return r.checkFor(path, true, &u)
+}
+
 // CheckCreatable is Check for a folder that may not exist yet: a missing last component
 // is accepted, but everything above it must exist and pass Check's rules, and if the
 // folder does exist it must pass them too. Errors are Check's.
@@ -99,18 +116,57 @@ func (r *Root) Ensure(path string, uid, gid int) (string, error) {
 			}
 		}
 	}
-	return r.Check(path)
+	if uid < 0 {
+		return r.Check(path)
+	}
+	return r.CheckFor(path, User{UID: uid, GID: gid}) // one made earlier may be another's
 }
 
 func (r *Root) check(path string, missingOK bool) (string, error) {
+	return r.checkFor(path, missingOK, nil)
+}
+
+// checkFor is check that, given a user, also refuses a folder that user could not write in.
+func (r *Root) checkFor(path string, missingOK bool, u *User) (string, error) {
 	rel, err := r.workspaceRel(path)
 	if err != nil {
 		return "", err
 	}
-	if _, err := r.look(rel, missingOK); err != nil {
+	fi, err := r.look(rel, missingOK)
+	if err != nil {
 		return "", err
 	}
-	return filepath.Join(r.dir, rel), nil
+	shown := filepath.Join(r.dir, rel)
+	if fi != nil && u != nil {
+		if err := writable(shown, fi, *u); err != nil {
+			return "", err
+		}
+	}
+	return shown, nil
+}
+
+// writable refuses a folder that u cannot write in and search, by its owner, group and
+// mode as the kernel would judge them (the sandbox user has no supplementary groups).
+func writable(shown string, fi fs.FileInfo, u User) error {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || u.UID == 0 {
+		return nil
+	}
+	perm := fi.Mode().Perm()
+	var need fs.FileMode
+	switch {
+	case int(st.Uid) == u.UID:
+		need = 0o300
+	case int(st.Gid) == u.GID:
+		need = 0o030
+	default:
+		need = 0o003
+	}
+	if perm&need == need {
+		return nil
+	}
+	return fmt.Errorf("workspace folder %s is owned by %d:%d with mode %04o: the sandbox user %d:%d could not write in it (give it to %d:%d, or name no folder and let sandboxd make the chat's): %w",
+		shown, st.Uid, st.Gid, perm, u.UID, u.GID, u.UID, u.GID, sandbox.ErrInvalid)
 }
 
 // workspaceRel is rel for a folder that is to become a workspace: it must be a direct
@@ -164,32 +220,32 @@ func (r *Root) rel(path string) (string, error) {
 
 // look examines the workspace folder name, a direct child of the root (workspaceRel),
 // without following it should it be a link: one lstat, the whole of admission's file
-// system cost on the hot create path. It reports whether the folder exists; a missing one
-// is an error unless missingOK.
-func (r *Root) look(name string, missingOK bool) (exists bool, err error) {
+// system cost on the hot create path. It returns what it found (nil: the folder does not
+// exist, which is an error unless missingOK).
+func (r *Root) look(name string, missingOK bool) (fs.FileInfo, error) {
 	if strings.Contains(name, "/") {
-		return false, fmt.Errorf("workspace: %q is not a direct child of the volume root: %w", name, sandbox.ErrInvalid)
+		return nil, fmt.Errorf("workspace: %q is not a direct child of the volume root: %w", name, sandbox.ErrInvalid)
 	}
 	shown := filepath.Join(r.dir, name)
 	fi, err := os.Lstat(shown)
 	if err != nil {
 		if _, rootErr := os.Stat(r.dir); rootErr != nil {
-			return false, fmt.Errorf("workspace: volume root: %w: %w", sandbox.ErrUnavailable, rootErr)
+			return nil, fmt.Errorf("workspace: volume root: %w: %w", sandbox.ErrUnavailable, rootErr)
 		}
 	}
 	switch {
 	case errors.Is(err, fs.ErrNotExist) && missingOK:
-		return false, nil
+		return nil, nil
 	case errors.Is(err, fs.ErrNotExist):
-		return false, fmt.Errorf("workspace folder %s does not exist: %w", shown, sandbox.ErrInvalid)
+		return nil, fmt.Errorf("workspace folder %s does not exist: %w", shown, sandbox.ErrInvalid)
 	case err != nil:
-		return false, fmt.Errorf("workspace folder %s cannot be checked (%v): %w", shown, err, sandbox.ErrInvalid)
+		return nil, fmt.Errorf("workspace folder %s cannot be checked (%v): %w", shown, err, sandbox.ErrInvalid)
 	case fi.Mode()&fs.ModeSymlink != 0:
-		return false, fmt.Errorf("workspace path %s is a symbolic link: %w", shown, sandbox.ErrInvalid)
+		return nil, fmt.Errorf("workspace path %s is a symbolic link: %w", shown, sandbox.ErrInvalid)
 	case !fi.IsDir():
-		return false, fmt.Errorf("workspace path %s is not a directory: %w", shown, sandbox.ErrInvalid)
+		return nil, fmt.Errorf("workspace path %s is not a directory: %w", shown, sandbox.ErrInvalid)
 	}
-	return true, nil
+	return fi, nil
 }
 
 func (r *Root) open() (*os.Root, error) {
