@@ -356,21 +356,26 @@ func openRegistry(ctx context.Context, dsn string, sweepParallelism int, linger 
 		}
 		return registry{store: st, binding: st, locker: keylock.New(), ping: st.Ping, close: st.Close}, nil
 	case "postgres":
-		st, err := pgstore.Open(ctx, target)
-		if err != nil {
-			return registry{}, err
-		}
 		// The locker gets a pool of its own: a lock holder must never wait for a
 		// connection that only other holders and waiters have.
 		pcfg, err := lockPoolConfig(target, sweepParallelism)
 		if err != nil {
-			_ = st.Close()
 			return registry{}, fmt.Errorf("registry: lock pool: malformed dsn: %w", sandbox.ErrInvalid)
 		}
 		pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 		if err != nil {
-			_ = st.Close()
 			return registry{}, fmt.Errorf("registry: lock pool: %w", sandbox.ErrUnavailable)
+		}
+		// Before anything relies on a session advisory lock (the migrations, the chats'
+		// locks): behind a transaction-pooling proxy they silently stop excluding.
+		if err := pglock.CheckSessionLocks(ctx, pool); err != nil {
+			pool.Close()
+			return registry{}, err
+		}
+		st, err := pgstore.Open(ctx, target)
+		if err != nil {
+			pool.Close()
+			return registry{}, err
 		}
 		locker, err := pglock.New(pglock.Config{Pool: pool, Linger: linger})
 		if err != nil {
