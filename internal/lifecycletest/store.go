@@ -52,6 +52,7 @@ func TestStore(t *testing.T, newStore func(t *testing.T) lifecycle.Store) {
 	t.Run("OneSessionPerChat", func(t *testing.T) { testOneSessionPerChat(t, newStore) })
 	t.Run("ExpiredSnapshot", func(t *testing.T) { testExpiredSnapshot(t, newStore) })
 	t.Run("Listing", func(t *testing.T) { testListing(t, newStore) })
+	t.Run("ConditionalRemoval", func(t *testing.T) { testConditionalRemoval(t, newStore) })
 }
 
 // testRecords checks a session is kept as saved, to the microsecond, and found by its chat.
@@ -359,10 +360,14 @@ func testListing(t *testing.T, newStore func(t *testing.T) lifecycle.Store) {
 			}
 		}
 	})
+}
 
-	// The sweep's removal is conditional on the record still being the session it read
-	// and still expired, decided by the store: a sweep that lost its lock never forgets a
-	// session another replica extended or replaced.
+// testConditionalRemoval checks that the sweep's removal is conditional on the record still being
+// the session it read and still expired, decided by the store in one write.
+func testConditionalRemoval(t *testing.T, newStore func(t *testing.T) lifecycle.Store) {
+	ctx := context.Background()
+	// A sweep that lost its lock never forgets a session another replica extended or
+	// replaced.
 	t.Run("RemoveExpiredOnlyWhatIsStillThatExpiredSession", func(t *testing.T) {
 		st := newStore(t)
 		s := NewSession(uuid.New(), Base)
