@@ -27,6 +27,7 @@ func TestMetricsStartAtZeroAfterARestart(t *testing.T) {
 		{"sandbox_reconcile_total", `result="orphan_removed"`},
 		{"sandbox_reconcile_total", `result="record_repaired"`},
 		{"sandbox_reconcile_total", `result="error"`},
+		{"sandbox_reconcile_total", `result="mass_removal_refused"`},
 		{"sandbox_died_total", `reason="exited"`},
 		{"sandbox_died_total", `reason="oom"`},
 		{"sandbox_died_total", `reason="removed"`},

@@ -20,7 +20,7 @@ func (s *Service) zeroCounters(ctx context.Context) {
 	each(s.m.deleteTotal, "result", string(Deleted), string(NotFound), string(Failed))
 	each(s.m.cleanupTotal, "result", string(Cleaned))
 	each(s.m.cleanupErrorTotal, "error.type", "unavailable", "timeout", "canceled", "conflict", "invalid", "not_found")
-	each(s.m.reconcileTotal, "result", string(orphanRemoved), string(recordRepaired), string(Failed))
+	each(s.m.reconcileTotal, "result", string(orphanRemoved), string(recordRepaired), string(Failed), string(massRemovalRefused))
 	each(s.m.diedTotal, "reason", "exited", "oom", "removed")
 	each(s.m.execTotal, "result", string(execCompleted), string(execTimedOut), string(execCanceled), string(execBusy), string(Failed))
 	each(s.m.keepaliveTotal, "result", "extended", string(Failed))
