@@ -32,6 +32,7 @@ const (
 	LabelChatID    = "sandboxd.chat-id"
 	LabelSessionID = "sandboxd.session-id"
 	LabelAgentID   = "sandboxd.agent-id"
+	LabelTenant    = "sandboxd.tenant"     // the tenant whose caller made it (absent: the default)
 	LabelWorkspace = "sandboxd.workspace"  // the workspace folder on the host
 	LabelCreatedAt = "sandboxd.created-at" // the session's creation, RFC 3339 (ns)
 	LabelExpiresAt = "sandboxd.expires-at" // its expiry when made (a keepalive is not seen here)

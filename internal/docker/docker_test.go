@@ -142,6 +142,7 @@ func TestCreateMakesAHardenedSandbox(t *testing.T) {
 	e := newEnv(t, nil)
 	spec := newSpec("")
 	spec.AgentID = "some-agent"
+	spec.Tenant = "acme"
 	s := e.create(t, spec)
 
 	want := sandbox.Session{
@@ -174,6 +175,7 @@ func TestCreateMakesAHardenedSandbox(t *testing.T) {
 		docker.LabelWorkspace: filepath.Join(e.root, spec.ChatID.String()),
 		docker.LabelCreatedAt: spec.CreatedAt.Format(time.RFC3339Nano),
 		docker.LabelExpiresAt: spec.ExpiresAt.Format(time.RFC3339Nano),
+		docker.LabelTenant:    "acme",
 	})
 	check("user", cfg.User, "1000:1000")
 	check("init", hc.Init != nil && *hc.Init, true)

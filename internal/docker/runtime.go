@@ -216,6 +216,7 @@ func (r *Runtime) Managed(ctx context.Context) ([]lifecycle.Container, error) {
 			CreatedAt:      time.Unix(c.Created, 0),
 			Running:        c.State == container.StateRunning,
 			Registry:       c.Labels[LabelRegistry],
+			Tenant:         c.Labels[LabelTenant],
 			AgentID:        c.Labels[LabelAgentID],
 			VolumeHostPath: c.Labels[LabelWorkspace],
 		}

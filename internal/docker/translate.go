@@ -47,6 +47,7 @@ func (r *Runtime) containerConfig(spec lifecycle.CreateSpec, p profile.Profile) 
 			LabelWorkspace: spec.VolumeHostPath,
 			LabelCreatedAt: spec.CreatedAt.UTC().Format(time.RFC3339Nano),
 			LabelExpiresAt: spec.ExpiresAt.UTC().Format(time.RFC3339Nano),
+			LabelTenant:    spec.Tenant,
 		}),
 	}
 }

@@ -205,6 +205,7 @@ func (s *Service) adoptedSession(c Container) (sandbox.Session, string) {
 		Status:         sandbox.StatusRunning,
 		CreatedAt:      created.UTC(),
 		ExpiresAt:      expires.UTC(),
+		Tenant:         c.Tenant,
 		AgentID:        c.AgentID,
 		VolumeHostPath: c.VolumeHostPath,
 	}, ""

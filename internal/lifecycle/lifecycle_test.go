@@ -286,6 +286,7 @@ func TestForeignSandboxesAreRefusedLeftAloneOrAdopted(t *testing.T) {
 		}
 	}
 	foreign[1].ExpiresAt = now.Add(-time.Minute) // a keepalive the labels do not carry
+	foreign[2].Tenant = "acme"                   // the others' labels name none: the default tenant
 	unlabelled := lifecycle.Container{ID: "legacy", ChatID: uuid.New(), SessionID: uuid.New(),
 		CreatedAt: now.Add(-time.Hour), Running: true, VolumeHostPath: "/srv/volumes/legacy"}
 	dead := lifecycle.Container{ID: "dead", ChatID: uuid.New(), SessionID: uuid.New(),
@@ -326,7 +327,7 @@ func TestForeignSandboxesAreRefusedLeftAloneOrAdopted(t *testing.T) {
 	for _, c := range append(slices.Clone(foreign), unlabelled) {
 		got := mustGet(t, store, c.ChatID)
 		want := sandbox.Session{ID: c.SessionID, ChatID: c.ChatID, ContainerID: c.ID, Status: sandbox.StatusRunning,
-			CreatedAt: now.Add(-time.Hour), ExpiresAt: now.Add(time.Hour), AgentID: c.AgentID, VolumeHostPath: c.VolumeHostPath}
+			CreatedAt: now.Add(-time.Hour), ExpiresAt: now.Add(time.Hour), Tenant: c.Tenant, AgentID: c.AgentID, VolumeHostPath: c.VolumeHostPath}
 		if c.ExpiresAt.Before(now.Add(ttl)) {
 			want.ExpiresAt = now.Add(ttl) // one TTL from the adoption
 		}

@@ -114,7 +114,10 @@ type Container struct {
 
 	// Registry is the id of the registry that recorded the container when it was made
 	// (Binding.Registry); "" when its labels name none (made before registries had ids).
-	Registry       string
+	Registry string
+	// Tenant is the tenant whose caller made the sandbox; "" (labels made before tenants,
+	// or a sandbox claimed from the warm pool) stands for the default tenant.
+	Tenant         string
 	AgentID        string
 	VolumeHostPath string
 	// SessionCreatedAt and ExpiresAt are the session's times when it was made (a later
