@@ -204,6 +204,9 @@ func TestPoolHandsOutAPreStartedSandbox(t *testing.T) {
 	if got := c.Config.Labels; got[docker.LabelPool] != "default" || got[docker.LabelChatID] != "" || got[docker.LabelExpiresAt] != "" {
 		t.Errorf("pool container labels = %v", got)
 	}
+	if got, ok := e.inspect(t, cold.ContainerID).Config.Labels[docker.LabelTenant]; ok {
+		t.Errorf("a default tenant's sandbox carries the tenant label %q, want none", got)
+	}
 
 	// The inventory knows the claimed container by its name, and not the pool's own.
 	managed, err := e.rt.Managed(ctx)

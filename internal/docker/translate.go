@@ -33,6 +33,17 @@ func (r *Runtime) containerConfig(spec lifecycle.CreateSpec, p profile.Profile) 
 	for _, k := range slices.Sorted(maps.Keys(p.Env)) {
 		env = append(env, k+"="+p.Env[k])
 	}
+	labels := map[string]string{
+		LabelChatID:    spec.ChatID.String(),
+		LabelSessionID: spec.SessionID.String(),
+		LabelAgentID:   spec.AgentID,
+		LabelWorkspace: spec.VolumeHostPath,
+		LabelCreatedAt: spec.CreatedAt.UTC().Format(time.RFC3339Nano),
+		LabelExpiresAt: spec.ExpiresAt.UTC().Format(time.RFC3339Nano),
+	}
+	if spec.Tenant != "" { // the default tenant's sandboxes carry none
+		labels[LabelTenant] = spec.Tenant
+	}
 	return &container.Config{
 		Image:           p.Image,
 		User:            p.User,
@@ -40,15 +51,7 @@ func (r *Runtime) containerConfig(spec lifecycle.CreateSpec, p profile.Profile) 
 		WorkingDir:      p.Workspace,
 		Hostname:        "sandbox",
 		NetworkDisabled: p.Network == "none",
-		Labels: r.labels(map[string]string{
-			LabelChatID:    spec.ChatID.String(),
-			LabelSessionID: spec.SessionID.String(),
-			LabelAgentID:   spec.AgentID,
-			LabelWorkspace: spec.VolumeHostPath,
-			LabelCreatedAt: spec.CreatedAt.UTC().Format(time.RFC3339Nano),
-			LabelExpiresAt: spec.ExpiresAt.UTC().Format(time.RFC3339Nano),
-			LabelTenant:    spec.Tenant,
-		}),
+		Labels:          r.labels(labels),
 	}
 }
 
