@@ -50,6 +50,7 @@ const (
 	Replaced Result = "replaced"
 	Deleted  Result = "deleted"
 	NotFound Result = "not_found"
+	Removed  Result = "removed" // DeleteWorkspace
 )
 
 // CreateBody is what a create asks for; both fields are optional.
@@ -135,6 +136,25 @@ func (c *Client) Delete(ctx context.Context, chatID string) (DeleteResult, error
 	var out DeleteResult
 	if err := c.do(ctx, http.MethodDelete, sandboxPath(chatID), nil, nil, &out); err != nil {
 		return DeleteResult{}, err
+	}
+	return out, nil
+}
+
+// WorkspaceResult is the answer to DeleteWorkspace: Result is Removed or NotFound.
+type WorkspaceResult struct {
+	ChatID string `json:"chat_id"`
+	Result Result `json:"result"`
+	Path   string `json:"path"` // the chat's workspace folder on the server's host
+}
+
+// DeleteWorkspace removes the chat's workspace folder and everything in it. A chat with
+// none is no error (Result NotFound); one that has a sandbox is an *Error matching
+// ErrConflict (delete the sandbox first).
+func (c *Client) DeleteWorkspace(ctx context.Context, chatID string) (WorkspaceResult, error) {
+	var out WorkspaceResult
+	path := "/v1/chats/" + url.PathEscape(chatID) + "/workspace"
+	if err := c.do(ctx, http.MethodDelete, path, nil, nil, &out); err != nil {
+		return WorkspaceResult{}, err
 	}
 	return out, nil
 }

@@ -28,6 +28,9 @@ var (
 	// ErrUnavailable (unavailable): a dependency of the server (engine, registry) could
 	// not serve; try again later.
 	ErrUnavailable = errors.New("unavailable")
+	// ErrFull (full): the server's volume root is below its free-space floor, or the
+	// workspace is full; nothing was made or written.
+	ErrFull = errors.New("full")
 	// ErrUnauthorized (unauthorized): the token is missing or not accepted.
 	ErrUnauthorized = errors.New("unauthorized")
 )
@@ -41,6 +44,7 @@ const (
 	CodeTooLarge             = "too_large"
 	CodeBusy                 = "busy"
 	CodeUnavailable          = "unavailable"
+	CodeFull                 = "full"
 	CodeUnauthorized         = "unauthorized"
 	CodeBadRequest           = "bad_request"
 	CodeMethodNotAllowed     = "method_not_allowed"
@@ -59,6 +63,7 @@ var sentinels = map[string][]error{
 	CodeTooLarge:             {ErrTooLarge, ErrInvalid},
 	CodeBusy:                 {ErrBusy},
 	CodeUnavailable:          {ErrUnavailable},
+	CodeFull:                 {ErrFull},
 	CodeUnauthorized:         {ErrUnauthorized},
 }
 
@@ -74,6 +79,7 @@ var statusCodes = map[int]string{
 	http.StatusUnprocessableEntity:   CodeInvalid,
 	http.StatusTooManyRequests:       CodeBusy,
 	http.StatusServiceUnavailable:    CodeUnavailable,
+	http.StatusInsufficientStorage:   CodeFull,
 }
 
 // Error is a problem document (RFC 9457) the server answered with.

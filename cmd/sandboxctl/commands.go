@@ -135,9 +135,10 @@ func (c *cli) getCommand() *cobra.Command {
 }
 
 func (c *cli) deleteCommand() *cobra.Command {
-	return &cobra.Command{
+	var purge bool
+	cmd := &cobra.Command{
 		Use:   "delete <chat>",
-		Short: "Delete the chat's sandbox (no error when it has none)",
+		Short: "Delete the chat's sandbox (no error when it has none); --purge its workspace folder too",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return c.call(cmd, func(ctx context.Context, api *client.Client) error {
@@ -145,13 +146,31 @@ func (c *cli) deleteCommand() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if c.json {
-					return writeJSON(c.stdout, res)
+				if !purge {
+					if c.json {
+						return writeJSON(c.stdout, res)
+					}
+					return writeDelete(c.stdout, res)
 				}
-				return writeDelete(c.stdout, res)
+				ws, err := api.DeleteWorkspace(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				if c.json {
+					return writeJSON(c.stdout, struct {
+						Sandbox   client.DeleteResult    `json:"sandbox"`
+						Workspace client.WorkspaceResult `json:"workspace"`
+					}{res, ws})
+				}
+				if err := writeDelete(c.stdout, res); err != nil {
+					return err
+				}
+				return writeWorkspace(c.stdout, ws)
 			})
 		},
 	}
+	cmd.Flags().BoolVar(&purge, "purge", false, "also remove the chat's workspace folder and everything in it")
+	return cmd
 }
 
 func (c *cli) listCommand() *cobra.Command {

@@ -44,6 +44,13 @@ func writeDelete(w io.Writer, r client.DeleteResult) error {
 	return t.Flush()
 }
 
+func writeWorkspace(w io.Writer, r client.WorkspaceResult) error {
+	t := newTable(w)
+	fmt.Fprintf(t, "WORKSPACE\t%s\n", r.Result)
+	fmt.Fprintf(t, "FOLDER\t%s\n", orDash(r.Path))
+	return t.Flush()
+}
+
 // writeList prints sessions one a line; container ids are shortened as docker ps does.
 func writeList(w io.Writer, sessions []client.Session) error {
 	t := newTable(w)

@@ -162,6 +162,7 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 		Runtime:            rt,
 		Admitter:           rt,
 		Inventory:          rt,
+		Workspaces:         rt,
 		Binding:            reg.binding,
 		Clock:              reg.clock,
 		Adopt:              cfg.Adopt,
@@ -234,7 +235,10 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 	jobList := []periodic.Job{
 		{Name: "sweep", Interval: cfg.Sweep.Interval, Run: func(ctx context.Context) error {
 			_, err := svc.CleanupExpired(ctx)
-			return err
+			// Workspace folders past their retention (when one is set) go after the
+			// sandboxes whose expiry ends their use.
+			_, wsErr := svc.SweepWorkspaces(ctx)
+			return errors.Join(err, wsErr)
 		}},
 		{Name: "reconcile", Interval: cfg.Reconcile.Interval, Run: reconcile},
 	}
@@ -263,9 +267,11 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 		Tokens:       defaultTokens,
 		Tenants:      tenantTokens,
 		MaxBodyBytes: cfg.MaxBodyBytes,
-		Ready:        func(ctx context.Context) error { return errors.Join(reg.ping(ctx), rt.Ping(ctx)) },
-		Metrics:      tel.Metrics,
-		Logger:       log,
+		// Buffered exec answers are sized by the lifecycle's output cap.
+		ExecOutputCap: cfg.Exec.OutputCap,
+		Ready:         func(ctx context.Context) error { return errors.Join(reg.ping(ctx), rt.Ping(ctx)) },
+		Metrics:       tel.Metrics,
+		Logger:        log,
 	})
 	if err != nil {
 		return err

@@ -55,6 +55,9 @@ type Config struct {
 	// Registry is the id of the registry that records this runtime's sandboxes
 	// (lifecycle.Binding), carried by each as LabelRegistry; empty: no such label.
 	Registry string
+	// MinFreeBytes is the free space the volume root's file system must keep: below it,
+	// creates are refused (sandbox.ErrFull) before anything is made. 0: no floor.
+	MinFreeBytes int64
 	// Profiles are the agents' profiles, which the runtime translates into containers.
 	Profiles *profile.Set
 	// StopTimeout is how long Stop lets a sandbox end gracefully before it is killed
@@ -75,7 +78,8 @@ type Runtime struct {
 	registry    string
 	root        *workspace.Root
 	profiles    *profile.Set
-	stopTimeout int // seconds
+	stopTimeout int   // seconds
+	minFree     int64 // free-space floor of the volume root
 
 	pool        *pool                    // the warm pool (pool.go)
 	beforeStart func(containerID string) // test hook: runs between create and start
@@ -129,6 +133,7 @@ func New(cfg Config) (*Runtime, error) {
 		registry:    cfg.Registry,
 		root:        root,
 		profiles:    cfg.Profiles,
+		minFree:     cfg.MinFreeBytes,
 		stopTimeout: int((stop + time.Second - 1) / time.Second),
 	}
 	mp, log := cfg.MeterProvider, cfg.Logger

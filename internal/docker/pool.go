@@ -296,6 +296,9 @@ func (p *pool) make(ctx context.Context, pp *profilePool) (member, error) {
 	r := p.rt
 	suffix := randomHex(6)
 	folder := p.owner + "-" + suffix
+	if err := r.root.CheckFree(r.minFree); err != nil {
+		return member{}, fmt.Errorf("docker: pool: %w", err)
+	}
 	dir, err := r.root.MakePooled(folder, pp.prof.UID, pp.prof.GID)
 	if err != nil {
 		return member{}, fmt.Errorf("docker: pool: %w", err)

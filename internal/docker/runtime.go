@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"strings"
 	"time"
 
@@ -27,10 +29,14 @@ const teardownTimeout = 30 * time.Second
 // directory inside the volume root with no symbolic link on its way, which the profile's
 // sandbox user can write in (else its /workspace would be read-only to it). With no folder it
 // returns the derived <root>/<chat id>, which need not exist yet (Create makes it). Its
-// errors wrap sandbox.ErrInvalid (sandbox.ErrUnavailable if the volume root is gone).
+// errors wrap sandbox.ErrInvalid (sandbox.ErrUnavailable if the volume root is gone), or
+// sandbox.ErrFull when the volume root has less free space than Config.MinFreeBytes.
 func (r *Runtime) Admit(_ context.Context, chatID uuid.UUID, agentID, volumeHostPath string) (string, error) {
 	prof, err := r.profiles.Lookup(agentID)
 	if err != nil {
+		return "", fmt.Errorf("docker: admit: %w", err)
+	}
+	if err := r.root.CheckFree(r.minFree); err != nil {
 		return "", fmt.Errorf("docker: admit: %w", err)
 	}
 	var volume string
@@ -50,18 +56,23 @@ func (r *Runtime) Admit(_ context.Context, chatID uuid.UUID, agentID, volumeHost
 // creates the derived folder <root>/<chat id> when that is the workspace and it is missing,
 // and checks the folder once more between creating and starting the container, since the
 // engine mounts it at start. On any failure it removes the container it made. Errors wrap
-// sandbox.ErrInvalid for a refused request and sandbox.ErrUnavailable when the engine
-// could not make or start the sandbox.
+// sandbox.ErrInvalid for a refused request, sandbox.ErrFull when the volume root is below
+// its free-space floor (checked before anything is made) and sandbox.ErrUnavailable when
+// the engine could not make or start the sandbox.
 func (r *Runtime) Create(ctx context.Context, spec lifecycle.CreateSpec) (sandbox.Session, error) {
 	prof, err := r.profiles.Lookup(spec.AgentID)
 	if err != nil {
+		return sandbox.Session{}, fmt.Errorf("docker: create: %w", err)
+	}
+	// Again under the chat's lock: the volume may have filled since Admit.
+	if err := r.root.CheckFree(r.minFree); err != nil {
 		return sandbox.Session{}, fmt.Errorf("docker: create: %w", err)
 	}
 	// A pre-started sandbox, when one fits (pool.go); else a cold create.
 	if s, ok := r.pool.claim(ctx, spec); ok {
 		return s, nil
 	}
-	volume, err := r.workspace(spec, prof)
+	volume, made, err := r.workspace(spec, prof)
 	if err != nil {
 		return sandbox.Session{}, fmt.Errorf("docker: create: %w", err)
 	}
@@ -73,6 +84,9 @@ func (r *Runtime) Create(ctx context.Context, spec lifecycle.CreateSpec) (sandbo
 		HostConfig: hostConfig(prof, volume),
 	})
 	if err != nil {
+		if made {
+			r.unmake(volume)
+		}
 		return sandbox.Session{}, fmt.Errorf("docker: create %s: %w: %w", name, sandbox.ErrUnavailable, err)
 	}
 	id := created.ID
@@ -81,6 +95,9 @@ func (r *Runtime) Create(ctx context.Context, spec lifecycle.CreateSpec) (sandbo
 		defer cancel()
 		if rmErr := r.remove(ctx, id); rmErr != nil {
 			err = errors.Join(err, rmErr)
+		}
+		if made {
+			r.unmake(volume)
 		}
 		return sandbox.Session{}, err
 	}
@@ -107,13 +124,22 @@ func (r *Runtime) Create(ctx context.Context, spec lifecycle.CreateSpec) (sandbo
 }
 
 // workspace checks the folder of spec and returns it, creating the chat's derived folder
-// when that is the one asked for (or none was).
-func (r *Runtime) workspace(spec lifecycle.CreateSpec, prof profile.Profile) (string, error) {
+// when that is the one asked for (or none was); made says it did.
+func (r *Runtime) workspace(spec lifecycle.CreateSpec, prof profile.Profile) (volume string, made bool, err error) {
 	derived := r.root.Derive(spec.ChatID)
 	if p := spec.VolumeHostPath; strings.TrimSpace(p) != "" && p != derived {
-		return r.root.CheckFor(p, sandboxUser(prof))
+		volume, err = r.root.CheckFor(p, sandboxUser(prof))
+		return volume, false, err
 	}
-	return r.root.Ensure(derived, prof.UID, prof.GID)
+	_, statErr := os.Lstat(derived)
+	volume, err = r.root.Ensure(derived, prof.UID, prof.GID)
+	return volume, err == nil && errors.Is(statErr, fs.ErrNotExist), err
+}
+
+// unmake removes the workspace folder a failed create made, so that a refused or failed
+// create leaves nothing behind; only while it is still empty (nothing ran in it).
+func (r *Runtime) unmake(volume string) {
+	_ = os.Remove(volume)
 }
 
 // Stop stops the sandbox gracefully (killing it after the configured timeout), then

@@ -106,7 +106,7 @@ func (f *Files) WriteFile(ctx context.Context, s sandbox.Session, name string, r
 	}()
 	n, err := io.Copy(out, io.LimitReader(r, maxBytes+1))
 	if err != nil {
-		return lifecycle.FileInfo{}, fmt.Errorf("hostfiles: write %q: %w", name, err)
+		return lifecycle.FileInfo{}, mapErr("write", name, err)
 	}
 	if n > maxBytes {
 		return lifecycle.FileInfo{}, fmt.Errorf("hostfiles: %q is over the limit of %d bytes: %w", name, maxBytes, sandbox.ErrTooLarge)
@@ -117,7 +117,7 @@ func (f *Files) WriteFile(ctx context.Context, s sandbox.Session, name string, r
 		}
 	}
 	if err := out.Close(); err != nil {
-		return lifecycle.FileInfo{}, fmt.Errorf("hostfiles: write %q: %w", name, err)
+		return lifecycle.FileInfo{}, mapErr("write", name, err)
 	}
 	if err := root.Rename(tmp, rel); err != nil {
 		return lifecycle.FileInfo{}, mapErr("rename", rel, err)
@@ -288,6 +288,10 @@ func mapErr(op, name string, err error) error {
 		strings.Contains(err.Error(), "path escapes"):
 		// os.Root refuses symlinks out of the workspace with an unexported error.
 		return fmt.Errorf("hostfiles: %s %q: %v: %w", op, name, err, sandbox.ErrInvalid)
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		// The volume, or the workspace's own file system at its quota, is full; the
+		// partial file is removed.
+		return fmt.Errorf("hostfiles: %s %q: the workspace is full: %w", op, name, sandbox.ErrFull)
 	}
 	return fmt.Errorf("hostfiles: %s %q: %w", op, name, err)
 }

@@ -25,6 +25,7 @@ const (
 	CodeBusy                 = "busy"
 	CodeLimitExceeded        = "limit_exceeded"
 	CodeUnavailable          = "unavailable"
+	CodeFull                 = "full"
 	CodeUnauthorized         = "unauthorized"
 	CodeBadRequest           = "bad_request"
 	CodeMethodNotAllowed     = "method_not_allowed"
@@ -49,6 +50,7 @@ var errorCodes = []struct {
 	{sandbox.ErrBusy, CodeBusy, http.StatusTooManyRequests},
 	{sandbox.ErrLimit, CodeLimitExceeded, http.StatusTooManyRequests},
 	{sandbox.ErrUnavailable, CodeUnavailable, http.StatusServiceUnavailable},
+	{sandbox.ErrFull, CodeFull, http.StatusInsufficientStorage},
 	{context.DeadlineExceeded, CodeUnavailable, http.StatusServiceUnavailable},
 	{nil, CodeUnauthorized, http.StatusUnauthorized},
 	{nil, CodeBadRequest, http.StatusBadRequest},
@@ -146,12 +148,17 @@ func (s *server) fail(ctx context.Context, op string, err error) error {
 		return clientGone() // the client left: nobody reads the answer, nothing failed here
 	}
 	code, status := ErrorCode(err)
-	if status == http.StatusTooManyRequests {
+	switch {
+	case status == http.StatusTooManyRequests:
 		// A limit that was reached frees up as commands end and sandboxes expire or are
 		// deleted: say when to come back.
 		return huma.ErrorWithHeaders(newProblem(status, code, Detail(err)), http.Header{"Retry-After": {retryAfter}})
-	}
-	if status < 500 {
+	case status == http.StatusInsufficientStorage:
+		// A full volume is the operator's to fix, but its words (what is full, how much
+		// is left) tell the client why, and that retrying at once is pointless.
+		s.log.WarnContext(ctx, "request_refused_full", slog.String("operation", op), slog.String("error", err.Error()))
+		return newProblem(status, code, Detail(err))
+	case status < 500:
 		return newProblem(status, code, Detail(err))
 	}
 	s.log.ErrorContext(ctx, "request_failed", slog.String("operation", op),
@@ -162,7 +169,8 @@ func (s *server) fail(ctx context.Context, op string, err error) error {
 	return newProblem(status, code, "internal error")
 }
 
-// retryAfter is the Retry-After (seconds) of a 429.
+// retryAfter is the Retry-After (seconds) of a 429: a cap that was reached frees up as
+// commands end and sandboxes expire or are deleted.
 const retryAfter = "5"
 
 // Detail is what a client is told of an error with a status under 500: the error's own

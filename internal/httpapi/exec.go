@@ -114,6 +114,19 @@ func (s *server) exec(ctx context.Context, in *execInput) (*huma.StreamResponse,
 	if wantsNDJSON(in.Accept) {
 		return &huma.StreamResponse{Body: func(hctx huma.Context) { s.streamExec(hctx, req) }}, nil
 	}
+	// The answer is held whole until it is sent: it takes its share of the budget of
+	// buffered answers first, and gives it back once written.
+	if !s.execBuffers.take(s.execCost) {
+		return nil, s.fail(ctx, "exec-sandbox", fmt.Errorf(
+			"buffered exec answers hold as much memory as sandboxd allows (exec.max_buffered_bytes); stream the output instead (Accept: %s) or try again later: %w",
+			ndjson, sandbox.ErrBusy))
+	}
+	held := true
+	defer func() {
+		if held {
+			s.execBuffers.give(s.execCost)
+		}
+	}()
 	var stdout, stderr strings.Builder
 	req.Stdout, req.Stderr = &stdout, &stderr
 	res, err := s.sandboxes.Exec(ctx, req)
@@ -123,11 +136,13 @@ func (s *server) exec(ctx context.Context, in *execInput) (*huma.StreamResponse,
 		}
 		return nil, s.fail(ctx, "exec-sandbox", err)
 	}
+	held = false // until the body below has been written
 	body := execResult{
 		ExitCode: res.ExitCode, Stdout: stdout.String(), Stderr: stderr.String(),
 		TimedOut: res.TimedOut, Truncated: res.Truncated, DurationMS: res.Duration.Milliseconds(),
 	}
 	return &huma.StreamResponse{Body: func(hctx huma.Context) {
+		defer s.execBuffers.give(s.execCost)
 		_, w := humago.Unwrap(hctx)
 		// The command may have outlived the server's write timeout.
 		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(streamIdle))
@@ -135,6 +150,36 @@ func (s *server) exec(ctx context.Context, in *execInput) (*huma.StreamResponse,
 		w.WriteHeader(http.StatusOK)
 		_ = json.NewEncoder(w).Encode(body)
 	}}, nil
+}
+
+// bufferedExecCost is what one buffered exec answer may hold at its peak, for an output
+// cap of outputCap bytes (stdout and stderr together): the output itself, and its JSON
+// (a byte that must be escaped, or an invalid one replaced, becomes up to 6 bytes).
+func bufferedExecCost(outputCap int64) int64 {
+	return 7*outputCap + 4<<10
+}
+
+// budget is a count of bytes that requests reserve and give back; it never waits.
+type budget struct {
+	mu   sync.Mutex
+	left int64
+}
+
+// take reserves n bytes; false when fewer are left.
+func (b *budget) take(n int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if n > b.left {
+		return false
+	}
+	b.left -= n
+	return true
+}
+
+func (b *budget) give(n int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.left += n
 }
 
 // execRequest checks the body and makes the use case's request (without outputs).

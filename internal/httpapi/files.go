@@ -2,8 +2,12 @@ package httpapi
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -134,11 +138,19 @@ func (s *server) putFile(ctx context.Context, in *putFileInput) (*fileInfoOutput
 	if err != nil {
 		return nil, s.fail(ctx, "put-file", err)
 	}
-	// A large upload may outlast the server's read timeout; a stalled one may not.
-	body := idleReader{r: in.body, rc: in.rc}
+	// A large upload may outlast the server's read timeout; a stalled or slow one may not.
+	body := &uploadReader{r: in.body, rc: in.rc, minRate: s.minUploadRate, grace: s.uploadGrace, start: time.Now()}
 	_ = in.rc.SetReadDeadline(time.Time{})
 	written, err := s.sandboxes.WriteFile(ctx, chatID, in.Path, body)
 	if err != nil {
+		// First: the server cancels the request's context once its body cannot be read.
+		if body.tooSlow {
+			s.log.WarnContext(ctx, "file_upload_too_slow", slog.Int64("bytes", body.n),
+				slog.Duration("after", time.Since(body.start)))
+			return nil, huma.NewError(http.StatusRequestTimeout, fmt.Sprintf(
+				"the upload arrived slower than the minimum of %d bytes a second (%d bytes in %s); nothing was written",
+				s.minUploadRate, body.n, time.Since(body.start).Round(time.Second)))
+		}
 		if ctx.Err() != nil {
 			return nil, clientGone()
 		}
@@ -195,13 +207,34 @@ func renderFile(f lifecycle.FileInfo) fileInfo {
 	return fileInfo{Path: f.Path, Size: f.Size, Mode: f.Mode.String(), ModTime: f.ModTime.UTC(), IsDir: f.Mode.IsDir()}
 }
 
-// idleReader reads a client's body under a rolling deadline.
-type idleReader struct {
-	r  io.Reader
-	rc *http.ResponseController
+// uploadReader reads a client's upload under a deadline: each read may wait streamIdle
+// at most, and, with a minimum rate, no longer than the moment the upload would fall
+// below it (after the grace at its start). tooSlow says that a deadline cut it off.
+type uploadReader struct {
+	r       io.Reader
+	rc      *http.ResponseController
+	minRate int64 // bytes per second; <= 0: none
+	grace   time.Duration
+	start   time.Time
+
+	n       int64
+	tooSlow bool
 }
 
-func (ir idleReader) Read(p []byte) (int, error) {
-	_ = ir.rc.SetReadDeadline(time.Now().Add(streamIdle))
-	return ir.r.Read(p)
+func (u *uploadReader) Read(p []byte) (int, error) {
+	deadline := time.Now().Add(streamIdle)
+	if u.minRate > 0 {
+		// The moment by which the next byte must have come for the average to hold.
+		due := u.start.Add(u.grace + time.Duration(float64(u.n+1)/float64(u.minRate)*float64(time.Second)))
+		if due.Before(deadline) {
+			deadline = due
+		}
+	}
+	_ = u.rc.SetReadDeadline(deadline)
+	n, err := u.r.Read(p)
+	u.n += int64(n)
+	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		u.tooSlow = true
+	}
+	return n, err
 }

@@ -42,6 +42,7 @@ type Sandboxes interface {
 	Create(ctx context.Context, req lifecycle.CreateRequest) (sandbox.Session, lifecycle.Outcome, error)
 	Get(ctx context.Context, chatID uuid.UUID) (sandbox.Session, error)
 	Delete(ctx context.Context, chatID uuid.UUID) (lifecycle.DeleteResult, error)
+	DeleteWorkspace(ctx context.Context, chatID uuid.UUID) (lifecycle.WorkspaceResult, error)
 	List(ctx context.Context, filter lifecycle.ListFilter) ([]sandbox.Session, error)
 
 	Exec(ctx context.Context, req lifecycle.ExecRequest) (lifecycle.ExecResult, error)
@@ -86,7 +87,30 @@ type Config struct {
 	// time.Now, the lifecycle's default clock too (sandboxd leaves both so); a caller that
 	// gives the lifecycle another Clock gives its Now here.
 	Now func() time.Time
+	// ExecOutputCap is the lifecycle's cap on one command's output (default 1 MiB), and
+	// MaxBufferedExecBytes the memory all buffered (non-streaming) exec answers may hold
+	// at once (default DefaultMaxBufferedExecBytes). A buffered exec holds its output, then
+	// its JSON (up to 6 bytes a byte once escaped) until it is sent: each one reserves
+	// bufferedExecCost(ExecOutputCap) of the budget before it runs, and is refused with
+	// 429 when that is not left (streaming execs hold no output and are not counted).
+	ExecOutputCap        int64
+	MaxBufferedExecBytes int64
+	// MinUploadRate is the slowest a file upload may arrive, on average in bytes per
+	// second, after a grace of UploadGrace (default DefaultUploadGrace) at its start
+	// (default DefaultMinUploadRate): a slower client is cut off with 408 and its upload
+	// discarded, so that one sending a byte a minute cannot hold a handler for ever.
+	// Negative: no minimum (a stall of a minute still ends it).
+	MinUploadRate int64
+	UploadGrace   time.Duration
 }
+
+// DefaultMaxBufferedExecBytes and DefaultMinUploadRate are the defaults of the Config
+// fields of the same names.
+const (
+	DefaultMaxBufferedExecBytes = 1 << 30
+	DefaultMinUploadRate        = 16 << 10
+	DefaultUploadGrace          = 10 * time.Second
+)
 
 // Title and Version name the API in its OpenAPI document.
 const (
@@ -109,6 +133,11 @@ type server struct {
 	log          *slog.Logger
 	now          func() time.Time
 	maxBody      int64
+
+	execBuffers   budget // bytes buffered exec answers may hold
+	execCost      int64  // what one buffered exec reserves of execBuffers
+	minUploadRate int64
+	uploadGrace   time.Duration
 }
 
 // v1 completes an operation of /v1/: bearer auth (enforced by authenticate) and the
@@ -154,9 +183,29 @@ func New(cfg Config) (http.Handler, error) {
 	if cfg.ReadyTimeout <= 0 {
 		cfg.ReadyTimeout = DefaultReadyTimeout
 	}
+	if cfg.ExecOutputCap <= 0 {
+		cfg.ExecOutputCap = 1 << 20
+	}
+	if cfg.MaxBufferedExecBytes <= 0 {
+		cfg.MaxBufferedExecBytes = DefaultMaxBufferedExecBytes
+	}
+	if cfg.MinUploadRate == 0 {
+		cfg.MinUploadRate = DefaultMinUploadRate
+	}
+	if cfg.UploadGrace <= 0 {
+		cfg.UploadGrace = DefaultUploadGrace
+	}
+	if cost := bufferedExecCost(cfg.ExecOutputCap); cfg.MaxBufferedExecBytes < cost {
+		return nil, fmt.Errorf("httpapi: MaxBufferedExecBytes %d is less than one buffered exec answer may hold (%d for an output cap of %d)",
+			cfg.MaxBufferedExecBytes, cost, cfg.ExecOutputCap)
+	}
 	s := &server{
 		sandboxes: cfg.Sandboxes, ready: cfg.Ready, readyTimeout: cfg.ReadyTimeout, metrics: cfg.Metrics,
 		log: cfg.Logger, now: cfg.Now, maxBody: cfg.MaxBodyBytes,
+		execBuffers:   budget{left: cfg.MaxBufferedExecBytes},
+		execCost:      bufferedExecCost(cfg.ExecOutputCap),
+		minUploadRate: cfg.MinUploadRate,
+		uploadGrace:   cfg.UploadGrace,
 	}
 
 	mux := http.NewServeMux()
@@ -168,6 +217,7 @@ func New(cfg Config) (http.Handler, error) {
 	s.registerExec(v1)
 	s.registerFiles(v1)
 	s.registerKeepalive(v1)
+	s.registerWorkspace(v1)
 	s.registerHealth(api)
 	s.registerMetrics(api, mux)
 	documentCode(api)

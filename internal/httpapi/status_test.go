@@ -31,6 +31,7 @@ var sentinels = map[string]struct {
 	"ErrBusy":        {sandbox.ErrBusy, "busy", http.StatusTooManyRequests},
 	"ErrLimit":       {sandbox.ErrLimit, "limit_exceeded", http.StatusTooManyRequests},
 	"ErrUnavailable": {sandbox.ErrUnavailable, "unavailable", http.StatusServiceUnavailable},
+	"ErrFull":        {sandbox.ErrFull, "full", http.StatusInsufficientStorage},
 }
 
 func TestEverySentinelHasItsCode(t *testing.T) {

@@ -45,13 +45,13 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (sandbox.Sessio
 	defer span.End()
 
 	session, outcome, err := s.create(ctx, span, req)
-	if err != nil && outcome != Conflict && outcome != limitExceeded && outcome != NotFound {
+	if err != nil && outcome != Conflict && outcome != limitExceeded && outcome != NotFound && outcome != AtCapacity {
 		outcome = Failed
 	}
 	s.m.createTotal.Add(ctx, 1, metric.WithAttributes(result(string(outcome)), s.tenantMetric(req.Tenant)))
 	span.SetAttributes(attribute.String("sandbox.result", string(outcome)))
 	if err != nil {
-		if outcome == Conflict || outcome == limitExceeded || outcome == NotFound {
+		if outcome == Conflict || outcome == limitExceeded || outcome == NotFound || outcome == AtCapacity {
 			span.RecordError(err)
 		} else {
 			failSpan(span, err)
@@ -97,14 +97,22 @@ func (s *Service) createLocked(ctx context.Context, span trace.Span, req CreateR
 	current, err := s.store.Get(ctx, req.ChatID)
 	switch {
 	case errors.Is(err, sandbox.ErrNotFound):
-		release, err := s.reserveTenant(ctx, req.Tenant)
+		release, err := s.reserve(ctx)
+		if err != nil {
+			if errors.Is(err, sandbox.ErrBusy) {
+				return sandbox.Session{}, AtCapacity, fmt.Errorf("create: %w", err)
+			}
+			return sandbox.Session{}, Failed, fmt.Errorf("create: %w", err)
+		}
+		defer release()
+		releaseTenant, err := s.reserveTenant(ctx, req.Tenant)
 		if err != nil {
 			if errors.Is(err, sandbox.ErrLimit) {
 				return sandbox.Session{}, limitExceeded, fmt.Errorf("create: %w", err)
 			}
 			return sandbox.Session{}, Failed, fmt.Errorf("create: %w", err)
 		}
-		defer release()
+		defer releaseTenant()
 		sessionID := s.newID()
 		span.SetAttributes(attribute.String("session.id", sessionID.String()))
 		created, err := s.start(ctx, span, req, sessionID, false)
@@ -146,8 +154,34 @@ func (s *Service) createLocked(ctx context.Context, span trace.Span, req CreateR
 		return sandbox.Session{}, Failed, fmt.Errorf("create: forget expired session %s: %w", current.ID, err)
 	}
 	s.recordActive(ctx)
+	s.touchWorkspace(ctx, current)
 	created, err := s.start(ctx, span, req, sessionID, true)
 	return created, Replaced, err
+}
+
+// reserve makes room for one more session under MaxSandboxes, or refuses with
+// sandbox.ErrBusy. Creates of other chats run at the same time (each holds its own chat's
+// lock), so the sessions being made count with those the registry holds: the cap is never
+// passed by this process, at the price of refusing a little early while creates are in
+// flight. Replicas each count their own creates in flight, so together they may pass it by
+// those. release gives the room back once the session is saved (or not made).
+func (s *Service) reserve(ctx context.Context) (release func(), err error) {
+	if s.maxSandboxes <= 0 {
+		return func() {}, nil
+	}
+	pending := s.creating.Add(1)
+	release = func() { s.creating.Add(-1) }
+	n, err := s.store.Count(ctx)
+	if err != nil {
+		release()
+		return nil, fmt.Errorf("count sessions: %w", err)
+	}
+	if int64(n)+pending > int64(s.maxSandboxes) {
+		release()
+		return nil, fmt.Errorf("sandboxd holds %d sandboxes (%d more being made), the most it may (limits.max_sandboxes %d): %w",
+			n, pending-1, s.maxSandboxes, sandbox.ErrBusy)
+	}
+	return release, nil
 }
 
 // start makes a new sandbox and records it. If the record cannot be saved, the sandbox

@@ -51,6 +51,7 @@ func (s *Service) Delete(ctx context.Context, chatID uuid.UUID) (DeleteResult, e
 			return fmt.Errorf("delete: forget session %s: %w", current.ID, err)
 		}
 		s.recordActive(ctx)
+		s.touchWorkspace(ctx, current)
 		s.log.InfoContext(ctx, "sandbox_deleted", logAttrs(current)...)
 		res.Result, res.SessionID, res.ContainerID = Deleted, current.ID, current.ContainerID
 		return nil

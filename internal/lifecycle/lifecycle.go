@@ -54,6 +54,14 @@ type Config struct {
 	Executor  Executor  // needed by Exec only
 	Files     Files     // needed by the file use cases only
 	Inventory Inventory // needed by Reconcile only
+	// Workspaces, needed by DeleteWorkspace and SweepWorkspaces, also hears when each
+	// sandbox ends (its folder's last use). WorkspaceRetention (0: never) is how long a
+	// folder no session uses is kept after its last use; RemoveProvidedWorkspaces lets
+	// the retention remove folders the caller provided too, not only those derived for a
+	// chat.
+	Workspaces               Workspaces
+	WorkspaceRetention       time.Duration
+	RemoveProvidedWorkspaces bool
 	// Binding, with Inventory, ties the registry and the runtime to each other (see
 	// Binding): CheckRegistry checks both ways at start-up, Reconcile and the first Create
 	// check the registry's runtime, and Reconcile removes only the sandboxes of this
@@ -93,6 +101,10 @@ type Config struct {
 	// ExecMaxConcurrent bounds the commands one sandbox runs at once through this
 	// service (default DefaultExecMaxConcurrent); one more is refused with sandbox.ErrBusy.
 	ExecMaxConcurrent int
+	// MaxSandboxes caps the sessions the registry may hold (0: no cap): a create for a
+	// chat without one, at the cap, is refused with sandbox.ErrBusy before anything is
+	// made.
+	MaxSandboxes int
 	// MaxFileBytes caps one uploaded file (default DefaultMaxFileBytes).
 	MaxFileBytes int64
 	// MaxLifetime caps how far keepalive may push expiry past creation (default
@@ -124,9 +136,13 @@ type Service struct {
 	binding   Binding
 	adopt     bool
 	forceMass bool
-	bound     atomic.Bool // the registry was found tied to this runtime
-	clock     Clock
-	newID     func() uuid.UUID
+
+	workspaces         Workspaces
+	workspaceRetention time.Duration
+	removeProvided     bool
+	bound              atomic.Bool // the registry was found tied to this runtime
+	clock              Clock
+	newID              func() uuid.UUID
 
 	sweepBatch       int
 	sweepParallelism int
@@ -139,6 +155,8 @@ type Service struct {
 	execSlots          slots[uuid.UUID] // commands running, by session
 	maxFileBytes       int64
 	maxLifetime        time.Duration
+	maxSandboxes       int
+	creating           atomic.Int64 // creates of new sessions between the cap's check and their save
 	extendOnActivity   func(agentID string) bool
 
 	tenants      map[string]TenantLimits
@@ -217,6 +235,7 @@ type instruments struct {
 	execTotal         metric.Int64Counter
 	keepaliveTotal    metric.Int64Counter
 	fileTotal         metric.Int64Counter
+	workspaceRemoved  metric.Int64Counter
 	execDuration      metric.Float64Histogram
 	activeCount       metric.Int64Gauge
 }
@@ -247,6 +266,7 @@ func New(cfg Config) (*Service, error) {
 		store: cfg.Store, locker: cfg.Locker, runtime: cfg.Runtime, ttl: cfg.TTL,
 		admitter: cfg.Admitter, executor: cfg.Executor, files: cfg.Files, inventory: cfg.Inventory,
 		binding: cfg.Binding, adopt: cfg.Adopt, forceMass: cfg.ForceMassRemoval,
+		workspaces: cfg.Workspaces, workspaceRetention: cfg.WorkspaceRetention, removeProvided: cfg.RemoveProvidedWorkspaces,
 		clock: cfg.Clock, newID: cfg.NewID, log: cfg.Logger,
 
 		sweepBatch:       orDefault(cfg.SweepBatch, DefaultSweepBatch),
@@ -260,6 +280,7 @@ func New(cfg Config) (*Service, error) {
 		execSlots:          slots[uuid.UUID]{max: orDefault(cfg.ExecMaxConcurrent, DefaultExecMaxConcurrent), taken: map[uuid.UUID]int{}},
 		maxFileBytes:       orDefault(cfg.MaxFileBytes, DefaultMaxFileBytes),
 		maxLifetime:        orDefault(cfg.MaxLifetime, DefaultMaxLifetime),
+		maxSandboxes:       max(cfg.MaxSandboxes, 0),
 		extendOnActivity:   cfg.ExtendOnActivity,
 		reconciling:        make(chan struct{}, 1),
 		tenants:            cfg.Tenants,
@@ -313,6 +334,7 @@ func newInstruments(meter metric.Meter) (instruments, error) {
 	m.execTotal = counter("sandbox.exec.total", "Commands run in sandboxes by result.")
 	m.keepaliveTotal = counter("sandbox.keepalive.total", "Keepalive requests by result.")
 	m.fileTotal = counter("sandbox.file.total", "Workspace file operations by op and result.")
+	m.workspaceRemoved = counter("sandbox.workspace.removed.total", "Workspace folders removed, by reason (request, retention).")
 	h, e := meter.Float64Histogram("sandbox.exec.duration", metric.WithUnit("s"),
 		metric.WithDescription("How long commands ran in sandboxes."))
 	m.execDuration = h

@@ -13,4 +13,6 @@ const (
 	NotFound Outcome = "not_found"
 	Cleaned  Outcome = "cleaned"
 	Failed   Outcome = "error"
+	// AtCapacity: a create refused because the service holds MaxSandboxes already.
+	AtCapacity Outcome = "at_capacity"
 )

@@ -220,6 +220,7 @@ func (s *Service) repairRecord(ctx context.Context, r sandbox.Session) Outcome {
 		if err := s.store.Remove(ctx, r.ID); err != nil {
 			return fmt.Errorf("forget session: %w", err)
 		}
+		s.touchWorkspace(ctx, r)
 		outcome = recordRepaired
 		return nil
 	})

@@ -161,6 +161,7 @@ func (s *Service) clean(ctx context.Context, current sandbox.Session) Outcome {
 		failSpan(span, err)
 		return Failed
 	}
+	s.touchWorkspace(ctx, current)
 	s.log.InfoContext(ctx, "sandbox_cleaned", attrs...)
 	s.m.cleanupTotal.Add(ctx, 1, metric.WithAttributes(result(string(Cleaned))))
 	span.SetAttributes(attribute.String("sandbox.result", string(Cleaned)))

@@ -35,6 +35,9 @@ var (
 	// ErrLimit: the caller's tenant holds as much as its limits allow (sandboxes live at
 	// once, commands running at once); nothing was made, the request may succeed later.
 	ErrLimit = errors.New("limit exceeded")
+	// ErrFull: a volume sandboxd writes to (the workspaces' volume root, or a workspace
+	// at its size quota) has no room, or less than its configured floor; nothing was made.
+	ErrFull = errors.New("no space left")
 )
 
 // Status is the state of a sandbox as the runtime reports it.
@@ -129,6 +132,8 @@ func ErrorType(err error) string {
 		return "busy"
 	case errors.Is(err, ErrLimit):
 		return "limit_exceeded"
+	case errors.Is(err, ErrFull):
+		return "full"
 	case errors.Is(err, ErrUnavailable):
 		return "unavailable"
 	case errors.Is(err, context.DeadlineExceeded):

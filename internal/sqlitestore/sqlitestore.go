@@ -59,6 +59,7 @@ type Store struct {
 	// reuse, the hottest path of the service; the cache spares most calls altogether.
 	get   *sql.Stmt
 	cache *sessioncache.Cache
+	spare *reserve // room for Remove on a full file system (reserve.go)
 }
 
 // Open opens (creating it if need be) the SQLite database at path, brings its schema up to
@@ -87,7 +88,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		return nil, fmt.Errorf("sqlitestore: open %s: %w: %w", path, sandbox.ErrUnavailable, err)
 	}
 	r.SetMaxOpenConns(max(4, runtime.NumCPU()))
-	st := &Store{w: w, r: r, cache: sessioncache.New(0)}
+	st := &Store{w: w, r: r, cache: sessioncache.New(0), spare: &reserve{path: path + ".reserve"}}
 	if err := st.migrate(ctx, path); err != nil {
 		_ = st.Close()
 		return nil, fmt.Errorf("sqlitestore: open %s: %w", path, err)
@@ -96,6 +97,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		_ = st.Close()
 		return nil, translate("open "+path+": prepare", err)
 	}
+	st.spare.fill()
 	return st, nil
 }
 
@@ -264,6 +266,7 @@ func (st *Store) Save(ctx context.Context, s sandbox.Session) error {
 	s.ExpiresAt = time.UnixMicro(s.ExpiresAt.UnixMicro()).UTC()
 	s.Tenant = s.TenantOf()
 	st.cache.Stored(s, 0)
+	st.spare.fill() // once spent, made again when there is room
 	return nil
 }
 
@@ -378,7 +381,12 @@ func (st *Store) SetExpiry(ctx context.Context, sessionID uuid.UUID, expiresAt t
 func (st *Store) Remove(ctx context.Context, sessionID uuid.UUID) error {
 	st.cache.ForgetSession(sessionID)
 	defer st.cache.Settled()
-	if _, err := st.w.ExecContext(ctx, `DELETE FROM sandbox_sessions WHERE session_id = ?`, sessionID.String()); err != nil {
+	_, err := st.w.ExecContext(ctx, `DELETE FROM sandbox_sessions WHERE session_id = ?`, sessionID.String())
+	if err != nil && isFull(err) && st.spare.release() {
+		// The file system is full: the reserve's room lets the session be forgotten.
+		_, err = st.w.ExecContext(ctx, `DELETE FROM sandbox_sessions WHERE session_id = ?`, sessionID.String())
+	}
+	if err != nil {
 		return translate(fmt.Sprintf("remove session %s", sessionID), err)
 	}
 	return nil
