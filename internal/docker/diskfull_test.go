@@ -13,12 +13,12 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/sandboxd/sandboxd/internal/docker"
-	"github.com/sandboxd/sandboxd/internal/dockertest"
 	"github.com/sandboxd/sandboxd/internal/hostfiles"
 	"github.com/sandboxd/sandboxd/internal/keylock"
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 	"github.com/sandboxd/sandboxd/internal/sqlitestore"
+	"github.com/sandboxd/sandboxd/internal/testing/dockertest"
 	"github.com/sandboxd/sandboxd/internal/testing/loopfs"
 )
 
