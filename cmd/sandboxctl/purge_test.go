@@ -16,6 +16,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/httpapi"
 	"github.com/sandboxd/sandboxd/internal/keylock"
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
+	"github.com/sandboxd/sandboxd/internal/lifecycletest"
 	"github.com/sandboxd/sandboxd/internal/memstore"
 )
 
@@ -37,7 +38,7 @@ func (w dirWorkspaces) RemoveFolder(_ context.Context, path string) (bool, error
 func TestDeletePurgeRemovesTheWorkspaceFolder(t *testing.T) {
 	ws := dirWorkspaces{root: t.TempDir()}
 	svc, err := lifecycle.New(lifecycle.Config{
-		Store: memstore.New(), Locker: keylock.New(), Runtime: &fakeRuntime{}, TTL: time.Hour, Workspaces: ws,
+		Store: memstore.New(), Locker: keylock.New(), Runtime: &lifecycletest.Runtime{}, TTL: time.Hour, Workspaces: ws,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -77,6 +79,11 @@ func TestWarmPool(t *testing.T) {
 	// A crash: the pool is not drained. The next start removes what it left.
 	srv.stop(syscall.SIGKILL)
 	left := w.pooled()
+	pool := filepath.Join(w.dataDir, "volumes", ".pool")
+	leftFolders, err := os.ReadDir(pool)
+	if err != nil || len(leftFolders) == 0 {
+		t.Fatalf(".pool after SIGKILL: %v, %v; want the killed run's folders", leftFolders, err)
+	}
 	srv = w.start()
 	waitfor.True(t, time.Minute, "a new pool of 2", func() bool {
 		ids := w.pooled()
@@ -85,6 +92,12 @@ func TestWarmPool(t *testing.T) {
 	for _, id := range left {
 		if w.running(id) {
 			t.Errorf("pool container %s of the killed run still runs", id)
+		}
+	}
+	// Nor do its folders (and its lock file) outlive it.
+	for _, e := range leftFolders {
+		if _, err := os.Lstat(filepath.Join(pool, e.Name())); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf(".pool/%s of the killed run is still there (%v)", e.Name(), err)
 		}
 	}
 	if got, err := srv.api.Get(ctx, chat); err != nil || got.ContainerID != s.ContainerID || !w.running(s.ContainerID) {

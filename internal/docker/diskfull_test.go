@@ -63,7 +63,7 @@ func TestAFullVolumeRefusesCreatesAndWedgesNothing(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = store.Close() })
 	clock := &movableClock{now: time.Now()}
-	files := hostfiles.New(hostfiles.Config{Open: e.rt.OpenWorkspace, MountPoint: e.rt.WorkspaceMount})
+	files := hostfiles.New(hostfiles.Config{Open: e.rt.OpenWorkspace, MountPoint: func(string) string { return "/workspace" }})
 	svc, err := lifecycle.New(lifecycle.Config{
 		Store: store, Locker: keylock.New(), Runtime: e.rt, Admitter: e.rt, Files: files,
 		TTL: time.Hour, Clock: clock,

@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,6 +24,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
 	"github.com/sandboxd/sandboxd/internal/memstore"
 	"github.com/sandboxd/sandboxd/internal/profile"
+	"github.com/sandboxd/sandboxd/internal/sandbox"
 	"github.com/sandboxd/sandboxd/internal/testing/dockertest"
 	"github.com/sandboxd/sandboxd/internal/testing/waitfor"
 	"github.com/sandboxd/sandboxd/internal/workspace"
@@ -500,5 +502,50 @@ func benchmarkCreate(b *testing.B, min int) {
 	b.StopTimer()
 	for _, id := range made {
 		dockertest.Remove(b, cli, id)
+	}
+}
+
+// Creates that outrun the pool are cold creates: the pool never grows past pool.max to
+// serve them, however many come at once.
+func TestCreatesPastAnEmptyPoolAreColdNeverUnbounded(t *testing.T) {
+	const max, n = 2, 6
+	e := newPoolEnv(t, 1, func(a *profile.Agents) { a.Default.Pool.Max = max })
+	e.ready(t, 1)
+	ctx := context.Background()
+	var (
+		wg   sync.WaitGroup
+		ids  = make([]string, n)
+		errs = make([]error, n)
+	)
+	for i := range n {
+		wg.Go(func() {
+			spec := newSpec("")
+			volume, err := e.rt.Admit(ctx, spec.ChatID, "", "")
+			if err == nil {
+				spec.VolumeHostPath = volume
+				var s sandbox.Session
+				s, err = e.rt.Create(ctx, spec)
+				ids[i] = s.ContainerID
+			}
+			errs[i] = err
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("create %d: %v", i, err)
+		}
+		dockertest.RemoveAtCleanup(t, e.cli, ids[i])
+	}
+	hits, empty := e.metric(t, "sandbox.pool.hits"), e.metric(t, "sandbox.pool.misses", "reason=empty")
+	if hits+empty != n || empty == 0 {
+		t.Errorf("hits %v + misses for an empty pool %v, want %d with some misses", hits, empty, n)
+	}
+	// The pool grows towards max while creates find it empty, never past it.
+	for range 10 {
+		if got := len(e.pooled(t)); got > max {
+			t.Fatalf("%d pool containers, over pool.max %d", got, max)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

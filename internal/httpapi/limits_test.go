@@ -16,6 +16,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/httpapi"
 	"github.com/sandboxd/sandboxd/internal/keylock"
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
+	"github.com/sandboxd/sandboxd/internal/lifecycletest"
 	"github.com/sandboxd/sandboxd/internal/memstore"
 )
 
@@ -33,7 +34,7 @@ func problem(t *testing.T, resp *http.Response) (int, string) {
 }
 
 func TestMaxSandboxesAnswers429WithRetryAfter(t *testing.T) {
-	runtime := &fakeRuntime{}
+	runtime := &lifecycletest.Runtime{}
 	store := memstore.New()
 	svc, err := lifecycle.New(lifecycle.Config{
 		Store: store, Locker: keylock.New(), Runtime: runtime, TTL: testTTL, MaxSandboxes: 1,
@@ -66,8 +67,8 @@ func TestMaxSandboxesAnswers429WithRetryAfter(t *testing.T) {
 	if status, detail := problem(t, resp); status != http.StatusTooManyRequests || !strings.Contains(detail, "max_sandboxes") {
 		t.Errorf("problem: %d %q; want one naming limits.max_sandboxes", status, detail)
 	}
-	if c, _, _ := runtime.calls(); c != 1 {
-		t.Errorf("runtime creates = %d, want 1", c)
+	if c, _, _ := runtime.Calls(); len(c) != 1 {
+		t.Errorf("runtime creates = %d, want 1", len(c))
 	}
 	if n, _ := store.Count(context.Background()); n != 1 {
 		t.Errorf("registry holds %d, want 1", n)
@@ -90,7 +91,7 @@ func TestBufferedExecAnswersShareOneBudget(t *testing.T) {
 		first <- err
 	}()
 	select {
-	case <-f.executor.started:
+	case <-f.executor.Started():
 	case <-time.After(10 * time.Second):
 		t.Fatal("the first command did not start")
 	}
@@ -111,7 +112,7 @@ func TestBufferedExecAnswersShareOneBudget(t *testing.T) {
 	// The first answer's share comes back when it ends (here: its client leaves).
 	cancel()
 	<-first
-	if err := f.executor.waitEnded(t); err == nil {
+	if err := f.executor.WaitEnded(t); err == nil {
 		t.Fatal("the first command was not killed")
 	}
 	deadline := time.Now().Add(10 * time.Second)

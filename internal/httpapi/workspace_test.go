@@ -14,6 +14,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/httpapi"
 	"github.com/sandboxd/sandboxd/internal/keylock"
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
+	"github.com/sandboxd/sandboxd/internal/lifecycletest"
 	"github.com/sandboxd/sandboxd/internal/memstore"
 )
 
@@ -39,7 +40,7 @@ func TestDeleteWorkspace(t *testing.T) {
 	const chat = "8a8a8a8a-1111-4d0e-9a61-6f0d2c8e4b1a"
 	ws := &memWorkspaces{folders: map[string]bool{"/vol/" + chat: true}}
 	svc, err := lifecycle.New(lifecycle.Config{
-		Store: memstore.New(), Locker: keylock.New(), Runtime: &fakeRuntime{}, TTL: testTTL, Workspaces: ws,
+		Store: memstore.New(), Locker: keylock.New(), Runtime: &lifecycletest.Runtime{}, TTL: testTTL, Workspaces: ws,
 	})
 	if err != nil {
 		t.Fatal(err)

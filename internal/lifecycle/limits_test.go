@@ -10,6 +10,7 @@ import (
 
 	"github.com/sandboxd/sandboxd/internal/keylock"
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
+	"github.com/sandboxd/sandboxd/internal/lifecycletest"
 	"github.com/sandboxd/sandboxd/internal/memstore"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 )
@@ -18,7 +19,7 @@ func cappedService(t *testing.T, store lifecycle.Store, runtime lifecycle.Runtim
 	t.Helper()
 	tel := newTelemetry(t)
 	svc, err := lifecycle.New(lifecycle.Config{
-		Store: store, Locker: keylock.New(), Runtime: runtime, TTL: ttl, Clock: fixedClock{now},
+		Store: store, Locker: keylock.New(), Runtime: runtime, TTL: ttl, Clock: lifecycletest.NewClock(now),
 		MaxSandboxes: maxSandboxes, Tracer: tel.tp, MeterProvider: tel.mp,
 	})
 	if err != nil {
@@ -29,7 +30,7 @@ func cappedService(t *testing.T, store lifecycle.Store, runtime lifecycle.Runtim
 
 func TestMaxSandboxesRefusesNewChatsAndNothingElse(t *testing.T) {
 	ctx := context.Background()
-	store, runtime := memstore.New(), &fakeRuntime{}
+	store, runtime := memstore.New(), &lifecycletest.Runtime{}
 	svc, tel := cappedService(t, store, runtime, 3)
 	chats := []uuid.UUID{uuid.New(), uuid.New(), uuid.New()}
 	for _, c := range chats {
@@ -41,7 +42,7 @@ func TestMaxSandboxesRefusesNewChatsAndNothingElse(t *testing.T) {
 	if !errors.Is(err, sandbox.ErrBusy) || outcome != lifecycle.AtCapacity {
 		t.Fatalf("create over the cap = %s, %v; want at_capacity, ErrBusy", outcome, err)
 	}
-	if creates, _, _ := runtime.calls(); len(creates) != 3 {
+	if creates, _, _ := runtime.Calls(); len(creates) != 3 {
 		t.Fatalf("runtime creates = %d, want 3: the refused create made something", len(creates))
 	}
 	if n, _ := store.Count(ctx); n != 3 {
@@ -65,7 +66,7 @@ func TestMaxSandboxesRefusesNewChatsAndNothingElse(t *testing.T) {
 
 func TestMaxSandboxesHoldsUnderConcurrentCreates(t *testing.T) {
 	ctx := context.Background()
-	store, runtime := memstore.New(), &fakeRuntime{}
+	store, runtime := memstore.New(), &lifecycletest.Runtime{}
 	const limit, n = 5, 40
 	svc, _ := cappedService(t, store, runtime, limit)
 	var (
@@ -88,7 +89,7 @@ func TestMaxSandboxesHoldsUnderConcurrentCreates(t *testing.T) {
 	}
 	wg.Wait()
 	count, _ := store.Count(ctx)
-	creates, _, _ := runtime.calls()
+	creates, _, _ := runtime.Calls()
 	if created == 0 || created > limit || count != created || len(creates) != created {
 		t.Fatalf("created %d, registry %d, runtime creates %d; want 1..%d, all equal", created, count, len(creates), limit)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/sandboxd/sandboxd/internal/keylock"
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
+	"github.com/sandboxd/sandboxd/internal/lifecycletest"
 	"github.com/sandboxd/sandboxd/internal/memstore"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 )
@@ -67,7 +68,7 @@ func workspaceService(t *testing.T, store lifecycle.Store, ws *fakeWorkspaces, c
 	t.Helper()
 	tel := newTelemetry(t)
 	svc, err := lifecycle.New(lifecycle.Config{
-		Store: store, Locker: keylock.New(), Runtime: &fakeRuntime{}, TTL: ttl, Clock: clock,
+		Store: store, Locker: keylock.New(), Runtime: &lifecycletest.Runtime{}, TTL: ttl, Clock: clock,
 		Workspaces: ws, WorkspaceRetention: retention, RemoveProvidedWorkspaces: provided,
 		Tracer: tel.tp, MeterProvider: tel.mp,
 	})
@@ -81,7 +82,7 @@ func TestDeleteWorkspaceIsRefusedWhileTheChatHasASandbox(t *testing.T) {
 	ctx := context.Background()
 	ws := &fakeWorkspaces{folders: map[string]time.Time{}}
 	store := memstore.New()
-	svc, tel := workspaceService(t, store, ws, fixedClock{now}, 0, false)
+	svc, tel := workspaceService(t, store, ws, lifecycletest.NewClock(now), 0, false)
 	folder := ws.Derive(chatID)
 	ws.folders[folder] = now
 
@@ -112,7 +113,7 @@ func TestDeleteWorkspaceIsRefusedWhileTheChatHasASandbox(t *testing.T) {
 func TestRetentionRemovesOnlyUnusedOldChatFolders(t *testing.T) {
 	ctx := context.Background()
 	const retention = 24 * time.Hour
-	clock := &movableClock{now: now}
+	clock := lifecycletest.NewClock(now)
 	old := now.Add(-retention - time.Minute)
 	var (
 		live, ended, recent, idle = uuid.New(), uuid.New(), uuid.New(), uuid.New()
@@ -169,25 +170,8 @@ func TestRetentionRemovesOnlyUnusedOldChatFolders(t *testing.T) {
 
 func TestNoRetentionRemovesNothing(t *testing.T) {
 	ws := &fakeWorkspaces{folders: map[string]time.Time{"/vol/" + chatID.String(): now.AddDate(-1, 0, 0)}}
-	svc, _ := workspaceService(t, memstore.New(), ws, fixedClock{now}, 0, true)
+	svc, _ := workspaceService(t, memstore.New(), ws, lifecycletest.NewClock(now), 0, true)
 	if removed, err := svc.SweepWorkspaces(context.Background()); err != nil || len(removed) != 0 {
 		t.Fatalf("sweep without retention removed %v, %v", removed, err)
 	}
-}
-
-type movableClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *movableClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *movableClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
 }
