@@ -8,6 +8,7 @@ from .client import (
     ExecResult,
     FileInfo,
     Page,
+    WorkspaceDeleteResult,
     Session,
 )
 from .errors import (
@@ -15,7 +16,9 @@ from .errors import (
     Busy,
     Conflict,
     Expired,
+    Full,
     Invalid,
+    LimitExceeded,
     NotFound,
     SandboxdError,
     TooLarge,
@@ -25,6 +28,8 @@ from .errors import (
 
 __all__ = [
     "OPERATIONS", "Client", "DeleteResult", "ExecEvent", "ExecResult", "FileInfo", "Page", "Session",
-    "ERROR_CLASSES", "Busy", "Conflict", "Expired", "Invalid", "NotFound", "SandboxdError", "TooLarge",
+    "WorkspaceDeleteResult",
+    "ERROR_CLASSES", "Busy", "Conflict", "Expired", "Full", "Invalid", "LimitExceeded", "NotFound",
+    "SandboxdError", "TooLarge",
     "Unauthorized", "Unavailable",
 ]

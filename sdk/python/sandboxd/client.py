@@ -31,6 +31,7 @@ OPERATIONS: Dict[str, str] = {
     "put-sandbox": "create",
     "get-sandbox": "get",
     "delete-sandbox": "delete",
+    "delete-workspace": "delete_workspace",
     "list-sandboxes": "list",
     "exec-sandbox": "exec",  # and exec_stream (Accept: application/x-ndjson)
     "put-file": "upload",
@@ -93,6 +94,16 @@ class DeleteResult:
     result: str
     session_id: str
     container_id: str
+
+
+@dataclass(frozen=True)
+class WorkspaceDeleteResult:
+    """What a workspace delete did: result "removed" or "not_found"; path is the chat's
+    workspace folder on the host."""
+
+    chat_id: str
+    result: str
+    path: str
 
 
 @dataclass(frozen=True)
@@ -182,6 +193,13 @@ class Client:
         """Removes the chat's sandbox; a chat with none gives result "not_found"."""
         d = self._json("DELETE", _sandbox(chat_id))
         return DeleteResult(d["chat_id"], d["result"], d.get("session_id", ""), d.get("container_id", ""))
+
+    def delete_workspace(self, chat_id: str) -> WorkspaceDeleteResult:
+        """Removes the workspace folder sandboxd made for the chat and everything in it; a
+        chat without one gives result "not_found". Raises Conflict while the chat has a
+        sandbox (expired or not): delete that first."""
+        d = self._json("DELETE", "/v1/chats/" + urllib.parse.quote(chat_id, safe="") + "/workspace")
+        return WorkspaceDeleteResult(d["chat_id"], d["result"], d.get("path", ""))
 
     def list(
         self,

@@ -53,6 +53,14 @@ class Busy(SandboxdError):
     """busy: the sandbox runs as many commands as it may; try again later."""
 
 
+class LimitExceeded(Busy):
+    """limit_exceeded: the caller's tenant holds as many sandboxes or commands as it may; try again later."""
+
+
+class Full(SandboxdError):
+    """full: the volume root is below its free-space floor or the workspace is full; nothing was made or written."""
+
+
 class Unavailable(SandboxdError):
     """unavailable: the engine or registry could not serve; try again later."""
 
@@ -71,6 +79,8 @@ ERROR_CLASSES: Dict[str, Type[SandboxdError]] = {
     "unsupported_media_type": Invalid,
     "too_large": TooLarge,
     "busy": Busy,
+    "limit_exceeded": LimitExceeded,
+    "full": Full,
     "unavailable": Unavailable,
     "unauthorized": Unauthorized,
     "method_not_allowed": SandboxdError,
@@ -88,6 +98,7 @@ _STATUS_CODES = {
     422: "invalid",
     429: "busy",
     503: "unavailable",
+    507: "full",
 }
 
 
