@@ -77,6 +77,10 @@ func (s *Service) DeleteWorkspace(ctx context.Context, chatID uuid.UUID) (Worksp
 	err := s.locked(ctx, chatID, func(ctx context.Context) error {
 		current, err := s.store.Get(ctx, chatID)
 		switch {
+		case err == nil && current.TenantOf() != sandbox.TenantFrom(ctx):
+			// Another tenant's chat: answered as a chat without a folder, and its folder
+			// (in use by that tenant's sandbox) is left alone.
+			return nil
 		case err == nil:
 			return fmt.Errorf("delete workspace: chat %s has a sandbox (session %s): delete it first: %w",
 				chatID, current.ID, sandbox.ErrConflict)

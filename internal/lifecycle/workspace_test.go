@@ -92,6 +92,10 @@ func TestDeleteWorkspaceIsRefusedWhileTheChatHasASandbox(t *testing.T) {
 	if _, err := svc.DeleteWorkspace(ctx, chatID); !errors.Is(err, sandbox.ErrConflict) {
 		t.Fatalf("delete workspace with a live sandbox = %v, want ErrConflict", err)
 	}
+	other := sandbox.WithTenant(ctx, "globex")
+	if res, err := svc.DeleteWorkspace(other, chatID); err != nil || res.Result != lifecycle.NotFound {
+		t.Fatalf("another tenant's delete workspace = %+v, %v; want not_found, as a chat without a folder", res, err)
+	}
 	if !ws.has(folder) {
 		t.Fatal("the refused delete removed the folder")
 	}
