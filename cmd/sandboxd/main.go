@@ -23,6 +23,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/spf13/pflag"
+	"golang.org/x/net/netutil"
 
 	"github.com/sandboxd/sandboxd/internal/config"
 	"github.com/sandboxd/sandboxd/internal/docker"
@@ -126,6 +127,7 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 		Registry:      registryID,
 		VolumeRoot:    cfg.Docker.VolumeRoot,
 		StopTimeout:   cfg.Docker.StopTimeout,
+		MinFreeBytes:  cfg.Docker.MinFreeBytes,
 		Profiles:      profiles,
 		MeterProvider: tel.MeterProvider,
 		Logger:        log,
@@ -179,10 +181,15 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 		ExecMaxConcurrent:  cfg.Exec.MaxConcurrent,
 		MaxFileBytes:       cfg.Files.MaxBytes,
 		MaxLifetime:        cfg.MaxLifetime,
+		MaxSandboxes:       cfg.Limits.MaxSandboxes,
 		Tenants:            tenantLimits(cfg.Tenants),
-		Logger:             log,
-		MeterProvider:      tel.MeterProvider,
-		Tracer:             tel.TracerProvider,
+		// Folders no session uses go after their retention (0: never); those the caller
+		// provided only when the configuration says so.
+		WorkspaceRetention:       cfg.Workspace.Retention,
+		RemoveProvidedWorkspaces: cfg.Workspace.RetentionProvided,
+		Logger:                   log,
+		MeterProvider:            tel.MeterProvider,
+		Tracer:                   tel.TracerProvider,
 	})
 	if err != nil {
 		return err
@@ -268,15 +275,26 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 		Tenants:      tenantTokens,
 		MaxBodyBytes: cfg.MaxBodyBytes,
 		// Buffered exec answers are sized by the lifecycle's output cap.
-		ExecOutputCap: cfg.Exec.OutputCap,
-		Ready:         func(ctx context.Context) error { return errors.Join(reg.ping(ctx), rt.Ping(ctx)) },
-		Metrics:       tel.Metrics,
-		Logger:        log,
+		ExecOutputCap:        cfg.Exec.OutputCap,
+		MaxBufferedExecBytes: cfg.Exec.MaxBufferedBytes,
+		MinUploadRate:        minUploadRate(cfg.Files.MinUploadRate),
+		Ready:                func(ctx context.Context) error { return errors.Join(reg.ping(ctx), rt.Ping(ctx)) },
+		Metrics:              tel.Metrics,
+		Logger:               log,
 	})
 	if err != nil {
 		return err
 	}
 	return serve(ctx, log, cfg, ln, handler)
+}
+
+// minUploadRate is httpapi's form of files.min_upload_rate, whose 0 (no minimum) is
+// httpapi's -1 (its 0 is its default).
+func minUploadRate(rate int64) int64 {
+	if rate == 0 {
+		return -1
+	}
+	return rate
 }
 
 // tenantLimits is what the lifecycle enforces of the configured tenants.
@@ -307,6 +325,10 @@ func serve(ctx context.Context, log *slog.Logger, cfg config.Config, ln net.List
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		// Requests are not cancelled by the shutdown signal: they are let finish.
 		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	if n := cfg.Server.MaxConnections; n > 0 {
+		// Past the cap, connections wait in the kernel's backlog until one closes.
+		ln = netutil.LimitListener(ln, n)
 	}
 	log.InfoContext(ctx, "listening", slog.String("addr", ln.Addr().String()),
 		slog.Bool("auth", len(cfg.Tokens) > 0 || len(cfg.Tenants) > 0), slog.Int("tenants", len(cfg.Tenants)),

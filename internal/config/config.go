@@ -36,10 +36,13 @@ type Config struct {
 	// MaxLifetime caps how far keepalive may push a sandbox's expiry past its creation.
 	MaxLifetime time.Duration `koanf:"max_lifetime"`
 
+	Server    Server    `koanf:"server"`
+	Limits    Limits    `koanf:"limits"`
 	Sweep     Sweep     `koanf:"sweep"`
 	Reconcile Reconcile `koanf:"reconcile"`
 	Exec      Exec      `koanf:"exec"`
 	Files     Files     `koanf:"files"`
+	Workspace Workspace `koanf:"workspace"`
 
 	// Registry names the session registry: "sqlite:<path>" or "postgres://...".
 	Registry string `koanf:"registry"`
@@ -64,6 +67,31 @@ type Config struct {
 	Log  Log  `koanf:"log"`
 }
 
+// Server bounds the HTTP server.
+type Server struct {
+	// MaxConnections caps the connections the listener holds at once (idle keep-alive
+	// ones included); more wait in the kernel's backlog until one closes. 0: no cap.
+	MaxConnections int `koanf:"max_connections"`
+}
+
+// Limits bounds the service as a whole, whatever tenant asks.
+type Limits struct {
+	// MaxSandboxes caps the sessions the registry holds (expired ones until the sweep
+	// stops them); a create for a chat without one, at the cap, is refused with 429 and
+	// Retry-After. 0: no cap.
+	MaxSandboxes int `koanf:"max_sandboxes"`
+}
+
+// Workspace configures the life cycle of workspace folders.
+type Workspace struct {
+	// Retention is how long a folder no session uses is kept after its last use; the
+	// sweep removes it then. 0: never.
+	Retention time.Duration `koanf:"retention"`
+	// RetentionProvided lets Retention remove the folders callers provided
+	// (volume_host_path) too, not only those sandboxd made for a chat.
+	RetentionProvided bool `koanf:"retention_provided"`
+}
+
 // Sweep configures the expiry sweep.
 type Sweep struct {
 	Interval    time.Duration `koanf:"interval"`
@@ -76,11 +104,17 @@ type Exec struct {
 	MaxTimeout     time.Duration `koanf:"max_timeout"`     // larger requests are refused
 	OutputCap      int64         `koanf:"output_cap"`      // bytes of output one command returns
 	MaxConcurrent  int           `koanf:"max_concurrent"`  // commands one sandbox runs at once
+	// MaxBufferedBytes bounds the memory all buffered (non-streaming) exec answers hold
+	// at once; each reserves httpapi.BufferedExecCost(OutputCap), one more is 429.
+	MaxBufferedBytes int64 `koanf:"max_buffered_bytes"`
 }
 
 // Files bounds the workspace file API.
 type Files struct {
 	MaxBytes int64 `koanf:"max_bytes"` // largest uploaded file (413 above)
+	// MinUploadRate is the slowest average, in bytes a second, an upload may arrive at
+	// after its first 10 s; a slower one is cut off with 408. 0: no minimum.
+	MinUploadRate int64 `koanf:"min_upload_rate"`
 }
 
 // Reconcile configures the reconciler (run at start-up, then every Interval).
@@ -105,6 +139,9 @@ type Docker struct {
 	VolumeRoot string `koanf:"volume_root"`
 	// StopTimeout is how long a stop lets a sandbox end gracefully before killing it.
 	StopTimeout time.Duration `koanf:"stop_timeout"`
+	// MinFreeBytes is the free space the volume root's file system keeps: below it,
+	// creates are refused with 507 before anything is made. 0: no floor.
+	MinFreeBytes int64 `koanf:"min_free_bytes"`
 }
 
 // OTLP configures trace export.
@@ -119,13 +156,19 @@ type Log struct {
 	Format string `koanf:"format"` // json or text
 }
 
+// DefaultMaxConnections is the default of server.max_connections: room for many clients,
+// and far below the file descriptors a process may open.
+const DefaultMaxConnections = 1024
+
 // Default returns the configuration with every default set: a loopback API on SQLite. The
 // defaults of settings a package takes are that package's (lifecycle.Default...,
 // docker.DefaultStopTimeout, httpapi.DefaultMaxBodyBytes); those of sandboxd alone are
-// written here.
+// written here. Every bound of the service is on by default; workspace retention is off.
 func Default() Config {
 	return Config{
 		Listen:          "127.0.0.1:8080",
+		Server:          Server{MaxConnections: DefaultMaxConnections},
+		Limits:          Limits{MaxSandboxes: lifecycle.DefaultMaxSandboxes},
 		TTL:             time.Hour,
 		MaxBodyBytes:    httpapi.DefaultMaxBodyBytes,
 		ShutdownTimeout: 30 * time.Second,
@@ -135,13 +178,16 @@ func Default() Config {
 			MaxTimeout:     lifecycle.DefaultExecMaxTimeout,
 			OutputCap:      lifecycle.DefaultExecOutputCap,
 			MaxConcurrent:  lifecycle.DefaultExecMaxConcurrent,
+			// Enough for 146 buffered answers at the default output cap.
+			MaxBufferedBytes: httpapi.DefaultMaxBufferedExecBytes,
 		},
-		Files:      Files{MaxBytes: lifecycle.DefaultMaxFileBytes},
+		Files:      Files{MaxBytes: lifecycle.DefaultMaxFileBytes, MinUploadRate: httpapi.DefaultMinUploadRate},
 		Sweep:      Sweep{Interval: 30 * time.Second, Parallelism: lifecycle.DefaultSweepParallelism},
 		Reconcile:  Reconcile{Interval: 5 * time.Minute, Grace: lifecycle.DefaultReconcileGrace},
 		Registry:   "sqlite:./.data/sandboxd.db",
 		LockLinger: 2 * time.Second,
-		Docker:     Docker{Instance: "sandboxd", VolumeRoot: "./.data/volumes", StopTimeout: docker.DefaultStopTimeout},
-		Log:        Log{Level: "info", Format: "json"},
+		Docker: Docker{Instance: "sandboxd", VolumeRoot: "./.data/volumes", StopTimeout: docker.DefaultStopTimeout,
+			MinFreeBytes: docker.DefaultMinFreeBytes},
+		Log: Log{Level: "info", Format: "json"},
 	}
 }

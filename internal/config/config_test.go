@@ -117,6 +117,53 @@ log:
 	}
 }
 
+// The service-wide bounds are on by default (retention is off), and each is read from
+// the file, the environment and the flags alike.
+func TestServiceBounds(t *testing.T) {
+	def, err := Load(nil, nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if def.Server.MaxConnections <= 0 || def.Limits.MaxSandboxes <= 0 || def.Exec.MaxBufferedBytes <= 0 ||
+		def.Files.MinUploadRate <= 0 || def.Docker.MinFreeBytes <= 0 {
+		t.Errorf("defaults %+v %+v %+v %+v %+v: want every bound on", def.Server, def.Limits, def.Exec, def.Files, def.Docker)
+	}
+	if def.Workspace.Retention != 0 || def.Workspace.RetentionProvided {
+		t.Errorf("workspace %+v: want no retention by default", def.Workspace)
+	}
+
+	path := writeFile(t, `
+server: {max_connections: 50}
+limits: {max_sandboxes: 7}
+exec: {max_buffered_bytes: 1073741824}
+files: {min_upload_rate: 1}
+docker: {min_free_bytes: 0}
+workspace: {retention: 168h, retention_provided: true}
+`)
+	cfg, err := Load([]string{"--config", path, "--limits-max-sandboxes=9"},
+		[]string{"SANDBOXD_FILES_MIN_UPLOAD_RATE=0", "SANDBOXD_SERVER_MAX_CONNECTIONS=60"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"server.max_connections (env)", cfg.Server.MaxConnections, 60},
+		{"limits.max_sandboxes (flag)", cfg.Limits.MaxSandboxes, 9},
+		{"exec.max_buffered_bytes (file)", cfg.Exec.MaxBufferedBytes, int64(1 << 30)},
+		{"files.min_upload_rate (env: off)", cfg.Files.MinUploadRate, int64(0)},
+		{"docker.min_free_bytes (file: off)", cfg.Docker.MinFreeBytes, int64(0)},
+		{"workspace.retention (file)", cfg.Workspace.Retention, 168 * time.Hour},
+		{"workspace.retention_provided (file)", cfg.Workspace.RetentionProvided, true},
+	}
+	for _, c := range checks {
+		if c.got != c.want {
+			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
+		}
+	}
+}
+
 func TestFlagOverridesEnvTokens(t *testing.T) {
 	cfg, err := Load([]string{"--tokens", "x,y", "--listen", "0.0.0.0:8080"},
 		[]string{"SANDBOXD_TOKENS=e"}, io.Discard)
@@ -162,6 +209,28 @@ func TestValidationErrors(t *testing.T) {
 			env:  []string{"SANDBOXD_EXEC_MAX_TIMEOUT=10m"},
 			want: []string{"exec.default_timeout: 20m0s is over exec.max_timeout 10m0s", "exec.output_cap: must be > 0",
 				"files.max_bytes: must be > 0", "ttl: 48h0m0s is over max_lifetime 24h0m0s"},
+		},
+		{
+			name: "service-wide bounds",
+			args: []string{"--server-max-connections=-1", "--limits-max-sandboxes=-5", "--docker-min-free-bytes=-1",
+				"--files-min-upload-rate=-2", "--workspace-retention=-1h"},
+			want: []string{"server.max_connections: must be >= 0", "limits.max_sandboxes: must be >= 0",
+				"docker.min_free_bytes: must be >= 0", "files.min_upload_rate: must be >= 0", "workspace.retention: must be >= 0"},
+		},
+		{
+			name: "buffered exec budget below one answer",
+			env:  []string{"SANDBOXD_EXEC_OUTPUT_CAP=1024", "SANDBOXD_EXEC_MAX_BUFFERED_BYTES=11263"},
+			want: []string{"exec.max_buffered_bytes: 11263 is less than one buffered exec answer may hold: 11264 for exec.output_cap 1024"},
+		},
+		{
+			name: "provided folders' retention without a retention",
+			file: "workspace:\n  retention_provided: true\n",
+			want: []string{"workspace.retention_provided", "without workspace.retention"},
+		},
+		{
+			name: "not a number",
+			file: "limits:\n  max_sandboxes: many\n",
+			want: []string{"max_sandboxes"},
 		},
 		{
 			name: "unknown registry scheme",

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sandboxd/sandboxd/internal/httpapi"
 	"github.com/sandboxd/sandboxd/internal/profile"
 )
 
@@ -43,7 +44,8 @@ func (p *problems) positive(key string, d time.Duration) {
 	}
 }
 
-// checkAPI checks the HTTP API's keys: listen, tokens, max_body_bytes, shutdown_timeout.
+// checkAPI checks the HTTP API's keys: listen, tokens, max_body_bytes, shutdown_timeout,
+// server.max_connections, limits.max_sandboxes.
 func (c *Config) checkAPI(p *problems) {
 	if loopback, err := isLoopback(c.Listen); err != nil {
 		p.bad("listen", "%v", err)
@@ -59,6 +61,12 @@ func (c *Config) checkAPI(p *problems) {
 		p.bad("max_body_bytes", "must be > 0, got %d", c.MaxBodyBytes)
 	}
 	p.positive("shutdown_timeout", c.ShutdownTimeout)
+	if c.Server.MaxConnections < 0 {
+		p.bad("server.max_connections", "must be >= 0 (0: no cap), got %d", c.Server.MaxConnections)
+	}
+	if c.Limits.MaxSandboxes < 0 {
+		p.bad("limits.max_sandboxes", "must be >= 0 (0: no cap), got %d", c.Limits.MaxSandboxes)
+	}
 }
 
 // checkLifetimes checks how long sandboxes live: ttl, max_lifetime.
@@ -83,12 +91,21 @@ func (c *Config) checkExec(p *problems) {
 	if c.Exec.OutputCap <= 0 {
 		p.bad("exec.output_cap", "must be > 0, got %d", c.Exec.OutputCap)
 	}
+	if c.Exec.OutputCap > 0 {
+		if cost := httpapi.BufferedExecCost(c.Exec.OutputCap); c.Exec.MaxBufferedBytes < cost {
+			p.bad("exec.max_buffered_bytes", "%d is less than one buffered exec answer may hold: %d for exec.output_cap %d",
+				c.Exec.MaxBufferedBytes, cost, c.Exec.OutputCap)
+		}
+	}
 	if c.Files.MaxBytes <= 0 {
 		p.bad("files.max_bytes", "must be > 0, got %d", c.Files.MaxBytes)
 	}
+	if c.Files.MinUploadRate < 0 {
+		p.bad("files.min_upload_rate", "must be >= 0 (0: no minimum), got %d", c.Files.MinUploadRate)
+	}
 }
 
-// checkJobs checks the background jobs: sweep.*, reconcile.*.
+// checkJobs checks the background jobs: sweep.*, reconcile.*, workspace.* (the sweep's).
 func (c *Config) checkJobs(p *problems) {
 	p.positive("sweep.interval", c.Sweep.Interval)
 	if c.Sweep.Parallelism < 1 {
@@ -96,6 +113,12 @@ func (c *Config) checkJobs(p *problems) {
 	}
 	p.positive("reconcile.interval", c.Reconcile.Interval)
 	p.positive("reconcile.grace", c.Reconcile.Grace)
+	if c.Workspace.Retention < 0 {
+		p.bad("workspace.retention", "must be >= 0 (0: for ever), got %s", c.Workspace.Retention)
+	}
+	if c.Workspace.RetentionProvided && c.Workspace.Retention == 0 {
+		p.bad("workspace.retention_provided", "removes nothing without workspace.retention: set both")
+	}
 }
 
 // checkRegistry checks registry and lock_linger.
@@ -111,6 +134,9 @@ func (c *Config) checkRegistry(p *problems) {
 // checkDocker checks docker.* and makes the volume root absolute.
 func (c *Config) checkDocker(p *problems) {
 	p.positive("docker.stop_timeout", c.Docker.StopTimeout)
+	if c.Docker.MinFreeBytes < 0 {
+		p.bad("docker.min_free_bytes", "must be >= 0 (0: no floor), got %d", c.Docker.MinFreeBytes)
+	}
 	if !validInstance(c.Docker.Instance) {
 		p.bad("docker.instance", "%q: use 1 to 63 letters, digits, '.', '_' or '-'", c.Docker.Instance)
 	}

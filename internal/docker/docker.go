@@ -42,6 +42,11 @@ const (
 // DefaultStopTimeout is how long a stop lets a sandbox end gracefully by default.
 const DefaultStopTimeout = 3 * time.Second
 
+// DefaultMinFreeBytes is the free-space floor of the volume root sandboxd runs with unless
+// configured (docker.min_free_bytes); Config.MinFreeBytes itself is 0, no floor, when
+// unset.
+const DefaultMinFreeBytes = 1 << 30
+
 // Config configures a Runtime. Instance, VolumeRoot and Profiles are required.
 type Config struct {
 	// Host is the engine's address (e.g. unix:///var/run/docker.sock); empty means the

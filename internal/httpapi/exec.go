@@ -152,10 +152,10 @@ func (s *server) exec(ctx context.Context, in *execInput) (*huma.StreamResponse,
 	}}, nil
 }
 
-// bufferedExecCost is what one buffered exec answer may hold at its peak, for an output
+// BufferedExecCost is what one buffered exec answer may hold at its peak, for an output
 // cap of outputCap bytes (stdout and stderr together): the output itself, and its JSON
 // (a byte that must be escaped, or an invalid one replaced, becomes up to 6 bytes).
-func bufferedExecCost(outputCap int64) int64 {
+func BufferedExecCost(outputCap int64) int64 {
 	return 7*outputCap + 4<<10
 }
 

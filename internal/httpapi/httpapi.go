@@ -91,7 +91,7 @@ type Config struct {
 	// MaxBufferedExecBytes the memory all buffered (non-streaming) exec answers may hold
 	// at once (default DefaultMaxBufferedExecBytes). A buffered exec holds its output, then
 	// its JSON (up to 6 bytes a byte once escaped) until it is sent: each one reserves
-	// bufferedExecCost(ExecOutputCap) of the budget before it runs, and is refused with
+	// BufferedExecCost(ExecOutputCap) of the budget before it runs, and is refused with
 	// 429 when that is not left (streaming execs hold no output and are not counted).
 	ExecOutputCap        int64
 	MaxBufferedExecBytes int64
@@ -195,7 +195,7 @@ func New(cfg Config) (http.Handler, error) {
 	if cfg.UploadGrace <= 0 {
 		cfg.UploadGrace = DefaultUploadGrace
 	}
-	if cost := bufferedExecCost(cfg.ExecOutputCap); cfg.MaxBufferedExecBytes < cost {
+	if cost := BufferedExecCost(cfg.ExecOutputCap); cfg.MaxBufferedExecBytes < cost {
 		return nil, fmt.Errorf("httpapi: MaxBufferedExecBytes %d is less than one buffered exec answer may hold (%d for an output cap of %d)",
 			cfg.MaxBufferedExecBytes, cost, cfg.ExecOutputCap)
 	}
@@ -203,7 +203,7 @@ func New(cfg Config) (http.Handler, error) {
 		sandboxes: cfg.Sandboxes, ready: cfg.Ready, readyTimeout: cfg.ReadyTimeout, metrics: cfg.Metrics,
 		log: cfg.Logger, now: cfg.Now, maxBody: cfg.MaxBodyBytes,
 		execBuffers:   budget{left: cfg.MaxBufferedExecBytes},
-		execCost:      bufferedExecCost(cfg.ExecOutputCap),
+		execCost:      BufferedExecCost(cfg.ExecOutputCap),
 		minUploadRate: cfg.MinUploadRate,
 		uploadGrace:   cfg.UploadGrace,
 	}

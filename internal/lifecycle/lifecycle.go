@@ -40,6 +40,9 @@ const (
 	DefaultExecMaxConcurrent = 16
 	DefaultMaxFileBytes      = 100 << 20
 	DefaultMaxLifetime       = 24 * time.Hour
+	// DefaultMaxSandboxes is the service-wide cap sandboxd runs with unless configured
+	// (limits.max_sandboxes); Config.MaxSandboxes itself is 0, no cap, when unset.
+	DefaultMaxSandboxes = 1000
 )
 
 // Config holds the dependencies of a Service. Store, Locker, Runtime and TTL are required;
