@@ -1,0 +1,33 @@
+// Command sandboxd-agent is sandboxd's in-sandbox agent: the main process of every
+// sandbox (under the engine's init), running as the sandbox's user. It serves the frames
+// of package agentproto on its standard input and output, which sandboxd reaches through
+// one attach to the container, and runs the commands they ask for (package agent).
+//
+// It is built static (CGO_ENABLED=0 go build ./cmd/sandboxd-agent) and bind-mounted,
+// read-only, into each sandbox by sandboxd (docker.agent): the sandbox's image is not
+// changed. When the channel ends or breaks the protocol, it kills its commands and idles:
+// the sandbox lives on and sandboxd runs commands through the engine's exec instead.
+package main
+
+import (
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/sandboxd/sandboxd/internal/agent"
+)
+
+func main() {
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	done := make(chan error, 1)
+	go func() { done <- agent.Serve(os.Stdin, os.Stdout, agent.Config{Env: os.Environ()}) }()
+	select {
+	case <-stop:
+	case <-done:
+		// The input ended (a container without an open stdin) or went out of step
+		// with the host: idle until the sandbox stops, which the agent's end would
+		// bring about at once.
+		<-stop
+	}
+}
