@@ -186,13 +186,20 @@ func TestConfiguredBoundsAct(t *testing.T) {
 		t.Errorf("the refused chat's folder: %v, want none", err)
 	}
 
-	// One buffered answer fits the budget; a second one at the same time does not.
+	// One buffered answer fits the budget; a second one at the same time does not. The
+	// long one tries again while a probe holds the budget, until it runs.
 	slow := make(chan error, 1)
 	go func() {
-		_, err := s.api.Exec(ctx, first, client.ExecBody{Cmd: []string{"sleep", "5"}})
-		slow <- err
+		for {
+			_, err := s.api.Exec(ctx, first, client.ExecBody{Cmd: []string{"sleep", "5"}})
+			if !errors.Is(err, client.ErrBusy) {
+				slow <- err
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 	}()
-	waitfor.True(t, 4*time.Second, "a second buffered exec refused while the first holds the budget", func() bool {
+	waitfor.True(t, 30*time.Second, "a second buffered exec refused while the first holds the budget", func() bool {
 		resp, body := s.raw(http.MethodPost, "/v1/chats/"+first+"/sandbox/exec", "application/json", `{"cmd":["true"]}`)
 		return resp.StatusCode == http.StatusTooManyRequests && strings.Contains(body, "exec.max_buffered_bytes")
 	})
