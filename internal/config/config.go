@@ -4,6 +4,7 @@
 package config
 
 import (
+	"net/netip"
 	"time"
 
 	"github.com/sandboxd/sandboxd/internal/docker"
@@ -58,6 +59,7 @@ type Config struct {
 	LockLinger time.Duration `koanf:"lock_linger"`
 
 	Docker Docker `koanf:"docker"`
+	Egress Egress `koanf:"egress"`
 	// Agents are the agent profiles as configured; Profiles is what Load resolves them
 	// to (package profile), the one form the rest of sandboxd uses.
 	Agents   profile.Agents `koanf:"agents"`
@@ -144,6 +146,18 @@ type Docker struct {
 	MinFreeBytes int64 `koanf:"min_free_bytes"`
 }
 
+// Egress configures the proxy through which the sandboxes of profiles with network
+// "egress" reach what their rules allow.
+type Egress struct {
+	// ProxyPort is the port the proxy listens on, on the gateway address of the instance's
+	// egress network (the sandboxes' HTTP_PROXY).
+	ProxyPort int `koanf:"proxy_port"`
+	// Hosts gives names fixed addresses, which the proxy uses instead of DNS (YAML only).
+	Hosts map[string][]string `koanf:"hosts"`
+	// Resolved is Hosts, checked (by Load).
+	Resolved map[string][]netip.Addr `koanf:"-"`
+}
+
 // OTLP configures trace export.
 type OTLP struct {
 	// Endpoint is an OTLP/HTTP URL (e.g. http://localhost:4318); empty: no export.
@@ -188,6 +202,7 @@ func Default() Config {
 		LockLinger: 2 * time.Second,
 		Docker: Docker{Instance: "sandboxd", VolumeRoot: "./.data/volumes", StopTimeout: docker.DefaultStopTimeout,
 			MinFreeBytes: docker.DefaultMinFreeBytes},
-		Log: Log{Level: "info", Format: "json"},
+		Egress: Egress{ProxyPort: docker.DefaultEgressProxyPort},
+		Log:    Log{Level: "info", Format: "json"},
 	}
 }

@@ -467,3 +467,41 @@ func TestOptionKeysNameConfigFields(t *testing.T) {
 		}
 	}
 }
+
+func TestEgress(t *testing.T) {
+	path := writeFile(t, `
+egress:
+  proxy_port: 3999
+  hosts:
+    Index.Example.: [203.0.113.5, "2001:db8::5"]
+agents:
+  profiles:
+    pip:
+      network: egress
+      egress: {allow: [index.example, "*.index.example:443"], deny: ["203.0.113.0/24:22"]}
+`)
+	cfg, err := Load([]string{"--config", path}, nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Egress.ProxyPort != 3999 || len(cfg.Egress.Resolved["index.example"]) != 2 {
+		t.Errorf("egress %+v", cfg.Egress)
+	}
+	if p := cfg.Profiles.Of("pip"); p.Egress == nil || len(p.Egress.Allow()) != 2 {
+		t.Errorf("profile pip %+v", p)
+	}
+
+	bad := writeFile(t, `
+egress:
+  hosts: {"bad name": [1.2.3.4], ok.example: [nope]}
+agents:
+  profiles:
+    pip: {network: egress, egress: {allow: ["*.com"]}}
+`)
+	_, err = Load([]string{"--config", bad, "--egress-proxy-port", "0"}, nil, io.Discard)
+	for _, want := range []string{"egress.proxy_port: must be a port", "egress.hosts:", `agents.profiles.pip: egress.allow[0] "*.com": *.com would match a whole top-level domain`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v does not say %q", err, want)
+		}
+	}
+}

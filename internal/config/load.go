@@ -87,6 +87,8 @@ func options() []option {
 		{"docker.stop_timeout", "how long a stop lets a sandbox end before killing it", dur(func(c Config) time.Duration { return c.Docker.StopTimeout })},
 		{"docker.min_free_bytes", "free bytes the volume root keeps: below, creates are refused with 507 (0: no floor)",
 			func(fs *pflag.FlagSet, n string, d Config, u string) { fs.Int64(n, d.Docker.MinFreeBytes, u) }},
+		{"egress.proxy_port", "port of the egress proxy on the gateway of the instance's egress network",
+			func(fs *pflag.FlagSet, n string, d Config, u string) { fs.Int(n, d.Egress.ProxyPort, u) }},
 		{"agents.default.image", "image of the default agent profile (empty: " + profile.DefaultImage + ")", str(func(c Config) string { return c.Agents.Default.Image })},
 		{"agents.default.runtime", "OCI runtime of the default profile's sandboxes, e.g. runsc for gVisor (empty: the engine's default)", str(func(c Config) string { return c.Agents.Default.Runtime })},
 		{"agents.default.pool.min", "pre-started sandboxes the default agent profile keeps ready (0: no pool)",

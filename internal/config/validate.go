@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sandboxd/sandboxd/internal/egress"
 	"github.com/sandboxd/sandboxd/internal/httpapi"
 	"github.com/sandboxd/sandboxd/internal/profile"
 )
@@ -27,6 +28,7 @@ func (c *Config) finish() error {
 	c.checkRegistry(&p)
 	c.checkDocker(&p)
 	c.checkAgents(&p)
+	c.checkEgress(&p)
 	c.checkTelemetry(&p)
 	return errors.Join(p...)
 }
@@ -129,6 +131,18 @@ func (c *Config) checkRegistry(p *problems) {
 	if c.LockLinger < 0 {
 		p.bad("lock_linger", "must be >= 0, got %s", c.LockLinger)
 	}
+}
+
+// checkEgress checks egress.*.
+func (c *Config) checkEgress(p *problems) {
+	if c.Egress.ProxyPort < 1 || c.Egress.ProxyPort > 65535 {
+		p.bad("egress.proxy_port", "must be a port from 1 to 65535, got %d", c.Egress.ProxyPort)
+	}
+	hosts, err := egress.ParseHosts(c.Egress.Hosts)
+	if err != nil {
+		p.bad("egress.hosts", "%v", err)
+	}
+	c.Egress.Resolved = hosts
 }
 
 // checkDocker checks docker.* and makes the volume root absolute.

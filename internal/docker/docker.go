@@ -115,6 +115,12 @@ func New(cfg Config) (*Runtime, error) {
 		if err := canHandOver(os.Geteuid(), append(groups, os.Getegid()), cfg.Profiles); err != nil {
 			problems = append(problems, err)
 		}
+		for _, p := range append([]profile.Profile{cfg.Profiles.Default()}, profilesOf(cfg.Profiles)...) {
+			if p.Network == profile.NetworkEgress {
+				problems = append(problems, errors.New(`network "egress" is not wired to Docker in this build yet`))
+				break
+			}
+		}
 	}
 	if len(problems) > 0 {
 		return nil, fmt.Errorf("docker: config: %w", errors.Join(problems...))
@@ -236,6 +242,15 @@ func (r *Runtime) Ping(ctx context.Context) error {
 	return nil
 }
 
+// profilesOf returns the listed profiles of s, in the order of their agent ids.
+func profilesOf(s *profile.Set) []profile.Profile {
+	var out []profile.Profile
+	for _, a := range s.Agents() {
+		out = append(out, s.Of(a))
+	}
+	return out
+}
+
 // canHandOver says whether a process of uid euid can give new workspace folders to every
 // profile's sandbox user, as Create must: only root can give a folder away. Refusing at
 // start beats a create that fails with "operation not permitted".
@@ -270,3 +285,7 @@ func canHandOver(euid int, groups []int, profiles *profile.Set) error {
 func (r *Runtime) OpenWorkspace(path string) (*os.Root, error) {
 	return r.root.Open(path)
 }
+
+// DefaultEgressProxyPort is the port of the egress proxy on the gateway of the
+// instance's egress network, by default.
+const DefaultEgressProxyPort = 3128

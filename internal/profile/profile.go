@@ -13,6 +13,8 @@
 // profile: every sandbox gets the hardened ones, whatever its profile says.
 package profile
 
+import "github.com/sandboxd/sandboxd/internal/egress"
+
 // Defaults of a profile field that neither the agent's profile nor the default profile
 // sets: the hardened ones.
 const (
@@ -52,9 +54,13 @@ type Spec struct {
 	Memory string  `koanf:"memory"`
 	CPUs   float64 `koanf:"cpus"`
 	PIDs   int64   `koanf:"pids"`
-	// Network is the Docker network mode: "none", "bridge", ...; never "host" or
-	// "container:..." (they share a namespace).
+	// Network is "none" (no network, the default), "egress" (HTTP and HTTPS through
+	// sandboxd's egress proxy, to what Egress allows), or another Docker network mode
+	// ("bridge", ...); never "host" or "container:..." (they share a namespace).
 	Network string `koanf:"network"`
+	// Egress lists what a sandbox of network "egress" may reach (unset lists: the
+	// default profile's).
+	Egress Egress `koanf:"egress"`
 	// Env is set in the sandbox's environment; a listed profile's is merged over the
 	// default profile's.
 	Env map[string]string `koanf:"env"`
@@ -78,6 +84,20 @@ type Spec struct {
 	Pool Pool `koanf:"pool"`
 }
 
+// NetworkEgress is the network of profiles whose sandboxes reach what their egress rules
+// allow, through sandboxd's proxy, and nothing else.
+const NetworkEgress = "egress"
+
+// Egress is a profile's egress rules as configured (see egress.ParseRule for their forms:
+// host names, *.suffix wildcards, address prefixes, each with an optional port).
+type Egress struct {
+	// Allow names the destinations the sandbox may reach; internal addresses only when an
+	// address prefix here names them.
+	Allow []string `koanf:"allow"`
+	// Deny names destinations refused even when Allow names them (checked first).
+	Deny []string `koanf:"deny"`
+}
+
 // Pool sizes a profile's warm pool. Min 0 (the default): no pool.
 type Pool struct {
 	// Min is how many ready sandboxes the pool keeps.
@@ -96,8 +116,10 @@ type Profile struct {
 	NanoCPUs    int64 // CPU limit in 1e-9 CPUs
 	PIDs        int64 // process limit
 	Network     string
-	Env         map[string]string // shared: do not modify
-	Workspace   string            // where the workspace folder appears in the sandbox
+	// Egress is the profile's parsed egress rules when Network is NetworkEgress, else nil.
+	Egress    *egress.Policy
+	Env       map[string]string // shared: do not modify
+	Workspace string            // where the workspace folder appears in the sandbox
 	// User is the user as configured ("uid" or "uid:gid"), what the sandbox runs as;
 	// UID and GID are its numbers (GID is UID when User names none): who owns the
 	// files written into the sandbox's workspace.
@@ -124,6 +146,10 @@ func (p Spec) Over(base Spec) Spec {
 	fill(&p.ExtendOnActivity, base.ExtendOnActivity)
 	fill(&p.FilesTmp, base.FilesTmp)
 	fill(&p.Runtime, base.Runtime)
+	if p.Network == NetworkEgress && base.Network == NetworkEgress { // rules only from an egress profile
+		fill2(&p.Egress.Allow, base.Egress.Allow)
+		fill2(&p.Egress.Deny, base.Egress.Deny)
+	}
 	p.Env = mergeMaps(base.Env, p.Env)
 	return p
 }
@@ -132,6 +158,13 @@ func (p Spec) Over(base Spec) Spec {
 func fill[T comparable](v *T, def T) {
 	var zero T
 	if *v == zero {
+		*v = def
+	}
+}
+
+// fill2 sets *v to def when *v is nil (unset; an empty list is set).
+func fill2(v *[]string, def []string) {
+	if *v == nil {
 		*v = def
 	}
 }

@@ -122,3 +122,41 @@ func TestNewRefusesUnsafeProfiles(t *testing.T) {
 		t.Error("an empty agent id: accepted")
 	}
 }
+
+func TestEgressProfiles(t *testing.T) {
+	set, err := profile.New(profile.Agents{
+		Default: profile.Spec{Network: "egress", Egress: profile.Egress{Allow: []string{"pypi.org"}, Deny: []string{"evil.pypi.org"}}},
+		Profiles: map[string]profile.Spec{
+			"inherits": {},
+			"own":      {Egress: profile.Egress{Allow: []string{"*.github.com"}}},
+			"offline":  {Network: "none"},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := set.Of("inherits").Egress.Allow(); len(got) != 1 || got[0] != "pypi.org" {
+		t.Errorf("inherited allow %v", got)
+	}
+	own := set.Of("own").Egress
+	if got := own.Allow(); len(got) != 1 || got[0] != "*.github.com" {
+		t.Errorf("own allow %v", got)
+	}
+	if got := own.Deny(); len(got) != 1 || got[0] != "evil.pypi.org" {
+		t.Errorf("own profile's deny (inherited) %v", got)
+	}
+	if p := set.Of("offline"); p.Egress != nil || p.Network != "none" {
+		t.Errorf("a none profile got egress rules: %+v", p)
+	}
+
+	_, err = profile.New(profile.Agents{
+		Default:  profile.Spec{Network: "egress", Egress: profile.Egress{Allow: []string{"*.com", "10.0.0.1/8"}}},
+		Profiles: map[string]profile.Spec{"wrong": {Network: "none", Egress: profile.Egress{Deny: []string{"x.example"}}}},
+	})
+	for _, want := range []string{`agents.default: egress.allow[0] "*.com"`, `egress.allow[1] "10.0.0.1/8"`,
+		`agents.profiles.wrong: egress rules need network "egress", not "none"`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v does not say %s", err, want)
+		}
+	}
+}

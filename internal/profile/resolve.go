@@ -7,6 +7,8 @@ import (
 	"path"
 	"strconv"
 	"strings"
+
+	"github.com/sandboxd/sandboxd/internal/egress"
 )
 
 // resolve fills sp's unset fields with the defaults and checks the result: every problem
@@ -50,6 +52,13 @@ func resolve(sp Spec) (Profile, error) {
 	}
 	if p.Network == "host" || strings.HasPrefix(p.Network, "container:") {
 		bad("network %q shares a namespace", p.Network)
+	}
+	if p.Network == NetworkEgress {
+		if p.Egress, err = egress.NewPolicy(sp.Egress.Allow, sp.Egress.Deny); err != nil {
+			problems = append(problems, err)
+		}
+	} else if len(sp.Egress.Allow)+len(sp.Egress.Deny) > 0 {
+		bad("egress rules need network %q, not %q", NetworkEgress, p.Network)
 	}
 	if !path.IsAbs(p.Workspace) || path.Clean(p.Workspace) == "/" {
 		bad("workspace %q must be an absolute path below / in the sandbox", p.Workspace)
