@@ -221,7 +221,13 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 				slog.Int("records", rep.Records), slog.Int("orphans_removed", rep.OrphansRemoved),
 				slog.Int("records_repaired", rep.RecordsRepaired), slog.Int("errors", rep.Errors))
 		}
-		return err
+		// Then the mounts of bounded workspaces that no container uses any more (a crash
+		// between a mount and its container, or a container removed behind our back).
+		released, mErr := rt.ReleaseMounts(ctx)
+		for _, folder := range released {
+			log.InfoContext(ctx, "workspace_unmounted", slog.String("path", folder), slog.String("reason", "unused"))
+		}
+		return errors.Join(err, mErr)
 	}
 	if err := reconcile(ctx); err != nil {
 		log.ErrorContext(ctx, "reconcile_failed", slog.String("error", err.Error()))

@@ -95,6 +95,12 @@ func options() []option {
 			func(fs *pflag.FlagSet, n string, d Config, u string) { fs.Int(n, d.Agents.Default.Pool.Min, u) }},
 		{"agents.default.pool.max", "bound of the default profile's pool when creates outrun it (0: its min)",
 			func(fs *pflag.FlagSet, n string, d Config, u string) { fs.Int(n, d.Agents.Default.Pool.Max, u) }},
+		{"agents.default.workspace_max_bytes", "size of the default profile's workspace file system image, such as 1g (empty: no bound; needs root, mkfs.ext4 and loop devices)",
+			str(func(c Config) string { return c.Agents.Default.WorkspaceMaxBytes })},
+		{"agents.default.workspace_max_files", "files and folders the default profile's workspace image holds (0: mkfs's default for its size)",
+			func(fs *pflag.FlagSet, n string, d Config, u string) {
+				fs.Int64(n, d.Agents.Default.WorkspaceMaxFiles, u)
+			}},
 		{"agents.refuse_unknown", "refuse agent ids without a profile",
 			func(fs *pflag.FlagSet, n string, d Config, u string) { fs.Bool(n, d.Agents.RefuseUnknown, u) }},
 		{"otlp.endpoint", "OTLP/HTTP endpoint for traces (empty: none)", str(func(c Config) string { return c.OTLP.Endpoint })},

@@ -19,6 +19,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/profile"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 	"github.com/sandboxd/sandboxd/internal/workspace"
+	"github.com/sandboxd/sandboxd/internal/wsimage"
 )
 
 // Labels every sandbox container carries. The reconciler sees only containers with
@@ -71,6 +72,9 @@ type Config struct {
 	// PoolCheckInterval is how often the warm pool checks its containers (default
 	// DefaultPoolCheckInterval).
 	PoolCheckInterval time.Duration
+	// Images makes and mounts the file system images of bounded workspaces (profiles
+	// with workspace_max_bytes); zero: mkfs.ext4 and mount from PATH.
+	Images wsimage.Tools
 	// MeterProvider receives the pool's metrics; Logger its warnings. Both optional.
 	MeterProvider metric.MeterProvider
 	Logger        *slog.Logger
@@ -85,6 +89,8 @@ type Runtime struct {
 	profiles    *profile.Set
 	stopTimeout int   // seconds
 	minFree     int64 // free-space floor of the volume root
+	images      wsimage.Tools
+	log         *slog.Logger
 
 	pool        *pool                    // the warm pool (pool.go)
 	beforeStart func(containerID string) // test hook: runs between create and start
@@ -122,6 +128,12 @@ func New(cfg Config) (*Runtime, error) {
 			}
 		}
 	}
+	if len(problems) == 0 && cfg.Profiles.BoundsWorkspaces() {
+		// A bound the host cannot enforce would be a pretence: refuse to start instead.
+		if err := checkImages(root, cfg.Images); err != nil {
+			problems = append(problems, err)
+		}
+	}
 	if len(problems) > 0 {
 		return nil, fmt.Errorf("docker: config: %w", errors.Join(problems...))
 	}
@@ -145,6 +157,7 @@ func New(cfg Config) (*Runtime, error) {
 		root:        root,
 		profiles:    cfg.Profiles,
 		minFree:     cfg.MinFreeBytes,
+		images:      cfg.Images,
 		stopTimeout: int((stop + time.Second - 1) / time.Second),
 	}
 	mp, log := cfg.MeterProvider, cfg.Logger
@@ -154,6 +167,7 @@ func New(cfg Config) (*Runtime, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	r.log = log
 	if r.pool, err = newPool(r, cfg, mp, log); err != nil {
 		_ = cli.Close()
 		return nil, fmt.Errorf("docker: %w", err)

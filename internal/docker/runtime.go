@@ -27,7 +27,8 @@ const teardownTimeout = 30 * time.Second
 // Admit checks a create request without side effects: the agent must have a profile (or
 // fall back to the default one), and the workspace folder must be an existing real
 // directory inside the volume root with no symbolic link on its way, which the profile's
-// sandbox user can write in (else its /workspace would be read-only to it). With no folder it
+// sandbox user can write in (else its /workspace would be read-only to it), and not one the
+// caller provided when the profile bounds workspaces (images.go). With no folder it
 // returns the derived <root>/<chat id>, which need not exist yet (Create makes it). Its
 // errors wrap sandbox.ErrInvalid (sandbox.ErrUnavailable if the volume root is gone), or
 // sandbox.ErrFull when the volume root has less free space than Config.MinFreeBytes.
@@ -45,6 +46,9 @@ func (r *Runtime) Admit(_ context.Context, chatID uuid.UUID, agentID, volumeHost
 	} else {
 		volume, err = r.root.CheckFor(volumeHostPath, sandboxUser(prof))
 	}
+	if err == nil {
+		err = r.refuseProvided(chatID, volume, prof)
+	}
 	if err != nil {
 		return "", fmt.Errorf("docker: admit: %w", err)
 	}
@@ -55,7 +59,10 @@ func (r *Runtime) Admit(_ context.Context, chatID uuid.UUID, agentID, volumeHost
 // the request again (profile and folder, as Admit does: the folder may have changed since),
 // creates the derived folder <root>/<chat id> when that is the workspace and it is missing,
 // and checks the folder once more between creating and starting the container, since the
-// engine mounts it at start. On any failure it removes the container it made. Errors wrap
+// engine mounts it at start. A bounded workspace (the profile's workspace_max_bytes) gets
+// its image mounted on the folder first, made when it has none (images.go). On any
+// failure it removes the container it made, the mount and the image and folder it made.
+// Errors wrap
 // sandbox.ErrInvalid for a refused request, sandbox.ErrFull when the volume root is below
 // its free-space floor (checked before anything is made) and sandbox.ErrUnavailable when
 // the engine could not make or start the sandbox.
@@ -73,7 +80,22 @@ func (r *Runtime) Create(ctx context.Context, spec lifecycle.CreateSpec) (sandbo
 		return s, nil
 	}
 	volume, made, err := r.workspace(spec, prof)
+	if err == nil {
+		err = r.refuseProvided(spec.ChatID, volume, prof)
+	}
 	if err != nil {
+		if made {
+			r.unmake(volume)
+		}
+		return sandbox.Session{}, fmt.Errorf("docker: create: %w", err)
+	}
+	// A bounded workspace: its image is mounted on the folder before the container that
+	// binds it is made, and stays locked until then (images.go).
+	img, mounted, imgMade, err := r.attach(spec.ChatID, volume, prof)
+	if err != nil {
+		if made {
+			r.unmake(volume)
+		}
 		return sandbox.Session{}, fmt.Errorf("docker: create: %w", err)
 	}
 
@@ -84,10 +106,19 @@ func (r *Runtime) Create(ctx context.Context, spec lifecycle.CreateSpec) (sandbo
 		HostConfig: hostConfig(prof, volume),
 	})
 	if err != nil {
+		if img != nil {
+			undoAttach(img, mounted, imgMade)
+			img.Unlock()
+		}
 		if made {
 			r.unmake(volume)
 		}
 		return sandbox.Session{}, fmt.Errorf("docker: create %s: %w: %w", name, sandbox.ErrUnavailable, err)
+	}
+	if img != nil {
+		// From here on the container names the folder: ReleaseMounts sees it in use. A
+		// failure below takes the lock again to undo the mount.
+		img.Unlock()
 	}
 	id := created.ID
 	fail := func(err error) (sandbox.Session, error) {
@@ -95,6 +126,12 @@ func (r *Runtime) Create(ctx context.Context, spec lifecycle.CreateSpec) (sandbo
 		defer cancel()
 		if rmErr := r.remove(ctx, id); rmErr != nil {
 			err = errors.Join(err, rmErr)
+		}
+		if img != nil {
+			if img, _, lockErr := r.root.LockImage(volume, true); lockErr == nil {
+				undoAttach(img, mounted, imgMade)
+				img.Unlock()
+			}
 		}
 		if made {
 			r.unmake(volume)
@@ -143,11 +180,13 @@ func (r *Runtime) unmake(volume string) {
 }
 
 // Stop stops the sandbox gracefully (killing it after the configured timeout), then
-// removes the container; its workspace folder stays. A container that is gone is no
+// removes the container and unmounts its workspace's image, if bounded; its workspace
+// folder (and image) stays. A container that is gone is no
 // error. Errors wrap sandbox.ErrUnavailable when the engine cannot be reached, and
 // sandbox.ErrInvalid when containerID is not a sandboxd container.
 func (r *Runtime) Stop(ctx context.Context, containerID string) error {
-	if err := r.owned(ctx, containerID); err != nil {
+	c, err := r.ownedContainer(ctx, containerID)
+	if err != nil {
 		return gone(err)
 	}
 	timeout := r.stopTimeout
@@ -157,26 +196,30 @@ func (r *Runtime) Stop(ctx context.Context, containerID string) error {
 			return err
 		}
 	}
-	return r.remove(ctx, containerID)
+	if err := r.remove(ctx, containerID); err != nil {
+		return err
+	}
+	r.detachOf(c)
+	return nil
 }
 
 // Delete removes the sandbox at once, killing it if it runs. A container that is gone is
 // no error. Errors are Stop's.
 func (r *Runtime) Delete(ctx context.Context, containerID string) error {
-	if err := r.owned(ctx, containerID); err != nil {
+	c, err := r.ownedContainer(ctx, containerID)
+	if err != nil {
 		return gone(err)
 	}
-	return r.remove(ctx, containerID)
+	if err := r.remove(ctx, containerID); err != nil {
+		return err
+	}
+	r.detachOf(c)
+	return nil
 }
 
-// owned refuses to touch a container that sandboxd did not make, whatever the registry
-// says; a missing container is sandbox.ErrNotFound.
-func (r *Runtime) owned(ctx context.Context, containerID string) error {
-	_, err := r.ownedContainer(ctx, containerID)
-	return err
-}
-
-// ownedContainer is owned that returns what the engine knows of the container.
+// ownedContainer refuses to touch a container that sandboxd did not make, whatever the
+// registry says (a missing container is sandbox.ErrNotFound), and returns what the engine
+// knows of it.
 func (r *Runtime) ownedContainer(ctx context.Context, containerID string) (container.InspectResponse, error) {
 	if strings.TrimSpace(containerID) == "" {
 		return container.InspectResponse{}, fmt.Errorf("docker: empty container id: %w", sandbox.ErrInvalid)

@@ -79,6 +79,14 @@ type Spec struct {
 	// Runtime is the engine's OCI runtime for the sandbox, e.g. "runsc" (gVisor);
 	// empty: the engine's default. The engine must know it (checked at start-up).
 	Runtime string `koanf:"runtime"`
+	// WorkspaceMaxBytes bounds the workspace folder sandboxd makes for a chat, such as
+	// "1g": the folder is a file system image of that size (see internal/wsimage), so a
+	// write past it fails with ENOSPC. Empty: no bound. Not with a pool.
+	WorkspaceMaxBytes string `koanf:"workspace_max_bytes"`
+	// WorkspaceMaxFiles bounds the files and folders of such a workspace (its image's
+	// inode count, which mkfs rounds to its inode tables); 0: mkfs's default for the size.
+	// Only with WorkspaceMaxBytes.
+	WorkspaceMaxFiles int64 `koanf:"workspace_max_files"`
 	// Pool is the profile's warm pool of pre-started sandboxes. Unlike the other fields
 	// it is not taken from the default profile: every pool is sized on its own.
 	Pool Pool `koanf:"pool"`
@@ -130,7 +138,15 @@ type Profile struct {
 	FilesTmp         bool
 	Runtime          string // the engine's OCI runtime; empty: the engine's default
 	Pool             Pool   // Max filled (>= Min)
+	// WorkspaceMaxBytes and WorkspaceMaxFiles bound the workspace folder made for a
+	// chat (0: no bound): its file system image's size and inode count.
+	WorkspaceMaxBytes int64
+	WorkspaceMaxFiles int64
 }
+
+// MinWorkspaceBytes is the smallest workspace_max_bytes: below it an ext4 image's own
+// metadata leaves next to nothing for files (internal/wsimage's MinBytes).
+const MinWorkspaceBytes = 8 << 20
 
 // Over returns p with its unset fields filled from base: the merging of a listed profile
 // from the default one. Env is merged, p's keys winning; Pool is p's own.
@@ -150,6 +166,8 @@ func (p Spec) Over(base Spec) Spec {
 		fill2(&p.Egress.Allow, base.Egress.Allow)
 		fill2(&p.Egress.Deny, base.Egress.Deny)
 	}
+	fill(&p.WorkspaceMaxBytes, base.WorkspaceMaxBytes)
+	fill(&p.WorkspaceMaxFiles, base.WorkspaceMaxFiles)
 	p.Env = mergeMaps(base.Env, p.Env)
 	return p
 }

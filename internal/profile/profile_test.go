@@ -105,6 +105,11 @@ func TestNewRefusesUnsafeProfiles(t *testing.T) {
 		"pool over the bound":    {profile.Spec{Pool: profile.Pool{Min: profile.MaxPool + 1}}, "pool min 1001"},
 		"a path as runtime":      {profile.Spec{Runtime: "/usr/bin/runsc"}, "not a runtime name"},
 		"files_tmp under gVisor": {profile.Spec{Runtime: "runsc", FilesTmp: &yes}, "files_tmp needs the runc runtime"},
+		"tiny workspace":         {profile.Spec{WorkspaceMaxBytes: "1m"}, `workspace_max_bytes "1m" is below`},
+		"bad workspace size":     {profile.Spec{WorkspaceMaxBytes: "big"}, `workspace_max_bytes "big"`},
+		"files without bytes":    {profile.Spec{WorkspaceMaxFiles: 10}, "workspace_max_files needs workspace_max_bytes"},
+		"negative files":         {profile.Spec{WorkspaceMaxBytes: "1g", WorkspaceMaxFiles: -1}, "workspace_max_files must be"},
+		"bounded pool":           {profile.Spec{WorkspaceMaxBytes: "1g", Pool: profile.Pool{Min: 1}}, "cannot be combined with a pool"},
 	} {
 		_, err := profile.New(profile.Agents{Default: c.spec})
 		if err == nil || !strings.Contains(err.Error(), "agents.default: ") || !strings.Contains(err.Error(), c.want) {
@@ -158,5 +163,31 @@ func TestEgressProfiles(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error %v does not say %s", err, want)
 		}
+	}
+}
+
+// A workspace bound is inherited like the other fields, and the set says whether any
+// profile has one (the host must then be able to enforce it).
+func TestWorkspaceBounds(t *testing.T) {
+	s, err := profile.New(profile.Agents{
+		Default:  profile.Spec{WorkspaceMaxBytes: "1g", WorkspaceMaxFiles: 5000},
+		Profiles: map[string]profile.Spec{"small": {WorkspaceMaxBytes: "64MiB"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := s.Of("small"); p.WorkspaceMaxBytes != 64<<20 || p.WorkspaceMaxFiles != 5000 {
+		t.Errorf("small: %d bytes, %d files; want 64 MiB and the default's 5000", p.WorkspaceMaxBytes, p.WorkspaceMaxFiles)
+	}
+	if p := s.Default(); p.WorkspaceMaxBytes != 1<<30 || !s.BoundsWorkspaces() {
+		t.Errorf("default: %d bytes, bounds %v", p.WorkspaceMaxBytes, s.BoundsWorkspaces())
+	}
+	none, err := profile.New(profile.Agents{Profiles: map[string]profile.Spec{"a": {}}})
+	if err != nil || none.BoundsWorkspaces() || none.Default().WorkspaceMaxBytes != 0 {
+		t.Errorf("no bound configured: bounds %v, %v", none.BoundsWorkspaces(), err)
+	}
+	only, err := profile.New(profile.Agents{Profiles: map[string]profile.Spec{"a": {WorkspaceMaxBytes: "8m"}}})
+	if err != nil || !only.BoundsWorkspaces() {
+		t.Errorf("one listed profile bounded: bounds %v, %v", only != nil && only.BoundsWorkspaces(), err)
 	}
 }

@@ -25,6 +25,10 @@ func resolve(sp Spec) (Profile, error) {
 	if err != nil {
 		problems = append(problems, err)
 	}
+	quota, err := parseSize("workspace_max_bytes", sp.WorkspaceMaxBytes)
+	if err != nil {
+		problems = append(problems, err)
+	}
 	if sp.CPUs < 0 {
 		bad("cpus must be >= 0, got %g", sp.CPUs)
 	}
@@ -45,6 +49,9 @@ func resolve(sp Spec) (Profile, error) {
 		FilesTmp:         sp.FilesTmp != nil && *sp.FilesTmp,
 		Runtime:          sp.Runtime,
 		Pool:             Pool{Min: sp.Pool.Min, Max: orDefault(sp.Pool.Max, sp.Pool.Min)},
+
+		WorkspaceMaxBytes: quota,
+		WorkspaceMaxFiles: sp.WorkspaceMaxFiles,
 	}
 
 	if mem != 0 && mem < minMemoryBytes {
@@ -70,6 +77,18 @@ func resolve(sp Spec) (Profile, error) {
 		// The file API reaches /tmp through /proc/<pid>/root; under a runtime with a
 		// kernel of its own (gVisor), that is not the sandbox's /tmp.
 		bad("files_tmp needs the runc runtime, not %q", p.Runtime)
+	}
+	switch {
+	case quota != 0 && quota < MinWorkspaceBytes:
+		bad("workspace_max_bytes %q is below the least a workspace may get, %d MiB", sp.WorkspaceMaxBytes, MinWorkspaceBytes>>20)
+	case sp.WorkspaceMaxFiles < 0 || sp.WorkspaceMaxFiles > 1<<31:
+		bad("workspace_max_files must be 0 to 2^31, got %d", sp.WorkspaceMaxFiles)
+	case sp.WorkspaceMaxFiles != 0 && quota == 0:
+		bad("workspace_max_files needs workspace_max_bytes (the files are bounded by the workspace's image)")
+	case quota != 0 && sp.Pool.Min > 0:
+		// A pooled sandbox's folder is made before any chat claims it, and a claim renames
+		// it into place, which a mounted image does not allow.
+		bad("workspace_max_bytes cannot be combined with a pool (pool.min %d)", sp.Pool.Min)
 	}
 	if p.UID, p.GID, err = parseUser(p.User); err != nil {
 		problems = append(problems, err)

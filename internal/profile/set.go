@@ -100,3 +100,17 @@ func (s *Set) SandboxUser(agentID string) (uid, gid int) {
 	p := s.Of(agentID)
 	return p.UID, p.GID
 }
+
+// BoundsWorkspaces reports whether any profile bounds its workspaces
+// (WorkspaceMaxBytes), which the host must then be able to enforce.
+func (s *Set) BoundsWorkspaces() bool {
+	if s.def.WorkspaceMaxBytes > 0 {
+		return true
+	}
+	for _, p := range s.byAgent {
+		if p.WorkspaceMaxBytes > 0 {
+			return true
+		}
+	}
+	return false
+}

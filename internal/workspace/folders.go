@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -47,6 +48,11 @@ func (r *Root) Folders() ([]Folder, error) {
 			continue // gone meanwhile
 		}
 		folder := Folder{Path: filepath.Join(r.dir, name), ModTime: info.ModTime()}
+		// A bounded workspace's image changes whenever its files do, and once more when
+		// it is unmounted as its sandbox ends, whose mount hid the folder's own time.
+		if img, err := os.Lstat(filepath.Join(r.dir, ImagesDir, name+".img")); err == nil && img.ModTime().After(folder.ModTime) {
+			folder.ModTime = img.ModTime()
+		}
 		if id, err := uuid.Parse(name); err == nil && id.String() == name {
 			folder.ChatID = id
 		}
@@ -71,16 +77,29 @@ func (r *Root) Touch(path string, t time.Time) error {
 }
 
 // Remove removes the workspace folder path and everything in it, within the root (no
-// link on the way is followed). It reports false, and no error, when there was none.
-// Errors are Check's, or the removal's.
+// link on the way is followed), and its image if it has one (unmounted first). It
+// reports false, and no error, when there was neither. Errors are Check's, or the
+// removal's.
 func (r *Root) Remove(path string) (bool, error) {
 	rel, err := r.workspaceRel(path)
 	if err != nil {
 		return false, err
 	}
+	imaged := false
+	if r.HasImage(path) {
+		img, _, err := r.LockImage(path, true)
+		if err != nil {
+			return false, err
+		}
+		imaged, err = img.Remove()
+		img.Unlock()
+		if err != nil {
+			return false, err
+		}
+	}
 	fi, err := r.look(rel, true)
 	if err != nil || fi == nil {
-		return false, err
+		return imaged, err
 	}
 	root, err := r.open()
 	if err != nil {

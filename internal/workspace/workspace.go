@@ -214,6 +214,8 @@ func (r *Root) rel(path string) (string, error) {
 	case rel == PoolDir || strings.HasPrefix(rel, PoolDir+"/"):
 		// The pool's folders belong to sandboxes not yet handed out (see PoolDir).
 		return refuse("lies in the sandbox pool's folder " + filepath.Join(r.dir, PoolDir))
+	case rel == ImagesDir || strings.HasPrefix(rel, ImagesDir+"/"):
+		return refuse("lies in the workspace images' folder " + filepath.Join(r.dir, ImagesDir))
 	}
 	return rel, nil
 }
