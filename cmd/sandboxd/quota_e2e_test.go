@@ -20,6 +20,7 @@ import (
 
 	"github.com/sandboxd/sandboxd/client"
 	"github.com/sandboxd/sandboxd/internal/testing/loopfs"
+	"github.com/sandboxd/sandboxd/internal/testing/waitfor"
 	"github.com/sandboxd/sandboxd/internal/wsimage"
 )
 
@@ -196,6 +197,49 @@ func TestWorkspaceQuota(t *testing.T) {
 		}
 	}
 	_ = a
+}
+
+// The retention sweep removes a bounded workspace, image and all, once its sandbox has
+// ended longer ago than workspace.retention: its last use is when its image was last
+// written (unmounted), which the mount hid from the folder's own time.
+func TestBoundedWorkspaceRetention(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, "SANDBOXD_AGENTS_DEFAULT_WORKSPACE_MAX_BYTES=16m",
+		"SANDBOXD_WORKSPACE_RETENTION=5s", "SANDBOXD_SWEEP_INTERVAL=1s")
+	srv := w.start()
+	ctx := context.Background()
+	vol := w.cfg.VolumeRoot
+	chat := newChat()
+	folder, image := filepath.Join(vol, chat), filepath.Join(vol, ".images", chat+".img")
+	if _, _, err := srv.api.Create(ctx, chat, client.CreateBody{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.api.Upload(ctx, chat, "f", strings.NewReader("x")); err != nil {
+		t.Fatal(err)
+	}
+	// Older than the retention on its own: only the image's time keeps it.
+	old := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(folder, old, old); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.api.Delete(ctx, chat); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(folder, old, old); err != nil { // the unmounted folder's own
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second) // two sweeps
+	if _, err := os.Stat(image); err != nil {
+		t.Fatalf("the image went before its retention: %v\n%s", err, srv.log())
+	}
+	waitfor.True(t, 30*time.Second, "the bounded workspace removed by retention", func() bool {
+		_, errF := os.Lstat(folder)
+		_, errI := os.Lstat(image)
+		return errors.Is(errF, fs.ErrNotExist) && errors.Is(errI, fs.ErrNotExist)
+	})
+	if mountedImage(t, vol, folder) != "" {
+		t.Error("still mounted after retention")
+	}
 }
 
 // A profile that asks for a bound the host cannot enforce (here: no mkfs.ext4 in PATH)

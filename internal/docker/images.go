@@ -50,11 +50,21 @@ func (r *Runtime) bounded(chatID uuid.UUID, volume string, prof profile.Profile)
 	return prof.WorkspaceMaxBytes > 0 || r.root.HasImage(volume)
 }
 
-// refuseProvided refuses a caller-provided folder for a profile that bounds workspaces.
+// refuseProvided refuses a caller-provided folder for a profile that bounds workspaces,
+// and a provided folder that is another chat's bounded workspace under any profile: its
+// files live in an image that the other chat's next sandbox mounts over whatever this one
+// would write.
 func (r *Runtime) refuseProvided(chatID uuid.UUID, volume string, prof profile.Profile) error {
-	if prof.WorkspaceMaxBytes > 0 && volume != r.root.Derive(chatID) {
+	if volume == r.root.Derive(chatID) {
+		return nil
+	}
+	if prof.WorkspaceMaxBytes > 0 {
 		return fmt.Errorf("the profile bounds workspaces to %d bytes (workspace_max_bytes), which only the folder sandboxd makes for the chat can be: name no volume_host_path: %w",
 			prof.WorkspaceMaxBytes, sandbox.ErrInvalid)
+	}
+	if r.root.HasImage(volume) {
+		return fmt.Errorf("workspace folder %s is a bounded workspace (its files are in an image) and cannot be provided to another chat: %w",
+			volume, sandbox.ErrInvalid)
 	}
 	return nil
 }

@@ -192,3 +192,30 @@ func TestNewRefusesABoundItCannotEnforce(t *testing.T) {
 		t.Errorf("New without mkfs = %v, want a refusal naming the key and the tool", err)
 	}
 }
+
+// A chat's bounded folder cannot be provided to another chat, even under a profile
+// without a bound: its files are in the image, which the owner's next sandbox mounts.
+func TestABoundedFolderIsNoOtherChatsWorkspace(t *testing.T) {
+	boundedEnv(t) // skips or fails where images cannot be made
+	e := newEnv(t, func(c *docker.Config) {
+		c.Profiles = testProfiles(t, profile.Agents{
+			Default:  profile.Spec{Image: dockertest.ImageRef},
+			Profiles: map[string]profile.Spec{"bounded": {WorkspaceMaxBytes: "16m"}},
+		})
+	})
+	ctx := context.Background()
+	spec := newSpec("")
+	spec.AgentID = "bounded"
+	owner := e.create(t, spec)
+	if err := e.rt.Stop(ctx, owner.ContainerID); err != nil {
+		t.Fatal(err)
+	}
+	other := newSpec(owner.VolumeHostPath)
+	if _, err := e.rt.Admit(ctx, other.ChatID, "", owner.VolumeHostPath); !errors.Is(err, sandbox.ErrInvalid) || !strings.Contains(err.Error(), "bounded workspace") {
+		t.Errorf("Admit of another chat's bounded folder = %v, want ErrInvalid", err)
+	}
+	if _, err := e.rt.Create(ctx, other); !errors.Is(err, sandbox.ErrInvalid) {
+		t.Errorf("Create on another chat's bounded folder = %v, want ErrInvalid", err)
+	}
+	e.assertNoContainers(t)
+}

@@ -50,6 +50,10 @@ func (r *Root) LockImage(path string, wait bool) (*Image, bool, error) {
 	if fi, err := os.Lstat(r.ImagesDir()); err != nil || !fi.IsDir() {
 		return nil, false, fmt.Errorf("workspace: %s is not a folder (%v)", r.ImagesDir(), err)
 	}
+	// A workspace deeper in the root (<tenant>/<chat>) has its image as deep in .images.
+	if err := os.MkdirAll(filepath.Dir(base), 0o700); err != nil {
+		return nil, false, fmt.Errorf("workspace: %w", err)
+	}
 	f, err := os.OpenFile(base+".lock", os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return nil, false, fmt.Errorf("workspace: %w", err)
