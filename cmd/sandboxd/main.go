@@ -170,6 +170,7 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 		Adopt:              cfg.Adopt,
 		ForceMassRemoval:   cfg.Reconcile.Force,
 		Executor:           rt,
+		Terminals:          rt,
 		Files:              files,
 		ExtendOnActivity:   profiles.ExtendsOnActivity,
 		TTL:                cfg.TTL,

@@ -14,6 +14,7 @@ import (
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/api/pkg/stdcopy"
+	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
 
 	"github.com/sandboxd/sandboxd/internal/execwrap"
@@ -51,18 +52,9 @@ func (r *Runtime) Exec(ctx context.Context, containerID string, cmd lifecycle.Ex
 	if len(cmd.Cmd) == 0 || cmd.Cmd[0] == "" {
 		return -1, fmt.Errorf("docker: exec in %s: empty command: %w", containerID, sandbox.ErrInvalid)
 	}
-	env, err := execwrap.Env(cmd.Env)
-	if err != nil {
-		return -1, fmt.Errorf("docker: exec in %s: %w", containerID, err)
-	}
-	token := rand.Text()
-	env = append(env, execwrap.TokenVar+"="+token)
-	c, err := r.ownedContainer(ctx, containerID)
+	c, env, token, err := r.execTarget(ctx, containerID, cmd.Env)
 	if err != nil {
 		return -1, err
-	}
-	if c.State == nil || !c.State.Running {
-		return -1, fmt.Errorf("docker: exec in %s: not running: %w", containerID, sandbox.ErrNotFound)
 	}
 	// The container's own user and folder, as it was made: its profile may have changed
 	// since, the sandbox has not.
@@ -103,21 +95,48 @@ func (r *Runtime) Exec(ctx context.Context, containerID string, cmd lifecycle.Ex
 		copied <- err
 	}()
 
+	return r.await(ctx, containerID, user, token, created.ID, header, copied)
+}
+
+// await waits for the end of the exec execID, whose output is being copied through header
+// (copied receives the copy's end), and returns its exit code; when ctx ends first, or
+// the output cannot be delivered, it kills the command and all it started.
+func (r *Runtime) await(ctx context.Context, containerID, user, token, execID string, header *execwrap.HeaderWriter, copied chan error) (int, error) {
 	select {
 	case err := <-copied:
 		switch {
-		case err != nil:
+		case err != nil && ctx.Err() == nil:
 			err = fmt.Errorf("docker: exec in %s: output: %w", containerID, err)
 		case ctx.Err() != nil:
 			err = ctx.Err()
 		default:
-			return r.finished(ctx, containerID, user, token, created.ID, header)
+			return r.finished(ctx, containerID, user, token, execID, header)
 		}
 		// Its output is lost or its caller gone: what is left of it must not run on.
 		return -1, errors.Join(err, r.kill(containerID, user, token, header, nil))
 	case <-ctx.Done():
 		return -1, errors.Join(ctx.Err(), r.kill(containerID, user, token, header, copied))
 	}
+}
+
+// execTarget checks that containerID is a running sandbox of this service and returns it
+// with the environment of a command to run in it: env, and a fresh kill token (the
+// token's value is returned too).
+func (r *Runtime) execTarget(ctx context.Context, containerID string, env map[string]string) (container.InspectResponse, []string, string, error) {
+	list, err := execwrap.Env(env)
+	if err != nil {
+		return container.InspectResponse{}, nil, "", fmt.Errorf("docker: exec in %s: %w", containerID, err)
+	}
+	token := rand.Text()
+	list = append(list, execwrap.TokenVar+"="+token)
+	c, err := r.ownedContainer(ctx, containerID)
+	if err != nil {
+		return container.InspectResponse{}, nil, "", err
+	}
+	if c.State == nil || !c.State.Running {
+		return container.InspectResponse{}, nil, "", fmt.Errorf("docker: exec in %s: not running: %w", containerID, sandbox.ErrNotFound)
+	}
+	return c, list, token, nil
 }
 
 // execWorkdir is where a command runs: the container's working folder (its workspace

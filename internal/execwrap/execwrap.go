@@ -139,7 +139,8 @@ type HeaderWriter struct {
 	w    io.Writer
 	buf  []byte
 	done bool
-	line chan string // receives the first line, once
+	line chan string   // receives the first line, once
+	came chan struct{} // closed once the first line has come
 
 	mu   sync.Mutex
 	seen *string
@@ -147,7 +148,7 @@ type HeaderWriter struct {
 
 // NewHeaderWriter returns a HeaderWriter that passes all but the first line on to w.
 func NewHeaderWriter(w io.Writer) *HeaderWriter {
-	return &HeaderWriter{w: w, line: make(chan string, 1)}
+	return &HeaderWriter{w: w, line: make(chan string, 1), came: make(chan struct{})}
 }
 
 // MaxHeader is longer than any first line the wrapper prints; an engine's error message
@@ -178,12 +179,17 @@ func (h *HeaderWriter) Write(p []byte) (int, error) {
 
 func (h *HeaderWriter) publish() {
 	h.done = true
-	s := string(h.buf)
+	// On a terminal the line ends in "\r\n" (the line discipline's onlcr).
+	s := strings.TrimSuffix(string(h.buf), "\r")
 	h.mu.Lock()
 	h.seen = &s
 	h.mu.Unlock()
 	h.line <- s
+	close(h.came)
 }
+
+// Came is closed once the first line has come whole (without taking it from Line).
+func (h *HeaderWriter) Came() <-chan struct{} { return h.came }
 
 // Line receives the first line once it has come whole.
 func (h *HeaderWriter) Line() <-chan string { return h.line }

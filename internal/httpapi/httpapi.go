@@ -46,6 +46,7 @@ type Sandboxes interface {
 	List(ctx context.Context, filter lifecycle.ListFilter) ([]sandbox.Session, error)
 
 	Exec(ctx context.Context, req lifecycle.ExecRequest) (lifecycle.ExecResult, error)
+	Terminal(ctx context.Context, req lifecycle.TerminalRequest) (int, error)
 	Keepalive(ctx context.Context, chatID uuid.UUID, ttl time.Duration) (sandbox.Session, error)
 	WriteFile(ctx context.Context, chatID uuid.UUID, path string, r io.Reader) (lifecycle.FileInfo, error)
 	OpenFile(ctx context.Context, chatID uuid.UUID, path string) (io.ReadCloser, lifecycle.FileInfo, error)
@@ -215,6 +216,7 @@ func New(cfg Config) (http.Handler, error) {
 	s.registerSandbox(v1)
 	s.registerSandboxes(v1)
 	s.registerExec(v1)
+	s.registerTerminal(v1)
 	s.registerFiles(v1)
 	s.registerKeepalive(v1)
 	s.registerWorkspace(v1)
@@ -387,6 +389,11 @@ func authenticate(next http.Handler, keys []tokenKey) http.Handler {
 			return
 		}
 		scheme, token, found := strings.Cut(r.Header.Get("Authorization"), " ")
+		if !found && r.Header.Get("Authorization") == "" {
+			// A browser's WebSocket offers its token as a subprotocol (terminal.go).
+			token, found = tokenFromProtocols(r)
+			scheme = "Bearer"
+		}
 		if !found || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(token) == "" {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="sandboxd"`)
 			writeProblem(w, http.StatusUnauthorized, "missing bearer token: send Authorization: Bearer <token>")

@@ -119,20 +119,11 @@ func (s *Service) exec(ctx context.Context, span trace.Span, req ExecRequest) (E
 	if err != nil {
 		return ExecResult{}, Failed, fmt.Errorf("exec: %w", err)
 	}
-	// By session: commands still running in a sandbox that was replaced do not count
-	// against its successor.
-	if !s.execSlots.take(session.ID) {
-		return ExecResult{}, execBusy, fmt.Errorf("exec: sandbox %s of chat %s runs %d commands already, the most it may at once: %w",
-			session.ContainerID, req.ChatID, s.execSlots.max, sandbox.ErrBusy)
+	release, outcome, err := s.takeExecSlot(session)
+	if err != nil {
+		return ExecResult{}, outcome, fmt.Errorf("exec: %w", err)
 	}
-	defer s.execSlots.give(session.ID)
-	if max := s.tenants[session.TenantOf()].MaxExecConcurrent; max > 0 {
-		if !s.tenantExec.takeUpTo(session.TenantOf(), max) {
-			return ExecResult{}, execLimited, fmt.Errorf("exec: tenant %s runs %d commands already, the most it may at once: %w",
-				session.TenantOf(), max, sandbox.ErrLimit)
-		}
-		defer s.tenantExec.give(session.TenantOf())
-	}
+	defer release()
 	span.SetAttributes(
 		attribute.String("session.id", session.ID.String()),
 		attribute.String("container.id", session.ContainerID))
@@ -159,6 +150,27 @@ func (s *Service) exec(ctx context.Context, span trace.Span, req ExecRequest) (E
 		return ExecResult{}, Failed, fmt.Errorf("exec in %s: %w", session.ContainerID, err)
 	}
 	return res, execCompleted, nil
+}
+
+// takeExecSlot reserves one of the commands the session's sandboxes and its tenant may
+// run at once (a terminal is one), or says which bound refused it.
+func (s *Service) takeExecSlot(session sandbox.Session) (release func(), _ Outcome, _ error) {
+	// By session: commands still running in a sandbox that was replaced do not count
+	// against its successor.
+	if !s.execSlots.take(session.ID) {
+		return nil, execBusy, fmt.Errorf("sandbox %s of chat %s runs %d commands already, the most it may at once: %w",
+			session.ContainerID, session.ChatID, s.execSlots.max, sandbox.ErrBusy)
+	}
+	tenant := session.TenantOf()
+	if max := s.tenants[tenant].MaxExecConcurrent; max > 0 {
+		if !s.tenantExec.takeUpTo(tenant, max) {
+			s.execSlots.give(session.ID)
+			return nil, execLimited, fmt.Errorf("tenant %s runs %d commands already, the most it may at once: %w",
+				tenant, max, sandbox.ErrLimit)
+		}
+		return func() { s.tenantExec.give(tenant); s.execSlots.give(session.ID) }, "", nil
+	}
+	return func() { s.execSlots.give(session.ID) }, "", nil
 }
 
 // outputCap drops output past a shared budget of bytes and remembers that it did.

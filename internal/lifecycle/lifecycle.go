@@ -55,6 +55,7 @@ type Config struct {
 
 	Admitter  Admitter  // checks create requests; nil accepts them as they are
 	Executor  Executor  // needed by Exec only
+	Terminals Terminals // needed by Terminal only
 	Files     Files     // needed by the file use cases only
 	Inventory Inventory // needed by Reconcile only
 	// Workspaces, needed by DeleteWorkspace and SweepWorkspaces, also hears when each
@@ -134,6 +135,7 @@ type Service struct {
 	ttl       time.Duration
 	admitter  Admitter
 	executor  Executor
+	terminals Terminals
 	files     Files
 	inventory Inventory
 	binding   Binding
@@ -267,7 +269,7 @@ func New(cfg Config) (*Service, error) {
 	}
 	s := &Service{
 		store: cfg.Store, locker: cfg.Locker, runtime: cfg.Runtime, ttl: cfg.TTL,
-		admitter: cfg.Admitter, executor: cfg.Executor, files: cfg.Files, inventory: cfg.Inventory,
+		admitter: cfg.Admitter, executor: cfg.Executor, terminals: cfg.Terminals, files: cfg.Files, inventory: cfg.Inventory,
 		binding: cfg.Binding, adopt: cfg.Adopt, forceMass: cfg.ForceMassRemoval,
 		workspaces: cfg.Workspaces, workspaceRetention: cfg.WorkspaceRetention, removeProvided: cfg.RemoveProvidedWorkspaces,
 		clock: cfg.Clock, newID: cfg.NewID, log: cfg.Logger,

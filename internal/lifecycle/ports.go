@@ -218,3 +218,24 @@ type Files interface {
 	OpenFile(ctx context.Context, s sandbox.Session, path string) (io.ReadCloser, FileInfo, error)
 	ListDir(ctx context.Context, s sandbox.Session, path string) ([]FileInfo, error)
 }
+
+// TermSize is a terminal's size in character cells.
+type TermSize struct{ Cols, Rows uint16 }
+
+// TerminalIO is what an interactive session reads and writes.
+type TerminalIO struct {
+	Stdin  io.Reader       // what is typed; an error or EOF from it does not end the session
+	Stdout io.Writer       // the terminal's output as it comes (stdout and stderr are one on a terminal)
+	Size   TermSize        // the size the terminal starts with (zero: the runtime's default)
+	Resize <-chan TermSize // later sizes; nil: none
+}
+
+// Terminals opens interactive shells in sandboxes on a pseudo-terminal: the engine's exec
+// with a TTY (docker), and later a pod's exec or the in-sandbox agent.
+type Terminals interface {
+	// Terminal runs a shell as the sandbox's user on a pseudo-terminal in the container
+	// until it exits, and returns its exit code. When ctx ends first, Terminal kills the
+	// shell and everything it started before it returns ctx's error. A sandbox that ends
+	// ends the session. Errors as Executor.Exec's.
+	Terminal(ctx context.Context, containerID string, t TerminalIO) (exitCode int, err error)
+}

@@ -1,0 +1,119 @@
+package docker
+
+import (
+	"context"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/moby/moby/client"
+
+	"github.com/sandboxd/sandboxd/internal/execwrap"
+	"github.com/sandboxd/sandboxd/internal/lifecycle"
+)
+
+var _ lifecycle.Terminals = (*Runtime)(nil)
+
+// Shell is the program a terminal runs, and TermEnv the terminal type it is told.
+const (
+	Shell   = "/bin/sh"
+	TermEnv = "xterm-256color"
+)
+
+// defaultTermSize is a terminal's size when the caller gives none.
+var defaultTermSize = lifecycle.TermSize{Cols: 80, Rows: 24}
+
+// Terminal runs Shell as the sandbox's user in its workspace on a pseudo-terminal (the
+// engine's exec with a TTY) until it exits, and returns its exit code. What t.Stdin gives
+// is typed into it once the shell has started (typed earlier, the terminal's echo would
+// mix with the wrapper's first line); t.Resize resizes it. Like Exec it runs through the
+// wrapper of package execwrap, so when ctx ends first, or the output cannot be delivered,
+// the shell and everything it started are killed before Terminal returns. A container
+// that stops ends the output, and so the session.
+//
+// Terminal does not wait for a Read of t.Stdin that blocks: the caller ends it (closes
+// its pipe, say) after Terminal returns.
+func (r *Runtime) Terminal(ctx context.Context, containerID string, t lifecycle.TerminalIO) (int, error) {
+	c, env, token, err := r.execTarget(ctx, containerID, map[string]string{"TERM": TermEnv})
+	if err != nil {
+		return -1, err
+	}
+	size := t.Size
+	if size.Cols == 0 || size.Rows == 0 {
+		size = defaultTermSize
+	}
+	console := client.ConsoleSize{Height: uint(size.Rows), Width: uint(size.Cols)}
+	user := c.Config.User
+	created, err := r.cli.ExecCreate(ctx, containerID, client.ExecCreateOptions{
+		User:         user,
+		WorkingDir:   c.Config.WorkingDir,
+		Env:          env,
+		TTY:          true,
+		ConsoleSize:  console,
+		AttachStdin:  true,
+		AttachStdout: true,
+		AttachStderr: true,
+		Cmd:          []string{"/bin/sh", "-c", execwrap.Wrapper, "sandboxd-exec", Shell},
+	})
+	if err != nil {
+		return -1, execError(containerID, err)
+	}
+	att, err := r.cli.ExecAttach(ctx, created.ID, client.ExecAttachOptions{TTY: true, ConsoleSize: console})
+	if err != nil {
+		return -1, execError(containerID, err)
+	}
+	done := make(chan struct{})
+	var resizing sync.WaitGroup
+	defer func() {
+		close(done)
+		att.Close()
+		resizing.Wait()
+	}()
+	// A terminal's output is one raw stream (no stdout/stderr frames).
+	header := execwrap.NewHeaderWriter(orDiscard(t.Stdout))
+	copied := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(header, att.Reader)
+		copied <- err
+	}()
+	go func() {
+		select {
+		case <-header.Came():
+		case <-done:
+			return
+		}
+		if t.Stdin != nil {
+			_, _ = io.Copy(att.Conn, t.Stdin)
+		}
+	}()
+	resizing.Go(func() {
+		// The engine may not apply the size asked at its start (the exec is not running
+		// yet, or the API ignores it): set it once the exec runs, as docker's CLI does.
+		for wait := 10 * time.Millisecond; wait < 2*time.Second; wait *= 2 {
+			if _, err := r.cli.ExecResize(ctx, created.ID, client.ExecResizeOptions(console)); err == nil {
+				break
+			}
+			select {
+			case <-done:
+				return
+			case <-time.After(wait):
+			}
+		}
+		if t.Resize == nil {
+			return
+		}
+		for {
+			select {
+			case <-done:
+				return
+			case sz := <-t.Resize:
+				if sz.Cols == 0 || sz.Rows == 0 {
+					continue
+				}
+				// A failed resize leaves the old size; the session goes on.
+				_, _ = r.cli.ExecResize(ctx, created.ID, client.ExecResizeOptions{Height: uint(sz.Rows), Width: uint(sz.Cols)})
+			}
+		}
+	})
+	return r.await(ctx, containerID, user, token, created.ID, header, copied)
+}
