@@ -129,7 +129,8 @@ func TestTerminalOverWebSocket(t *testing.T) {
 		t.Fatalf("no token: %v %v, want 401", resp, err)
 	}
 	if _, resp, err := dialTerminal(t, srv.base, chat, otherTenantToken, "", true); err == nil || resp == nil || resp.StatusCode != http.StatusNotFound {
-		b, _ := io.ReadAll(resp.Body); t.Fatalf("another tenant's token: %v %v %s, want 404", resp, err, b)
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("another tenant's token: %v %v %s, want 404", resp, err, b)
 	}
 
 	term, _, err := dialTerminal(t, srv.base, chat, token, "?cols=100&rows=30", true)
