@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -81,6 +82,7 @@ func hostConfig(p profile.Profile, volume string) *container.HostConfig {
 		CgroupnsMode:   container.CgroupnsModePrivate,
 		Init:           &yes,
 		Tmpfs:          map[string]string{"/tmp": fmt.Sprintf("rw,nosuid,nodev,size=%d,mode=1777", p.TmpfsBytes)},
+		LogConfig:      logConfig(p),
 		Resources: container.Resources{
 			Memory:     p.MemoryBytes,
 			MemorySwap: p.MemoryBytes, // swap equal to memory: no swap at all
@@ -96,6 +98,18 @@ func hostConfig(p profile.Profile, volume string) *container.HostConfig {
 			BindOptions: &mount.BindOptions{Propagation: mount.PropagationPrivate, NonRecursive: true},
 		}},
 	}
+}
+
+// logConfig is the profile's log: what the engine keeps of the sandbox's init's output,
+// bounded (never the engine's default, which may keep everything).
+func logConfig(p profile.Profile) container.LogConfig {
+	if p.LogDriver == profile.LogNone {
+		return container.LogConfig{Type: profile.LogNone}
+	}
+	return container.LogConfig{Type: p.LogDriver, Config: map[string]string{
+		"max-size": strconv.FormatInt(p.LogMaxBytes, 10),
+		"max-file": strconv.Itoa(p.LogMaxFiles),
+	}}
 }
 
 // CreateOptions returns what Create asks the engine for when it makes the sandbox of spec

@@ -26,6 +26,25 @@ const (
 	DefaultWorkspace   = "/workspace"
 	DefaultUser        = "1000:1000"
 	DefaultTmpfsBytes  = 64 << 20
+	// A sandbox's output to its init's stdout and stderr goes to the engine's log: by
+	// default json-file, at most 2 files of 1 MiB.
+	DefaultLogDriver   = LogJSONFile
+	DefaultLogMaxBytes = 1 << 20
+	DefaultLogMaxFiles = 2
+)
+
+// The log drivers a profile may name: those that keep the log on the engine's host
+// bounded by size (json-file, local) or keep nothing (none).
+const (
+	LogJSONFile = "json-file"
+	LogLocal    = "local"
+	LogNone     = "none"
+)
+
+// Bounds of a profile's log: a typo must not let one sandbox fill the host's disk.
+const (
+	MaxLogBytes = 1 << 30
+	MaxLogFiles = 100
 )
 
 // MaxPool bounds a pool's size: a typo must not start thousands of containers.
@@ -87,6 +106,10 @@ type Spec struct {
 	// inode count, which mkfs rounds to its inode tables); 0: mkfs's default for the size.
 	// Only with WorkspaceMaxBytes.
 	WorkspaceMaxFiles int64 `koanf:"workspace_max_files"`
+	// Log bounds what the engine keeps of the sandbox's init's output (what it writes to
+	// /proc/1/fd/1 and 2): each field unset takes the default profile's, then the
+	// Default... one.
+	Log Log `koanf:"log"`
 	// Pool is the profile's warm pool of pre-started sandboxes. Unlike the other fields
 	// it is not taken from the default profile: every pool is sized on its own.
 	Pool Pool `koanf:"pool"`
@@ -104,6 +127,14 @@ type Egress struct {
 	Allow []string `koanf:"allow"`
 	// Deny names destinations refused even when Allow names them (checked first).
 	Deny []string `koanf:"deny"`
+}
+
+// Log is the engine's log of a sandbox: driver json-file or local, rotated at MaxSize
+// (a size such as "1m") and keeping MaxFile files, or none.
+type Log struct {
+	Driver  string `koanf:"driver"`
+	MaxSize string `koanf:"max_size"`
+	MaxFile int    `koanf:"max_file"`
 }
 
 // Pool sizes a profile's warm pool. Min 0 (the default): no pool.
@@ -142,6 +173,11 @@ type Profile struct {
 	// chat (0: no bound): its file system image's size and inode count.
 	WorkspaceMaxBytes int64
 	WorkspaceMaxFiles int64
+	// LogDriver is the engine's log driver (LogJSONFile, LogLocal or LogNone); the log
+	// is rotated at LogMaxBytes and keeps LogMaxFiles files (both 0 with LogNone).
+	LogDriver   string
+	LogMaxBytes int64
+	LogMaxFiles int
 }
 
 // MinWorkspaceBytes is the smallest workspace_max_bytes: below it an ext4 image's own
@@ -168,6 +204,11 @@ func (p Spec) Over(base Spec) Spec {
 	}
 	fill(&p.WorkspaceMaxBytes, base.WorkspaceMaxBytes)
 	fill(&p.WorkspaceMaxFiles, base.WorkspaceMaxFiles)
+	fill(&p.Log.Driver, base.Log.Driver)
+	if p.Log.Driver != LogNone { // a profile that keeps no log takes no sizes
+		fill(&p.Log.MaxSize, base.Log.MaxSize)
+		fill(&p.Log.MaxFile, base.Log.MaxFile)
+	}
 	p.Env = mergeMaps(base.Env, p.Env)
 	return p
 }

@@ -19,6 +19,7 @@ func TestDefaults(t *testing.T) {
 	want := profile.Profile{
 		Image: profile.DefaultImage, MemoryBytes: 512 << 20, NanoCPUs: 1e9, PIDs: 256, Network: "none",
 		Workspace: "/workspace", User: "1000:1000", UID: 1000, GID: 1000, TmpfsBytes: 64 << 20,
+		LogDriver: "json-file", LogMaxBytes: 1 << 20, LogMaxFiles: 2,
 	}
 	if got := s.Default(); !reflect.DeepEqual(got, want) {
 		t.Errorf("default profile = %+v\nwant %+v", got, want)
@@ -31,9 +32,10 @@ func TestMergingAndLookup(t *testing.T) {
 	on, off := true, false
 	s, err := profile.New(profile.Agents{
 		Default: profile.Spec{Image: "base:1", Memory: "256m", CPUs: 0.5, User: "2000", Env: map[string]string{"A": "1", "B": "base"},
-			ExtendOnActivity: &on, Pool: profile.Pool{Min: 2, Max: 4}},
+			ExtendOnActivity: &on, Pool: profile.Pool{Min: 2, Max: 4}, Log: profile.Log{Driver: "local", MaxSize: "4m"}},
 		Profiles: map[string]profile.Spec{
-			"claude.v2": {Image: "claude:2", Env: map[string]string{"B": "own"}, ExtendOnActivity: &off, Pool: profile.Pool{Min: 1}},
+			"claude.v2": {Image: "claude:2", Env: map[string]string{"B": "own"}, ExtendOnActivity: &off, Pool: profile.Pool{Min: 1},
+				Log: profile.Log{MaxFile: 5}},
 		},
 		RefuseUnknown: true,
 	})
@@ -47,7 +49,7 @@ func TestMergingAndLookup(t *testing.T) {
 	want := profile.Profile{
 		Image: "claude:2", MemoryBytes: 256 << 20, NanoCPUs: 5e8, PIDs: 256, Network: "none",
 		Env: map[string]string{"A": "1", "B": "own"}, Workspace: "/workspace", User: "2000", UID: 2000, GID: 2000,
-		TmpfsBytes: 64 << 20, Pool: profile.Pool{Min: 1, Max: 1},
+		TmpfsBytes: 64 << 20, LogDriver: "local", LogMaxBytes: 4 << 20, LogMaxFiles: 5, Pool: profile.Pool{Min: 1, Max: 1},
 	}
 	if !reflect.DeepEqual(p, want) {
 		t.Errorf("claude.v2 = %+v\nwant %+v", p, want)
@@ -77,6 +79,23 @@ func TestMergingAndLookup(t *testing.T) {
 	}
 	if p, err := lenient.Lookup("stranger"); err != nil || p.Image != profile.DefaultImage {
 		t.Errorf("unknown agent without refuse_unknown: %+v, %v; want the default profile", p, err)
+	}
+}
+
+// A profile may keep no log at all.
+func TestNoLog(t *testing.T) {
+	s, err := profile.New(profile.Agents{
+		Default:  profile.Spec{Log: profile.Log{MaxSize: "4m", MaxFile: 3}},
+		Profiles: map[string]profile.Spec{"quiet": {Log: profile.Log{Driver: "none"}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := s.Of("quiet"); p.LogDriver != profile.LogNone || p.LogMaxBytes != 0 || p.LogMaxFiles != 0 {
+		t.Errorf("quiet = %+v, want log driver none", p)
+	}
+	if p := s.Default(); p.LogDriver != profile.LogJSONFile || p.LogMaxBytes != 4<<20 || p.LogMaxFiles != 3 {
+		t.Errorf("default profile's log %q %d %d, want json-file of 3 files of 4 MiB", p.LogDriver, p.LogMaxBytes, p.LogMaxFiles)
 	}
 }
 
@@ -110,6 +129,12 @@ func TestNewRefusesUnsafeProfiles(t *testing.T) {
 		"files without bytes":    {profile.Spec{WorkspaceMaxFiles: 10}, "workspace_max_files needs workspace_max_bytes"},
 		"negative files":         {profile.Spec{WorkspaceMaxBytes: "1g", WorkspaceMaxFiles: -1}, "workspace_max_files must be"},
 		"bounded pool":           {profile.Spec{WorkspaceMaxBytes: "1g", Pool: profile.Pool{Min: 1}}, "cannot be combined with a pool"},
+		"unbounded log driver":   {profile.Spec{Log: profile.Log{Driver: "syslog"}}, `log driver "syslog"`},
+		"bad log size":           {profile.Spec{Log: profile.Log{MaxSize: "big"}}, `log max_size "big"`},
+		"log over the bound":     {profile.Spec{Log: profile.Log{MaxSize: "2g"}}, `log max_size "2g" is over 1024 MiB`},
+		"no log file":            {profile.Spec{Log: profile.Log{MaxFile: -1}}, "log max_file -1"},
+		"too many log files":     {profile.Spec{Log: profile.Log{MaxFile: 101}}, "log max_file 101"},
+		"sizes without a log":    {profile.Spec{Log: profile.Log{Driver: "none", MaxFile: 3}}, "log driver none keeps nothing"},
 	} {
 		_, err := profile.New(profile.Agents{Default: c.spec})
 		if err == nil || !strings.Contains(err.Error(), "agents.default: ") || !strings.Contains(err.Error(), c.want) {

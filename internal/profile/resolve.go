@@ -29,6 +29,10 @@ func resolve(sp Spec) (Profile, error) {
 	if err != nil {
 		problems = append(problems, err)
 	}
+	logBytes, err := parseSize("log max_size", sp.Log.MaxSize)
+	if err != nil {
+		problems = append(problems, err)
+	}
 	if sp.CPUs < 0 {
 		bad("cpus must be >= 0, got %g", sp.CPUs)
 	}
@@ -48,10 +52,29 @@ func resolve(sp Spec) (Profile, error) {
 		ExtendOnActivity: sp.ExtendOnActivity != nil && *sp.ExtendOnActivity,
 		FilesTmp:         sp.FilesTmp != nil && *sp.FilesTmp,
 		Runtime:          sp.Runtime,
+		LogDriver:        orDefault(sp.Log.Driver, DefaultLogDriver),
+		LogMaxBytes:      orDefault(logBytes, DefaultLogMaxBytes),
+		LogMaxFiles:      orDefault(sp.Log.MaxFile, DefaultLogMaxFiles),
 		Pool:             Pool{Min: sp.Pool.Min, Max: orDefault(sp.Pool.Max, sp.Pool.Min)},
 
 		WorkspaceMaxBytes: quota,
 		WorkspaceMaxFiles: sp.WorkspaceMaxFiles,
+	}
+	switch p.LogDriver {
+	case LogJSONFile, LogLocal:
+		if p.LogMaxBytes > MaxLogBytes {
+			bad("log max_size %q is over %d MiB", sp.Log.MaxSize, MaxLogBytes>>20)
+		}
+		if p.LogMaxFiles < 1 || p.LogMaxFiles > MaxLogFiles {
+			bad("log max_file %d: want 1 to %d", sp.Log.MaxFile, MaxLogFiles)
+		}
+	case LogNone:
+		if sp.Log.MaxSize != "" || sp.Log.MaxFile != 0 {
+			bad("log driver none keeps nothing: max_size and max_file do not apply")
+		}
+		p.LogMaxBytes, p.LogMaxFiles = 0, 0
+	default:
+		bad("log driver %q: use %s or %s (bounded on the host) or %s", p.LogDriver, LogJSONFile, LogLocal, LogNone)
 	}
 
 	if mem != 0 && mem < minMemoryBytes {
