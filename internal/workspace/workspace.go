@@ -19,6 +19,7 @@ import (
 	"syscall"
 
 	"github.com/google/uuid"
+	"golang.org/x/sys/unix"
 
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 )
@@ -99,27 +100,54 @@ func (r *Root) Ensure(path string, uid, gid int) (string, error) {
 	if _, err := r.look(rel, true); err != nil {
 		return "", err
 	}
-	root, err := r.open()
-	if err != nil {
-		return "", err
-	}
-	defer root.Close()
-	switch err := root.Mkdir(rel, 0o700); {
+	switch err := r.mkdir(rel, uid, gid); {
 	case errors.Is(err, fs.ErrExist):
 		// Made earlier: the check below says whether it is still acceptable.
 	case err != nil:
 		return "", fmt.Errorf("workspace: create %s: %w", path, err)
-	default:
-		if uid >= 0 && (uid != os.Geteuid() || gid != os.Getegid()) {
-			if err := root.Lchown(rel, uid, gid); err != nil {
-				return "", fmt.Errorf("workspace: hand %s to %d:%d: %w", path, uid, gid, err)
-			}
-		}
 	}
 	if uid < 0 {
 		return r.Check(path)
 	}
 	return r.CheckFor(path, User{UID: uid, GID: gid}) // one made earlier may be another's
+}
+
+// mkdir makes the folder name (mode 0700) of uid:gid (negative: of this process), never
+// visible with another owner: a concurrent admission of the same chat must not find a
+// folder its sandbox user cannot write in. The folder is made and handed over under a
+// name of sandboxd's own (a leading ".", which no workspace has), then renamed into place
+// without replacing anything; an error matching fs.ErrExist says name exists.
+func (r *Root) mkdir(name string, uid, gid int) error {
+	root, err := r.open()
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	if uid < 0 || (uid == os.Geteuid() && gid == os.Getegid()) {
+		return root.Mkdir(name, 0o700)
+	}
+	if _, err := root.Lstat(name); err == nil {
+		return fs.ErrExist
+	}
+	tmp := ".new-" + name + "-" + uuid.NewString()[:8]
+	if err := root.Mkdir(tmp, 0o700); err != nil {
+		return err
+	}
+	if err := root.Lchown(tmp, uid, gid); err != nil {
+		_ = root.Remove(tmp)
+		return fmt.Errorf("hand it to %d:%d: %w", uid, gid, err)
+	}
+	rootFD, err := unix.Open(r.dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		_ = root.Remove(tmp)
+		return err
+	}
+	defer unix.Close(rootFD)
+	if err := unix.Renameat2(rootFD, tmp, rootFD, name, unix.RENAME_NOREPLACE); err != nil {
+		_ = root.Remove(tmp)
+		return &os.LinkError{Op: "rename", Old: tmp, New: name, Err: err}
+	}
+	return nil
 }
 
 func (r *Root) check(path string, missingOK bool) (string, error) {

@@ -209,3 +209,50 @@ func TestAMissingVolumeRootIsUnavailableNotInvalid(t *testing.T) {
 		}
 	}
 }
+
+// The folder Ensure makes for another user is never seen with another owner: an
+// admission of the same chat running meanwhile (CheckCreatableFor) never finds a folder
+// its sandbox user could not write in. Nothing of sandboxd's own is left beside it.
+func TestEnsureNeverShowsAFolderOfAnotherOwner(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to hand a folder to another user")
+	}
+	root, vol := layout(t)
+	u := workspace.User{UID: 1000, GID: 1000}
+	for range 200 {
+		p := root.Derive(uuid.New())
+		done := make(chan struct{})
+		refused := make(chan error, 1)
+		go func() {
+			defer close(refused)
+			for {
+				if _, err := root.CheckCreatableFor(p, u); err != nil {
+					refused <- err
+					return
+				}
+				select {
+				case <-done:
+					return
+				default:
+				}
+			}
+		}()
+		_, err := root.Ensure(p, u.UID, u.GID)
+		close(done)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := <-refused; err != nil {
+			t.Fatalf("an admission while the folder was made: %v", err)
+		}
+	}
+	entries, err := os.ReadDir(vol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if name := e.Name(); len(name) > 0 && name[0] == '.' {
+			t.Errorf("%s left in the volume root", name)
+		}
+	}
+}
