@@ -100,7 +100,8 @@ type Spec struct {
 	Runtime string `koanf:"runtime"`
 	// WorkspaceMaxBytes bounds the workspace folder sandboxd makes for a chat, such as
 	// "1g": the folder is a file system image of that size (see internal/wsimage), so a
-	// write past it fails with ENOSPC. Empty: no bound. Not with a pool.
+	// write past it fails with ENOSPC. Empty: the default profile's; "none" (or "0"): no
+	// bound, even when the default profile has one. Not with a pool.
 	WorkspaceMaxBytes string `koanf:"workspace_max_bytes"`
 	// WorkspaceMaxFiles bounds the files and folders of such a workspace (its image's
 	// inode count, which mkfs rounds to its inode tables); 0: mkfs's default for the size.

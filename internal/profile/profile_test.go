@@ -196,13 +196,16 @@ func TestEgressProfiles(t *testing.T) {
 func TestWorkspaceBounds(t *testing.T) {
 	s, err := profile.New(profile.Agents{
 		Default:  profile.Spec{WorkspaceMaxBytes: "1g", WorkspaceMaxFiles: 5000},
-		Profiles: map[string]profile.Spec{"small": {WorkspaceMaxBytes: "64MiB"}},
+		Profiles: map[string]profile.Spec{"small": {WorkspaceMaxBytes: "64MiB"}, "free": {WorkspaceMaxBytes: "none", Pool: profile.Pool{Min: 1}}},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if p := s.Of("small"); p.WorkspaceMaxBytes != 64<<20 || p.WorkspaceMaxFiles != 5000 {
 		t.Errorf("small: %d bytes, %d files; want 64 MiB and the default's 5000", p.WorkspaceMaxBytes, p.WorkspaceMaxFiles)
+	}
+	if p := s.Of("free"); p.WorkspaceMaxBytes != 0 {
+		t.Errorf("free: %d bytes, want no bound (none)", p.WorkspaceMaxBytes)
 	}
 	if p := s.Default(); p.WorkspaceMaxBytes != 1<<30 || !s.BoundsWorkspaces() {
 		t.Errorf("default: %d bytes, bounds %v", p.WorkspaceMaxBytes, s.BoundsWorkspaces())

@@ -25,8 +25,11 @@ func resolve(sp Spec) (Profile, error) {
 	if err != nil {
 		problems = append(problems, err)
 	}
-	quota, err := parseSize("workspace_max_bytes", sp.WorkspaceMaxBytes)
-	if err != nil {
+	var quota int64
+	if q := strings.TrimSpace(sp.WorkspaceMaxBytes); q == "none" || q == "0" {
+		// A listed profile's way out of the default's bound, files included.
+		sp.WorkspaceMaxFiles = 0
+	} else if quota, err = parseSize("workspace_max_bytes", sp.WorkspaceMaxBytes); err != nil {
 		problems = append(problems, err)
 	}
 	logBytes, err := parseSize("log max_size", sp.Log.MaxSize)
