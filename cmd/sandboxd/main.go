@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -23,10 +24,13 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/spf13/pflag"
+	"go.opentelemetry.io/otel/metric"
 	"golang.org/x/net/netutil"
+	"golang.org/x/sys/unix"
 
 	"github.com/sandboxd/sandboxd/internal/config"
 	"github.com/sandboxd/sandboxd/internal/docker"
+	"github.com/sandboxd/sandboxd/internal/egress"
 	"github.com/sandboxd/sandboxd/internal/hostfiles"
 	"github.com/sandboxd/sandboxd/internal/httpapi"
 	"github.com/sandboxd/sandboxd/internal/keylock"
@@ -213,6 +217,18 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 		return fmt.Errorf("adopt: the engine cannot be reached, so nothing can be adopted: %w", err)
 	}
 
+	// Profiles with network egress: their network, its guard and the proxy, before any
+	// sandbox (the pool's too) is made. Stopped after the pool is drained.
+	proxy, err := startEgress(ctx, log, cfg, rt, tel.MeterProvider)
+	if err != nil {
+		return err
+	}
+	if proxy != nil {
+		closers = append(closers, func(ctx context.Context) error {
+			return errors.Join(proxy.Shutdown(ctx), rt.StopEgress(ctx))
+		})
+	}
+
 	// A crash may have left containers without records or records without containers:
 	// repair before serving.
 	reconcile := func(ctx context.Context) error {
@@ -288,11 +304,91 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 		Ready:                func(ctx context.Context) error { return errors.Join(reg.ping(ctx), rt.Ping(ctx)) },
 		Metrics:              tel.Metrics,
 		Logger:               log,
+		Denials:              denialsOf(proxy),
 	})
 	if err != nil {
 		return err
 	}
 	return serve(ctx, log, cfg, ln, handler)
+}
+
+// startEgress makes the instance's egress network (when a profile has network egress;
+// else it removes what a previous run left) and serves the egress proxy on its gateway,
+// identifying each connection's sandbox by its source address through the runtime. nil
+// when no profile needs it.
+func startEgress(ctx context.Context, log *slog.Logger, cfg config.Config, rt *docker.Runtime, mp metric.MeterProvider) (*egress.Proxy, error) {
+	ectx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if !rt.NeedsEgress() {
+		// What a run with egress profiles left, if no sandbox is on it any more.
+		if err := rt.StopEgress(ectx); err != nil {
+			log.WarnContext(ctx, "egress_cleanup_failed", slog.String("error", err.Error()))
+		}
+		return nil, nil
+	}
+	n, err := rt.StartEgress(ectx, cfg.Egress.ProxyPort)
+	if err != nil {
+		return nil, fmt.Errorf("egress: profiles with network egress need their network at start-up: %w", err)
+	}
+	internal := []netip.Prefix{n.Subnet}
+	if addrs, err := net.InterfaceAddrs(); err == nil { // the host's own addresses
+		for _, a := range addrs {
+			if p, err := netip.ParsePrefix(a.String()); err == nil {
+				internal = append(internal, netip.PrefixFrom(p.Addr().Unmap(), p.Addr().Unmap().BitLen()))
+			}
+		}
+	}
+	profiles := cfg.Profiles
+	proxy, err := egress.New(egress.Config{
+		Identify: func(ctx context.Context, a netip.Addr) (egress.Sandbox, error) {
+			chat, session, agent, err := rt.SandboxAt(ctx, a)
+			if errors.Is(err, sandbox.ErrNotFound) {
+				return egress.Sandbox{}, egress.ErrUnknownSandbox
+			} else if err != nil {
+				return egress.Sandbox{}, err
+			}
+			return egress.Sandbox{ChatID: chat.String(), SessionID: session.String(), Policy: profiles.Of(agent).Egress}, nil
+		},
+		Resolver:      egress.Hosts{Names: cfg.Egress.Resolved},
+		Internal:      internal,
+		Logger:        log,
+		MeterProvider: mp,
+	})
+	if err != nil {
+		return nil, err
+	}
+	// Replicas on one engine share the network and its gateway: each serves the proxy
+	// on the same address (SO_REUSEPORT), and any of them identifies any sandbox.
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+		}); err != nil {
+			return err
+		}
+		return serr
+	}}
+	addr := netip.AddrPortFrom(n.Gateway, uint16(n.Port)).String()
+	l, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("egress proxy: listen on %s: %w", addr, err)
+	}
+	go func() {
+		if err := proxy.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.ErrorContext(ctx, "egress_proxy_failed", slog.String("error", err.Error()))
+		}
+	}()
+	log.InfoContext(ctx, "egress_proxy_listening", slog.String("addr", addr), slog.String("network", n.Name),
+		slog.String("bridge", n.Bridge))
+	return proxy, nil
+}
+
+// denialsOf is the egress route's view of proxy (none without a proxy).
+func denialsOf(proxy *egress.Proxy) httpapi.Denials {
+	if proxy == nil {
+		return nil
+	}
+	return proxy.Denials
 }
 
 // minUploadRate is httpapi's form of files.min_upload_rate, whose 0 (no minimum) is

@@ -92,6 +92,7 @@ type Runtime struct {
 	images      wsimage.Tools
 	log         *slog.Logger
 
+	egress      egressState              // the egress network, once started (egress.go)
 	pool        *pool                    // the warm pool (pool.go)
 	beforeStart func(containerID string) // test hook: runs between create and start
 }
@@ -120,12 +121,6 @@ func New(cfg Config) (*Runtime, error) {
 		groups, _ := os.Getgroups()
 		if err := canHandOver(os.Geteuid(), append(groups, os.Getegid()), cfg.Profiles); err != nil {
 			problems = append(problems, err)
-		}
-		for _, p := range append([]profile.Profile{cfg.Profiles.Default()}, profilesOf(cfg.Profiles)...) {
-			if p.Network == profile.NetworkEgress {
-				problems = append(problems, errors.New(`network "egress" is not wired to Docker in this build yet`))
-				break
-			}
 		}
 	}
 	if len(problems) == 0 && cfg.Profiles.BoundsWorkspaces() {

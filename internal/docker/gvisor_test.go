@@ -91,11 +91,18 @@ func TestCheckRuntimesRefusesANetworkTheRuntimeCannotGive(t *testing.T) {
 		t.Skip("runsc is registered with a network of its own here")
 	}
 	e := newEnv(t, func(c *docker.Config) {
-		c.Profiles = testProfiles(t, profile.Agents{Profiles: map[string]profile.Spec{"online": {Runtime: gVisor, Network: "bridge"}, "offline": {Runtime: gVisor}}})
+		c.Profiles = testProfiles(t, profile.Agents{Profiles: map[string]profile.Spec{
+			"online":  {Runtime: gVisor, Network: "bridge"},
+			"offline": {Runtime: gVisor},
+			// An egress profile needs a network stack in the sandbox too (its proxy is
+			// on the egress network): refused the same way.
+			"egress": {Runtime: gVisor, Network: profile.NetworkEgress, Egress: profile.Egress{Allow: []string{"pypi.org"}}},
+		}})
 	})
 	err = e.rt.CheckRuntimes(context.Background())
-	if !errors.Is(err, sandbox.ErrInvalid) || !strings.Contains(err.Error(), `profile "online" asks for network "bridge"`) || strings.Contains(err.Error(), `"offline"`) {
-		t.Fatalf("CheckRuntimes = %v, want ErrInvalid for the online profile only", err)
+	if !errors.Is(err, sandbox.ErrInvalid) || !strings.Contains(err.Error(), `profile "online" asks for network "bridge"`) ||
+		!strings.Contains(err.Error(), `profile "egress" asks for network "egress"`) || strings.Contains(err.Error(), `"offline"`) {
+		t.Fatalf("CheckRuntimes = %v, want ErrInvalid for the online and egress profiles only", err)
 	}
 }
 

@@ -315,8 +315,12 @@ func (p *pool) make(ctx context.Context, pp *profilePool) (member, error) {
 	// and whatever fails is removed.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), teardownTimeout)
 	defer cancel()
+	hc, err := r.hostConfig(pp.prof, dir)
+	if err != nil {
+		return member{}, errors.Join(fmt.Errorf("docker: pool: %w", err), r.root.RemovePooled(folder))
+	}
 	created, err := r.cli.ContainerCreate(ctx, client.ContainerCreateOptions{
-		Name: name, Config: cfg, HostConfig: hostConfig(pp.prof, dir),
+		Name: name, Config: cfg, HostConfig: hc,
 	})
 	if err != nil {
 		err = fmt.Errorf("docker: pool: create %s: %w", name, engineError("create", err))

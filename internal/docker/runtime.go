@@ -100,10 +100,17 @@ func (r *Runtime) Create(ctx context.Context, spec lifecycle.CreateSpec) (sandbo
 	}
 
 	name := ContainerName(spec.ChatID, spec.SessionID)
+	hc, err := r.hostConfig(prof, volume)
+	if err != nil {
+		if made {
+			r.unmake(volume)
+		}
+		return sandbox.Session{}, fmt.Errorf("docker: create %s: %w", name, err)
+	}
 	created, err := r.cli.ContainerCreate(ctx, client.ContainerCreateOptions{
 		Name:       name,
 		Config:     r.containerConfig(spec, prof),
-		HostConfig: hostConfig(prof, volume),
+		HostConfig: hc,
 	})
 	if err != nil {
 		if img != nil {

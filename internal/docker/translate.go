@@ -9,6 +9,7 @@ package docker
 import (
 	"fmt"
 	"maps"
+	"net/netip"
 	"slices"
 	"strconv"
 	"time"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
 	"github.com/sandboxd/sandboxd/internal/profile"
+	"github.com/sandboxd/sandboxd/internal/sandbox"
 )
 
 // ContainerName is the name of the container of a chat's session:
@@ -30,9 +32,20 @@ func ContainerName(chatID, sessionID uuid.UUID) string {
 }
 
 func (r *Runtime) containerConfig(spec lifecycle.CreateSpec, p profile.Profile) *container.Config {
-	env := make([]string, 0, len(p.Env))
-	for _, k := range slices.Sorted(maps.Keys(p.Env)) {
-		env = append(env, k+"="+p.Env[k])
+	vars := p.Env
+	if p.Network == profile.NetworkEgress {
+		if n := r.egress.Load(); n != nil {
+			// The proxy's variables win over the profile's: they are the only way out.
+			vars = maps.Clone(p.Env)
+			if vars == nil {
+				vars = map[string]string{}
+			}
+			maps.Copy(vars, egressEnv(n))
+		}
+	}
+	env := make([]string, 0, len(vars))
+	for _, k := range slices.Sorted(maps.Keys(vars)) {
+		env = append(env, k+"="+vars[k])
 	}
 	labels := map[string]string{
 		LabelChatID:    spec.ChatID.String(),
@@ -67,12 +80,28 @@ func (r *Runtime) labels(more map[string]string) map[string]string {
 	return more
 }
 
-func hostConfig(p profile.Profile, volume string) *container.HostConfig {
+// hostConfig is the host config of a sandbox of p on volume. A profile of network egress
+// joins the instance's egress network, which StartEgress must have made (else an error
+// wrapping sandbox.ErrUnavailable).
+func (r *Runtime) hostConfig(p profile.Profile, volume string) (*container.HostConfig, error) {
 	yes := true
 	pids := p.PIDs
+	mode := container.NetworkMode(p.Network)
+	var dns []netip.Addr
+	if p.Network == profile.NetworkEgress {
+		n := r.egress.Load()
+		if n == nil {
+			return nil, fmt.Errorf("docker: %w: %w", sandbox.ErrUnavailable, errNoEgress)
+		}
+		mode = container.NetworkMode(n.Name)
+		// Names are the proxy's to resolve: the engine's resolver in the sandbox forwards
+		// nowhere (a loopback server no one runs), so no DNS query leaves through it.
+		dns = []netip.Addr{netip.AddrFrom4([4]byte{127, 0, 0, 1})}
+	}
 	return &container.HostConfig{
 		Runtime:        p.Runtime, // empty: the engine's default
-		NetworkMode:    container.NetworkMode(p.Network),
+		NetworkMode:    mode,
+		DNS:            dns,
 		RestartPolicy:  container.RestartPolicy{Name: container.RestartPolicyDisabled},
 		CapDrop:        []string{"ALL"},
 		SecurityOpt:    []string{"no-new-privileges"},
@@ -97,7 +126,7 @@ func hostConfig(p profile.Profile, volume string) *container.HostConfig {
 			Target:      p.Workspace,
 			BindOptions: &mount.BindOptions{Propagation: mount.PropagationPrivate, NonRecursive: true},
 		}},
-	}
+	}, nil
 }
 
 // logConfig is the profile's log: what the engine keeps of the sandbox's init's output,
@@ -123,9 +152,13 @@ func (r *Runtime) CreateOptions(spec lifecycle.CreateSpec, volume string) (clien
 	if err != nil {
 		return client.ContainerCreateOptions{}, fmt.Errorf("docker: create options: %w", err)
 	}
+	hc, err := r.hostConfig(prof, volume)
+	if err != nil {
+		return client.ContainerCreateOptions{}, err
+	}
 	return client.ContainerCreateOptions{
 		Name:       ContainerName(spec.ChatID, spec.SessionID),
 		Config:     r.containerConfig(spec, prof),
-		HostConfig: hostConfig(prof, volume),
+		HostConfig: hc,
 	}, nil
 }

@@ -35,6 +35,9 @@ var ErrUnknownSandbox = errors.New("egress: no sandbox has this address")
 // answers from what it made, never from anything the sandbox says.
 type Identifier func(ctx context.Context, addr netip.Addr) (Sandbox, error)
 
+// decideTimeout bounds identifying a connection's sandbox and resolving its destination.
+const decideTimeout = 15 * time.Second
+
 // DefaultDialTimeout bounds a connection to a destination.
 const DefaultDialTimeout = 10 * time.Second
 
@@ -154,7 +157,10 @@ func (p *Proxy) Denials(chatID, sessionID string) []Denial {
 
 // decide identifies the sender of r and decides its destination hostport.
 func (p *Proxy) decide(r *http.Request, hostport string) request {
-	ctx := r.Context()
+	// Not the request's context: a client that half-closes after its CONNECT (nc with
+	// its input at an end) cancels it, though its tunnel is still wanted.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), decideTimeout)
+	defer cancel()
 	req := request{dest: hostport}
 	src, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err == nil {
@@ -213,7 +219,7 @@ func (p *Proxy) connect(host string, ctx *goproxy.ProxyCtx) (*goproxy.ConnectAct
 		}
 	}
 	ctx.Dialer = func(dctx context.Context, _, _ string) (net.Conn, error) {
-		return p.dial(dctx, req, name)
+		return p.dial(context.WithoutCancel(dctx), req, name) // bounded by the dial timeout
 	}
 	return goproxy.OkConnect, host
 }

@@ -103,6 +103,9 @@ type Config struct {
 	// Negative: no minimum (a stall of a minute still ends it).
 	MinUploadRate int64
 	UploadGrace   time.Duration
+	// Denials lists a sandbox's refused network connections (the egress proxy's); nil:
+	// GET /v1/chats/{chat_id}/sandbox/egress lists none.
+	Denials Denials
 }
 
 // DefaultMaxBufferedExecBytes and DefaultMinUploadRate are the defaults of the Config
@@ -139,6 +142,7 @@ type server struct {
 	execCost      int64  // what one buffered exec reserves of execBuffers
 	minUploadRate int64
 	uploadGrace   time.Duration
+	denials       Denials
 }
 
 // v1 completes an operation of /v1/: bearer auth (enforced by authenticate) and the
@@ -207,6 +211,7 @@ func New(cfg Config) (http.Handler, error) {
 		execCost:      BufferedExecCost(cfg.ExecOutputCap),
 		minUploadRate: cfg.MinUploadRate,
 		uploadGrace:   cfg.UploadGrace,
+		denials:       cfg.Denials,
 	}
 
 	mux := http.NewServeMux()
@@ -220,6 +225,7 @@ func New(cfg Config) (http.Handler, error) {
 	s.registerFiles(v1)
 	s.registerKeepalive(v1)
 	s.registerWorkspace(v1)
+	s.registerEgress(v1)
 	s.registerHealth(api)
 	s.registerMetrics(api, mux)
 	documentCode(api)

@@ -4,6 +4,7 @@ from .client import (
     OPERATIONS,
     Client,
     DeleteResult,
+    Denial,
     ExecEvent,
     ExecResult,
     FileInfo,
@@ -27,7 +28,7 @@ from .errors import (
 )
 
 __all__ = [
-    "OPERATIONS", "Client", "DeleteResult", "ExecEvent", "ExecResult", "FileInfo", "Page", "Session",
+    "OPERATIONS", "Client", "DeleteResult", "Denial", "ExecEvent", "ExecResult", "FileInfo", "Page", "Session",
     "WorkspaceDeleteResult",
     "ERROR_CLASSES", "Busy", "Conflict", "Expired", "Full", "Invalid", "LimitExceeded", "NotFound",
     "SandboxdError", "TooLarge",

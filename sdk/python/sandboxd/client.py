@@ -38,6 +38,7 @@ OPERATIONS: Dict[str, str] = {
     "get-file": "download",  # and download_to
     "list-files": "list_files",
     "keepalive-sandbox": "keepalive",
+    "list-egress-denials": "egress_denials",
     "healthz": "healthz",
     "readyz": "readyz",
     "metrics": "metrics",
@@ -104,6 +105,18 @@ class WorkspaceDeleteResult:
     chat_id: str
     result: str
     path: str
+
+
+@dataclass(frozen=True)
+class Denial:
+    """A connection the egress proxy refused to a sandbox: destination is host:port as the
+    sandbox asked for it; reason is denied, not_allowed, internal, unresolved, bad_request
+    or sni_mismatch; detail names the rule or address that decided."""
+
+    time: datetime
+    destination: str
+    reason: str
+    detail: str
 
 
 @dataclass(frozen=True)
@@ -225,6 +238,15 @@ class Client:
         """Sets the live sandbox to expire ttl_s seconds from now (capped by the server's
         maximum lifetime). Raises Expired for an expired one: it is not revived."""
         return Session._from(self._json("POST", _sandbox(chat_id) + "/keepalive", body={"ttl_s": int(ttl_s)}))
+
+    def egress_denials(self, chat_id: str) -> List[Denial]:
+        """The connections the egress proxy refused to the chat's current sandbox, newest
+        first (at most 100): why a download failed. Raises NotFound without a sandbox."""
+        d = self._json("GET", _sandbox(chat_id) + "/egress")
+        return [
+            Denial(time=_time(x["time"]), destination=x["destination"], reason=x["reason"], detail=x.get("detail", ""))
+            for x in d.get("denials") or []
+        ]
 
     # -- exec
 

@@ -150,6 +150,19 @@ def test_keepalive(client):
         client.delete(chat)
 
 
+def test_egress_denials(client):
+    # The default profile has no network: its sandbox's list is empty; a chat without a
+    # sandbox is NotFound. (Refusals themselves are tested through the binary, in Go.)
+    chat = new_chat()
+    client.create(chat)
+    try:
+        assert client.egress_denials(chat) == []
+        with pytest.raises(sandboxd.NotFound):
+            client.egress_denials(new_chat())
+    finally:
+        client.delete(chat)
+
+
 def test_conflict(client):
     chat = new_chat()
     client.create(chat, agent_id="a")
