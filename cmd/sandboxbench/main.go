@@ -14,6 +14,8 @@
 //     against removing as many containers directly in parallel;
 //   - memory: sandboxd's RSS with many sessions in the registry against one session;
 //   - registry operations per second on sqlitestore and pgstore against SELECT 1;
+//   - density: idle sandboxes made until -density or a failed create, and the memory
+//     of sandboxd and of the engine per sandbox (with -density-only, alone);
 //   - with -pool-env, creates through a sandboxd whose warm pool is on (full before each
 //     create, hits counted on /metrics), against the cold creates of the same run.
 //
@@ -73,6 +75,8 @@ type options struct {
 	SweepInterval time.Duration `json:"sweep_interval"`
 	Rounds        int           `json:"rounds"` // rounds of the parallel and drain measurements (median)
 	Sessions      int           `json:"sessions"`
+	Density       int           `json:"density"`      // idle sandboxes the density measurement asks for (0: none)
+	DensityOnly   bool          `json:"density_only"` // the density measurement alone
 	RegistryOps   int           `json:"registry_ops"`
 	Settle        time.Duration `json:"settle"` // wait before reading the RSS
 	PoolEnv       []string      `json:"pool_env,omitempty"`
@@ -100,6 +104,8 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.SweepInterval, "sweep-interval", 100*time.Millisecond, "sweep interval of sandboxd")
 	fs.IntVar(&o.Rounds, "rounds", 3, "rounds of the parallel-create and drain measurements (the median is reported)")
 	fs.IntVar(&o.Sessions, "sessions", 10000, "sessions in the registry for the memory measurement")
+	fs.IntVar(&o.Density, "density", 200, "idle sandboxes the density measurement creates (fewer if creates fail first; 0: no density measurement)")
+	fs.BoolVar(&o.DensityOnly, "density-only", false, "take the density measurement alone, on the first of -registries")
 	fs.IntVar(&o.RegistryOps, "registry-ops", 5000, "operations of each kind on the registry")
 	fs.DurationVar(&o.Settle, "settle", 3*time.Second, "wait before reading sandboxd's RSS")
 	poolEnv := fs.String("pool-env", "SANDBOXD_AGENTS_DEFAULT_POOL_MIN=4", "SANDBOXD_...=value settings (comma-separated) that turn the warm pool on; empty: no pool measurement")
@@ -143,13 +149,17 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		quick("rounds", &o.Rounds, 1)
 		quick("sessions", &o.Sessions, 200)
 		quick("registry-ops", &o.RegistryOps, 100)
+		quick("density", &o.Density, 2)
 		if !set["settle"] {
 			o.Settle = 500 * time.Millisecond
 		}
 	}
 	if o.N < 1 || o.Reuse < 2 || o.Workers < 1 || o.Parallel < 1 || o.Drain < 1 || o.DrainParallel < 1 ||
-		o.Rounds < 1 || o.Sessions < 2 || o.RegistryOps < 1 || o.SweepInterval <= 0 {
-		return o, errors.New("every size must be positive (-reuse and -sessions at least 2)")
+		o.Rounds < 1 || o.Sessions < 2 || o.RegistryOps < 1 || o.SweepInterval <= 0 || o.Density < 0 {
+		return o, errors.New("every size must be positive (-reuse and -sessions at least 2, -density 0 or more)")
+	}
+	if o.DensityOnly && o.Density == 0 {
+		return o, errors.New("-density-only needs -density above 0")
 	}
 	return o, nil
 }
@@ -227,10 +237,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	// A failure on one registry ends the run, but what was measured is still reported.
 	var runErr error
 	for _, reg := range registries {
-		if runErr = b.runRegistry(ctx, reg); runErr != nil {
-			rep.Error = runErr.Error()
+		if opts.DensityOnly {
 			break
 		}
+		if runErr = b.runRegistry(ctx, reg); runErr != nil {
+			break
+		}
+	}
+	// Density once, on the first registry: hundreds of sandboxes are costly to make.
+	if runErr == nil && opts.Density > 0 {
+		if runErr = b.density(ctx, registries[0]); runErr != nil {
+			runErr = fmt.Errorf("%s: density: %w", registries[0].name, runErr)
+		}
+	}
+	if runErr != nil {
+		rep.Error = runErr.Error()
 	}
 	rep.Rows = b.rows
 	fmt.Fprintln(stdout)

@@ -99,7 +99,6 @@ func (b *bench) memory(ctx context.Context, reg registry) error {
 	if err := removeContainer(ctx, b.cli, id); err != nil {
 		return err
 	}
-	mib := func(n int64) float64 { return float64(n) / (1 << 20) }
 	b.add(newRow(reg.name, fmt.Sprintf("RSS with %d sessions", b.opts.Sessions), "MiB", mib(rssN), mib(rss1),
 		"RSS with 1 session", 1))
 	b.rows[len(b.rows)-1].Note = fmt.Sprintf("%.2f KiB per session ((RSS_N - RSS_1) / (N-1)); peak RSS (VmHWM) %.1f MiB vs %.1f MiB",

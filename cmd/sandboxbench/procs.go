@@ -86,7 +86,12 @@ func (c *child) kill() { c.proc.Kill() }
 
 // rss reads the resident set size and its peak (VmRSS, VmHWM) of the process, in bytes.
 func (c *child) rss() (rss, peak int64, err error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.proc.Pid()))
+	return readRSS(fmt.Sprintf("/proc/%d", c.proc.Pid()))
+}
+
+// readRSS reads VmRSS and VmHWM, in bytes, of the process whose /proc folder is dir.
+func readRSS(dir string) (rss, peak int64, err error) {
+	data, err := os.ReadFile(filepath.Join(dir, "status"))
 	if err != nil {
 		return 0, 0, err
 	}
