@@ -47,8 +47,12 @@ func TestErrorMapsCodesToSentinels(t *testing.T) {
 			errors.Is(expired, client.ErrExpired), errors.Is(expired, client.ErrConflict))
 	}
 	conflict := error(&client.Error{Status: 409, Code: "conflict"})
-	if !errors.Is(conflict, client.ErrConflict) || errors.Is(conflict, client.ErrExpired) {
+	if !errors.Is(conflict, client.ErrConflict) || errors.Is(conflict, client.ErrExpired) || errors.Is(conflict, client.ErrWorkspaceInUse) {
 		t.Error("conflict: want ErrConflict only")
+	}
+	inUse := error(&client.Error{Status: 409, Code: "workspace_in_use"})
+	if !errors.Is(inUse, client.ErrWorkspaceInUse) || !errors.Is(inUse, client.ErrConflict) || errors.Is(inUse, client.ErrExpired) {
+		t.Error("workspace_in_use: want ErrWorkspaceInUse and ErrConflict")
 	}
 }
 

@@ -18,6 +18,9 @@ var (
 	ErrConflict = errors.New("conflict")
 	// ErrExpired (expired): the chat's sandbox has passed its TTL; create it again.
 	ErrExpired = errors.New("expired")
+	// ErrWorkspaceInUse (workspace_in_use): the workspace folder asked for is another
+	// chat's; nothing was made. It matches ErrConflict too.
+	ErrWorkspaceInUse = errors.New("workspace in use")
 	// ErrInvalid (invalid, bad_request, unsupported_media_type, and too_large): the
 	// request is malformed or not allowed; nothing was changed.
 	ErrInvalid = errors.New("invalid")
@@ -39,6 +42,7 @@ var (
 const (
 	CodeNotFound             = "not_found"
 	CodeConflict             = "conflict"
+	CodeWorkspaceInUse       = "workspace_in_use"
 	CodeExpired              = "expired"
 	CodeInvalid              = "invalid"
 	CodeTooLarge             = "too_large"
@@ -56,6 +60,7 @@ const (
 var sentinels = map[string][]error{
 	CodeNotFound:             {ErrNotFound},
 	CodeConflict:             {ErrConflict},
+	CodeWorkspaceInUse:       {ErrWorkspaceInUse, ErrConflict},
 	CodeExpired:              {ErrExpired},
 	CodeInvalid:              {ErrInvalid},
 	CodeBadRequest:           {ErrInvalid},

@@ -23,7 +23,9 @@ import (
 // dirWorkspaces keeps workspace folders in a real folder.
 type dirWorkspaces struct{ root string }
 
-func (w dirWorkspaces) Derive(chat uuid.UUID) string { return filepath.Join(w.root, chat.String()) }
+func (w dirWorkspaces) Derive(_ string, chat uuid.UUID) string {
+	return filepath.Join(w.root, chat.String())
+}
 func (w dirWorkspaces) Folders(context.Context) ([]lifecycle.Folder, error) {
 	return nil, nil
 }
@@ -50,7 +52,7 @@ func TestDeletePurgeRemovesTheWorkspaceFolder(t *testing.T) {
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 
-	folder := ws.Derive(uuid.MustParse(chatA))
+	folder := ws.Derive("", uuid.MustParse(chatA))
 	if err := os.MkdirAll(filepath.Join(folder, "src"), 0o755); err != nil {
 		t.Fatal(err)
 	}

@@ -101,7 +101,7 @@ func newSpec(volume string) lifecycle.CreateSpec {
 func (e env) create(t *testing.T, spec lifecycle.CreateSpec) sandbox.Session {
 	t.Helper()
 	ctx := context.Background()
-	volume, err := e.rt.Admit(ctx, spec.ChatID, spec.AgentID, spec.VolumeHostPath)
+	volume, err := e.rt.Admit(ctx, spec.Tenant, spec.ChatID, spec.AgentID, spec.VolumeHostPath)
 	if err != nil {
 		t.Fatalf("Admit: %v", err)
 	}
@@ -148,7 +148,7 @@ func TestCreateMakesAHardenedSandbox(t *testing.T) {
 	want := sandbox.Session{
 		ID: spec.SessionID, ChatID: spec.ChatID, ContainerID: s.ContainerID,
 		Status: sandbox.StatusRunning, CreatedAt: spec.CreatedAt, ExpiresAt: spec.ExpiresAt,
-		AgentID: "some-agent", VolumeHostPath: filepath.Join(e.root, spec.ChatID.String()),
+		AgentID: "some-agent", VolumeHostPath: filepath.Join(e.root, ".tenants", "acme", spec.ChatID.String()),
 	}
 	if s != want || s.ContainerID == "" {
 		t.Fatalf("session = %+v\nwant %+v", s, want)
@@ -172,7 +172,7 @@ func TestCreateMakesAHardenedSandbox(t *testing.T) {
 		docker.LabelSessionID: spec.SessionID.String(),
 		docker.LabelAgentID:   "some-agent",
 		docker.LabelRegistry:  registryOf(e.inst),
-		docker.LabelWorkspace: filepath.Join(e.root, spec.ChatID.String()),
+		docker.LabelWorkspace: want.VolumeHostPath,
 		docker.LabelCreatedAt: spec.CreatedAt.Format(time.RFC3339Nano),
 		docker.LabelExpiresAt: spec.ExpiresAt.Format(time.RFC3339Nano),
 		docker.LabelTenant:    "acme",
@@ -536,16 +536,16 @@ func TestUnknownAgents(t *testing.T) {
 	lenient := newEnv(t, func(c *docker.Config) {
 		c.Profiles = testProfiles(t, profile.Agents{Profiles: big})
 	})
-	if _, err := lenient.rt.Admit(ctx, chat, "stranger", ""); err != nil {
+	if _, err := lenient.rt.Admit(ctx, "", chat, "stranger", ""); err != nil {
 		t.Errorf("unknown agent with fallback: %v", err)
 	}
 	strict := newEnv(t, func(c *docker.Config) {
 		c.Profiles = testProfiles(t, profile.Agents{Profiles: big, RefuseUnknown: true})
 	})
-	if _, err := strict.rt.Admit(ctx, chat, "stranger", ""); !errors.Is(err, sandbox.ErrInvalid) {
+	if _, err := strict.rt.Admit(ctx, "", chat, "stranger", ""); !errors.Is(err, sandbox.ErrInvalid) {
 		t.Errorf("unknown agent refused: %v, want ErrInvalid", err)
 	}
-	if _, err := strict.rt.Admit(ctx, chat, "", ""); err != nil {
+	if _, err := strict.rt.Admit(ctx, "", chat, "", ""); err != nil {
 		t.Errorf("no agent uses the default profile: %v", err)
 	}
 	spec := newSpec("")

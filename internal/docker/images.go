@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/google/uuid"
 	"github.com/moby/moby/api/types/container"
@@ -19,8 +18,9 @@ import (
 	"github.com/sandboxd/sandboxd/internal/wsimage"
 )
 
-// Bounded workspaces (profiles with workspace_max_bytes): the chat's folder <root>/<chat>
-// is a file system image, <root>/.images/<chat>.img, loop-mounted on it from the create
+// Bounded workspaces (profiles with workspace_max_bytes): the chat's folder <part>/<chat>
+// (part: the tenant's part of the volume root, the root itself for the default tenant) is
+// a file system image, <part>/.images/<chat>.img, loop-mounted on it from the create
 // of a sandbox to its end (Stop, Delete), so that the sandbox and the file API both write
 // into it and hit ENOSPC at its size. Between sandboxes the image is not mounted: a mount
 // lives only as long as a container uses it, so a crash of sandboxd can leak one only
@@ -43,26 +43,26 @@ func checkImages(root *workspace.Root, tools wsimage.Tools) error {
 // bounded reports whether the sandbox of prof on volume, for chat, gets the chat's image:
 // only the folder derived for the chat is ever bounded (a folder the caller provided
 // holds the caller's files, which an image mounted on it would hide).
-func (r *Runtime) bounded(chatID uuid.UUID, volume string, prof profile.Profile) bool {
-	if volume != r.root.Derive(chatID) {
+func bounded(part *workspace.Root, chatID uuid.UUID, volume string, prof profile.Profile) bool {
+	if volume != part.Derive(chatID) {
 		return false
 	}
-	return prof.WorkspaceMaxBytes > 0 || r.root.HasImage(volume)
+	return prof.WorkspaceMaxBytes > 0 || part.HasImage(volume)
 }
 
-// refuseProvided refuses a caller-provided folder for a profile that bounds workspaces,
-// and a provided folder that is another chat's bounded workspace under any profile: its
-// files live in an image that the other chat's next sandbox mounts over whatever this one
-// would write.
-func (r *Runtime) refuseProvided(chatID uuid.UUID, volume string, prof profile.Profile) error {
-	if volume == r.root.Derive(chatID) {
+// refuseProvided refuses a caller-provided folder (any but the chat's derived one in the
+// tenant's part) for a profile that bounds workspaces, and a provided folder that is
+// another chat's bounded workspace under any profile: its files live in an image that the
+// other chat's next sandbox mounts over whatever this one would write.
+func (r *Runtime) refuseProvided(part *workspace.Root, chatID uuid.UUID, volume string, prof profile.Profile) error {
+	if volume == part.Derive(chatID) {
 		return nil
 	}
 	if prof.WorkspaceMaxBytes > 0 {
 		return fmt.Errorf("the profile bounds workspaces to %d bytes (workspace_max_bytes), which only the folder sandboxd makes for the chat can be: name no volume_host_path: %w",
 			prof.WorkspaceMaxBytes, sandbox.ErrInvalid)
 	}
-	if r.root.HasImage(volume) {
+	if part.HasImage(volume) {
 		return fmt.Errorf("workspace folder %s is a bounded workspace (its files are in an image) and cannot be provided to another chat: %w",
 			volume, sandbox.ErrInvalid)
 	}
@@ -72,11 +72,11 @@ func (r *Runtime) refuseProvided(chatID uuid.UUID, volume string, prof profile.P
 // attach mounts the chat's image on volume (making it first when the profile bounds the
 // workspace and it has none) and returns the image still locked, with what it did; nil
 // when the workspace is not bounded.
-func (r *Runtime) attach(chatID uuid.UUID, volume string, prof profile.Profile) (img *workspace.Image, mounted, made bool, err error) {
-	if !r.bounded(chatID, volume, prof) {
+func (r *Runtime) attach(part *workspace.Root, chatID uuid.UUID, volume string, prof profile.Profile) (img *workspace.Image, mounted, made bool, err error) {
+	if !bounded(part, chatID, volume, prof) {
 		return nil, false, false, nil
 	}
-	img, _, err = r.root.LockImage(volume, true)
+	img, _, err = part.LockImage(volume, true)
 	if err != nil {
 		return nil, false, false, err
 	}
@@ -108,10 +108,14 @@ func (r *Runtime) detachOf(c container.InspectResponse) {
 	}
 	volume := c.Config.Labels[LabelWorkspace]
 	chatID, err := uuid.Parse(c.Config.Labels[LabelChatID])
-	if err != nil || volume == "" || volume != r.root.Derive(chatID) || !r.root.HasImage(volume) {
+	if err != nil || volume == "" {
 		return
 	}
-	img, _, err := r.root.LockImage(volume, true)
+	part, err := r.partOf(volume)
+	if err != nil || volume != part.Derive(chatID) || !part.HasImage(volume) {
+		return
+	}
+	img, _, err := part.LockImage(volume, true)
 	if err == nil {
 		_, err = img.Detach()
 		img.Unlock()
@@ -127,8 +131,8 @@ func (r *Runtime) detachOf(c container.InspectResponse) {
 // holds (a create in flight) is left alone. It returns the folders it unmounted; with the
 // engine unreachable it unmounts nothing (sandbox.ErrUnavailable).
 func (r *Runtime) ReleaseMounts(ctx context.Context) ([]string, error) {
-	mounts, err := wsimage.Mounts(r.root.ImagesDir())
-	if err != nil || len(mounts) == 0 {
+	parts, err := r.parts()
+	if err != nil {
 		return nil, err
 	}
 	var locked []*workspace.Image
@@ -137,18 +141,27 @@ func (r *Runtime) ReleaseMounts(ctx context.Context) ([]string, error) {
 			img.Unlock()
 		}
 	}()
-	for _, m := range mounts {
-		if filepath.Dir(m.Dir) != r.root.Dir() && !strings.HasPrefix(m.Dir, r.root.Dir()+"/") {
-			continue
+	for _, part := range parts {
+		mounts, err := wsimage.Mounts(part.ImagesDir())
+		if err != nil {
+			return nil, err
 		}
-		img, ok, err := r.root.LockImage(m.Dir, false)
-		if err != nil || !ok || img.Path() != m.Image {
-			if img != nil {
-				img.Unlock()
+		for _, m := range mounts {
+			if filepath.Dir(m.Dir) != part.Dir() {
+				continue
 			}
-			continue // busy, or not a workspace's image where it belongs
+			img, ok, err := part.LockImage(m.Dir, false)
+			if err != nil || !ok || img.Path() != m.Image {
+				if img != nil {
+					img.Unlock()
+				}
+				continue // busy, or not a workspace's image where it belongs
+			}
+			locked = append(locked, img)
 		}
-		locked = append(locked, img)
+	}
+	if len(locked) == 0 {
+		return nil, nil
 	}
 	// Listed once the locks are held: a create that let its lock go has its container.
 	res, err := r.cli.ContainerList(ctx, client.ContainerListOptions{

@@ -55,7 +55,7 @@ func TestAFailedBoundedCreateLeavesNothing(t *testing.T) {
 
 	spec := newSpec("")
 	spec.AgentID = "missing"
-	volume, err := e.rt.Admit(ctx, spec.ChatID, spec.AgentID, "")
+	volume, err := e.rt.Admit(ctx, "", spec.ChatID, spec.AgentID, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +67,7 @@ func TestAFailedBoundedCreateLeavesNothing(t *testing.T) {
 
 	// The container is made, then goes before its start.
 	spec = newSpec("")
-	spec.VolumeHostPath = e.rt.Derive(spec.ChatID)
+	spec.VolumeHostPath = e.rt.Derive("", spec.ChatID)
 	docker.SetBeforeStart(e.rt, func(id string) {
 		if got := mountedOn(t, e, spec.VolumeHostPath); got == "" {
 			t.Error("no image mounted before the container starts")
@@ -110,7 +110,7 @@ func TestABoundRefusesFoldersItCannotBound(t *testing.T) {
 		t.Fatal(err)
 	}
 	spec := newSpec(provided)
-	if _, err := e.rt.Admit(ctx, spec.ChatID, "", provided); !errors.Is(err, sandbox.ErrInvalid) || !strings.Contains(err.Error(), "workspace_max_bytes") {
+	if _, err := e.rt.Admit(ctx, "", spec.ChatID, "", provided); !errors.Is(err, sandbox.ErrInvalid) || !strings.Contains(err.Error(), "workspace_max_bytes") {
 		t.Errorf("Admit of a provided folder = %v, want ErrInvalid naming workspace_max_bytes", err)
 	}
 	if _, err := e.rt.Create(ctx, spec); !errors.Is(err, sandbox.ErrInvalid) {
@@ -118,7 +118,7 @@ func TestABoundRefusesFoldersItCannotBound(t *testing.T) {
 	}
 
 	spec = newSpec("")
-	spec.VolumeHostPath = e.rt.Derive(spec.ChatID)
+	spec.VolumeHostPath = e.rt.Derive("", spec.ChatID)
 	mkdir(t, spec.VolumeHostPath)
 	if err := os.Chown(spec.VolumeHostPath, 1000, 1000); err != nil {
 		t.Fatal(err)
@@ -211,7 +211,7 @@ func TestABoundedFolderIsNoOtherChatsWorkspace(t *testing.T) {
 		t.Fatal(err)
 	}
 	other := newSpec(owner.VolumeHostPath)
-	if _, err := e.rt.Admit(ctx, other.ChatID, "", owner.VolumeHostPath); !errors.Is(err, sandbox.ErrInvalid) || !strings.Contains(err.Error(), "bounded workspace") {
+	if _, err := e.rt.Admit(ctx, "", other.ChatID, "", owner.VolumeHostPath); !errors.Is(err, sandbox.ErrInvalid) || !strings.Contains(err.Error(), "bounded workspace") {
 		t.Errorf("Admit of another chat's bounded folder = %v, want ErrInvalid", err)
 	}
 	if _, err := e.rt.Create(ctx, other); !errors.Is(err, sandbox.ErrInvalid) {

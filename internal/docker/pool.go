@@ -390,6 +390,12 @@ func (p *pool) claim(ctx context.Context, spec lifecycle.CreateSpec) (sandbox.Se
 	if pp == nil {
 		return sandbox.Session{}, false
 	}
+	if spec.Tenant != "" {
+		// A claimed container carries no tenant label (it was made before any tenant
+		// asked) and is adopted as the default tenant's; other tenants' are cold.
+		p.miss(ctx, pp, "tenant")
+		return sandbox.Session{}, false
+	}
 	start := time.Now()
 	derived := p.rt.root.Derive(spec.ChatID)
 	if v := spec.VolumeHostPath; strings.TrimSpace(v) != "" && v != derived {
@@ -493,7 +499,7 @@ func (p *pool) putBack(ctx context.Context, pp *profilePool, m member) {
 }
 
 // missReasons are the reasons p.miss is given.
-var missReasons = []string{"volume", "folder_exists", "empty", "error"}
+var missReasons = []string{"volume", "tenant", "folder_exists", "empty", "error"}
 
 func (p *pool) miss(ctx context.Context, pp *profilePool, reason string) {
 	p.misses.Add(ctx, 1, metric.WithAttributes(attribute.String("profile", pp.name), attribute.String("reason", reason)))

@@ -520,7 +520,7 @@ func TestCreatesPastAnEmptyPoolAreColdNeverUnbounded(t *testing.T) {
 	for i := range n {
 		wg.Go(func() {
 			spec := newSpec("")
-			volume, err := e.rt.Admit(ctx, spec.ChatID, "", "")
+			volume, err := e.rt.Admit(ctx, "", spec.ChatID, "", "")
 			if err == nil {
 				spec.VolumeHostPath = volume
 				var s sandbox.Session

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -24,15 +25,19 @@ import (
 // caller has gone.
 const teardownTimeout = 30 * time.Second
 
-// Admit checks a create request without side effects: the agent must have a profile (or
-// fall back to the default one), and the workspace folder must be an existing real
-// directory inside the volume root with no symbolic link on its way, which the profile's
-// sandbox user can write in (else its /workspace would be read-only to it), and not one the
-// caller provided when the profile bounds workspaces (images.go). With no folder it
-// returns the derived <root>/<chat id>, which need not exist yet (Create makes it). Its
-// errors wrap sandbox.ErrInvalid (sandbox.ErrUnavailable if the volume root is gone), or
-// sandbox.ErrFull when the volume root has less free space than Config.MinFreeBytes.
-func (r *Runtime) Admit(_ context.Context, chatID uuid.UUID, agentID, volumeHostPath string) (string, error) {
+// Admit checks a create request without side effects on the chat (it makes the tenant's
+// part of the volume root when missing): the agent must have a profile (or fall back to
+// the default one), and the workspace folder must be an existing real directory directly
+// inside the tenant's part (the volume root itself for the default tenant, else
+// <root>/.tenants/<tenant>) with no symbolic link on its way, which the profile's sandbox
+// user can write in (else its /workspace would be read-only to it), not another chat's
+// derived folder, and not one the caller provided when the profile bounds workspaces
+// (images.go). With no folder it returns the chat's derived one, <part>/<chat id>,
+// which need not exist yet (Create makes it). Its errors wrap sandbox.ErrInvalid
+// (sandbox.ErrUnavailable if the volume root is gone), sandbox.ErrWorkspaceInUse for
+// another chat's derived folder, or sandbox.ErrFull when the volume root has less free
+// space than Config.MinFreeBytes.
+func (r *Runtime) Admit(_ context.Context, tenant string, chatID uuid.UUID, agentID, volumeHostPath string) (string, error) {
 	prof, err := r.profiles.Lookup(agentID)
 	if err != nil {
 		return "", fmt.Errorf("docker: admit: %w", err)
@@ -40,19 +45,42 @@ func (r *Runtime) Admit(_ context.Context, chatID uuid.UUID, agentID, volumeHost
 	if err := r.root.CheckFree(r.minFree); err != nil {
 		return "", fmt.Errorf("docker: admit: %w", err)
 	}
+	part, err := r.part(tenant)
+	if err != nil {
+		return "", fmt.Errorf("docker: admit: %w", err)
+	}
 	var volume string
 	if strings.TrimSpace(volumeHostPath) == "" {
-		volume, err = r.root.CheckCreatableFor(r.root.Derive(chatID), sandboxUser(prof))
+		volume, err = part.CheckCreatableFor(part.Derive(chatID), sandboxUser(prof))
 	} else {
-		volume, err = r.root.CheckFor(volumeHostPath, sandboxUser(prof))
+		volume, err = part.CheckFor(volumeHostPath, sandboxUser(prof))
 	}
 	if err == nil {
-		err = r.refuseProvided(chatID, volume, prof)
+		err = r.refuseProvided(part, chatID, volume, prof)
 	}
 	if err != nil {
 		return "", fmt.Errorf("docker: admit: %w", err)
 	}
+	if other, err := uuid.Parse(filepath.Base(volume)); err == nil && other != chatID {
+		return "", fmt.Errorf("docker: admit: folder %s is the derived workspace of another chat: %w",
+			volume, sandbox.ErrWorkspaceInUse)
+	}
 	return volume, nil
+}
+
+// part returns the tenant's part of the volume root: the root itself for the default
+// tenant (the layout sandboxd always had), else <root>/.tenants/<tenant>, made when
+// missing.
+func (r *Runtime) part(tenant string) (*workspace.Root, error) {
+	if tenant == "" || tenant == sandbox.DefaultTenant {
+		return r.root, nil
+	}
+	return r.root.Tenant(tenant)
+}
+
+// partOf returns the part of the volume root that holds path (see part).
+func (r *Runtime) partOf(path string) (*workspace.Root, error) {
+	return r.part(r.root.TenantOf(path))
 }
 
 // Create makes and starts the sandbox of spec and returns its RUNNING session. It checks
@@ -79,9 +107,13 @@ func (r *Runtime) Create(ctx context.Context, spec lifecycle.CreateSpec) (sandbo
 	if s, ok := r.pool.claim(ctx, spec); ok {
 		return s, nil
 	}
-	volume, made, err := r.workspace(spec, prof)
+	part, err := r.part(spec.Tenant)
+	if err != nil {
+		return sandbox.Session{}, fmt.Errorf("docker: create: %w", err)
+	}
+	volume, made, err := workspaceOf(part, spec, prof)
 	if err == nil {
-		err = r.refuseProvided(spec.ChatID, volume, prof)
+		err = r.refuseProvided(part, spec.ChatID, volume, prof)
 	}
 	if err != nil {
 		if made {
@@ -91,7 +123,7 @@ func (r *Runtime) Create(ctx context.Context, spec lifecycle.CreateSpec) (sandbo
 	}
 	// A bounded workspace: its image is mounted on the folder before the container that
 	// binds it is made, and stays locked until then (images.go).
-	img, mounted, imgMade, err := r.attach(spec.ChatID, volume, prof)
+	img, mounted, imgMade, err := r.attach(part, spec.ChatID, volume, prof)
 	if err != nil {
 		if made {
 			r.unmake(volume)
@@ -135,7 +167,7 @@ func (r *Runtime) Create(ctx context.Context, spec lifecycle.CreateSpec) (sandbo
 			err = errors.Join(err, rmErr)
 		}
 		if img != nil {
-			if img, _, lockErr := r.root.LockImage(volume, true); lockErr == nil {
+			if img, _, lockErr := part.LockImage(volume, true); lockErr == nil {
 				undoAttach(img, mounted, imgMade)
 				img.Unlock()
 			}
@@ -149,7 +181,7 @@ func (r *Runtime) Create(ctx context.Context, spec lifecycle.CreateSpec) (sandbo
 		r.beforeStart(id)
 	}
 	// The engine mounts the folder at start: look at it again right before.
-	if _, err := r.root.Check(volume); err != nil {
+	if _, err := part.Check(volume); err != nil {
 		return fail(fmt.Errorf("docker: create %s: %w", name, err))
 	}
 	if _, err := r.cli.ContainerStart(ctx, id, client.ContainerStartOptions{}); err != nil {
@@ -167,16 +199,17 @@ func (r *Runtime) Create(ctx context.Context, spec lifecycle.CreateSpec) (sandbo
 	}, nil
 }
 
-// workspace checks the folder of spec and returns it, creating the chat's derived folder
-// when that is the one asked for (or none was); made says it did.
-func (r *Runtime) workspace(spec lifecycle.CreateSpec, prof profile.Profile) (volume string, made bool, err error) {
-	derived := r.root.Derive(spec.ChatID)
+// workspaceOf checks the folder of spec in the tenant's part of the volume root and
+// returns it, creating the chat's derived folder when that is the one asked for (or none
+// was); made says it did.
+func workspaceOf(part *workspace.Root, spec lifecycle.CreateSpec, prof profile.Profile) (volume string, made bool, err error) {
+	derived := part.Derive(spec.ChatID)
 	if p := spec.VolumeHostPath; strings.TrimSpace(p) != "" && p != derived {
-		volume, err = r.root.CheckFor(p, sandboxUser(prof))
+		volume, err = part.CheckFor(p, sandboxUser(prof))
 		return volume, false, err
 	}
 	_, statErr := os.Lstat(derived)
-	volume, err = r.root.Ensure(derived, prof.UID, prof.GID)
+	volume, err = part.Ensure(derived, prof.UID, prof.GID)
 	return volume, err == nil && errors.Is(statErr, fs.ErrNotExist), err
 }
 

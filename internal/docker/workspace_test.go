@@ -93,7 +93,7 @@ func TestHostileWorkspacePathsAreRefusedWithNothingCreated(t *testing.T) {
 				tc.setup(spec)
 			}
 			before := tree(t, e.root)
-			if _, err := e.rt.Admit(ctx, spec.ChatID, "", tc.path); !errors.Is(err, sandbox.ErrInvalid) {
+			if _, err := e.rt.Admit(ctx, "", spec.ChatID, "", tc.path); !errors.Is(err, sandbox.ErrInvalid) {
 				t.Errorf("Admit(%q) = %v, want ErrInvalid", tc.path, err)
 			}
 			// Create checks again on its own, as it must when the lifecycle has no admitter.
@@ -120,7 +120,7 @@ func TestALinkPlantedAfterAdmitIsRefusedAtCreate(t *testing.T) {
 		folder := e.root + "/mine"
 		mkdir(t, folder)
 		spec := newSpec(folder)
-		volume, err := e.rt.Admit(ctx, spec.ChatID, "", folder)
+		volume, err := e.rt.Admit(ctx, "", spec.ChatID, "", folder)
 		if err != nil {
 			t.Fatalf("Admit: %v", err)
 		}
@@ -136,7 +136,7 @@ func TestALinkPlantedAfterAdmitIsRefusedAtCreate(t *testing.T) {
 	})
 	t.Run("derived folder", func(t *testing.T) {
 		spec := newSpec("")
-		volume, err := e.rt.Admit(ctx, spec.ChatID, "", "")
+		volume, err := e.rt.Admit(ctx, "", spec.ChatID, "", "")
 		if err != nil {
 			t.Fatalf("Admit: %v", err)
 		}
@@ -175,7 +175,7 @@ func TestALinkPlantedAfterAdmitIsRefusedAtCreate(t *testing.T) {
 func TestAdmitHasNoSideEffect(t *testing.T) {
 	e := newEnv(t, nil)
 	spec := newSpec("")
-	volume, err := e.rt.Admit(context.Background(), spec.ChatID, "", "")
+	volume, err := e.rt.Admit(context.Background(), "", spec.ChatID, "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +202,7 @@ func TestAWorkspaceTheSandboxUserCannotWriteIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	spec := newSpec(rootOwned)
-	_, err := e.rt.Admit(ctx, spec.ChatID, "", rootOwned)
+	_, err := e.rt.Admit(ctx, "", spec.ChatID, "", rootOwned)
 	if !errors.Is(err, sandbox.ErrInvalid) || !strings.Contains(err.Error(), "owned by 0:0 with mode 0755") || !strings.Contains(err.Error(), "1000:1000") {
 		t.Fatalf("Admit = %v, want ErrInvalid naming the owner 0:0 and the sandbox user", err)
 	}
@@ -214,7 +214,7 @@ func TestAWorkspaceTheSandboxUserCannotWriteIsRefused(t *testing.T) {
 	if err := os.Mkdir(e.root+"/"+derived.ChatID.String(), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.rt.Admit(ctx, derived.ChatID, "", ""); !errors.Is(err, sandbox.ErrInvalid) {
+	if _, err := e.rt.Admit(ctx, "", derived.ChatID, "", ""); !errors.Is(err, sandbox.ErrInvalid) {
 		t.Fatalf("Admit of a root-owned derived folder = %v, want ErrInvalid", err)
 	}
 	e.assertNoContainers(t)

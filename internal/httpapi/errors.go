@@ -20,6 +20,7 @@ const (
 	CodeInvalid              = "invalid"
 	CodeNotFound             = "not_found"
 	CodeConflict             = "conflict"
+	CodeWorkspaceInUse       = "workspace_in_use"
 	CodeExpired              = "expired"
 	CodeTooLarge             = "too_large"
 	CodeBusy                 = "busy"
@@ -46,6 +47,7 @@ var errorCodes = []struct {
 	{sandbox.ErrNotFound, CodeNotFound, http.StatusNotFound},
 	{sandbox.ErrConflict, CodeConflict, http.StatusConflict},
 	{sandbox.ErrExpired, CodeExpired, http.StatusConflict},
+	{sandbox.ErrWorkspaceInUse, CodeWorkspaceInUse, http.StatusConflict},
 	{sandbox.ErrTooLarge, CodeTooLarge, http.StatusRequestEntityTooLarge},
 	{sandbox.ErrBusy, CodeBusy, http.StatusTooManyRequests},
 	{sandbox.ErrLimit, CodeLimitExceeded, http.StatusTooManyRequests},

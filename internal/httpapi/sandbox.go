@@ -94,6 +94,7 @@ func (s *server) registerSandbox(api huma.API) {
 		Description: "Returns the chat's live sandbox when it was made for the same agent and folder (200, reused); " +
 			"makes one when the chat has none (201, created) or its sandbox has expired (201, replaced). " +
 			"A live sandbox for another agent or folder is a conflict (409) and changes nothing. " +
+			"A folder that is another chat's (named as another chat id, or used by another chat's sandbox) is 409 workspace_in_use, nothing made. " +
 			"A chat whose sandbox belongs to another tenant is answered as one without a sandbox of the caller's: " +
 			"404 not_found, nothing changed (chat ids are global, so that chat id cannot be the caller's). " +
 			"A new sandbox past the tenant's max_sandboxes is refused with 429 limit_exceeded and Retry-After.",

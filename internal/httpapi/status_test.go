@@ -23,15 +23,16 @@ var sentinels = map[string]struct {
 	code   string
 	status int
 }{
-	"ErrInvalid":     {sandbox.ErrInvalid, "invalid", http.StatusUnprocessableEntity},
-	"ErrNotFound":    {sandbox.ErrNotFound, "not_found", http.StatusNotFound},
-	"ErrConflict":    {sandbox.ErrConflict, "conflict", http.StatusConflict},
-	"ErrExpired":     {sandbox.ErrExpired, "expired", http.StatusConflict},
-	"ErrTooLarge":    {sandbox.ErrTooLarge, "too_large", http.StatusRequestEntityTooLarge},
-	"ErrBusy":        {sandbox.ErrBusy, "busy", http.StatusTooManyRequests},
-	"ErrLimit":       {sandbox.ErrLimit, "limit_exceeded", http.StatusTooManyRequests},
-	"ErrUnavailable": {sandbox.ErrUnavailable, "unavailable", http.StatusServiceUnavailable},
-	"ErrFull":        {sandbox.ErrFull, "full", http.StatusInsufficientStorage},
+	"ErrInvalid":        {sandbox.ErrInvalid, "invalid", http.StatusUnprocessableEntity},
+	"ErrNotFound":       {sandbox.ErrNotFound, "not_found", http.StatusNotFound},
+	"ErrConflict":       {sandbox.ErrConflict, "conflict", http.StatusConflict},
+	"ErrWorkspaceInUse": {sandbox.ErrWorkspaceInUse, "workspace_in_use", http.StatusConflict},
+	"ErrExpired":        {sandbox.ErrExpired, "expired", http.StatusConflict},
+	"ErrTooLarge":       {sandbox.ErrTooLarge, "too_large", http.StatusRequestEntityTooLarge},
+	"ErrBusy":           {sandbox.ErrBusy, "busy", http.StatusTooManyRequests},
+	"ErrLimit":          {sandbox.ErrLimit, "limit_exceeded", http.StatusTooManyRequests},
+	"ErrUnavailable":    {sandbox.ErrUnavailable, "unavailable", http.StatusServiceUnavailable},
+	"ErrFull":           {sandbox.ErrFull, "full", http.StatusInsufficientStorage},
 }
 
 func TestEverySentinelHasItsCode(t *testing.T) {

@@ -27,7 +27,9 @@ func (s *server) registerWorkspace(api huma.API) {
 		Method:      http.MethodDelete,
 		Path:        "/chats/{chat_id}/workspace",
 		Summary:     "Delete the chat's workspace folder",
-		Description: "Removes the workspace folder made for the chat (<volume root>/<chat id>) and everything in it. " +
+		Description: "Removes the workspace folder made for the chat in the caller's tenant's part of the volume root " +
+			"(<volume root>/<chat id> for the default tenant, <volume root>/.tenants/<tenant>/<chat id> for another) and everything in it; " +
+			"another tenant's folder is never reached. " +
 			"Refused (409) while the chat has a sandbox, expired or not: delete that first. " +
 			"Idempotent: a chat without a folder answers 200 with result not_found. " +
 			"Folders the caller named at create are not the chat's and are left alone.",

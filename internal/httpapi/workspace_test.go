@@ -23,7 +23,7 @@ type memWorkspaces struct {
 	folders map[string]bool
 }
 
-func (w *memWorkspaces) Derive(chat uuid.UUID) string { return "/vol/" + chat.String() }
+func (w *memWorkspaces) Derive(_ string, chat uuid.UUID) string { return "/vol/" + chat.String() }
 func (w *memWorkspaces) Folders(context.Context) ([]lifecycle.Folder, error) {
 	return nil, nil
 }

@@ -239,7 +239,7 @@ func (r *Runtime) Identity(ctx context.Context) (string, error) {
 // fall back to the default one), and no host folder may be asked for: on a cluster the
 // workspace is the chat's claim, which sandboxd names. It returns "" (no host folder).
 // Its errors wrap sandbox.ErrInvalid.
-func (r *Runtime) Admit(_ context.Context, _ uuid.UUID, agentID, volumeHostPath string) (string, error) {
+func (r *Runtime) Admit(_ context.Context, _ string, _ uuid.UUID, agentID, volumeHostPath string) (string, error) {
 	if _, err := r.profiles.Lookup(agentID); err != nil {
 		return "", fmt.Errorf("kube: admit: %w", err)
 	}

@@ -267,10 +267,10 @@ func TestCreateThatCannotStartFailsAndLeavesNothing(t *testing.T) {
 
 func TestAdmitRefusesAHostFolder(t *testing.T) {
 	f := newRuntime(t, profile.Agents{})
-	if got, err := f.rt.Admit(context.Background(), uuid.New(), "", ""); err != nil || got != "" {
+	if got, err := f.rt.Admit(context.Background(), "", uuid.New(), "", ""); err != nil || got != "" {
 		t.Fatalf("Admit without folder = %q, %v", got, err)
 	}
-	if _, err := f.rt.Admit(context.Background(), uuid.New(), "", "/srv/x"); !errors.Is(err, sandbox.ErrInvalid) {
+	if _, err := f.rt.Admit(context.Background(), "", uuid.New(), "", "/srv/x"); !errors.Is(err, sandbox.ErrInvalid) {
 		t.Fatalf("Admit with a host folder: %v; want ErrInvalid", err)
 	}
 }

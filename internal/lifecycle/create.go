@@ -37,6 +37,9 @@ const limitExceeded Outcome = "limit_exceeded"
 //     changed, and the answer says no more than that the caller has no such sandbox;
 //   - sandbox.ErrLimit: a new sandbox would pass the tenant's MaxSandboxes; nothing
 //     changed;
+//   - sandbox.ErrWorkspaceInUse: the folder asked for is another chat's derived folder
+//     or another chat's sandbox's (expired or not, until the sweep ends it); nothing
+//     changed;
 //   - anything else: the runtime or registry failed; nothing is left running untracked.
 func (s *Service) Create(ctx context.Context, req CreateRequest) (sandbox.Session, Outcome, error) {
 	req.Tenant = sandbox.TenantFrom(ctx)
@@ -71,9 +74,9 @@ func (s *Service) create(ctx context.Context, span trace.Span, req CreateRequest
 			req.AgentID, req.Tenant, sandbox.ErrInvalid)
 	}
 	if s.admitter != nil {
-		volume, err := s.admitter.Admit(ctx, req.ChatID, req.AgentID, req.VolumeHostPath)
+		volume, err := s.admitter.Admit(ctx, req.Tenant, req.ChatID, req.AgentID, req.VolumeHostPath)
 		if err != nil {
-			return sandbox.Session{}, Failed, fmt.Errorf("create: %w", err)
+			return sandbox.Session{}, folderOutcome(err), fmt.Errorf("create: %w", err)
 		}
 		req.VolumeHostPath = volume
 	}
@@ -97,6 +100,11 @@ func (s *Service) createLocked(ctx context.Context, span trace.Span, req CreateR
 	current, err := s.store.Get(ctx, req.ChatID)
 	switch {
 	case errors.Is(err, sandbox.ErrNotFound):
+		releaseFolder, err := s.claimFolder(ctx, req)
+		if err != nil {
+			return sandbox.Session{}, folderOutcome(err), err
+		}
+		defer releaseFolder()
 		release, err := s.reserve(ctx)
 		if err != nil {
 			if errors.Is(err, sandbox.ErrBusy) {
@@ -141,6 +149,11 @@ func (s *Service) createLocked(ctx context.Context, span trace.Span, req CreateR
 
 	// Replace the expired session: stop its container first; should that fail, the old
 	// record stays so that the sweep or the next create tries again.
+	releaseFolder, err := s.claimFolder(ctx, req)
+	if err != nil {
+		return sandbox.Session{}, folderOutcome(err), err
+	}
+	defer releaseFolder()
 	sessionID := s.newID()
 	span.SetAttributes(
 		attribute.String("sandbox.new_session.id", sessionID.String()),
@@ -157,6 +170,49 @@ func (s *Service) createLocked(ctx context.Context, span trace.Span, req CreateR
 	s.touchWorkspace(ctx, current)
 	created, err := s.start(ctx, span, req, sessionID, true)
 	return created, Replaced, err
+}
+
+// folderOutcome is the outcome of a create refused with err: Conflict for a folder in
+// use, else Failed.
+func folderOutcome(err error) Outcome {
+	if errors.Is(err, sandbox.ErrWorkspaceInUse) {
+		return Conflict
+	}
+	return Failed
+}
+
+// folderLocks is the name space of the lock keys of workspace folders (claimFolder).
+var folderLocks = uuid.MustParse("6f1d4c0e-3b8a-5e0c-9f4e-7a2b1c9d0e51")
+
+// claimFolder makes sure no other chat's sandbox uses the folder the caller provided for
+// req, and keeps it so (holding the folder's lock, which release gives back) until the
+// new session is saved: two chats that ask for one folder at once are served one after
+// the other, and the second sees the first's record. The chat's own derived folder is
+// no other chat's (the Admitter refuses another chat's derived folder), so it needs
+// neither lock nor query. The error wraps sandbox.ErrWorkspaceInUse, or is the lock's or
+// the registry's.
+func (s *Service) claimFolder(ctx context.Context, req CreateRequest) (release func(), err error) {
+	folder := req.VolumeHostPath
+	if s.workspaces == nil || folder == "" || folder == s.workspaces.Derive(req.Tenant, req.ChatID) {
+		return func() {}, nil
+	}
+	unlock, err := s.locker.Lock(ctx, uuid.NewSHA1(folderLocks, []byte(folder)))
+	if err != nil {
+		return nil, fmt.Errorf("create: lock folder %s: %w", folder, err)
+	}
+	users, err := s.store.List(ctx, ListFilter{VolumeHostPath: folder, Limit: 2})
+	if err != nil {
+		unlock()
+		return nil, fmt.Errorf("create: read registry: %w", err)
+	}
+	for _, u := range users {
+		if u.ChatID != req.ChatID {
+			unlock()
+			return nil, fmt.Errorf("create: folder %s is the workspace of another chat's sandbox: %w",
+				folder, sandbox.ErrWorkspaceInUse)
+		}
+	}
+	return unlock, nil
 }
 
 // reserve makes room for one more session under MaxSandboxes, or refuses with

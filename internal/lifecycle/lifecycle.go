@@ -59,7 +59,9 @@ type Config struct {
 	Files     Files     // needed by the file use cases only
 	Inventory Inventory // needed by Reconcile only
 	// Workspaces, needed by DeleteWorkspace and SweepWorkspaces, also hears when each
-	// sandbox ends (its folder's last use). WorkspaceRetention (0: never) is how long a
+	// sandbox ends (its folder's last use), and has Create keep a folder the caller
+	// provides to one chat (sandbox.ErrWorkspaceInUse while another chat's sandbox uses
+	// it; without Workspaces, Create takes folders as they come). WorkspaceRetention (0: never) is how long a
 	// folder no session uses is kept after its last use; RemoveProvidedWorkspaces lets
 	// the retention remove folders the caller provided too, not only those derived for a
 	// chat.

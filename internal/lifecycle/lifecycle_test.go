@@ -98,7 +98,7 @@ func TestCreatesForDifferentChatsDoNotWaitOnEachOther(t *testing.T) {
 
 type refusingAdmitter struct{ calls int }
 
-func (a *refusingAdmitter) Admit(_ context.Context, _ uuid.UUID, _, path string) (string, error) {
+func (a *refusingAdmitter) Admit(_ context.Context, _ string, _ uuid.UUID, _, path string) (string, error) {
 	a.calls++
 	if strings.Contains(path, "..") {
 		return "", fmt.Errorf("workspace %q leaves the volume root: %w", path, sandbox.ErrInvalid)

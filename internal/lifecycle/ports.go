@@ -56,12 +56,14 @@ func After(s sandbox.Session) ExpiredAfter {
 
 // ListFilter selects one page of List.
 type ListFilter struct {
-	Tenant  string    // only sessions of this tenant, when set (the use case always sets it)
-	AgentID string    // only sessions of this agent, when set
-	Expired *bool     // only expired (true) or live (false) sessions at Now, when set
-	Now     time.Time // the time Expired is judged at
-	After   uuid.UUID // the page starts after this chat id (uuid.Nil: from the start)
-	Limit   int       // page size; <= 0 means 100
+	Tenant  string // only sessions of this tenant, when set (the use case always sets it)
+	AgentID string // only sessions of this agent, when set
+	// VolumeHostPath: only sessions whose workspace is this folder, when set.
+	VolumeHostPath string
+	Expired        *bool     // only expired (true) or live (false) sessions at Now, when set
+	Now            time.Time // the time Expired is judged at
+	After          uuid.UUID // the page starts after this chat id (uuid.Nil: from the start)
+	Limit          int       // page size; <= 0 means 100
 }
 
 // Locker serialises the use cases of one chat. Two holders of the same chat never
@@ -97,10 +99,12 @@ type Runtime interface {
 
 // Admitter checks a create request before any lock is taken or runtime call made, so that
 // a request that will be refused changes nothing. It returns the workspace path the
-// session is to use (it may derive one when volumeHostPath is empty), or an error wrapping
-// sandbox.ErrInvalid. It must have no side effect.
+// session is to use (it may derive one when volumeHostPath is empty: the chat's folder in
+// the tenant's part of the volume), or an error wrapping sandbox.ErrInvalid (a folder
+// outside the tenant's part among them) or sandbox.ErrWorkspaceInUse (the folder is
+// another chat's derived one). It must have no side effect on the request's chat.
 type Admitter interface {
-	Admit(ctx context.Context, chatID uuid.UUID, agentID, volumeHostPath string) (string, error)
+	Admit(ctx context.Context, tenant string, chatID uuid.UUID, agentID, volumeHostPath string) (string, error)
 }
 
 // Container is a sandbox the runtime knows, as the reconciler sees it, with what its

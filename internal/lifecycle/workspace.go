@@ -32,8 +32,9 @@ type Folder struct {
 
 // Workspaces manages the workspace folders of the volume root.
 type Workspaces interface {
-	// Derive returns the folder a chat gets when it names none.
-	Derive(chatID uuid.UUID) string
+	// Derive returns the folder a chat of tenant gets when it names none (in that
+	// tenant's part of the volume).
+	Derive(tenant string, chatID uuid.UUID) string
 	// Folders lists the workspace folders (not the runtime's own, such as the pool's).
 	Folders(ctx context.Context) ([]Folder, error)
 	// Touch marks the folder path used at t. A missing folder is no error.
@@ -59,7 +60,8 @@ type WorkspaceResult struct {
 // Removed is the outcome of DeleteWorkspace for a folder that was there.
 const Removed Outcome = "removed"
 
-// DeleteWorkspace removes the chat's own workspace folder (the one derived for it) and
+// DeleteWorkspace removes the chat's own workspace folder (the one derived for it in the
+// caller's tenant's part of the volume: another tenant's folder is never reached) and
 // everything in it. It is refused with sandbox.ErrConflict while the chat has a sandbox,
 // expired or not (delete it first: its container may still run on the folder). A chat
 // without a folder is no error (Result NotFound). Folders the caller provided are not the
@@ -73,7 +75,7 @@ func (s *Service) DeleteWorkspace(ctx context.Context, chatID uuid.UUID) (Worksp
 	if s.workspaces == nil {
 		return res, fmt.Errorf("delete workspace: no workspaces configured: %w", sandbox.ErrUnavailable)
 	}
-	res.Path = s.workspaces.Derive(chatID)
+	res.Path = s.workspaces.Derive(sandbox.TenantFrom(ctx), chatID)
 	err := s.locked(ctx, chatID, func(ctx context.Context) error {
 		current, err := s.store.Get(ctx, chatID)
 		switch {

@@ -24,7 +24,7 @@ type fakeWorkspaces struct {
 	folders map[string]time.Time
 }
 
-func (w *fakeWorkspaces) Derive(chat uuid.UUID) string { return "/vol/" + chat.String() }
+func (w *fakeWorkspaces) Derive(_ string, chat uuid.UUID) string { return "/vol/" + chat.String() }
 
 func (w *fakeWorkspaces) Folders(context.Context) ([]lifecycle.Folder, error) {
 	w.mu.Lock()
@@ -83,7 +83,7 @@ func TestDeleteWorkspaceIsRefusedWhileTheChatHasASandbox(t *testing.T) {
 	ws := &fakeWorkspaces{folders: map[string]time.Time{}}
 	store := memstore.New()
 	svc, tel := workspaceService(t, store, ws, lifecycletest.NewClock(now), 0, false)
-	folder := ws.Derive(chatID)
+	folder := ws.Derive("", chatID)
 	ws.folders[folder] = now
 
 	if _, _, err := svc.Create(ctx, lifecycle.CreateRequest{ChatID: chatID, VolumeHostPath: folder}); err != nil {
@@ -125,14 +125,14 @@ func TestRetentionRemovesOnlyUnusedOldChatFolders(t *testing.T) {
 		provided                  = "/vol/project"
 	)
 	for _, c := range []uuid.UUID{live, ended, recent, idle} {
-		ws.folders[ws.Derive(c)] = old
+		ws.folders[ws.Derive("", c)] = old
 	}
-	ws.folders[ws.Derive(recent)] = now.Add(-time.Hour)
+	ws.folders[ws.Derive("", recent)] = now.Add(-time.Hour)
 	ws.folders[provided] = old
 	store := memstore.New()
 	svc, tel := workspaceService(t, store, ws, clock, retention, false)
 	for _, c := range []uuid.UUID{live, ended} {
-		if _, _, err := svc.Create(ctx, lifecycle.CreateRequest{ChatID: c, VolumeHostPath: ws.Derive(c)}); err != nil {
+		if _, _, err := svc.Create(ctx, lifecycle.CreateRequest{ChatID: c, VolumeHostPath: ws.Derive("", c)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -142,10 +142,10 @@ func TestRetentionRemovesOnlyUnusedOldChatFolders(t *testing.T) {
 	}
 
 	removed, err := svc.SweepWorkspaces(ctx)
-	if err != nil || len(removed) != 1 || removed[0].Path != ws.Derive(idle) {
+	if err != nil || len(removed) != 1 || removed[0].Path != ws.Derive("", idle) {
 		t.Fatalf("sweep removed %+v, %v; want only the idle chat's folder", removed, err)
 	}
-	for _, p := range []string{ws.Derive(live), ws.Derive(ended), ws.Derive(recent), provided} {
+	for _, p := range []string{ws.Derive("", live), ws.Derive("", ended), ws.Derive("", recent), provided} {
 		if !ws.has(p) {
 			t.Errorf("%s was removed", p)
 		}
@@ -163,7 +163,7 @@ func TestRetentionRemovesOnlyUnusedOldChatFolders(t *testing.T) {
 	if removed, err := svc.SweepWorkspaces(ctx); err != nil || len(removed) != 2 {
 		t.Fatalf("second sweep removed %+v, %v; want ended's and recent's", removed, err)
 	}
-	if !ws.has(provided) || !ws.has(ws.Derive(live)) {
+	if !ws.has(provided) || !ws.has(ws.Derive("", live)) {
 		t.Error("the provided folder or the just-ended chat's went")
 	}
 	all, _ := workspaceService(t, store, ws, clock, retention, true)

@@ -360,6 +360,24 @@ func testListing(t *testing.T, newStore func(t *testing.T) lifecycle.Store) {
 			}
 		}
 	})
+
+	t.Run("ListedByFolder", func(t *testing.T) {
+		// The create's check that no other chat's sandbox uses a folder.
+		st := newStore(t)
+		shared, other := NewSession(uuid.New(), Base), NewSession(uuid.New(), Base.Add(time.Hour))
+		shared.VolumeHostPath, other.VolumeHostPath = "/volumes/shared", "/volumes/other"
+		mustSave(t, st, shared)
+		mustSave(t, st, other)
+		for folder, want := range map[string][]sandbox.Session{
+			"/volumes/shared": {shared}, "/volumes/other": {other}, "/volumes/none": nil, "/volumes": nil,
+		} {
+			page, err := st.List(ctx, lifecycle.ListFilter{VolumeHostPath: folder})
+			if err != nil {
+				t.Fatalf("List(folder %s): %v", folder, err)
+			}
+			assertIDs(t, page, want...)
+		}
+	})
 }
 
 // testConditionalRemoval checks that the sweep's removal is conditional on the record still being

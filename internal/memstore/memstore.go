@@ -138,6 +138,9 @@ func (st *Store) List(_ context.Context, f lifecycle.ListFilter) ([]sandbox.Sess
 		if f.AgentID != "" && s.AgentID != f.AgentID {
 			continue
 		}
+		if f.VolumeHostPath != "" && s.VolumeHostPath != f.VolumeHostPath {
+			continue
+		}
 		if f.Expired != nil && s.Expired(f.Now) != *f.Expired {
 			continue
 		}

@@ -345,6 +345,9 @@ func (st *Store) List(ctx context.Context, f lifecycle.ListFilter) ([]sandbox.Se
 	if f.AgentID != "" {
 		where = append(where, "agent_id = "+arg(f.AgentID))
 	}
+	if f.VolumeHostPath != "" {
+		where = append(where, "volume_host_path = "+arg(f.VolumeHostPath))
+	}
 	if f.Expired != nil {
 		if *f.Expired {
 			where = append(where, "expires_at <= "+arg(f.Now))

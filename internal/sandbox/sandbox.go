@@ -38,6 +38,9 @@ var (
 	// ErrFull: a volume sandboxd writes to (the workspaces' volume root, or a workspace
 	// at its size quota) has no room, or less than its configured floor; nothing was made.
 	ErrFull = errors.New("no space left")
+	// ErrWorkspaceInUse: the workspace folder asked for is another chat's (its derived
+	// folder, or the folder of another chat's sandbox); nothing was made.
+	ErrWorkspaceInUse = errors.New("workspace in use")
 )
 
 // Status is the state of a sandbox as the runtime reports it.
@@ -122,6 +125,8 @@ func ErrorType(err error) string {
 		return "not_found"
 	case errors.Is(err, ErrConflict):
 		return "conflict"
+	case errors.Is(err, ErrWorkspaceInUse):
+		return "workspace_in_use"
 	case errors.Is(err, ErrInvalid):
 		return "invalid"
 	case errors.Is(err, ErrExpired):

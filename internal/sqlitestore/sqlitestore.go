@@ -324,6 +324,10 @@ func (st *Store) List(ctx context.Context, f lifecycle.ListFilter) ([]sandbox.Se
 		where = append(where, "agent_id = ?")
 		args = append(args, f.AgentID)
 	}
+	if f.VolumeHostPath != "" {
+		where = append(where, "volume_host_path = ?")
+		args = append(args, f.VolumeHostPath)
+	}
 	if f.Expired != nil {
 		if *f.Expired {
 			where = append(where, "expires_at <= ?")

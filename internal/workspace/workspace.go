@@ -201,9 +201,14 @@ func writable(shown string, fi fs.FileInfo, u User) error {
 // child of the root, so no workspace lies inside another.
 func (r *Root) workspaceRel(path string) (string, error) {
 	rel, err := r.rel(path)
-	if err == nil && strings.Contains(rel, "/") {
+	switch {
+	case err == nil && strings.Contains(rel, "/"):
 		err = fmt.Errorf("workspace path %q is not directly inside the volume root %s (workspaces may not nest): %w",
 			path, r.dir, sandbox.ErrInvalid)
+	case err == nil && rel == TenantsDir:
+		// It holds the tenants' parts (tenants.go).
+		err = fmt.Errorf("workspace path %q is the folder of the tenants' parts %s: %w",
+			path, filepath.Join(r.dir, TenantsDir), sandbox.ErrInvalid)
 	}
 	return rel, err
 }

@@ -25,6 +25,7 @@ from .errors import (
     TooLarge,
     Unauthorized,
     Unavailable,
+    WorkspaceInUse,
 )
 
 __all__ = [
@@ -32,5 +33,5 @@ __all__ = [
     "WorkspaceDeleteResult",
     "ERROR_CLASSES", "Busy", "Conflict", "Expired", "Full", "Invalid", "LimitExceeded", "NotFound",
     "SandboxdError", "TooLarge",
-    "Unauthorized", "Unavailable",
+    "Unauthorized", "Unavailable", "WorkspaceInUse",
 ]

@@ -41,6 +41,10 @@ class Expired(SandboxdError):
     """expired: the chat's sandbox has passed its TTL; create it again."""
 
 
+class WorkspaceInUse(Conflict):
+    """workspace_in_use: the workspace folder asked for is another chat's (its derived folder, or another chat's sandbox's); nothing was made."""
+
+
 class Invalid(SandboxdError):
     """invalid, bad_request, unsupported_media_type: the request was refused; nothing changed."""
 
@@ -74,6 +78,7 @@ ERROR_CLASSES: Dict[str, Type[SandboxdError]] = {
     "not_found": NotFound,
     "conflict": Conflict,
     "expired": Expired,
+    "workspace_in_use": WorkspaceInUse,
     "invalid": Invalid,
     "bad_request": Invalid,
     "unsupported_media_type": Invalid,
