@@ -114,8 +114,8 @@ func (b *bench) density(ctx context.Context, reg registry) (err error) {
 	b.add(asked)
 	total := newRow(reg.name, "density: memory per sandbox (sandboxd + engine)", "MiB", per(sdN+engine), per(engine),
 		"engine alone (dockerd, containerd growth + shims) per sandbox", count)
-	total.Note = fmt.Sprintf("sandboxd RSS %.1f MiB (peak %.1f) for %d sandboxes, %.1f MiB before; dockerd %+.1f MiB, containerd %+.1f MiB, %d shims %.1f MiB",
-		mib(sdN), mib(sdPeak), count, mib(sd0), mib(engN.dockerd-eng0.dockerd), mib(engN.containerd-eng0.containerd), engN.shims, mib(engN.shimRSS))
+	total.Note = fmt.Sprintf("sandboxd RSS %.1f MiB (peak %.1f) for %d sandboxes, %.1f MiB before; dockerd %+.1f MiB, containerd %+.1f MiB, %d shims %.1f MiB (PSS %.1f MiB: RSS counts their shared pages once each)",
+		mib(sdN), mib(sdPeak), count, mib(sd0), mib(engN.dockerd-eng0.dockerd), mib(engN.containerd-eng0.containerd), engN.shims, mib(engN.shimRSS), mib(engN.shimPSS))
 	b.add(total)
 	b.add(newRow(reg.name, "density: sandboxd memory per tracked session", "KiB", float64(sdN-sd0)/float64(count)/1024,
 		float64(engine)/float64(count)/1024, "engine memory per sandbox", count))
@@ -123,6 +123,24 @@ func (b *bench) density(ctx context.Context, reg registry) (err error) {
 }
 
 func mib(n int64) float64 { return float64(n) / (1 << 20) }
+
+// pssOf is the Pss of the process at /proc/<pid> (smaps_rollup), in bytes; 0 when it
+// cannot be read.
+func pssOf(dir string) int64 {
+	data, err := os.ReadFile(filepath.Join(dir, "smaps_rollup"))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "Pss:"); ok {
+			if f := strings.Fields(v); len(f) == 2 && f[1] == "kB" {
+				n, _ := strconv.ParseInt(f[0], 10, 64)
+				return n << 10
+			}
+		}
+	}
+	return 0
+}
 
 // rssOf is the RSS of the process at /proc/<pid>; 0 when it is gone.
 func rssOf(dir string) int64 {
@@ -136,6 +154,9 @@ type engineMemory struct {
 	dockerd, containerd int64
 	shims               int
 	shimRSS             int64
+	// shimPSS is the shims' proportional set size: their shared pages (the shim's own
+	// binary above all) counted once among the processes that share them, not once each.
+	shimPSS int64
 }
 
 // engineRSS reads the RSS of dockerd, containerd and the shims (containerd-shim-*) that
@@ -171,6 +192,7 @@ func engineRSS(containers []string) (engineMemory, error) {
 				if a == "-id" && i+1 < len(args) && want[args[i+1]] {
 					m.shims++
 					m.shimRSS += rssOf(p)
+					m.shimPSS += pssOf(p)
 				}
 			}
 		}
