@@ -31,6 +31,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/config"
 	"github.com/sandboxd/sandboxd/internal/docker"
 	"github.com/sandboxd/sandboxd/internal/egress"
+	"github.com/sandboxd/sandboxd/internal/eventlog"
 	"github.com/sandboxd/sandboxd/internal/hostfiles"
 	"github.com/sandboxd/sandboxd/internal/httpapi"
 	"github.com/sandboxd/sandboxd/internal/keylock"
@@ -42,6 +43,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 	"github.com/sandboxd/sandboxd/internal/sqlitestore"
 	"github.com/sandboxd/sandboxd/internal/telemetry"
+	"github.com/sandboxd/sandboxd/internal/webui"
 )
 
 func main() {
@@ -162,7 +164,10 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 			return &hostfiles.Owner{UID: uid, GID: gid}
 		},
 	})
+	// What happens to each sandbox, kept in memory for the operator's page.
+	events := eventlog.New(eventlog.Config{})
 	svc, err := lifecycle.New(lifecycle.Config{
+		Events:             events,
 		Store:              reg.store,
 		Locker:             reg.locker,
 		Runtime:            rt,
@@ -290,6 +295,32 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 	if err != nil {
 		return err
 	}
+	page, err := webui.New(webui.Config{
+		Sandboxes: svc,
+		Events:    events,
+		Usage: func(ctx context.Context, containerID string) (webui.Sample, error) {
+			u, err := rt.Usage(ctx, containerID)
+			return webui.Sample(u), err
+		},
+		Pools: func() []webui.PoolFill {
+			var out []webui.PoolFill
+			for _, p := range rt.PoolFill() {
+				out = append(out, webui.PoolFill(p))
+			}
+			return out
+		},
+		ProfileOf: func(agentID string) string {
+			if agentID != "" && profiles.Listed(agentID) {
+				return agentID
+			}
+			return "default"
+		},
+		XtermDir: cfg.UI.XtermDir,
+		Logger:   log,
+	})
+	if err != nil {
+		return err
+	}
 	defaultTokens, tenantTokens := cfg.TenantTokens()
 	handler, err := httpapi.New(httpapi.Config{
 		Sandboxes:    svc,
@@ -303,6 +334,8 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 		MinUploadRate:        minUploadRate(cfg.Files.MinUploadRate),
 		Ready:                func(ctx context.Context) error { return errors.Join(reg.ping(ctx), rt.Ping(ctx)) },
 		Metrics:              tel.Metrics,
+		UI:                   page.API(),
+		Page:                 page.Files(),
 		Logger:               log,
 		Denials:              denialsOf(proxy),
 	})

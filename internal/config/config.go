@@ -11,6 +11,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/httpapi"
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
 	"github.com/sandboxd/sandboxd/internal/profile"
+	"github.com/sandboxd/sandboxd/internal/webui"
 )
 
 // EnvPrefix starts the name of every environment variable sandboxd reads.
@@ -67,6 +68,14 @@ type Config struct {
 
 	OTLP OTLP `koanf:"otlp"`
 	Log  Log  `koanf:"log"`
+	UI   UI   `koanf:"ui"`
+}
+
+// UI configures the operator's page (/ui/).
+type UI struct {
+	// XtermDir is searched for a browser build of xterm.js (and xterm.css), which the
+	// page's terminal then uses; "-": never. Without one the page has a plain terminal.
+	XtermDir string `koanf:"xterm_dir"`
 }
 
 // Server bounds the HTTP server.
@@ -185,6 +194,7 @@ func Default() Config {
 		Limits:          Limits{MaxSandboxes: lifecycle.DefaultMaxSandboxes},
 		TTL:             time.Hour,
 		MaxBodyBytes:    httpapi.DefaultMaxBodyBytes,
+		UI:              UI{XtermDir: webui.DefaultXtermDir},
 		ShutdownTimeout: 30 * time.Second,
 		MaxLifetime:     lifecycle.DefaultMaxLifetime,
 		Exec: Exec{

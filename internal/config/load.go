@@ -46,6 +46,8 @@ func options() []option {
 		{"ttl", "sandbox lifetime", dur(func(c Config) time.Duration { return c.TTL })},
 		{"tokens", "bearer tokens the API accepts (comma-separated)",
 			func(fs *pflag.FlagSet, n string, _ Config, u string) { fs.StringSlice(n, nil, u) }},
+		{"ui.xterm_dir", "folder searched for a browser build of xterm.js for the operator's page's terminal (-: none)",
+			str(func(c Config) string { return c.UI.XtermDir })},
 		{"max_body_bytes", "largest request body in bytes",
 			func(fs *pflag.FlagSet, n string, d Config, u string) { fs.Int64(n, d.MaxBodyBytes, u) }},
 		{"shutdown_timeout", "bound of the graceful shutdown", dur(func(c Config) time.Duration { return c.ShutdownTimeout })},

@@ -211,3 +211,15 @@ func asProblem(err error) *Problem {
 	}
 	return newProblem(http.StatusInternalServerError, CodeInternal, err.Error())
 }
+
+// WriteError writes err as a problem document with the status and code of its sentinel
+// (errorCodes), for handlers served beside huma (the operator's page's data, webui):
+// a client error's own words, a server error's generic ones.
+func WriteError(w http.ResponseWriter, err error) {
+	code, status := ErrorCode(err)
+	detail := Detail(err)
+	if status >= 500 {
+		detail = "a dependency of sandboxd is unavailable or failed; try again later"
+	}
+	writeProblemDoc(w, newProblem(status, code, detail))
+}

@@ -80,6 +80,12 @@ type Config struct {
 	// MCP serves /mcp/ (the MCP server, mcpserver), behind the same bearer tokens as
 	// /v1/ and without the body limit (it applies its own); nil: 404.
 	MCP http.Handler
+	// UI serves /v1/ui/ (the data of the operator's page, webui), behind the same bearer
+	// tokens as the rest of /v1/; nil: 404.
+	UI http.Handler
+	// Page serves the operator's page at /ui/ (webui), without a token: the page holds no
+	// data, it asks /v1/ with the token its user signs in with; nil: 404.
+	Page http.Handler
 	// Metrics serves GET /metrics (e.g. the Prometheus exporter's handler); nil: 404.
 	Metrics http.Handler
 	// Logger receives one record per request; default: discard.
@@ -124,8 +130,11 @@ const (
 
 const bearerScheme = "bearer"
 
-// mcpPattern is where Config.MCP is served.
-const mcpPattern = "/mcp/"
+// mcpPattern is where Config.MCP is served, UIPattern where Config.UI is.
+const (
+	mcpPattern = "/mcp/"
+	UIPattern  = "/v1/ui/"
+)
 
 // server holds what the handlers share.
 type server struct {
@@ -231,6 +240,13 @@ func New(cfg Config) (http.Handler, error) {
 	documentCode(api)
 	if cfg.MCP != nil {
 		mux.Handle(mcpPattern, cfg.MCP)
+	}
+	if cfg.UI != nil {
+		mux.Handle(UIPattern, cfg.UI)
+	}
+	if cfg.Page != nil {
+		mux.Handle("/ui/", cfg.Page)
+		mux.Handle("/ui", cfg.Page)
 	}
 	mux.Handle("/", noRoute(mux))
 

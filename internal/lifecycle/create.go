@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/google/uuid"
 	"go.opentelemetry.io/otel/attribute"
@@ -58,6 +59,7 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (sandbox.Sessio
 			span.RecordError(err)
 		} else {
 			failSpan(span, err)
+			s.eventOf(req.Tenant, req.ChatID, EventCreateFailed, sandbox.ErrorType(err))
 		}
 		return sandbox.Session{}, outcome, err
 	}
@@ -141,6 +143,7 @@ func (s *Service) createLocked(ctx context.Context, span trace.Span, req CreateR
 				req.ChatID, current.AgentID, current.VolumeHostPath, sandbox.ErrConflict)
 		}
 		s.log.InfoContext(ctx, "sandbox_reused", logAttrs(current)...)
+		s.event(current, EventReused, "")
 		span.SetAttributes(
 			attribute.String("session.id", current.ID.String()),
 			attribute.String("container.id", current.ContainerID))
@@ -163,6 +166,7 @@ func (s *Service) createLocked(ctx context.Context, span trace.Span, req CreateR
 		return sandbox.Session{}, Failed, fmt.Errorf("create: stop expired sandbox %s: %w", current.ContainerID, err)
 	}
 	s.log.InfoContext(ctx, "sandbox_replaced", logAttrs(current)...)
+	s.event(current, EventReplaced, "expired at "+current.ExpiresAt.UTC().Format(time.RFC3339))
 	if err := s.store.Remove(ctx, current.ID); err != nil {
 		return sandbox.Session{}, Failed, fmt.Errorf("create: forget expired session %s: %w", current.ID, err)
 	}
@@ -271,6 +275,7 @@ func (s *Service) start(ctx context.Context, span trace.Span, req CreateRequest,
 		return sandbox.Session{}, fmt.Errorf("create: save session %s: %w", created.ID, err)
 	}
 	s.log.InfoContext(ctx, "sandbox_created", logAttrs(created)...)
+	s.event(created, EventCreated, "agent "+created.AgentID)
 	span.SetAttributes(
 		attribute.String("session.id", created.ID.String()),
 		attribute.String("container.id", created.ContainerID))

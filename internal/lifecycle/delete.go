@@ -53,6 +53,7 @@ func (s *Service) Delete(ctx context.Context, chatID uuid.UUID) (DeleteResult, e
 		s.recordActive(ctx)
 		s.touchWorkspace(ctx, current)
 		s.log.InfoContext(ctx, "sandbox_deleted", logAttrs(current)...)
+		s.event(current, EventDeleted, "")
 		res.Result, res.SessionID, res.ContainerID = Deleted, current.ID, current.ContainerID
 		return nil
 	})

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -138,6 +139,7 @@ func (s *Service) exec(ctx context.Context, span trace.Span, req ExecRequest) (E
 		Stdout: budget.writer(req.Stdout), Stderr: budget.writer(req.Stderr),
 	})
 	res := ExecResult{ExitCode: code, Duration: s.clock.Now().Sub(start), Truncated: budget.truncated()}
+	defer func() { s.event(session, EventExec, execSummary(req.Cmd, res, ctx.Err(), err)) }()
 	switch {
 	case ctx.Err() != nil:
 		return ExecResult{}, execCanceled, fmt.Errorf("exec: caller gone: %w", ctx.Err())
@@ -150,6 +152,20 @@ func (s *Service) exec(ctx context.Context, span trace.Span, req ExecRequest) (E
 		return ExecResult{}, Failed, fmt.Errorf("exec in %s: %w", session.ContainerID, err)
 	}
 	return res, execCompleted, nil
+}
+
+// execSummary says how a command ended, and which: "exit 0 in 12ms: ls -l".
+func execSummary(cmd []string, res ExecResult, callerGone, err error) string {
+	how := fmt.Sprintf("exit %d in %s", res.ExitCode, res.Duration.Round(time.Millisecond))
+	switch {
+	case callerGone != nil:
+		how = "caller gone"
+	case res.TimedOut:
+		how = "timed out after " + res.Duration.Round(time.Millisecond).String()
+	case err != nil:
+		how = "failed: " + sandbox.ErrorType(err)
+	}
+	return how + ": " + strings.Join(cmd, " ")
 }
 
 // takeExecSlot reserves one of the commands the session's sandboxes and its tenant may

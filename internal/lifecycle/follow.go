@@ -145,6 +145,7 @@ func (s *Service) ended(ctx context.Context, e Ending) {
 		attrs = append(attrs, slog.Int("exit_code", e.ExitCode))
 	}
 	repaired := false
+	var tenant string
 	err := s.locked(ctx, e.ChatID, func(ctx context.Context) error {
 		current, err := s.store.Get(ctx, e.ChatID)
 		switch {
@@ -161,7 +162,7 @@ func (s *Service) ended(ctx context.Context, e Ending) {
 		if err := s.store.Remove(ctx, current.ID); err != nil {
 			return fmt.Errorf("forget session: %w", err)
 		}
-		repaired = true
+		repaired, tenant = true, current.TenantOf()
 		return nil
 	})
 	if err != nil {
@@ -171,6 +172,7 @@ func (s *Service) ended(ctx context.Context, e Ending) {
 	}
 	if repaired {
 		s.log.WarnContext(ctx, "sandbox_died", attrs...)
+		s.eventOf(tenant, e.ChatID, EventDied, e.Reason())
 		s.m.diedTotal.Add(ctx, 1, metric.WithAttributes(reasonAttr(e.Reason())))
 		s.recordActive(ctx)
 	}

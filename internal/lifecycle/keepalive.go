@@ -70,6 +70,7 @@ func (s *Service) extend(ctx context.Context, chatID uuid.UUID, ttl time.Duratio
 	session.ExpiresAt = expires
 	s.log.InfoContext(ctx, "sandbox_kept_alive",
 		append(logAttrs(session), slog.Time("expires_at", expires))...)
+	s.event(session, EventKeptAlive, "until "+expires.UTC().Format(time.RFC3339))
 	return session, nil
 }
 

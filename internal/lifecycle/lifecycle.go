@@ -56,6 +56,7 @@ type Config struct {
 	Admitter  Admitter  // checks create requests; nil accepts them as they are
 	Executor  Executor  // needed by Exec only
 	Terminals Terminals // needed by Terminal only
+	Events    EventSink // hears what happens to each sandbox; nil: nobody
 	Files     Files     // needed by the file use cases only
 	Inventory Inventory // needed by Reconcile only
 	// Workspaces, needed by DeleteWorkspace and SweepWorkspaces, also hears when each
@@ -138,6 +139,7 @@ type Service struct {
 	admitter  Admitter
 	executor  Executor
 	terminals Terminals
+	events    EventSink
 	files     Files
 	inventory Inventory
 	binding   Binding
@@ -271,7 +273,7 @@ func New(cfg Config) (*Service, error) {
 	}
 	s := &Service{
 		store: cfg.Store, locker: cfg.Locker, runtime: cfg.Runtime, ttl: cfg.TTL,
-		admitter: cfg.Admitter, executor: cfg.Executor, terminals: cfg.Terminals, files: cfg.Files, inventory: cfg.Inventory,
+		admitter: cfg.Admitter, executor: cfg.Executor, terminals: cfg.Terminals, events: cfg.Events, files: cfg.Files, inventory: cfg.Inventory,
 		binding: cfg.Binding, adopt: cfg.Adopt, forceMass: cfg.ForceMassRemoval,
 		workspaces: cfg.Workspaces, workspaceRetention: cfg.WorkspaceRetention, removeProvided: cfg.RemoveProvidedWorkspaces,
 		clock: cfg.Clock, newID: cfg.NewID, log: cfg.Logger,

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
@@ -163,6 +164,7 @@ func (s *Service) clean(ctx context.Context, current sandbox.Session) Outcome {
 	}
 	s.touchWorkspace(ctx, current)
 	s.log.InfoContext(ctx, "sandbox_cleaned", attrs...)
+	s.event(current, EventCleaned, "expired at "+current.ExpiresAt.UTC().Format(time.RFC3339))
 	s.m.cleanupTotal.Add(ctx, 1, metric.WithAttributes(result(string(Cleaned))))
 	span.SetAttributes(attribute.String("sandbox.result", string(Cleaned)))
 	return Cleaned

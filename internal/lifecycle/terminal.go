@@ -57,14 +57,17 @@ func (s *Service) terminal(ctx context.Context, span trace.Span, req TerminalReq
 		attribute.String("container.id", session.ContainerID))
 	s.touch(ctx, session)
 	s.log.InfoContext(ctx, "sandbox_terminal_opened", logAttrs(session)...)
+	s.event(session, EventTerminal, "opened")
 	code, err := s.terminals.Terminal(ctx, session.ContainerID, req.TerminalIO)
 	switch {
 	case ctx.Err() != nil:
 		s.log.InfoContext(ctx, "sandbox_terminal_closed", append(logAttrs(session), slog.String("ended", "caller_gone"))...)
+		s.event(session, EventTerminal, "closed by the client")
 		return -1, fmt.Errorf("terminal: caller gone: %w", ctx.Err())
 	case err != nil:
 		return -1, fmt.Errorf("terminal in %s: %w", session.ContainerID, err)
 	}
 	s.log.InfoContext(ctx, "sandbox_terminal_closed", append(logAttrs(session), slog.Int("exit_code", code))...)
+	s.event(session, EventTerminal, fmt.Sprintf("exit %d", code))
 	return code, nil
 }
