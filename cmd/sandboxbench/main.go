@@ -17,7 +17,10 @@
 //   - density: idle sandboxes made until -density or a failed create, and the memory
 //     of sandboxd and of the engine per sandbox (with -density-only, alone);
 //   - with -pool-env, creates through a sandboxd whose warm pool is on (full before each
-//     create, hits counted on /metrics), against the cold creates of the same run.
+//     create, hits counted on /metrics), against the cold creates of the same run;
+//   - with -egress (the default), creates of an egress profile's sandbox against network
+//     none ones, and a 100 MB download through the egress proxy against the same download
+//     without it (egresscreate.go, egressthroughput.go).
 //
 // It prints a table, writes it as JSON with -json, and removes every container it made.
 package main
@@ -82,6 +85,7 @@ type options struct {
 	PoolEnv       []string      `json:"pool_env,omitempty"`
 	Registries    []string      `json:"registries"`
 	Quick         bool          `json:"quick"`
+	Egress        bool          `json:"egress"`
 
 	pgDSN      string
 	pgMaxConns int
@@ -116,6 +120,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.image, "image", "sandboxd-sandbox:latest", "sandbox image (scripts/build-image.sh)")
 	fs.StringVar(&o.jsonPath, "json", "", "write the results as JSON to this file")
 	fs.BoolVar(&o.Quick, "quick", false, "a CI-sized run: a few of everything")
+	fs.BoolVar(&o.Egress, "egress", true, "measure egress profiles: create latency against network none, and a download through the proxy against one without (needs root and iptables)")
 	fs.StringVar(&o.runID, "run-id", "", "prefix of the instance ids of this run's containers (empty: sbench-<random>)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -249,6 +254,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		if runErr = b.density(ctx, registries[0]); runErr != nil {
 			runErr = fmt.Errorf("%s: density: %w", registries[0].name, runErr)
 		}
+	}
+	if runErr == nil && opts.Egress && !opts.DensityOnly {
+		runErr = b.egress(ctx)
 	}
 	if runErr != nil {
 		rep.Error = runErr.Error()

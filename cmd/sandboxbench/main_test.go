@@ -59,6 +59,8 @@ func TestQuickRunProducesEveryRow(t *testing.T) {
 		"registry Save", "registry Get", "registry ListExpired", "registry Remove",
 		"density: idle sandboxes held", "density: memory per sandbox (sandboxd + engine)",
 		"density: sandboxd memory per tracked session",
+		"egress create p50 (answered, exec-ready)", "egress create p99 (answered, exec-ready)",
+		"egress download of 10 MB through the proxy",
 	}
 	for _, name := range want {
 		found := false

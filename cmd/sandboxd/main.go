@@ -228,11 +228,17 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 	if err != nil {
 		return err
 	}
-	if proxy != nil {
-		closers = append(closers, func(ctx context.Context) error {
-			return errors.Join(proxy.Shutdown(ctx), rt.StopEgress(ctx))
-		})
-	}
+	closers = append(closers, func(ctx context.Context) error {
+		if proxy == nil {
+			// A network a previous run left, whose last sandbox went meanwhile (the
+			// reconciler's work): removed too, but the engine may be gone by now.
+			if err := rt.StopEgress(ctx); err != nil {
+				log.WarnContext(ctx, "egress_cleanup_failed", slog.String("error", err.Error()))
+			}
+			return nil
+		}
+		return errors.Join(proxy.Shutdown(ctx), rt.StopEgress(ctx))
+	})
 
 	// A crash may have left containers without records or records without containers:
 	// repair before serving.

@@ -37,6 +37,7 @@ func TestEveryRouteAnswersAnotherTenantsChatAsMissing(t *testing.T) {
 		{http.MethodGet, base + "/files?path=a", ""},
 		{http.MethodGet, base + "/files/list?path=.", ""},
 		{http.MethodPost, base + "/keepalive", `{"ttl_s":60}`},
+		{http.MethodGet, base + "/egress", ""},
 	} {
 		resp := f.request(t, r.method, r.path, r.body, acme)
 		body, _ := io.ReadAll(resp.Body)
