@@ -85,11 +85,14 @@ func (s *Service) create(ctx context.Context, span trace.Span, req CreateRequest
 	if err := s.ensureBound(ctx); err != nil {
 		return sandbox.Session{}, Failed, fmt.Errorf("create: %w", err)
 	}
+	if session, ok := s.reuseUnlocked(ctx, span, req); ok {
+		return session, Reused, nil
+	}
 	var (
 		session sandbox.Session
 		outcome Outcome
 	)
-	err := s.locked(ctx, req.ChatID, func(ctx context.Context) error {
+	err := s.lockedAs(ctx, req.ChatID, false, func(ctx context.Context) error {
 		var err error
 		session, outcome, err = s.createLocked(ctx, span, req)
 		return err
@@ -152,6 +155,7 @@ func (s *Service) createLocked(ctx context.Context, span trace.Span, req CreateR
 
 	// Replace the expired session: stop its container first; should that fail, the old
 	// record stays so that the sweep or the next create tries again.
+	defer s.writes.begin(req.ChatID)()
 	releaseFolder, err := s.claimFolder(ctx, req)
 	if err != nil {
 		return sandbox.Session{}, folderOutcome(err), err

@@ -178,6 +178,9 @@ type Service struct {
 
 	busy inflight // use cases holding a chat lock
 
+	snapshots Snapshots // the store's exact copies, for reuses without the lock; nil: none
+	writes    writes    // the use cases changing chats now, for reuses without the lock
+
 	reconciling chan struct{} // holds one token while a reconciliation runs (the job's, the event stream's)
 }
 
@@ -188,6 +191,7 @@ type inflight struct {
 	n       int
 	idle    chan struct{} // closed when n drops to 0
 	closing bool
+	closed  atomic.Bool // closing, read without mu
 }
 
 func (f *inflight) add() error {
@@ -220,6 +224,7 @@ func (f *inflight) done() {
 func (s *Service) Drain(ctx context.Context) error {
 	s.busy.mu.Lock()
 	s.busy.closing = true
+	s.busy.closed.Store(true)
 	if s.busy.n == 0 {
 		s.busy.mu.Unlock()
 		return nil
@@ -296,6 +301,7 @@ func New(cfg Config) (*Service, error) {
 		tenantExec:         slots[string]{taken: map[string]int{}},
 		tenantCreate:       pending{n: map[string]int{}},
 	}
+	s.snapshots, _ = cfg.Store.(Snapshots)
 	if s.clock == nil {
 		s.clock = systemClock{}
 	}
@@ -361,8 +367,16 @@ func orDefault[T time.Duration | int64 | int](v, def T) T {
 }
 
 // locked runs fn holding the chat's lock. fn's context is detached from the caller's
-// cancellation (bounded by OpTimeout) so a use case, once begun, runs to its end.
+// cancellation (bounded by OpTimeout) so a use case, once begun, runs to its end. fn
+// counts as a write of the chat (writes): no create reuses the chat without the lock
+// while it runs.
 func (s *Service) locked(ctx context.Context, chatID uuid.UUID, fn func(ctx context.Context) error) error {
+	return s.lockedAs(ctx, chatID, true, fn)
+}
+
+// lockedAs is locked; with write false fn is no write unless it marks one itself
+// (s.writes.begin): a create, which mostly reuses.
+func (s *Service) lockedAs(ctx context.Context, chatID uuid.UUID, write bool, fn func(ctx context.Context) error) error {
 	unlock, err := s.locker.Lock(ctx, chatID)
 	if err != nil {
 		return fmt.Errorf("lock chat %s: %w", chatID, err)
@@ -372,6 +386,9 @@ func (s *Service) locked(ctx context.Context, chatID uuid.UUID, fn func(ctx cont
 		return err
 	}
 	defer s.busy.done()
+	if write {
+		defer s.writes.begin(chatID)()
+	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opTimeout)
 	defer cancel()
 	return fn(ctx)

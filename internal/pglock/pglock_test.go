@@ -53,6 +53,24 @@ func TestLockerConformance(t *testing.T) {
 	})
 }
 
+// Creates reuse a hot chat without its lock while this replica keeps the chat's lease, and
+// never answer stale, also when another replica deletes the chat (the lease is recalled).
+// The linger is sandboxd's default, so leases lapse and are taken again during the test.
+func TestHotReuseConformance(t *testing.T) {
+	lifecycletest.TestHotReuse(t, func(t *testing.T) func(*testing.T) lifecycletest.Replica {
+		dsn := pgtest.DSN(t)
+		return func(t *testing.T) lifecycletest.Replica {
+			st, err := pgstore.New(context.Background(), pgtest.Pool(t, dsn))
+			if err != nil {
+				t.Fatalf("pgstore.New: %v", err)
+			}
+			l := newLeasingLocker(t, dsn, 2*time.Second)
+			st.CacheUnder(l)
+			return lifecycletest.Replica{Store: st, Locker: l}
+		}
+	}, true)
+}
+
 func TestNewRefusesAMissingPool(t *testing.T) {
 	if _, err := pglock.New(pglock.Config{}); !errors.Is(err, sandbox.ErrInvalid) {
 		t.Fatalf("New without a pool: err = %v, want ErrInvalid", err)

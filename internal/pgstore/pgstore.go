@@ -294,6 +294,28 @@ func (st *Store) Get(ctx context.Context, chatID uuid.UUID) (sandbox.Session, er
 	return s, err
 }
 
+// Cached returns the chat's session from memory (lifecycle.Snapshots) if this replica
+// holds the chat's lease and the cache holds the session under it, and holds the same
+// lease still once the cache was read: no other replica can have written the row from
+// before the copy was made until then. Without CacheUnder it reports false.
+func (st *Store) Cached(chatID uuid.UUID) (sandbox.Session, bool) {
+	if st.cache == nil {
+		return sandbox.Session{}, false
+	}
+	lease, ok := st.leases.Lease(chatID)
+	if !ok {
+		return sandbox.Session{}, false
+	}
+	s, hit, _ := st.cache.Get(chatID, lease)
+	if !hit {
+		return sandbox.Session{}, false
+	}
+	if after, ok := st.leases.Lease(chatID); !ok || after != lease {
+		return sandbox.Session{}, false
+	}
+	return s, true
+}
+
 func (st *Store) get(ctx context.Context, chatID uuid.UUID) (sandbox.Session, error) {
 	rows, err := st.pool.Query(ctx, `SELECT `+columns+` FROM sandbox_sessions WHERE chat_id = $1`, chatID)
 	if err != nil {

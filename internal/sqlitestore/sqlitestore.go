@@ -290,6 +290,13 @@ func (st *Store) Get(ctx context.Context, chatID uuid.UUID) (sandbox.Session, er
 	return s, nil
 }
 
+// Cached returns the chat's session if the cache holds it (lifecycle.Snapshots): exact,
+// since the file belongs to this process and every write of it goes through the Store.
+func (st *Store) Cached(chatID uuid.UUID) (sandbox.Session, bool) {
+	s, ok, _ := st.cache.Get(chatID, 0)
+	return s, ok
+}
+
 // ListExpired returns up to limit sessions with ExpiresAt <= now after the cursor,
 // oldest expiry first (ties in chat order), read from the expiry index. A limit <= 0
 // means no limit.

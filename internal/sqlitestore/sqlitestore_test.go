@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 	"go.uber.org/goleak"
 
+	"github.com/sandboxd/sandboxd/internal/keylock"
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
 	"github.com/sandboxd/sandboxd/internal/lifecycletest"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
@@ -43,6 +44,16 @@ func TestBindingConformance(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "sandboxd.db")
 		return func(t *testing.T) lifecycle.Binding { return open(t, path) }
 	})
+}
+
+// Creates reuse a hot chat without its lock, and never answer stale (on a real file).
+func TestHotReuseConformance(t *testing.T) {
+	lifecycletest.TestHotReuse(t, func(t *testing.T) func(*testing.T) lifecycletest.Replica {
+		path := filepath.Join(t.TempDir(), "sandboxd.db")
+		return func(t *testing.T) lifecycletest.Replica {
+			return lifecycletest.Replica{Store: open(t, path), Locker: keylock.New()}
+		}
+	}, false)
 }
 
 func TestOpenRefusesABadPath(t *testing.T) {
