@@ -43,7 +43,7 @@ func newRootCommand(getenv func(string) string, stdin io.Reader, stdout, stderr 
 	f.DurationVar(&c.timeout, "timeout", 5*time.Minute, "give up on the server after this long")
 
 	root.AddCommand(c.createCommand(), c.getCommand(), c.deleteCommand(), c.listCommand(),
-		c.execCommand(), c.cpCommand(), c.lsCommand(), c.keepaliveCommand(), c.mcpCommand(), c.shellCommand())
+		c.execCommand(), c.cpCommand(), c.lsCommand(), c.keepaliveCommand(), c.egressCommand(), c.mcpCommand(), c.shellCommand())
 	return root
 }
 

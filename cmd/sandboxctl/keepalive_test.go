@@ -33,3 +33,21 @@ func TestKeepalive(t *testing.T) {
 		t.Errorf("keepalive of a chat with no sandbox: %v, want 404", err)
 	}
 }
+
+// The default profile has no network: its sandbox's egress list is empty (refusals are
+// listed through the binary in cmd/sandboxd's TestEgress); no sandbox is 404.
+func TestEgress(t *testing.T) {
+	srv := newServer(t)
+	mustRun(t, srv, "create", chatA)
+	if out := mustRun(t, srv, "egress", chatA); !strings.HasPrefix(out, "TIME") || strings.Count(out, "\n") != 1 {
+		t.Errorf("egress table:\n%s", out)
+	}
+	var denials []client.Denial
+	decode(t, mustRun(t, srv, "egress", chatA, "--json"), &denials)
+	if len(denials) != 0 {
+		t.Errorf("denials %v", denials)
+	}
+	if _, _, err := sandboxctl(t, srv, "egress", chatB); !errors.Is(err, client.ErrNotFound) {
+		t.Errorf("egress of a chat with no sandbox: %v, want 404", err)
+	}
+}

@@ -71,7 +71,13 @@ type Proxy struct {
 	denied  metric.Int64Counter
 	bytes   metric.Int64Counter
 	srv     *http.Server
+	// identifying bounds the identifications under way (MaxIdentifying).
+	identifying chan struct{}
 }
+
+// MaxIdentifying bounds the connections being identified at once; more wait (up to the
+// decision's timeout).
+const MaxIdentifying = 32
 
 // request is what the proxy knows of one request: who sent it, and what it was allowed.
 type request struct {
@@ -100,7 +106,7 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.MeterProvider == nil {
 		cfg.MeterProvider = metricnoop.NewMeterProvider()
 	}
-	p := &Proxy{cfg: cfg, log: cfg.Logger}
+	p := &Proxy{cfg: cfg, log: cfg.Logger, identifying: make(chan struct{}, MaxIdentifying)}
 	meter := cfg.MeterProvider.Meter("github.com/sandboxd/sandboxd/internal/egress")
 	var err error
 	if p.denied, err = meter.Int64Counter("sandbox.egress.denied.total",
@@ -164,7 +170,15 @@ func (p *Proxy) decide(r *http.Request, hostport string) request {
 	req := request{dest: hostport}
 	src, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err == nil {
-		req.sb, err = p.cfg.Identify(ctx, src.Addr().Unmap())
+		// Identifying asks the runtime (the engine): a sandbox opening connections in a
+		// loop must not turn into as many engine calls at once.
+		select {
+		case p.identifying <- struct{}{}:
+			req.sb, err = p.cfg.Identify(ctx, src.Addr().Unmap())
+			<-p.identifying
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
 	}
 	if err != nil {
 		req.dec = refuse(ReasonUnknownSandbox, "source %s: %v", r.RemoteAddr, err)
