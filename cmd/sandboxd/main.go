@@ -19,6 +19,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -328,6 +329,7 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 		return err
 	}
 	defaultTokens, tenantTokens := cfg.TenantTokens()
+	var terminals sync.WaitGroup // the open terminals, which shutdown waits for
 	handler, err := httpapi.New(httpapi.Config{
 		Sandboxes:    svc,
 		MCP:          mcpHandler,
@@ -341,6 +343,8 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 		Ready:                func(ctx context.Context) error { return errors.Join(reg.ping(ctx), rt.Ping(ctx)) },
 		Metrics:              tel.Metrics,
 		UI:                   page.API(),
+		Stop:                 ctx,
+		Terminals:            &terminals,
 		Page:                 page.Files(),
 		Logger:               log,
 		Denials:              denialsOf(proxy),
@@ -348,7 +352,7 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 	if err != nil {
 		return err
 	}
-	return serve(ctx, log, cfg, ln, handler)
+	return serve(ctx, log, cfg, ln, handler, &terminals)
 }
 
 // startEgress makes the instance's egress network (when a profile has network egress;
@@ -454,7 +458,7 @@ func tenantLimits(tenants map[string]config.Tenant) map[string]lifecycle.TenantL
 
 // serve answers on ln until ctx ends, then stops accepting and waits (up to the shutdown
 // timeout) for the requests in flight.
-func serve(ctx context.Context, log *slog.Logger, cfg config.Config, ln net.Listener, handler http.Handler) error {
+func serve(ctx context.Context, log *slog.Logger, cfg config.Config, ln net.Listener, handler http.Handler, terminals *sync.WaitGroup) error {
 	srv := &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -491,6 +495,15 @@ func serve(ctx context.Context, log *slog.Logger, cfg config.Config, ln net.List
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	<-served // http.ErrServerClosed
+	// Open terminals (hijacked connections, which Shutdown does not wait for) ended with
+	// ctx: wait until their shells are killed, before the runtime closes.
+	waited := make(chan struct{})
+	go func() { terminals.Wait(); close(waited) }()
+	select {
+	case <-waited:
+	case <-sctx.Done():
+		log.WarnContext(ctx, "terminals_still_open", slog.String("error", sctx.Err().Error()))
+	}
 	return nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -168,4 +169,42 @@ func TestTerminalOverWebSocket(t *testing.T) {
 		return !strings.Contains(ps, "sleep 100") && !strings.Contains(ps, "/bin/sh\n")
 	})
 	t.Logf("left in the sandbox:\n%s", ps)
+
+	// The session ends when the sandbox does.
+	term, _, err = dialTerminal(t, srv.base, chat, token, "", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	term.typeLine("echo still-here", "still-here")
+	if _, err := srv.api.Delete(ctx, chat); err != nil {
+		t.Fatal(err)
+	}
+	if m := term.final(); m != nil && m["type"] == "exit" && m["exit_code"] == float64(0) {
+		t.Errorf("final message after the sandbox was deleted: %v, want an error, a kill's exit or none", m)
+	}
+}
+
+// A graceful shutdown ends the open terminals: their shells, and what they started, are
+// killed before sandboxd exits (the sandbox itself runs on).
+func TestShutdownKillsOpenTerminals(t *testing.T) {
+	w := newWorld(t)
+	srv := w.start()
+	ctx := context.Background()
+	chat := newChat()
+	if _, _, err := srv.api.Create(ctx, chat, client.CreateBody{}); err != nil {
+		t.Fatal(err)
+	}
+	term, _, err := dialTerminal(t, srv.base, chat, token, "", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	term.typeLine("sleep 1003 & echo started", "started")
+	srv.stop(syscall.SIGTERM)
+	term.final() // the connection ends
+
+	srv = w.start()
+	res, err := srv.api.Exec(ctx, chat, client.ExecBody{Cmd: []string{"ps", "-o", "pid,args"}})
+	if err != nil || strings.Contains(res.Stdout, "sleep 1003") || strings.Contains(res.Stdout, "/bin/sh\n") {
+		t.Errorf("after the shutdown the sandbox runs:\n%s %v", res.Stdout, err)
+	}
 }

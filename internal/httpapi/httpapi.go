@@ -27,6 +27,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/danielgtaylor/huma/v2"
@@ -83,6 +84,12 @@ type Config struct {
 	// UI serves /v1/ui/ (the data of the operator's page, webui), behind the same bearer
 	// tokens as the rest of /v1/; nil: 404.
 	UI http.Handler
+	// Stop ends the open terminals when it is done (the service shutting down: each
+	// shell is killed with what it started); nil: never. Terminals, when set, counts the
+	// terminals under way, so that the caller can wait for them after the server's
+	// Shutdown, which does not wait for hijacked connections.
+	Stop      context.Context
+	Terminals *sync.WaitGroup
 	// Page serves the operator's page at /ui/ (webui), without a token: the page holds no
 	// data, it asks /v1/ with the token its user signs in with; nil: 404.
 	Page http.Handler
@@ -152,6 +159,9 @@ type server struct {
 	minUploadRate int64
 	uploadGrace   time.Duration
 	denials       Denials
+
+	stop      context.Context // ends the terminals (nil: never)
+	terminals *sync.WaitGroup // counts them (nil: nobody waits)
 }
 
 // v1 completes an operation of /v1/: bearer auth (enforced by authenticate) and the
@@ -220,6 +230,8 @@ func New(cfg Config) (http.Handler, error) {
 		execCost:      BufferedExecCost(cfg.ExecOutputCap),
 		minUploadRate: cfg.MinUploadRate,
 		uploadGrace:   cfg.UploadGrace,
+		stop:          cfg.Stop,
+		terminals:     cfg.Terminals,
 		denials:       cfg.Denials,
 	}
 

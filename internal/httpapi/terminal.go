@@ -114,6 +114,12 @@ func (s *server) terminal(ctx context.Context, in *terminalInput) (*huma.StreamR
 		}
 		// The session lasts as long as the shell: lift the server's timeouts, which the
 		// hijacked connection would otherwise keep.
+		if s.terminals != nil {
+			// Before the hijack, which takes the connection out of the server's
+			// Shutdown: the caller's wait then sees it.
+			s.terminals.Add(1)
+			defer s.terminals.Done()
+		}
 		rc := http.NewResponseController(w)
 		_ = rc.SetReadDeadline(time.Time{})
 		_ = rc.SetWriteDeadline(time.Time{})
@@ -134,6 +140,9 @@ func (s *server) serveTerminal(ctx context.Context, conn *websocket.Conn, req li
 	conn.SetReadLimit(maxTerminalMessage)
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
+	if s.stop != nil {
+		defer context.AfterFunc(s.stop, cancel)() // the service stops: the shell is killed
+	}
 	stdin, typed := io.Pipe()
 	resize := make(chan lifecycle.TermSize, 1)
 	req.Stdin, req.Resize = stdin, resize
