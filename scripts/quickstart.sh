@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Quickstart: builds the sandbox image and both binaries (into ./bin), then runs sandboxd
+# Quickstart: builds the sandbox image and the binaries (into ./bin), then runs sandboxd
 # in the foreground on SQLite (./.data), listening on 127.0.0.1:8080. Needs Docker and Go.
 # Extra arguments go to sandboxd (e.g. --ttl 10m); Ctrl-C stops it gracefully.
 set -euo pipefail
@@ -17,6 +17,9 @@ scripts/build-image.sh
 
 mkdir -p bin
 go build -o bin/sandboxd ./cmd/sandboxd
+# The in-sandbox agent, static: sandboxd finds it beside itself and mounts it, read-only,
+# into every sandbox (docker.agent).
+CGO_ENABLED=0 go build -o bin/sandboxd-agent ./cmd/sandboxd-agent
 go build -o bin/sandboxctl ./cmd/sandboxctl
 echo "quickstart: starting sandboxd; in another shell: ./bin/sandboxctl create $(cat /proc/sys/kernel/random/uuid)" >&2
 exec ./bin/sandboxd --log-format text "$@"

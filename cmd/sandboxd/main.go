@@ -128,7 +128,10 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 	if err != nil {
 		return err
 	}
+	agentPath, agentWhy := agentBinary(cfg.Docker.Agent, reg.replicas)
+	log.InfoContext(ctx, "exec_agent", slog.String("path", agentPath), slog.String("reason", agentWhy))
 	rt, err := docker.New(docker.Config{
+		AgentPath:     agentPath,
 		Host:          cfg.Docker.Host,
 		Instance:      cfg.Docker.Instance,
 		Registry:      registryID,
@@ -518,6 +521,30 @@ type registry struct {
 	// and how to measure this replica's offset from it (nil: the system clock).
 	clock     lifecycle.Clock
 	syncClock func(context.Context) (time.Duration, error)
+	// replicas: several processes may serve the same sandboxes.
+	replicas bool
+}
+
+// agentBinary is the in-sandbox agent's binary sandboxd gives its sandboxes (docker.agent),
+// or "" and why there is none.
+func agentBinary(setting string, replicas bool) (path, why string) {
+	switch {
+	case setting == "none":
+		return "", "docker.agent is none: commands run through the engine's exec"
+	case replicas:
+		return "", "a PostgreSQL registry: replicas would share each sandbox's agent channel, commands run through the engine's exec"
+	case setting != "":
+		return setting, "docker.agent"
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return "", fmt.Sprintf("no executable path (%v): commands run through the engine's exec", err)
+	}
+	beside := filepath.Join(filepath.Dir(exe), "sandboxd-agent")
+	if docker.CheckAgent(beside) != nil {
+		return "", "no sandboxd-agent beside sandboxd (build it: CGO_ENABLED=0 go build -o bin/sandboxd-agent ./cmd/sandboxd-agent): commands run through the engine's exec"
+	}
+	return beside, "beside sandboxd"
 }
 
 // openRegistry opens the registry dsn names: SQLite (one process, locks in memory) or
@@ -574,7 +601,7 @@ func openRegistry(ctx context.Context, dsn string, sweepParallelism int, linger 
 			lerr := locker.Close() // ends the leases before the store can be written by others
 			pool.Close()
 			return errors.Join(lerr, st.Close())
-		}, clock: clock, syncClock: clock.Sync}, nil
+		}, clock: clock, syncClock: clock.Sync, replicas: true}, nil
 	}
 	return registry{}, fmt.Errorf("registry: unknown kind %q", kind)
 }

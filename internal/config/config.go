@@ -153,6 +153,11 @@ type Docker struct {
 	// MinFreeBytes is the free space the volume root's file system keeps: below it,
 	// creates are refused with 507 before anything is made. 0: no floor.
 	MinFreeBytes int64 `koanf:"min_free_bytes"`
+	// Agent is the in-sandbox agent's binary (cmd/sandboxd-agent) on the engine's host,
+	// which every new sandbox runs and commands go through. Empty: sandboxd-agent beside
+	// sandboxd's own executable, if there is one; "none": no agent (the engine's exec).
+	// Never used with a PostgreSQL registry (replicas would share one agent's channel).
+	Agent string `koanf:"agent"`
 }
 
 // Egress configures the proxy through which the sandboxes of profiles with network

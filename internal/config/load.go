@@ -87,6 +87,8 @@ func options() []option {
 		{"docker.instance", "instance id labelling this service's containers", str(func(c Config) string { return c.Docker.Instance })},
 		{"docker.volume_root", "host folder holding the workspaces", str(func(c Config) string { return c.Docker.VolumeRoot })},
 		{"docker.stop_timeout", "how long a stop lets a sandbox end before killing it", dur(func(c Config) time.Duration { return c.Docker.StopTimeout })},
+		{"docker.agent", "the in-sandbox agent's binary (empty: sandboxd-agent beside sandboxd, if there; none: no agent, commands through the engine's exec)",
+			str(func(c Config) string { return c.Docker.Agent })},
 		{"docker.min_free_bytes", "free bytes the volume root keeps: below, creates are refused with 507 (0: no floor)",
 			func(fs *pflag.FlagSet, n string, d Config, u string) { fs.Int64(n, d.Docker.MinFreeBytes, u) }},
 		{"egress.proxy_port", "port of the egress proxy on the gateway of the instance's egress network",

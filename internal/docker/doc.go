@@ -8,9 +8,16 @@
 // capabilities dropped, no-new-privileges, a read-only root, an init process and the
 // chat's workspace folder as its only host mount.
 //
+// # How commands run
+//
+// With an agent binary (Config.AgentPath), every sandbox runs the in-sandbox agent
+// (cmd/sandboxd-agent) as its main process, and commands go to it over one attach per
+// sandbox (agent.go): the agent starts, streams and kills them itself. The engine's exec
+// below is the fallback for sandboxes without a live agent, counted.
+//
 // # How an exec is killed
 //
-// The Engine API cannot signal an exec process, so Exec runs every command through
+// On the engine's path, the Engine API cannot signal an exec process, so Exec runs every command through
 // package execwrap's wrapper, which reports the command's pid and start time, and kills
 // it, when its context ends, with execwrap's kill script in a second exec in the same
 // sandbox, as the same user (execwrap's package doc says how and why). The engine starts

@@ -75,7 +75,14 @@ type Config struct {
 	// Images makes and mounts the file system images of bounded workspaces (profiles
 	// with workspace_max_bytes); zero: mkfs.ext4 and mount from PATH.
 	Images wsimage.Tools
-	// MeterProvider receives the pool's metrics; Logger its warnings. Both optional.
+	// AgentPath is the in-sandbox agent's binary (cmd/sandboxd-agent, static), on the
+	// engine's host: every sandbox made runs it as its main process (mounted read-only at
+	// AgentTarget) and commands run through it, the engine's exec being the fallback for
+	// sandboxes without a live agent. Empty: no agent, every command through the
+	// engine's exec. Only one process may use a sandbox's agent (replicas must not).
+	AgentPath string
+	// MeterProvider receives the pool's and the exec's metrics; Logger its warnings. Both
+	// optional.
 	MeterProvider metric.MeterProvider
 	Logger        *slog.Logger
 }
@@ -93,6 +100,8 @@ type Runtime struct {
 	log         *slog.Logger
 
 	egress      egressState              // the egress network, once started (egress.go)
+	agentPath   string                   // Config.AgentPath
+	agents      *agents                  // the agents' channels (agent.go); nil without AgentPath
 	pool        *pool                    // the warm pool (pool.go)
 	beforeStart func(containerID string) // test hook: runs between create and start
 }
@@ -114,6 +123,11 @@ func New(cfg Config) (*Runtime, error) {
 	root, err := workspace.NewRoot(cfg.VolumeRoot)
 	if err != nil {
 		problems = append(problems, err)
+	}
+	if cfg.AgentPath != "" {
+		if err := CheckAgent(cfg.AgentPath); err != nil {
+			problems = append(problems, err)
+		}
 	}
 	if cfg.Profiles == nil {
 		problems = append(problems, errors.New("the agent profiles are required"))
@@ -154,6 +168,7 @@ func New(cfg Config) (*Runtime, error) {
 		minFree:     cfg.MinFreeBytes,
 		images:      cfg.Images,
 		stopTimeout: int((stop + time.Second - 1) / time.Second),
+		agentPath:   cfg.AgentPath,
 	}
 	mp, log := cfg.MeterProvider, cfg.Logger
 	if mp == nil {
@@ -163,6 +178,12 @@ func New(cfg Config) (*Runtime, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	r.log = log
+	if cfg.AgentPath != "" {
+		if r.agents, err = newAgents(r, mp); err != nil {
+			_ = cli.Close()
+			return nil, fmt.Errorf("docker: %w", err)
+		}
+	}
 	if r.pool, err = newPool(r, cfg, mp, log); err != nil {
 		_ = cli.Close()
 		return nil, fmt.Errorf("docker: %w", err)
@@ -170,8 +191,15 @@ func New(cfg Config) (*Runtime, error) {
 	return r, nil
 }
 
-// Close releases the client's idle connections.
-func (r *Runtime) Close() error { return r.cli.Close() }
+// Close closes the channels to the sandboxes' agents (the agents kill what they run for
+// this process after a while without it, or when the next one attaches) and releases
+// the client's idle connections.
+func (r *Runtime) Close() error {
+	if r.agents != nil {
+		r.agents.close()
+	}
+	return r.cli.Close()
+}
 
 // CheckRuntimes checks that the engine knows the OCI runtime of every profile (a profile
 // may ask for gVisor's runsc, which an engine has only when its daemon.json lists it), and

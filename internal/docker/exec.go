@@ -52,6 +52,24 @@ func (r *Runtime) Exec(ctx context.Context, containerID string, cmd lifecycle.Ex
 	if len(cmd.Cmd) == 0 || cmd.Cmd[0] == "" {
 		return -1, fmt.Errorf("docker: exec in %s: empty command: %w", containerID, sandbox.ErrInvalid)
 	}
+	if r.agents != nil {
+		env, err := execwrap.Env(cmd.Env)
+		if err != nil {
+			return -1, fmt.Errorf("docker: exec in %s: %w", containerID, err)
+		}
+		conn, reason, err := r.agents.get(ctx, containerID)
+		if err != nil {
+			return -1, err
+		}
+		if conn != nil {
+			code, err := conn.exec(ctx, cmd, env)
+			if !errors.Is(err, errAgentNotStarted) {
+				return code, err
+			}
+			reason = agentDown
+		}
+		r.agents.countFallback(ctx, reason)
+	}
 	c, env, token, err := r.execTarget(ctx, containerID, cmd.Env)
 	if err != nil {
 		return -1, err

@@ -10,14 +10,16 @@ import (
 
 	"github.com/moby/moby/api/types/container"
 
+	"github.com/sandboxd/sandboxd/internal/docker"
 	"github.com/sandboxd/sandboxd/internal/profile"
 	"github.com/sandboxd/sandboxd/internal/testing/dockertest"
 )
 
 // A sandbox that writes 200 MB to its init's output (what the engine logs) leaves the
-// engine's log of it within the profile's bound: the default, two files of 1 MiB.
+// engine's log of it within the profile's bound: the default, two files of 1 MiB. (A
+// sandbox with the in-sandbox agent logs nothing: TestTheAgentRunsTheSandboxesCommands.)
 func TestSandboxOutputLogStaysBounded(t *testing.T) {
-	e := newEnv(t, nil)
+	e := newEnv(t, noAgent)
 	s := e.create(t, newSpec(""))
 	hc := e.inspect(t, s.ContainerID).HostConfig
 	want := container.LogConfig{Type: "json-file", Config: map[string]string{"max-size": "1048576", "max-file": "2"}}
@@ -60,12 +62,24 @@ func TestSandboxOutputLogStaysBounded(t *testing.T) {
 	t.Logf("%d bytes in %v", size, files)
 }
 
-// The warm pool's containers are made with the same bounded log, and a profile may keep
-// none.
+// The warm pool's containers run the agent too, so the engine logs nothing of them
+// whatever the profile's log (the default, json-file, here); without the agent a profile
+// may keep none.
 func TestPoolAndProfilesGetTheirLogConfig(t *testing.T) {
-	e := newPoolEnv(t, 1, func(a *profile.Agents) { a.Default.Log = profile.Log{Driver: "none"} })
+	e := newPoolEnv(t, 1, nil)
 	ids := e.ready(t, 1)
 	if got := e.inspect(t, ids[0]).HostConfig.LogConfig; got.Type != "none" || len(got.Config) != 0 {
 		t.Errorf("pool container's log config = %+v, want none", got)
+	}
+	plain := newEnv(t, func(c *docker.Config) {
+		noAgent(c)
+		c.Profiles = testProfiles(t, profile.Agents{Default: profile.Spec{Log: profile.Log{Driver: "none"}}})
+	})
+	opts, err := plain.rt.CreateOptions(newSpec(""), plain.root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := opts.HostConfig.LogConfig; got.Type != "none" || len(got.Config) != 0 {
+		t.Errorf("log config of a profile that keeps none = %+v", got)
 	}
 }

@@ -74,8 +74,16 @@ func (e env) start(t *testing.T, rt *docker.Runtime) {
 // whose attributes include want ("key=value" strings).
 func (e poolEnv) metric(t *testing.T, name string, want ...string) float64 {
 	t.Helper()
+	return metricValue(t, e.reader, name, want...)
+}
+
+// metricValue is the value of the named counter or gauge that reader collects, summed
+// over the data points whose attributes include want ("key=value" strings); a
+// histogram's count.
+func metricValue(t *testing.T, reader *sdkmetric.ManualReader, name string, want ...string) float64 {
+	t.Helper()
 	var rm metricdata.ResourceMetrics
-	if err := e.reader.Collect(context.Background(), &rm); err != nil {
+	if err := reader.Collect(context.Background(), &rm); err != nil {
 		t.Fatal(err)
 	}
 	var sum float64
@@ -254,14 +262,15 @@ func assertSameSandbox(t *testing.T, pooled, cold container.InspectResponse) {
 	}
 	ph, ch := *pooled.HostConfig, *cold.HostConfig
 	ph.Mounts, ch.Mounts = slices.Clone(ph.Mounts), slices.Clone(ch.Mounts)
-	if len(ph.Mounts) != 1 || len(ch.Mounts) != 1 {
+	// The workspace, then the agent's binary (the same for both).
+	if len(ph.Mounts) != 2 || len(ch.Mounts) != 2 || ph.Mounts[1].Target != docker.AgentTarget {
 		t.Fatalf("mounts: pooled %+v, cold %+v", ph.Mounts, ch.Mounts)
 	}
 	ph.Mounts[0].Source, ch.Mounts[0].Source = "", ""
 	if !reflect.DeepEqual(ph, ch) {
 		t.Errorf("host config differs from a cold sandbox's:\npooled %+v\ncold   %+v", ph, ch)
 	}
-	if len(pooled.Mounts) != 1 || pooled.Mounts[0].Destination != "/workspace" || !pooled.Mounts[0].RW {
+	if len(pooled.Mounts) != 2 || !slices.ContainsFunc(pooled.Mounts, func(m container.MountPoint) bool { return m.Destination == "/workspace" && m.RW }) {
 		t.Errorf("pooled mounts = %+v", pooled.Mounts)
 	}
 }

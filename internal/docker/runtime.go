@@ -284,6 +284,9 @@ const removeRetry = 25 * time.Millisecond
 // gone, or removes it itself should the other removal fail, for up to teardownTimeout
 // and while ctx lasts.
 func (r *Runtime) remove(ctx context.Context, containerID string) error {
+	if r.agents != nil {
+		r.agents.forget(containerID)
+	}
 	ctx, cancel := context.WithTimeout(ctx, teardownTimeout)
 	defer cancel()
 	for {

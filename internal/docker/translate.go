@@ -58,7 +58,7 @@ func (r *Runtime) containerConfig(spec lifecycle.CreateSpec, p profile.Profile) 
 	if spec.Tenant != "" { // the default tenant's sandboxes carry none
 		labels[LabelTenant] = spec.Tenant
 	}
-	return &container.Config{
+	return r.withAgent(&container.Config{
 		Image:           p.Image,
 		User:            p.User,
 		Env:             env,
@@ -66,7 +66,7 @@ func (r *Runtime) containerConfig(spec lifecycle.CreateSpec, p profile.Profile) 
 		Hostname:        "sandbox",
 		NetworkDisabled: p.Network == "none",
 		Labels:          r.labels(labels),
-	}
+	})
 }
 
 // labels adds to more the labels every container of this runtime carries: sandboxd's,
@@ -98,7 +98,7 @@ func (r *Runtime) hostConfig(p profile.Profile, volume string) (*container.HostC
 		// nowhere (a loopback server no one runs), so no DNS query leaves through it.
 		dns = []netip.Addr{netip.AddrFrom4([4]byte{127, 0, 0, 1})}
 	}
-	return &container.HostConfig{
+	hc := &container.HostConfig{
 		Runtime:        p.Runtime, // empty: the engine's default
 		NetworkMode:    mode,
 		DNS:            dns,
@@ -126,7 +126,14 @@ func (r *Runtime) hostConfig(p profile.Profile, volume string) (*container.HostC
 			Target:      p.Workspace,
 			BindOptions: &mount.BindOptions{Propagation: mount.PropagationPrivate, NonRecursive: true},
 		}},
-	}, nil
+	}
+	if r.agentPath != "" {
+		// The agent is the sandbox's main process: its stdout carries frames, which no
+		// log driver should keep, whatever the profile's log says.
+		hc.LogConfig = container.LogConfig{Type: profile.LogNone}
+		hc.Mounts = append(hc.Mounts, agentMount(r.agentPath))
+	}
+	return hc, nil
 }
 
 // logConfig is the profile's log: what the engine keeps of the sandbox's init's output,

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/sandboxd/sandboxd/internal/agentproto"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 )
 
@@ -57,7 +58,7 @@ exec "$@"`
 
 // TokenVar is the environment variable that carries a command's kill token. A
 // request may not set it.
-const TokenVar = "SANDBOXD_EXEC"
+const TokenVar = agentproto.TokenVar // the in-sandbox agent's too
 
 // The wrapper's first stdout line when it does not run the command.
 const (

@@ -137,6 +137,7 @@ func (s *Service) exec(ctx context.Context, span trace.Span, req ExecRequest) (E
 	code, err := s.executor.Exec(ectx, session.ContainerID, ExecCommand{
 		Cmd: req.Cmd, Env: req.Env, Workdir: req.Workdir, Stdin: req.Stdin,
 		Stdout: budget.writer(req.Stdout), Stderr: budget.writer(req.Stderr),
+		OutputCap: s.execOutputCap,
 	})
 	res := ExecResult{ExitCode: code, Duration: s.clock.Now().Sub(start), Truncated: budget.truncated()}
 	defer func() { s.event(session, EventExec, execSummary(req.Cmd, res, ctx.Err(), err)) }()

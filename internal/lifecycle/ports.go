@@ -192,6 +192,10 @@ type ExecCommand struct {
 	// Stdout and Stderr receive the output as it comes. The lifecycle caps them.
 	Stdout io.Writer
 	Stderr io.Writer
+	// OutputCap is the output (stdout and stderr together) the lifecycle keeps; a
+	// runtime may drop what comes past OutputCap+1 bytes at the source (the byte past
+	// the cap tells the lifecycle the output was cut). 0: no cap.
+	OutputCap int64
 }
 
 // Executor runs commands in sandboxes.

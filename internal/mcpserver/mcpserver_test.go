@@ -187,11 +187,22 @@ func TestExecStreamsProgressAndFilesMove(t *testing.T) {
 	if out.ExitCode != 3 || out.Stdout != "out 1\nout 2\nout 3\n" || out.Stderr != "oops\n" || out.TimedOut || out.Truncated {
 		t.Errorf("exec result %+v", out)
 	}
-	mu.Lock()
-	got := strings.Join(chunks, "")
-	n := len(chunks)
-	mu.Unlock()
-	if n < 3 || !strings.Contains(got, "stdout:out 1\n") || !strings.Contains(got, "stdout:out 3\n") || !strings.Contains(got, "stderr:oops\n") {
+	// The client hands notifications to their handler apart from the result: the last
+	// one may be handled just after CallTool returned.
+	var (
+		got string
+		n   int
+	)
+	streamed := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		got, n = strings.Join(chunks, ""), len(chunks)
+		return n >= 3 && strings.Contains(got, "stdout:out 1\n") && strings.Contains(got, "stdout:out 3\n") && strings.Contains(got, "stderr:oops\n")
+	}
+	for deadline := time.Now().Add(5 * time.Second); !streamed() && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !streamed() {
 		t.Errorf("progress notifications %q (%d), want each line as it came", got, n)
 	}
 

@@ -10,9 +10,11 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -65,6 +67,53 @@ func Image(t testing.TB, cli *client.Client) string {
 		t.Fatalf("dockertest: image %s after build: %v", ImageRef, err)
 	}
 	return ImageRef
+}
+
+// Agent builds the in-sandbox agent (cmd/sandboxd-agent, static) and returns the path of
+// its binary, for docker.Config.AgentPath. Each test process builds it once (go's build
+// cache makes that quick) and moves it into place over the previous one, so the file is
+// always whole and running sandboxes keep the one they mounted.
+func Agent(t testing.TB) string {
+	t.Helper()
+	agentOnce.Do(func() { agentPath, agentErr = buildAgent(repoRoot(t)) })
+	if agentErr != nil {
+		t.Fatalf("dockertest: %v", agentErr)
+	}
+	return agentPath
+}
+
+var (
+	agentOnce sync.Once
+	agentPath string
+	agentErr  error
+)
+
+func buildAgent(root string) (string, error) {
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		cache = os.TempDir()
+	}
+	dir := filepath.Join(cache, "sandboxd-test")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	tmp, err := os.CreateTemp(dir, "sandboxd-agent-*")
+	if err != nil {
+		return "", err
+	}
+	_ = tmp.Close()
+	defer os.Remove(tmp.Name())
+	build := exec.Command("go", "build", "-o", tmp.Name(), "./cmd/sandboxd-agent")
+	build.Dir = root
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build the agent: %v\n%s", err, out)
+	}
+	if err := os.Chmod(tmp.Name(), 0o755); err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "sandboxd-agent")
+	return bin, os.Rename(tmp.Name(), bin)
 }
 
 // Instance returns an instance id unique to this test run and removes, when the test

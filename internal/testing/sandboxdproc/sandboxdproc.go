@@ -25,7 +25,8 @@ const Timeout = 60 * time.Second
 var ErrNoStop = errors.New("did not stop in time")
 
 // Build builds cmd/sandboxd of the module the working directory is in into dir (with
-// the race detector when race is set) and returns the binary's path.
+// the race detector when race is set), and cmd/sandboxd-agent beside it (static), and
+// returns sandboxd's path.
 func Build(ctx context.Context, dir string, race bool) (string, error) {
 	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
 	mod := strings.TrimSpace(string(out))
@@ -41,6 +42,13 @@ func Build(ctx context.Context, dir string, race bool) (string, error) {
 	build.Dir = filepath.Dir(mod)
 	if out, err := build.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("build sandboxd: %w\n%s", err, out)
+	}
+	// The in-sandbox agent beside it, where sandboxd looks for it by default.
+	agent := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(dir, "sandboxd-agent"), "github.com/sandboxd/sandboxd/cmd/sandboxd-agent")
+	agent.Dir = filepath.Dir(mod)
+	agent.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := agent.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build sandboxd-agent: %w\n%s", err, out)
 	}
 	return bin, nil
 }
