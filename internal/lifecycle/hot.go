@@ -62,6 +62,7 @@ func (s *Service) reuseUnlocked(ctx context.Context, span trace.Span, req Create
 		return sandbox.Session{}, false
 	}
 	s.log.InfoContext(ctx, "sandbox_reused", logAttrs(current)...)
+	s.event(current, EventReused, "")
 	span.SetAttributes(
 		attribute.String("session.id", current.ID.String()),
 		attribute.String("container.id", current.ContainerID))

@@ -259,6 +259,7 @@ func TestOperatorPageInABrowser(t *testing.T) {
 	p.do("open the sandbox", chromedp.Click(chromedp.CSS(`tr[data-chat="`+chat+`"] a`)))
 	p.until("the session shown", `document.querySelector('#session') && document.querySelector('#session').innerText.includes('agent-a')`)
 	p.until("the created event", `document.querySelector('#events').innerText.includes('created')`)
+	p.until("no refused connections", `document.querySelector('#egress').innerText.includes('None')`)
 
 	// Upload a file through the page, find it in the workspace, download it again.
 	local := filepath.Join(t.TempDir(), "notes.txt")
@@ -283,6 +284,12 @@ func TestOperatorPageInABrowser(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+
+	// A command run through the API shows among the recent commands (from the event stream).
+	if _, err := api.Exec(ctx, chat, client.ExecBody{Cmd: []string{"sh", "-c", "wc -c notes.txt; exit 3"}}); err != nil {
+		t.Fatal(err)
+	}
+	p.until("the command among the recent ones", `document.querySelector('#execs').innerText.includes('exit 3') && document.querySelector('#execs').innerText.includes('wc -c notes.txt')`)
 
 	// A command typed into the terminal, and its output.
 	p.do("open the terminal", chromedp.Click(chromedp.CSS("#term-open")), chromedp.WaitVisible(chromedp.CSS("#term-in")))

@@ -230,6 +230,7 @@
     const del = el('button', { type: 'button', class: 'danger', id: 'delete', text: 'Delete sandbox' });
     const evList = el('ul', { class: 'plain', id: 'events' });
     const execList = el('ul', { class: 'plain', id: 'execs' });
+    const egressList = el('ul', { class: 'plain', id: 'egress' });
     const files = el('ul', { class: 'plain files', id: 'files' });
     const crumbs = el('p', { class: 'mono', id: 'cwd' });
     const upload = el('input', { type: 'file', id: 'upload', 'aria-label': 'File to upload' });
@@ -246,7 +247,8 @@
         el('section', { class: 'card' }, el('h2', { text: 'Workspace files' }), crumbs, files,
           el('div', { class: 'row' }, upload, upBtn)),
         el('section', { class: 'card' }, el('h2', { text: 'Recent commands' }), execList),
-        el('section', { class: 'card' }, el('h2', { text: 'Events' }), evList)),
+        el('section', { class: 'card' }, el('h2', { text: 'Events' }), evList),
+        el('section', { class: 'card' }, el('h2', { text: 'Refused connections' }), egressList)),
       el('section', { class: 'card' }, el('h2', { text: 'Terminal' }), termBtn, termBox));
 
     async function loadSession() {
@@ -275,6 +277,15 @@
       evList.replaceChildren(...(items.length ? items.map(li) : [el('li', { class: 'muted', text: 'Nothing recorded since sandboxd started.' })]));
       const execs = items.filter(e => e.type === 'exec');
       execList.replaceChildren(...(execs.length ? execs.map(li) : [el('li', { class: 'muted', text: 'No commands yet.' })]));
+    }
+    async function loadEgress() {
+      let r;
+      try { r = await api(path + '/egress'); } catch (e) { egressList.replaceChildren(el('li', { class: 'muted', text: e.message })); return; }
+      const d = r.denials || [];
+      egressList.replaceChildren(...(d.length ? d.map(x => el('li', {}, el('span', { class: 'ev-type', text: x.reason }),
+        el('time', { datetime: x.time, class: 'muted', text: new Date(x.time).toLocaleTimeString() }),
+        el('span', { class: 'mono', text: x.destination + (x.detail ? ' — ' + x.detail : '') })))
+        : [el('li', { class: 'muted', text: 'None (or the profile has no network egress).' })]));
     }
     async function loadFiles() {
       crumbs.replaceChildren(el('a', { href: '#', 'data-dir': '', text: '/workspace' }),
@@ -340,8 +351,8 @@
       terminal = openTerminal(chat, termBox, () => { terminal = null; termBtn.textContent = 'Open terminal'; });
       termBtn.textContent = 'Close terminal';
     });
-    refresh = () => { loadSession(); loadEvents(); };
-    loadSession().then(ok => { if (ok) loadFiles(); });
+    refresh = () => { loadSession().then(ok => { if (ok) loadEgress(); }); loadEvents(); };
+    loadSession().then(ok => { if (ok) { loadFiles(); loadEgress(); } });
     loadEvents();
   }
 
