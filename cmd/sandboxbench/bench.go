@@ -164,32 +164,49 @@ func (b *bench) runRegistry(ctx context.Context, reg registry) (err error) {
 		}
 	}()
 
-	if err := b.reuse(ctx, reg.name, srv.base, api); err != nil {
-		return fmt.Errorf("%s: reuse: %w", reg.name, err)
+	if b.opts.takes("reuse") {
+		if err := b.reuse(ctx, reg.name, srv.base, api); err != nil {
+			return fmt.Errorf("%s: reuse: %w", reg.name, err)
+		}
 	}
-	cold, err := b.cold(ctx, reg.name, api, d)
-	if err != nil {
-		return fmt.Errorf("%s: cold create: %w", reg.name, err)
+	if b.opts.takes("exec") && reg.name == "sqlite" {
+		if err := b.execs(ctx, reg.name, srv.base, api); err != nil {
+			return fmt.Errorf("%s: exec: %w", reg.name, err)
+		}
 	}
-	if err := b.parallelCreates(ctx, reg.name, api, d); err != nil {
-		return fmt.Errorf("%s: parallel creates: %w", reg.name, err)
+	var cold createTimes
+	if b.opts.takes("cold") || b.opts.takes("pool") {
+		if cold, err = b.cold(ctx, reg.name, api, d); err != nil {
+			return fmt.Errorf("%s: cold create: %w", reg.name, err)
+		}
 	}
-	if err := b.drain(ctx, reg.name, w, api, restart, d); err != nil {
-		return fmt.Errorf("%s: sweep drain: %w", reg.name, err)
+	if b.opts.takes("parallel") {
+		if err := b.parallelCreates(ctx, reg.name, api, d); err != nil {
+			return fmt.Errorf("%s: parallel creates: %w", reg.name, err)
+		}
+	}
+	if b.opts.takes("drain") {
+		if err := b.drain(ctx, reg.name, w, api, restart, d); err != nil {
+			return fmt.Errorf("%s: sweep drain: %w", reg.name, err)
+		}
 	}
 	if err := srv.stop(); err != nil {
 		return err
 	}
-	if len(b.opts.PoolEnv) > 0 {
+	if len(b.opts.PoolEnv) > 0 && b.opts.takes("pool") {
 		if err := b.pool(ctx, reg, cold); err != nil {
 			return fmt.Errorf("%s: warm pool: %w", reg.name, err)
 		}
 	}
-	if err := b.memory(ctx, reg); err != nil {
-		return fmt.Errorf("%s: memory: %w", reg.name, err)
+	if b.opts.takes("memory") {
+		if err := b.memory(ctx, reg); err != nil {
+			return fmt.Errorf("%s: memory: %w", reg.name, err)
+		}
 	}
-	if err := b.registryOps(ctx, reg); err != nil {
-		return fmt.Errorf("%s: registry operations: %w", reg.name, err)
+	if b.opts.takes("registry") {
+		if err := b.registryOps(ctx, reg); err != nil {
+			return fmt.Errorf("%s: registry operations: %w", reg.name, err)
+		}
 	}
 	return nil
 }

@@ -3,6 +3,9 @@
 // module unless -sandboxd names one) on SQLite and on PostgreSQL (a throwaway cluster, or
 // -pg-dsn) with the real engine, on loopback, and measures each figure beside a baseline:
 //
+//   - exec (SQLite only: sandboxd uses the in-sandbox agent only there): `true` through
+//     sandboxd's exec API against the Engine API's exec in the same sandbox; 16 at once;
+//     a streamed command's time to first byte;
 //   - reuse: PUT on live sessions over HTTP against sandboxd's own trivial route (GET
 //     /healthz on the same process, server, router and middleware), with a bare net/http
 //     handler in a process of its own as context;
@@ -37,6 +40,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -86,6 +90,8 @@ type options struct {
 	Registries    []string      `json:"registries"`
 	Quick         bool          `json:"quick"`
 	Egress        bool          `json:"egress"`
+	Execs         int           `json:"execs"` // execs of `true` per side
+	Only          []string      `json:"only,omitempty"`
 
 	pgDSN      string
 	pgMaxConns int
@@ -121,6 +127,8 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.jsonPath, "json", "", "write the results as JSON to this file")
 	fs.BoolVar(&o.Quick, "quick", false, "a CI-sized run: a few of everything")
 	fs.BoolVar(&o.Egress, "egress", true, "measure egress profiles: create latency against network none, and a download through the proxy against one without (needs root and iptables)")
+	fs.IntVar(&o.Execs, "execs", 500, "execs of `true` per side (sandboxd through the agent, Engine API)")
+	only := fs.String("only", "", "measurements to take (comma-separated: "+strings.Join(measurements, ", ")+"); empty: all")
 	fs.StringVar(&o.runID, "run-id", "", "prefix of the instance ids of this run's containers (empty: sbench-<random>)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -136,6 +144,14 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	}
 	if *poolEnv != "" {
 		o.PoolEnv = strings.Split(*poolEnv, ",")
+	}
+	if *only != "" {
+		o.Only = strings.Split(*only, ",")
+		for _, m := range o.Only {
+			if !slices.Contains(measurements, m) {
+				return o, fmt.Errorf("-only: unknown measurement %q", m)
+			}
+		}
 	}
 	if o.Quick {
 		set := map[string]bool{}
@@ -155,12 +171,13 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		quick("sessions", &o.Sessions, 200)
 		quick("registry-ops", &o.RegistryOps, 100)
 		quick("density", &o.Density, 2)
+		quick("execs", &o.Execs, 20)
 		if !set["settle"] {
 			o.Settle = 500 * time.Millisecond
 		}
 	}
 	if o.N < 1 || o.Reuse < 2 || o.Workers < 1 || o.Parallel < 1 || o.Drain < 1 || o.DrainParallel < 1 ||
-		o.Rounds < 1 || o.Sessions < 2 || o.RegistryOps < 1 || o.SweepInterval <= 0 || o.Density < 0 {
+		o.Rounds < 1 || o.Sessions < 2 || o.RegistryOps < 1 || o.SweepInterval <= 0 || o.Density < 0 || o.Execs < 1 {
 		return o, errors.New("every size must be positive (-reuse and -sessions at least 2, -density 0 or more)")
 	}
 	if o.DensityOnly && o.Density == 0 {
@@ -250,12 +267,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		}
 	}
 	// Density once, on the first registry: hundreds of sandboxes are costly to make.
-	if runErr == nil && opts.Density > 0 {
+	if runErr == nil && opts.Density > 0 && opts.takes("density") {
 		if runErr = b.density(ctx, registries[0]); runErr != nil {
 			runErr = fmt.Errorf("%s: density: %w", registries[0].name, runErr)
 		}
 	}
-	if runErr == nil && opts.Egress && !opts.DensityOnly {
+	if runErr == nil && opts.Egress && !opts.DensityOnly && opts.takes("egress") {
 		runErr = b.egress(ctx)
 	}
 	if runErr != nil {
@@ -269,6 +286,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	}
 	return runErr
 }
+
+// measurements are the names -only takes.
+var measurements = []string{"reuse", "exec", "cold", "parallel", "drain", "pool", "memory", "registry", "density", "egress"}
+
+// takes says whether the run takes measurement m.
+func (o options) takes(m string) bool { return len(o.Only) == 0 || slices.Contains(o.Only, m) }
 
 func randomHex(n int) string {
 	b := make([]byte, n)

@@ -61,6 +61,7 @@ func TestQuickRunProducesEveryRow(t *testing.T) {
 		"density: sandboxd memory per tracked session",
 		"egress create p50 (answered, exec-ready)", "egress create p99 (answered, exec-ready)",
 		"egress download of 10 MB through the proxy",
+		"exec `true` p50", "exec `true` p99", "concurrent execs of `true`", "streamed exec: time to first byte",
 	}
 	for _, name := range want {
 		found := false

@@ -107,24 +107,12 @@ type poolState struct{ size, hits float64 }
 // from sandboxd's /metrics (Prometheus text; a counter not yet incremented is absent: 0).
 func (b *bench) poolMetrics(ctx context.Context, base string) (poolState, error) {
 	var st poolState
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
+	data, err := b.metrics(ctx, base)
 	if err != nil {
 		return st, err
-	}
-	resp, err := b.hc.Do(req)
-	if err != nil {
-		return st, err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return st, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return st, fmt.Errorf("GET /metrics: %s", resp.Status)
 	}
 	sized := false
-	for _, line := range strings.Split(string(data), "\n") {
+	for _, line := range strings.Split(data, "\n") {
 		name, rest, ok := strings.Cut(line, "{")
 		if !ok || !strings.Contains(rest, `profile="default"`) {
 			continue
@@ -148,4 +136,25 @@ func (b *bench) poolMetrics(ctx context.Context, base string) (poolState, error)
 		return st, errors.New("GET /metrics: no sandbox_pool_size of the default profile (is the pool on?)")
 	}
 	return st, nil
+}
+
+// metrics is sandboxd's /metrics (Prometheus text).
+func (b *bench) metrics(ctx context.Context, base string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := b.hc.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("GET /metrics: %s", resp.Status)
+	}
+	return string(data), nil
 }
