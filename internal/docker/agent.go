@@ -285,8 +285,9 @@ type agentConn struct {
 	ready    chan struct{} // closed at the agent's Ready
 	closed   chan struct{} // closed by fail
 	failOnce sync.Once
-	err      error // why it closed, set before closed is
-	lastPong atomic.Int64
+	err      error        // why it closed, set before closed is
+	lastPong atomic.Int64 // unix nanoseconds of the agent's last frame
+	waiting  atomic.Bool  // the reader waits for a command's Exec to take a frame
 }
 
 // agentStream is one command on the channel, as the reader delivers it.
@@ -374,6 +375,7 @@ func (c *agentConn) readFrames(fr *agentproto.Reader) error {
 		if err != nil {
 			return fmt.Errorf("read: %w", err)
 		}
+		c.lastPong.Store(time.Now().UnixNano()) // any frame says the agent lives
 		switch f.Type {
 		case agentproto.Ready:
 			nonce, err := agentproto.ParseHello(f.Payload)
@@ -386,7 +388,6 @@ func (c *agentConn) readFrames(fr *agentproto.Reader) error {
 			}
 			continue
 		case agentproto.Pong:
-			c.lastPong.Store(time.Now().UnixNano())
 			continue
 		case agentproto.Started, agentproto.Failed, agentproto.Stdout, agentproto.Stderr, agentproto.Ack, agentproto.Exit:
 		default:
@@ -440,10 +441,18 @@ func (c *agentConn) readFrames(fr *agentproto.Reader) error {
 		// (its output is what the agent waits to write), one that left drops them.
 		select {
 		case st.events <- ev:
+			continue
+		default:
+		}
+		c.waiting.Store(true)
+		select {
+		case st.events <- ev:
 		case <-st.gone:
 		case <-c.closed:
 			return c.err
 		}
+		c.waiting.Store(false)
+		c.lastPong.Store(time.Now().UnixNano()) // the pongs that came meanwhile are still unread
 	}
 }
 
@@ -457,7 +466,9 @@ func (c *agentConn) ping() {
 		case <-c.closed:
 			return
 		case <-t.C:
-			if time.Since(time.Unix(0, c.lastPong.Load())) > agentDeadAfter {
+			// A reader held by a slow consumer reads no pong meanwhile: the agent is
+			// not the one that stopped.
+			if !c.waiting.Load() && time.Since(time.Unix(0, c.lastPong.Load())) > agentDeadAfter {
 				c.fail(errors.New("the agent stopped answering pings"))
 				return
 			}

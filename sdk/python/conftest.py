@@ -1,5 +1,5 @@
 """Starts the real sandboxd for the SDK's tests: the binary built from this repository
-(go build ./cmd/sandboxd), on its own SQLite file, volume root, docker.instance and
+(go build ./cmd/sandboxd, with the in-sandbox agent beside it), on its own SQLite file, volume root, docker.instance and
 token, on the real Docker engine; every container of its instance is removed at the
 end. Without go or a Docker engine the tests skip, except with CI=true, where that is a
 failure. This folder on sys.path (pytest's rootdir conftest) makes `import sandboxd`
@@ -116,6 +116,12 @@ def sandboxd_binary() -> Iterator[Path]:
     if build.returncode != 0:
         shutil.rmtree(out, ignore_errors=True)
         pytest.fail("go build ./cmd/sandboxd:\n" + build.stderr, pytrace=False)
+    # The in-sandbox agent beside it, where sandboxd finds it: commands run through it.
+    agent = subprocess.run(["go", "build", "-o", str(out / "sandboxd-agent"), "./cmd/sandboxd-agent"], cwd=REPO,
+                           capture_output=True, text=True, env={**os.environ, "CGO_ENABLED": "0"})
+    if agent.returncode != 0:
+        shutil.rmtree(out, ignore_errors=True)
+        pytest.fail("go build ./cmd/sandboxd-agent:\n" + agent.stderr, pytrace=False)
     yield binary
     shutil.rmtree(out, ignore_errors=True)
 
