@@ -60,6 +60,12 @@ func TestShellUnderAPseudoTerminal(t *testing.T) {
 			}
 		}
 	}
+	// The shell's prompt first: typed before it, a line may reach a half-set-up terminal.
+	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(out.String(), "$ "); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no prompt; output:\n%q", out.String())
+		}
+	}
 	typeLine("stty size", "30 100")
 	if err := pty.Setsize(ptmx, &pty.Winsize{Rows: 40, Cols: 120}); err != nil {
 		t.Fatal(err)

@@ -75,6 +75,8 @@ func dialTerminal(t *testing.T, base, chat, tok, query string, header bool) (*te
 			return
 		}
 	}()
+	// The shell's prompt first: a line typed before it may reach a half-set-up terminal.
+	term.waitFor("$ ")
 	return term, resp, nil
 }
 
@@ -84,6 +86,34 @@ func (term *terminal) send(typ websocket.MessageType, data string) {
 	defer cancel()
 	if err := term.conn.Write(ctx, typ, []byte(data)); err != nil {
 		term.t.Fatalf("write %q: %v", data, err)
+	}
+}
+
+// waitFor waits until the output shows want.
+func (term *terminal) waitFor(want string) {
+	term.t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(term.out.String(), want); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			term.t.Fatalf("no %q within 20s; output:\n%q", want, term.out.String())
+		}
+	}
+}
+
+// typeUntil types line again until the output after it shows want: for what reaches the
+// shell on another path than the typed input (a resize is an API call of its own, not
+// ordered with the keystrokes).
+func (term *terminal) typeUntil(line, want string) {
+	term.t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		from := len(term.out.String())
+		term.send(websocket.MessageBinary, line+"\r")
+		time.Sleep(300 * time.Millisecond)
+		if strings.Contains(term.out.String()[from:], want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			term.t.Fatalf("no %q after typing %q within 20s; output:\n%q", want, line, term.out.String())
+		}
 	}
 }
 
@@ -140,7 +170,7 @@ func TestTerminalOverWebSocket(t *testing.T) {
 	}
 	term.typeLine("stty size", "30 100")
 	term.send(websocket.MessageText, `{"type":"resize","cols":120,"rows":40}`)
-	term.typeLine("stty size", "40 120")
+	term.typeUntil("stty size", "40 120")
 	term.typeLine("echo $((6*7)) $(id -u)", "42 1000")
 	// The session is one of the sandbox's commands (exec.max_concurrent is 1 here).
 	if _, err := srv.api.Exec(ctx, chat, client.ExecBody{Cmd: []string{"true"}}); !errors.Is(err, client.ErrBusy) {
