@@ -76,22 +76,20 @@ func (r *Runtime) Terminal(ctx context.Context, containerID string, t lifecycle.
 		_, err := io.Copy(header, att.Reader)
 		copied <- err
 	}()
-	go func() {
+	// Once the wrapper has reported (the exec runs, on its terminal), the terminal gets its
+	// size (the engine does not reliably apply the size asked at the start, as docker's
+	// CLI knows), then what is typed, then later sizes.
+	sized := make(chan struct{})
+	resizing.Go(func() {
+		defer close(sized)
 		select {
 		case <-header.Came():
 		case <-done:
 			return
 		}
-		if t.Stdin != nil {
-			_, _ = io.Copy(att.Conn, t.Stdin)
-		}
-	}()
-	resizing.Go(func() {
-		// The engine may not apply the size asked at its start (the exec is not running
-		// yet, or the API ignores it): set it once the exec runs, as docker's CLI does.
-		for wait := 10 * time.Millisecond; wait < 2*time.Second; wait *= 2 {
+		for wait := 10 * time.Millisecond; wait < 5*time.Second; wait *= 2 {
 			if _, err := r.cli.ExecResize(ctx, created.ID, client.ExecResizeOptions(console)); err == nil {
-				break
+				return
 			}
 			select {
 			case <-done:
@@ -99,21 +97,37 @@ func (r *Runtime) Terminal(ctx context.Context, containerID string, t lifecycle.
 			case <-time.After(wait):
 			}
 		}
-		if t.Resize == nil {
+	})
+	go func() { // not waited for: a Read of t.Stdin may block (see above)
+		select {
+		case <-sized:
+		case <-done:
 			return
 		}
-		for {
+		if t.Stdin != nil {
+			_, _ = io.Copy(att.Conn, t.Stdin)
+		}
+	}()
+	if t.Resize != nil {
+		resizing.Go(func() {
 			select {
+			case <-sized:
 			case <-done:
 				return
-			case sz := <-t.Resize:
-				if sz.Cols == 0 || sz.Rows == 0 {
-					continue
-				}
-				// A failed resize leaves the old size; the session goes on.
-				_, _ = r.cli.ExecResize(ctx, created.ID, client.ExecResizeOptions{Height: uint(sz.Rows), Width: uint(sz.Cols)})
 			}
-		}
-	})
+			for {
+				select {
+				case <-done:
+					return
+				case sz := <-t.Resize:
+					if sz.Cols == 0 || sz.Rows == 0 {
+						continue
+					}
+					// A failed resize leaves the old size; the session goes on.
+					_, _ = r.cli.ExecResize(ctx, created.ID, client.ExecResizeOptions{Height: uint(sz.Rows), Width: uint(sz.Cols)})
+				}
+			}
+		})
+	}
 	return r.await(ctx, containerID, user, token, created.ID, header, copied)
 }
