@@ -137,6 +137,8 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 		Registry:      registryID,
 		VolumeRoot:    cfg.Docker.VolumeRoot,
 		StopTimeout:   cfg.Docker.StopTimeout,
+		CallTimeout:   cfg.Docker.CallTimeout,
+		CreateTimeout: cfg.Docker.CreateTimeout,
 		MinFreeBytes:  cfg.Docker.MinFreeBytes,
 		Profiles:      profiles,
 		MeterProvider: tel.MeterProvider,
@@ -179,6 +181,7 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 		Inventory:          rt,
 		Workspaces:         rt,
 		Binding:            reg.binding,
+		RegistryTimeout:    cfg.RegistryTimeout,
 		Clock:              reg.clock,
 		Adopt:              cfg.Adopt,
 		ForceMassRemoval:   cfg.Reconcile.Force,
@@ -261,9 +264,13 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 		}
 		return errors.Join(err, mErr)
 	}
-	if err := reconcile(ctx); err != nil {
+	// Bounded as a periodic run is: a hung engine or registry delays the start, never
+	// stops it.
+	rctx, cancelReconcile := context.WithTimeout(ctx, cfg.Reconcile.Interval)
+	if err := reconcile(rctx); err != nil {
 		log.ErrorContext(ctx, "reconcile_failed", slog.String("error", err.Error()))
 	}
+	cancelReconcile()
 	// The warm pool (profiles with pool.min > 0): leftovers of a previous run go first.
 	// Drained at shutdown, once the requests in flight are done.
 	if err := rt.StartPool(ctx); err != nil {
@@ -278,17 +285,20 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 	follower := svc.Follow(ctx, rt, 0, 0)
 	closers = append(closers, func(context.Context) error { follower.Stop(); return nil })
 	jobList := []periodic.Job{
-		{Name: "sweep", Interval: cfg.Sweep.Interval, Run: func(ctx context.Context) error {
+		// Each run is cut off at its interval, when the next is due (a run stuck on a hung
+		// dependency never stalls its job); every engine and registry call it makes has a
+		// shorter deadline of its own.
+		{Name: "sweep", Interval: cfg.Sweep.Interval, Timeout: cfg.Sweep.Interval, Run: func(ctx context.Context) error {
 			_, err := svc.CleanupExpired(ctx)
 			// Workspace folders past their retention (when one is set) go after the
 			// sandboxes whose expiry ends their use.
 			_, wsErr := svc.SweepWorkspaces(ctx)
 			return errors.Join(err, wsErr)
 		}},
-		{Name: "reconcile", Interval: cfg.Reconcile.Interval, Run: reconcile},
+		{Name: "reconcile", Interval: cfg.Reconcile.Interval, Timeout: cfg.Reconcile.Interval, Run: reconcile},
 	}
 	if reg.syncClock != nil {
-		jobList = append(jobList, periodic.Job{Name: "clock", Interval: time.Minute, Run: syncClock})
+		jobList = append(jobList, periodic.Job{Name: "clock", Interval: time.Minute, Timeout: cfg.RegistryTimeout, Run: syncClock})
 	}
 	jobs, err := periodic.Start(ctx, log, jobList...)
 	if err != nil {

@@ -58,6 +58,8 @@ type Config struct {
 	// last use case, so that the next needs no round trip to the database (package
 	// pglock's leases); 0 turns it off. SQLite ignores it.
 	LockLinger time.Duration `koanf:"lock_linger"`
+	// RegistryTimeout bounds each call to the registry (lifecycle.Config.RegistryTimeout).
+	RegistryTimeout time.Duration `koanf:"registry_timeout"`
 
 	Docker Docker `koanf:"docker"`
 	Egress Egress `koanf:"egress"`
@@ -150,6 +152,9 @@ type Docker struct {
 	VolumeRoot string `koanf:"volume_root"`
 	// StopTimeout is how long a stop lets a sandbox end gracefully before killing it.
 	StopTimeout time.Duration `koanf:"stop_timeout"`
+	// CallTimeout and CreateTimeout bound each call to the engine (docker.Config's).
+	CallTimeout   time.Duration `koanf:"call_timeout"`
+	CreateTimeout time.Duration `koanf:"create_timeout"`
 	// MinFreeBytes is the free space the volume root's file system keeps: below it,
 	// creates are refused with 507 before anything is made. 0: no floor.
 	MinFreeBytes int64 `koanf:"min_free_bytes"`
@@ -210,12 +215,14 @@ func Default() Config {
 			// Enough for 146 buffered answers at the default output cap.
 			MaxBufferedBytes: httpapi.DefaultMaxBufferedExecBytes,
 		},
-		Files:      Files{MaxBytes: lifecycle.DefaultMaxFileBytes, MinUploadRate: httpapi.DefaultMinUploadRate},
-		Sweep:      Sweep{Interval: 30 * time.Second, Parallelism: lifecycle.DefaultSweepParallelism},
-		Reconcile:  Reconcile{Interval: 5 * time.Minute, Grace: lifecycle.DefaultReconcileGrace},
-		Registry:   "sqlite:./.data/sandboxd.db",
-		LockLinger: 2 * time.Second,
+		Files:           Files{MaxBytes: lifecycle.DefaultMaxFileBytes, MinUploadRate: httpapi.DefaultMinUploadRate},
+		Sweep:           Sweep{Interval: 30 * time.Second, Parallelism: lifecycle.DefaultSweepParallelism},
+		Reconcile:       Reconcile{Interval: 5 * time.Minute, Grace: lifecycle.DefaultReconcileGrace},
+		Registry:        "sqlite:./.data/sandboxd.db",
+		LockLinger:      2 * time.Second,
+		RegistryTimeout: lifecycle.DefaultRegistryTimeout,
 		Docker: Docker{Instance: "sandboxd", VolumeRoot: "./.data/volumes", StopTimeout: docker.DefaultStopTimeout,
+			CallTimeout: docker.DefaultCallTimeout, CreateTimeout: docker.DefaultCreateTimeout,
 			MinFreeBytes: docker.DefaultMinFreeBytes},
 		Egress: Egress{ProxyPort: docker.DefaultEgressProxyPort},
 		Log:    Log{Level: "info", Format: "json"},

@@ -13,6 +13,8 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/sandboxd/sandboxd/internal/docker"
+	"github.com/sandboxd/sandboxd/internal/lifecycle"
 	"github.com/sandboxd/sandboxd/internal/profile"
 )
 
@@ -39,6 +41,10 @@ func TestDefaults(t *testing.T) {
 	}
 	if cfg.Agents.RefuseUnknown || len(cfg.Agents.Profiles) != 0 {
 		t.Errorf("agents = %+v, want every agent on the default profile", cfg.Agents)
+	}
+	if cfg.Docker.CallTimeout != docker.DefaultCallTimeout || cfg.Docker.CreateTimeout != docker.DefaultCreateTimeout ||
+		cfg.RegistryTimeout != lifecycle.DefaultRegistryTimeout {
+		t.Errorf("deadlines %s %s %s, want the packages' defaults", cfg.Docker.CallTimeout, cfg.Docker.CreateTimeout, cfg.RegistryTimeout)
 	}
 }
 
@@ -202,6 +208,12 @@ func TestValidationErrors(t *testing.T) {
 			name: "durations and counts",
 			args: []string{"--ttl=0s", "--sweep-interval=-1s", "--sweep-parallelism=0", "--max-body-bytes=0"},
 			want: []string{"ttl: must be > 0", "sweep.interval: must be > 0", "sweep.parallelism: must be >= 1", "max_body_bytes"},
+		},
+		{
+			name: "deadlines",
+			args: []string{"--docker-call-timeout=0s", "--registry-timeout=-1s"},
+			env:  []string{"SANDBOXD_DOCKER_CREATE_TIMEOUT=0s"},
+			want: []string{"docker.call_timeout: must be > 0", "docker.create_timeout: must be > 0", "registry_timeout: must be > 0"},
 		},
 		{
 			name: "exec, files and lifetime bounds",

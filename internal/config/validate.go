@@ -123,7 +123,7 @@ func (c *Config) checkJobs(p *problems) {
 	}
 }
 
-// checkRegistry checks registry and lock_linger.
+// checkRegistry checks registry, lock_linger and registry_timeout.
 func (c *Config) checkRegistry(p *problems) {
 	if _, _, err := ParseRegistry(c.Registry); err != nil {
 		p.bad("registry", "%v", err)
@@ -131,6 +131,7 @@ func (c *Config) checkRegistry(p *problems) {
 	if c.LockLinger < 0 {
 		p.bad("lock_linger", "must be >= 0, got %s", c.LockLinger)
 	}
+	p.positive("registry_timeout", c.RegistryTimeout)
 }
 
 // checkEgress checks egress.*.
@@ -148,6 +149,8 @@ func (c *Config) checkEgress(p *problems) {
 // checkDocker checks docker.* and makes the volume root absolute.
 func (c *Config) checkDocker(p *problems) {
 	p.positive("docker.stop_timeout", c.Docker.StopTimeout)
+	p.positive("docker.call_timeout", c.Docker.CallTimeout)
+	p.positive("docker.create_timeout", c.Docker.CreateTimeout)
 	if c.Docker.MinFreeBytes < 0 {
 		p.bad("docker.min_free_bytes", "must be >= 0 (0: no floor), got %d", c.Docker.MinFreeBytes)
 	}

@@ -69,6 +69,12 @@ type Config struct {
 	// StopTimeout is how long Stop lets a sandbox end gracefully before it is killed
 	// (default DefaultStopTimeout; rounded up to whole seconds).
 	StopTimeout time.Duration
+	// CallTimeout bounds each engine call that reads or changes records (inspect, list,
+	// ...; default DefaultCallTimeout), CreateTimeout each that makes or tears down a
+	// container (create, start, remove; a stop gets its StopTimeout more; default
+	// DefaultCreateTimeout). Past it the call fails with sandbox.ErrUnavailable.
+	CallTimeout   time.Duration
+	CreateTimeout time.Duration
 	// PoolCheckInterval is how often the warm pool checks its containers (default
 	// DefaultPoolCheckInterval).
 	PoolCheckInterval time.Duration
@@ -159,8 +165,15 @@ func New(cfg Config) (*Runtime, error) {
 	if stop <= 0 {
 		stop = DefaultStopTimeout
 	}
+	call, create := cfg.CallTimeout, cfg.CreateTimeout
+	if call <= 0 {
+		call = DefaultCallTimeout
+	}
+	if create <= 0 {
+		create = DefaultCreateTimeout
+	}
 	r := &Runtime{
-		cli:         cli,
+		cli:         deadlines{engine: cli, call: call, create: create},
 		instance:    cfg.Instance,
 		registry:    cfg.Registry,
 		root:        root,

@@ -30,10 +30,13 @@ const ScopeName = "github.com/sandboxd/sandboxd/internal/lifecycle"
 // Defaults of Config's optional settings, the values sandboxd runs with unless configured
 // otherwise (internal/config takes its defaults from here).
 const (
-	DefaultSweepBatch        = 1000
-	DefaultSweepParallelism  = 4
-	DefaultReconcileGrace    = time.Minute
-	DefaultOpTimeout         = 2 * time.Minute
+	DefaultSweepBatch       = 1000
+	DefaultSweepParallelism = 4
+	DefaultReconcileGrace   = time.Minute
+	DefaultOpTimeout        = 2 * time.Minute
+	// DefaultRegistryTimeout bounds each call to the registry (Store, Binding), so that
+	// a hung database holds no use case, job or lock longer (Config.RegistryTimeout).
+	DefaultRegistryTimeout   = 5 * time.Second
 	DefaultExecTimeout       = 30 * time.Second
 	DefaultExecMaxTimeout    = 10 * time.Minute
 	DefaultExecOutputCap     = 1 << 20
@@ -98,6 +101,10 @@ type Config struct {
 	// detached from the caller's cancellation so a caller that leaves mid-way cannot
 	// leave a half-made sandbox behind (default DefaultOpTimeout).
 	OpTimeout time.Duration
+	// RegistryTimeout bounds each call to the Store and the Binding (default
+	// DefaultRegistryTimeout); a call past it fails with the context's deadline error.
+	// Waiting for a chat's lock is bounded by OpTimeout.
+	RegistryTimeout time.Duration
 
 	// ExecDefaultTimeout (default DefaultExecTimeout) and ExecMaxTimeout (default
 	// DefaultExecMaxTimeout) bound commands; ExecOutputCap (default DefaultExecOutputCap)
@@ -276,8 +283,12 @@ func New(cfg Config) (*Service, error) {
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("lifecycle: missing %w", errors.Join(missing...))
 	}
+	registryTimeout := orDefault(cfg.RegistryTimeout, DefaultRegistryTimeout)
+	if cfg.Binding != nil {
+		cfg.Binding = timedBinding{Binding: cfg.Binding, d: registryTimeout}
+	}
 	s := &Service{
-		store: cfg.Store, locker: cfg.Locker, runtime: cfg.Runtime, ttl: cfg.TTL,
+		store: timedStore{Store: cfg.Store, d: registryTimeout}, locker: cfg.Locker, runtime: cfg.Runtime, ttl: cfg.TTL,
 		admitter: cfg.Admitter, executor: cfg.Executor, terminals: cfg.Terminals, events: cfg.Events, files: cfg.Files, inventory: cfg.Inventory,
 		binding: cfg.Binding, adopt: cfg.Adopt, forceMass: cfg.ForceMassRemoval,
 		workspaces: cfg.Workspaces, workspaceRetention: cfg.WorkspaceRetention, removeProvided: cfg.RemoveProvidedWorkspaces,
@@ -375,9 +386,12 @@ func (s *Service) locked(ctx context.Context, chatID uuid.UUID, fn func(ctx cont
 }
 
 // lockedAs is locked; with write false fn is no write unless it marks one itself
-// (s.writes.begin): a create, which mostly reuses.
+// (s.writes.begin): a create, which mostly reuses. Waiting for the lock is bounded by
+// OpTimeout too.
 func (s *Service) lockedAs(ctx context.Context, chatID uuid.UUID, write bool, fn func(ctx context.Context) error) error {
-	unlock, err := s.locker.Lock(ctx, chatID)
+	lockCtx, cancelLock := context.WithTimeout(ctx, s.opTimeout)
+	unlock, err := s.locker.Lock(lockCtx, chatID)
+	cancelLock()
 	if err != nil {
 		return fmt.Errorf("lock chat %s: %w", chatID, err)
 	}

@@ -1,6 +1,8 @@
 // Package periodic runs background jobs at fixed intervals: sandboxd's expiry sweep and
 // reconciler. A job never overlaps itself: its runs happen one after the other in one
-// goroutine, and ticks that fall due while it runs are dropped, not queued.
+// goroutine, and ticks that fall due while it runs are dropped, not queued. A run that
+// overruns its job's Timeout is cut off (its context ends), so a run stuck on a hung
+// dependency never stalls the job: the next one runs at the next tick.
 package periodic
 
 import (
@@ -20,6 +22,9 @@ type Job struct {
 	Interval time.Duration
 	// Immediately runs the job once when it starts, before the first interval.
 	Immediately bool
+	// Timeout, when > 0, bounds each run: its context ends then, and the run, which must
+	// return once its context ends, is logged as overrun ("job_overran"); the job goes on.
+	Timeout time.Duration
 	// Run does the work once. Its error is logged; the job goes on.
 	Run func(ctx context.Context) error
 }
@@ -41,6 +46,9 @@ func Start(ctx context.Context, log *slog.Logger, jobs ...Job) (*Runner, error) 
 		}
 		if j.Interval <= 0 {
 			errs = append(errs, fmt.Errorf("periodic: job %q: interval %s must be > 0", j.Name, j.Interval))
+		}
+		if j.Timeout < 0 {
+			errs = append(errs, fmt.Errorf("periodic: job %q: timeout %s must be >= 0", j.Name, j.Timeout))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -87,13 +95,22 @@ func loop(ctx context.Context, log *slog.Logger, j Job) {
 
 func runOnce(ctx context.Context, log *slog.Logger, j Job) {
 	start := time.Now()
-	err := j.Run(ctx)
+	run := ctx
+	if j.Timeout > 0 {
+		var cancel context.CancelFunc
+		run, cancel = context.WithTimeout(ctx, j.Timeout)
+		defer cancel()
+	}
+	err := j.Run(run)
 	elapsed := slog.Duration("elapsed", time.Since(start))
 	switch {
 	case err == nil:
 		log.DebugContext(ctx, "job_done", elapsed)
 	case ctx.Err() != nil:
 		log.InfoContext(ctx, "job_interrupted", elapsed, slog.String("error", err.Error()))
+	case run.Err() != nil:
+		log.ErrorContext(ctx, "job_overran", elapsed, slog.Duration("timeout", j.Timeout),
+			slog.String("error", err.Error()))
 	default:
 		log.ErrorContext(ctx, "job_failed", elapsed, slog.String("error", err.Error()))
 	}

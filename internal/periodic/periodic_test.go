@@ -150,11 +150,48 @@ func TestErrorsAreLoggedAndJobGoesOn(t *testing.T) {
 	}
 }
 
+// A run that hangs (on a dependency that never answers, here a channel nobody writes to)
+// is cut off at the job's timeout, logged, and the next run comes at the next tick.
+func TestAnOverrunningRunIsCutOffAndTheNextRuns(t *testing.T) {
+	var mu sync.Mutex
+	var buf bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&lockedWriter{mu: &mu, w: &buf}, nil))
+	never := make(chan struct{})
+	var runs, cut atomic.Int32
+	r, err := Start(context.Background(), log, Job{
+		Name: "sweep", Interval: 20 * time.Millisecond, Timeout: 30 * time.Millisecond,
+		Run: func(ctx context.Context) error {
+			runs.Add(1)
+			if _, ok := ctx.Deadline(); !ok {
+				t.Error("a run's context has no deadline")
+			}
+			select {
+			case <-never:
+				return nil
+			case <-ctx.Done():
+				cut.Add(1)
+				return ctx.Err()
+			}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return cut.Load() >= 3 })
+	r.Stop()
+	mu.Lock()
+	defer mu.Unlock()
+	if out := buf.String(); !strings.Contains(out, "job_overran") || !strings.Contains(out, "timeout=30ms") {
+		t.Errorf("log lacks the overrun:\n%s", out)
+	}
+}
+
 func TestBadJobs(t *testing.T) {
 	_, err := Start(context.Background(), nil,
 		Job{Name: "a", Interval: 0, Run: func(context.Context) error { return nil }},
-		Job{Name: "b", Interval: time.Second})
-	if err == nil || !strings.Contains(err.Error(), `"a"`) || !strings.Contains(err.Error(), `"b"`) {
+		Job{Name: "b", Interval: time.Second},
+		Job{Name: "c", Interval: time.Second, Timeout: -1, Run: func(context.Context) error { return nil }})
+	if err == nil || !strings.Contains(err.Error(), `"a"`) || !strings.Contains(err.Error(), `"b"`) || !strings.Contains(err.Error(), `"c"`) {
 		t.Errorf("err = %v, want both jobs named", err)
 	}
 }
