@@ -102,6 +102,8 @@ func hasAgent(c container.InspectResponse) bool {
 type agents struct {
 	r         *Runtime
 	fallbacks metric.Int64Counter
+	ping      time.Duration // between pings (agentPing)
+	deadAfter time.Duration // without a frame: the channel is closed (agentDeadAfter)
 
 	mu    sync.Mutex
 	conns map[string]*agentEntry // by container id
@@ -123,7 +125,8 @@ func newAgents(r *Runtime, mp metric.MeterProvider) (*agents, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &agents{r: r, fallbacks: fallbacks, conns: map[string]*agentEntry{}, done: make(chan struct{})}, nil
+	return &agents{r: r, fallbacks: fallbacks, ping: agentPing, deadAfter: agentDeadAfter,
+		conns: map[string]*agentEntry{}, done: make(chan struct{})}, nil
 }
 
 // close closes every channel and waits for their goroutines.
@@ -459,7 +462,7 @@ func (c *agentConn) readFrames(fr *agentproto.Reader) error {
 // ping keeps the agent's watchdog fed and closes a channel whose agent stopped
 // answering.
 func (c *agentConn) ping() {
-	t := time.NewTicker(agentPing)
+	t := time.NewTicker(c.a.ping)
 	defer t.Stop()
 	for {
 		select {
@@ -468,7 +471,7 @@ func (c *agentConn) ping() {
 		case <-t.C:
 			// A reader held by a slow consumer reads no pong meanwhile: the agent is
 			// not the one that stopped.
-			if !c.waiting.Load() && time.Since(time.Unix(0, c.lastPong.Load())) > agentDeadAfter {
+			if !c.waiting.Load() && time.Since(time.Unix(0, c.lastPong.Load())) > c.a.deadAfter {
 				c.fail(errors.New("the agent stopped answering pings"))
 				return
 			}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -229,5 +230,37 @@ func TestForgedFramesCloseTheChannelAndNothingElse(t *testing.T) {
 		if got := parentOf(t, e, s.ContainerID); got != docker.AgentTarget {
 			t.Errorf("after %s: the next command's parent is %q, want the agent", forged, got)
 		}
+	}
+}
+
+// slowWriter takes its first write only after a pause: a streaming client that reads
+// slowly.
+type slowWriter struct {
+	syncbuf.Buffer
+	pause time.Duration
+	once  sync.Once
+}
+
+func (w *slowWriter) Write(p []byte) (int, error) {
+	w.once.Do(func() { time.Sleep(w.pause) })
+	return w.Buffer.Write(p)
+}
+
+// A consumer slower than the channel's silence bound holds the channel's reader, so the
+// agent's pongs wait unread: that is not the agent's silence, and the channel stays open
+// for the sandbox's other commands.
+func TestASlowConsumerDoesNotCloseTheChannel(t *testing.T) {
+	e := newEnv(t, nil)
+	docker.SetAgentPing(e.rt, 100*time.Millisecond, 500*time.Millisecond)
+	s := e.create(t, newSpec(""))
+	out := &slowWriter{pause: 3 * time.Second}
+	code, err := e.rt.Exec(context.Background(), s.ContainerID, lifecycle.ExecCommand{
+		// More frames than the reader may hand on before a command's Exec takes one.
+		Cmd: []string{"sh", "-c", "i=0; while [ $i -lt 100 ]; do echo $i; i=$((i+1)); sleep 0.01; done"}, Stdout: out})
+	if err != nil || code != 0 || !strings.HasSuffix(out.String(), "\n98\n99\n") {
+		t.Fatalf("slowly read command: exit %d, %v, %q", code, err, out.String())
+	}
+	if got := parentOf(t, e, s.ContainerID); got != docker.AgentTarget {
+		t.Errorf("after it: parent %q, want the agent on the same channel", got)
 	}
 }

@@ -1,6 +1,16 @@
 package docker
 
-import "github.com/sandboxd/sandboxd/internal/execwrap"
+import (
+	"time"
+
+	"github.com/sandboxd/sandboxd/internal/execwrap"
+)
+
+// SetAgentPing sets how often r pings the sandboxes' agents and how long a channel may
+// say nothing before it is closed; before r's first exec.
+func SetAgentPing(r *Runtime, every, deadAfter time.Duration) {
+	r.agents.ping, r.agents.deadAfter = every, deadAfter
+}
 
 // SetBeforeStart makes r call f between creating a container and starting it.
 func SetBeforeStart(r *Runtime, f func(containerID string)) { r.beforeStart = f }
