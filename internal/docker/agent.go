@@ -233,10 +233,14 @@ func (a *agents) dial(ctx context.Context, containerID string, e *agentEntry) (c
 	if !hasAgent(c) {
 		return nil, agentNoAgent, nil
 	}
-	// The attach lives as long as the sandbox, not as the request that made it.
-	att, err := a.r.cli.ContainerAttach(context.WithoutCancel(ctx), containerID, client.ContainerAttachOptions{
+	// The attach lives as long as the sandbox, not as the request that made it; its
+	// context bounds the handshake only (the client ties no connection to it), so a hung
+	// engine holds no command past agentHelloTimeout.
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), agentHelloTimeout)
+	att, err := a.r.cli.ContainerAttach(actx, containerID, client.ContainerAttachOptions{
 		Stream: true, Stdin: true, Stdout: true,
 	})
+	cancel()
 	if err != nil {
 		a.r.log.WarnContext(ctx, "agent_attach_failed", "container_id", containerID, "error", err.Error())
 		return nil, agentDown, nil
