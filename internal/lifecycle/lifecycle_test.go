@@ -675,12 +675,19 @@ func (st extendingStore) RemoveExpired(ctx context.Context, chatID, sessionID uu
 }
 
 // The sweep's removal is conditional: a session extended by another replica after the
-// sweep read it keeps its record, and the sweep counts the clean as failed.
+// sweep read it keeps its record and its running sandbox (the record goes before the
+// stop, which only follows a removal), and the sweep counts the clean as failed.
 func TestSweepNeverForgetsASessionExtendedMeanwhile(t *testing.T) {
 	expired := liveSession()
 	expired.ExpiresAt = now.Add(-time.Minute)
 	store := storeWith(t, expired)
-	e := newEnv(t, extendingStore{store}, keylock.New(), &lifecycletest.Runtime{}, nil)
+	runtime := &lifecycletest.Runtime{}
+	e := newEnv(t, extendingStore{store}, keylock.New(), runtime, nil)
+	defer func() {
+		if _, stops, _ := runtime.Calls(); len(stops) != 0 {
+			t.Errorf("the extended session's sandbox was stopped: %v", stops)
+		}
+	}()
 	cleaned, err := e.svc.CleanupExpired(context.Background())
 	if err != nil {
 		t.Fatal(err)

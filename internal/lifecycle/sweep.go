@@ -140,18 +140,26 @@ func (s *Service) clean(ctx context.Context, current sandbox.Session) Outcome {
 	defer span.End()
 
 	attrs := sessionAttrs(current.ChatID, current.ID, current.ContainerID)
-	// The span and log already name the container: the runtime's error is recorded as is.
-	err := s.runtime.Stop(ctx, current.ContainerID)
-	if err == nil {
-		// Conditional: should this replica have lost the chat's lock, a session another
-		// replica extended or replaced meanwhile is never forgotten (its record then names
-		// a stopped container, which the reconciler repairs).
-		removed, rmErr := s.store.RemoveExpired(ctx, current.ChatID, current.ID, s.clock.Now())
-		switch {
-		case rmErr != nil:
-			err = fmt.Errorf("sweep: forget session %s: %w", current.ID, rmErr)
-		case !removed:
-			err = fmt.Errorf("sweep: session %s was extended or replaced while its sandbox stopped: %w", current.ID, sandbox.ErrConflict)
+	// The record goes first, conditionally, and the sandbox only once it is gone: should
+	// this replica have lost the chat's lock, a session another replica extended or
+	// replaced meanwhile keeps both its record and its running sandbox (stopping first
+	// would leave the extended session's record naming a removed container). A stop that
+	// fails puts the record back, so the next sweep tries again; should that fail too, the
+	// container is labelled and unrecorded, and the reconciler removes it.
+	var err error
+	removed, rmErr := s.store.RemoveExpired(ctx, current.ChatID, current.ID, s.clock.Now())
+	switch {
+	case rmErr != nil:
+		err = fmt.Errorf("sweep: forget session %s: %w", current.ID, rmErr)
+	case !removed:
+		err = fmt.Errorf("sweep: session %s was extended or replaced meanwhile: %w", current.ID, sandbox.ErrConflict)
+	default:
+		// The span and log already name the container: the runtime's error is recorded as is.
+		if err = s.runtime.Stop(ctx, current.ContainerID); err != nil {
+			if saveErr := s.store.Save(ctx, current); saveErr != nil {
+				s.log.ErrorContext(ctx, "sandbox_untracked", append(logAttrs(current),
+					slog.String("error", sandbox.ErrorType(saveErr)))...)
+			}
 		}
 	}
 	if err != nil {
