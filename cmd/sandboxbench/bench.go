@@ -142,7 +142,7 @@ func (b *bench) runRegistry(ctx context.Context, reg registry) (err error) {
 	// restart stops sandboxd, runs edit while it is down, and starts it again on the same
 	// data: the registry may only be changed behind sandboxd's back while it is down (an
 	// SQLite registry belongs to one process, which caches what it read).
-	restart := func(edit func() error) (*sbclient.Client, error) {
+	restartWith := func(settings []string, edit func() error) (*sbclient.Client, error) {
 		if err := srv.stop(); err != nil {
 			return nil, err
 		}
@@ -153,6 +153,7 @@ func (b *bench) runRegistry(ctx context.Context, reg registry) (err error) {
 		srv, api, err = b.start(ctx, w, settings...)
 		return api, err
 	}
+	restart := func(edit func() error) (*sbclient.Client, error) { return restartWith(settings, edit) }
 	d, err := newDirect(b.cli, w.instance+"-direct", w.volumes, b.image)
 	if err != nil {
 		return err
@@ -174,6 +175,11 @@ func (b *bench) runRegistry(ctx context.Context, reg registry) (err error) {
 			return fmt.Errorf("%s: exec: %w", reg.name, err)
 		}
 	}
+	if b.opts.takes("hotchat") {
+		if err := b.hotChat(ctx, reg.name, srv.base, api); err != nil {
+			return fmt.Errorf("%s: hot chat: %w", reg.name, err)
+		}
+	}
 	var cold createTimes
 	if b.opts.takes("cold") || b.opts.takes("pool") {
 		if cold, err = b.cold(ctx, reg.name, api, d); err != nil {
@@ -188,6 +194,11 @@ func (b *bench) runRegistry(ctx context.Context, reg registry) (err error) {
 	if b.opts.takes("drain") {
 		if err := b.drain(ctx, reg.name, w, api, restart, d); err != nil {
 			return fmt.Errorf("%s: sweep drain: %w", reg.name, err)
+		}
+	}
+	if b.opts.takes("restartdrain") {
+		if err := b.restartDrain(ctx, reg.name, w, api, restartWith, d); err != nil {
+			return fmt.Errorf("%s: restart drain: %w", reg.name, err)
 		}
 	}
 	if err := srv.stop(); err != nil {

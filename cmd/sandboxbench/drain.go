@@ -57,7 +57,7 @@ func (b *bench) drain(ctx context.Context, reg string, w *world, api *sbclient.C
 		}
 		time.Sleep(time.Until(expiry))
 		deadline := time.Now().Add(5 * time.Minute)
-		gone, err := untilNone(ctx, b.cli, w.instance, deadline)
+		gone, err := untilNone(ctx, b.cli, w.instance, deadline, 20*time.Millisecond)
 		if err != nil {
 			return err
 		}
@@ -69,35 +69,11 @@ func (b *bench) drain(ctx context.Context, reg string, w *world, api *sbclient.C
 			time.Sleep(20 * time.Millisecond)
 		}
 
-		ids := make([]string, n)
-		err = parallel(ctx, n, 8, func(ctx context.Context, i int) error {
-			opts, _, err := d.prepare(uuid.New(), time.Now().Add(time.Hour))
-			if err != nil {
-				return err
-			}
-			ids[i], err = d.createStart(ctx, opts)
-			return err
-		})
+		direct, err := b.directDrain(ctx, d, n, 20*time.Millisecond)
 		if err != nil {
 			return err
 		}
-		// Timed as sandboxd's side is: until the engine lists none, polled every 20 ms
-		// (the polling's load on the engine and its granularity are on both sides).
-		start := time.Now()
-		removed := make(chan error, 1)
-		go func() {
-			removed <- parallel(ctx, n, b.opts.DrainParallel, func(ctx context.Context, i int) error {
-				return removeContainer(ctx, b.cli, ids[i])
-			})
-		}()
-		gone, err = untilNone(ctx, b.cli, d.instance, time.Now().Add(5*time.Minute))
-		if rerr := <-removed; rerr != nil {
-			return rerr
-		}
-		if err != nil {
-			return err
-		}
-		dDrains = append(dDrains, gone.Sub(start))
+		dDrains = append(dDrains, direct)
 	}
 	b.add(newRow(reg, fmt.Sprintf("sweep drain of %d expired", n), "ms", median(sDrains), median(dDrains),
 		fmt.Sprintf("%d Engine API removes, %d at once", n, b.opts.DrainParallel), len(sDrains),
@@ -105,4 +81,38 @@ func (b *bench) drain(ctx context.Context, reg string, w *world, api *sbclient.C
 	b.rows[len(b.rows)-1].Note = fmt.Sprintf("sweep interval %s, sweep parallelism %d; timed from the common expiry to the engine listing none (polled every 20 ms)",
 		b.opts.SweepInterval, b.opts.DrainParallel)
 	return nil
+}
+
+// directDrain makes n containers of the same config as sandboxd's directly, then
+// force-removes them, DrainParallel at once, and returns the time from the first remove
+// until the engine lists none of them, polled every poll (the polling's load on the
+// engine and its granularity are the same as on sandboxd's side).
+func (b *bench) directDrain(ctx context.Context, d *direct, n int, poll time.Duration) (time.Duration, error) {
+	ids := make([]string, n)
+	err := parallel(ctx, n, 8, func(ctx context.Context, i int) error {
+		opts, _, err := d.prepare(uuid.New(), time.Now().Add(time.Hour))
+		if err != nil {
+			return err
+		}
+		ids[i], err = d.createStart(ctx, opts)
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	removed := make(chan error, 1)
+	go func() {
+		removed <- parallel(ctx, n, b.opts.DrainParallel, func(ctx context.Context, i int) error {
+			return removeContainer(ctx, b.cli, ids[i])
+		})
+	}()
+	gone, err := untilNone(ctx, b.cli, d.instance, time.Now().Add(5*time.Minute), poll)
+	if rerr := <-removed; rerr != nil {
+		return 0, rerr
+	}
+	if err != nil {
+		return 0, err
+	}
+	return gone.Sub(start), nil
 }

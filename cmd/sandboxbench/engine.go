@@ -130,9 +130,9 @@ func instanceContainers(ctx context.Context, cli *client.Client, instance string
 	return ids, nil
 }
 
-// untilNone polls the engine every 20 ms until it lists no container of instance, and
+// untilNone polls the engine every poll until it lists no container of instance, and
 // returns when it first listed none.
-func untilNone(ctx context.Context, cli *client.Client, instance string, deadline time.Time) (time.Time, error) {
+func untilNone(ctx context.Context, cli *client.Client, instance string, deadline time.Time, poll time.Duration) (time.Time, error) {
 	for {
 		left, err := instanceContainers(ctx, cli, instance)
 		if err != nil {
@@ -144,7 +144,7 @@ func untilNone(ctx context.Context, cli *client.Client, instance string, deadlin
 		if time.Now().After(deadline) {
 			return time.Time{}, fmt.Errorf("%d containers of %s left at the deadline", len(left), instance)
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(poll)
 	}
 }
 

@@ -13,8 +13,13 @@
 //     and started through the Engine API; every create is proven exec-ready by an exec of
 //     `true` right after it (untimed; the "+ first exec" rows time it too);
 //   - parallel creates of distinct chats: wall time against as many direct create+starts;
+//   - hot chat: many clients PUT on one live chat, against GET /healthz (and the same
+//     clients each on a chat of its own, for comparison);
 //   - sweep drain: expired sandboxes from their common expiry until the engine lists none,
 //     against removing as many containers directly in parallel;
+//   - restart drain: sandboxd at its default settings restarted with sandboxes that expired
+//     while it was down, from its start until the engine lists none, against the engine
+//     force-removing as many (and the same with no stop grace);
 //   - memory: sandboxd's RSS with many sessions in the registry against one session;
 //   - registry operations per second on sqlitestore and pgstore against SELECT 1;
 //   - density: idle sandboxes made until -density or a failed create, and the memory
@@ -25,7 +30,8 @@
 //     none ones, and a 100 MB download through the egress proxy against the same download
 //     without it (egresscreate.go, egressthroughput.go).
 //
-// It prints a table, writes it as JSON with -json, and removes every container it made.
+// -only takes some of these (see -h). It prints a table, writes it as JSON with -json, and
+// removes every container it made.
 package main
 
 import (
@@ -76,6 +82,7 @@ type options struct {
 	N             int           `json:"n"`              // cold creates per side (and pool creates)
 	Reuse         int           `json:"reuse"`          // reuse PUTs per side
 	Workers       int           `json:"workers"`        // concurrent reuse clients, one live chat each
+	HotClients    int           `json:"hot_clients"`    // concurrent reuse clients of the hot chat
 	Parallel      int           `json:"parallel"`       // distinct chats created at once
 	Drain         int           `json:"drain"`          // expired sandboxes the sweep drains
 	DrainParallel int           `json:"drain_parallel"` // sweep parallelism, and direct removes at once
@@ -108,6 +115,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.N, "n", 50, "cold creates per side (sandboxd, Engine API), and warm-pool creates")
 	fs.IntVar(&o.Reuse, "reuse", 10000, "reuse PUTs per side (sandboxd, trivial handler)")
 	fs.IntVar(&o.Workers, "workers", 4, "concurrent reuse clients, one live chat each")
+	fs.IntVar(&o.HotClients, "hot-clients", 16, "concurrent reuse clients on one hot chat (and each on its own chat, for comparison)")
 	fs.IntVar(&o.Parallel, "parallel", 50, "distinct chats created at once")
 	fs.IntVar(&o.Drain, "drain", 100, "expired sandboxes the sweep drains")
 	fs.IntVar(&o.DrainParallel, "drain-parallel", 16, "sweep parallelism of sandboxd, and direct removes at once")
@@ -164,6 +172,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		quick("n", &o.N, 3)
 		quick("reuse", &o.Reuse, 200)
 		quick("workers", &o.Workers, 2)
+		quick("hot-clients", &o.HotClients, 2)
 		quick("parallel", &o.Parallel, 4)
 		quick("drain", &o.Drain, 4)
 		quick("drain-parallel", &o.DrainParallel, 4)
@@ -176,7 +185,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 			o.Settle = 500 * time.Millisecond
 		}
 	}
-	if o.N < 1 || o.Reuse < 2 || o.Workers < 1 || o.Parallel < 1 || o.Drain < 1 || o.DrainParallel < 1 ||
+	if o.N < 1 || o.Reuse < 2 || o.Workers < 1 || o.HotClients < 1 || o.Parallel < 1 || o.Drain < 1 || o.DrainParallel < 1 ||
 		o.Rounds < 1 || o.Sessions < 2 || o.RegistryOps < 1 || o.SweepInterval <= 0 || o.Density < 0 || o.Execs < 1 {
 		return o, errors.New("every size must be positive (-reuse and -sessions at least 2, -density 0 or more)")
 	}
@@ -288,7 +297,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 }
 
 // measurements are the names -only takes.
-var measurements = []string{"reuse", "exec", "cold", "parallel", "drain", "pool", "memory", "registry", "density", "egress"}
+var measurements = []string{"reuse", "hotchat", "exec", "cold", "parallel", "drain", "restartdrain", "pool", "memory", "registry", "density", "egress"}
 
 // takes says whether the run takes measurement m.
 func (o options) takes(m string) bool { return len(o.Only) == 0 || slices.Contains(o.Only, m) }

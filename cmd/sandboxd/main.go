@@ -139,6 +139,7 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 		StopTimeout:   cfg.Docker.StopTimeout,
 		CallTimeout:   cfg.Docker.CallTimeout,
 		CreateTimeout: cfg.Docker.CreateTimeout,
+		NoStopGrace:   cfg.Docker.StopTimeout == 0,
 		MinFreeBytes:  cfg.Docker.MinFreeBytes,
 		Profiles:      profiles,
 		MeterProvider: tel.MeterProvider,
@@ -287,8 +288,9 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 	jobList := []periodic.Job{
 		// Each run is cut off at its interval, when the next is due (a run stuck on a hung
 		// dependency never stalls its job); every engine and registry call it makes has a
-		// shorter deadline of its own.
-		{Name: "sweep", Interval: cfg.Sweep.Interval, Timeout: cfg.Sweep.Interval, Run: func(ctx context.Context) error {
+		// shorter deadline of its own. The first runs at once: what expired while sandboxd
+		// was down goes now, not one interval later.
+		{Name: "sweep", Interval: cfg.Sweep.Interval, Timeout: cfg.Sweep.Interval, Immediately: true, Run: func(ctx context.Context) error {
 			_, err := svc.CleanupExpired(ctx)
 			// Workspace folders past their retention (when one is set) go after the
 			// sandboxes whose expiry ends their use.

@@ -150,7 +150,8 @@ type Docker struct {
 	Instance string `koanf:"instance"`
 	// VolumeRoot is the host folder under which workspaces live; made absolute by Load.
 	VolumeRoot string `koanf:"volume_root"`
-	// StopTimeout is how long a stop lets a sandbox end gracefully before killing it.
+	// StopTimeout is how long a stop lets a sandbox end gracefully before killing it;
+	// 0: no grace, a stop removes the sandbox at once.
 	StopTimeout time.Duration `koanf:"stop_timeout"`
 	// CallTimeout and CreateTimeout bound each call to the engine (docker.Config's).
 	CallTimeout   time.Duration `koanf:"call_timeout"`

@@ -225,9 +225,10 @@ func TestValidationErrors(t *testing.T) {
 		{
 			name: "service-wide bounds",
 			args: []string{"--server-max-connections=-1", "--limits-max-sandboxes=-5", "--docker-min-free-bytes=-1",
-				"--files-min-upload-rate=-2", "--workspace-retention=-1h"},
+				"--files-min-upload-rate=-2", "--workspace-retention=-1h", "--docker-stop-timeout=-1s"},
 			want: []string{"server.max_connections: must be >= 0", "limits.max_sandboxes: must be >= 0",
-				"docker.min_free_bytes: must be >= 0", "files.min_upload_rate: must be >= 0", "workspace.retention: must be >= 0"},
+				"docker.min_free_bytes: must be >= 0", "files.min_upload_rate: must be >= 0", "workspace.retention: must be >= 0",
+				"docker.stop_timeout: must be >= 0"},
 		},
 		{
 			name: "buffered exec budget below one answer",

@@ -148,7 +148,9 @@ func (c *Config) checkEgress(p *problems) {
 
 // checkDocker checks docker.* and makes the volume root absolute.
 func (c *Config) checkDocker(p *problems) {
-	p.positive("docker.stop_timeout", c.Docker.StopTimeout)
+	if c.Docker.StopTimeout < 0 {
+		p.bad("docker.stop_timeout", "must be >= 0 (0: no grace, a stop removes at once), got %s", c.Docker.StopTimeout)
+	}
 	p.positive("docker.call_timeout", c.Docker.CallTimeout)
 	p.positive("docker.create_timeout", c.Docker.CreateTimeout)
 	if c.Docker.MinFreeBytes < 0 {

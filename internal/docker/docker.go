@@ -75,6 +75,9 @@ type Config struct {
 	// DefaultCreateTimeout). Past it the call fails with sandbox.ErrUnavailable.
 	CallTimeout   time.Duration
 	CreateTimeout time.Duration
+	// NoStopGrace makes Stop remove a sandbox at once, as Delete does, without a
+	// graceful stop: its processes get no SIGTERM and no time to flush files.
+	NoStopGrace bool
 	// PoolCheckInterval is how often the warm pool checks its containers (default
 	// DefaultPoolCheckInterval).
 	PoolCheckInterval time.Duration
@@ -101,6 +104,7 @@ type Runtime struct {
 	root        *workspace.Root
 	profiles    *profile.Set
 	stopTimeout int   // seconds
+	noStopGrace bool  // Stop removes at once
 	minFree     int64 // free-space floor of the volume root
 	images      wsimage.Tools
 	log         *slog.Logger
@@ -182,6 +186,7 @@ func New(cfg Config) (*Runtime, error) {
 		images:      cfg.Images,
 		stopTimeout: int((stop + time.Second - 1) / time.Second),
 		agentPath:   cfg.AgentPath,
+		noStopGrace: cfg.NoStopGrace,
 	}
 	mp, log := cfg.MeterProvider, cfg.Logger
 	if mp == nil {

@@ -582,3 +582,37 @@ func TestNewRefusesAnIncompleteConfig(t *testing.T) {
 		t.Error("no profiles: accepted")
 	}
 }
+
+// A stop with a grace sends the sandbox SIGTERM first; without one (docker.stop_timeout
+// 0) it is removed at once, killed with SIGKILL as a delete is. Both leave nothing.
+func TestStopSignalsOnlyWithAGrace(t *testing.T) {
+	for _, grace := range []bool{true, false} {
+		e := newEnv(t, func(c *docker.Config) { c.NoStopGrace = !grace })
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		s := e.create(t, newSpec(""))
+		res := e.cli.Events(ctx, client.EventsListOptions{Filters: client.Filters{}.
+			Add("container", s.ContainerID).Add("event", "kill", "destroy")})
+		time.Sleep(200 * time.Millisecond) // the subscription is in place
+		if err := e.rt.Stop(ctx, s.ContainerID); err != nil {
+			t.Fatalf("Stop: %v", err)
+		}
+		var signals []string
+	read:
+		for {
+			select {
+			case m := <-res.Messages:
+				if m.Action == "destroy" {
+					break read
+				}
+				signals = append(signals, m.Actor.Attributes["signal"])
+			case err := <-res.Err:
+				t.Fatalf("events: %v", err)
+			}
+		}
+		cancel()
+		e.assertGone(t, s.ContainerID)
+		if termed := slices.Contains(signals, strconv.Itoa(int(syscall.SIGTERM))); termed != grace {
+			t.Errorf("grace %v: the engine sent signals %q, want SIGTERM (15) only with a grace", grace, signals)
+		}
+	}
+}

@@ -221,7 +221,8 @@ func (r *Runtime) unmake(volume string) {
 
 // Stop stops the sandbox gracefully (killing it after the configured timeout), then
 // removes the container and unmounts its workspace's image, if bounded; its workspace
-// folder (and image) stays. A container that is gone is no
+// folder (and image) stays. With NoStopGrace it removes the container at once, as
+// Delete does. A container that is gone is no
 // error. Errors wrap sandbox.ErrUnavailable when the engine cannot be reached, and
 // sandbox.ErrInvalid when containerID is not a sandboxd container.
 func (r *Runtime) Stop(ctx context.Context, containerID string) error {
@@ -230,10 +231,12 @@ func (r *Runtime) Stop(ctx context.Context, containerID string) error {
 		return gone(err)
 	}
 	timeout := r.stopTimeout
-	if _, err := r.cli.ContainerStop(ctx, containerID, client.ContainerStopOptions{Timeout: &timeout}); err != nil {
-		// A conflict: another removal of it is under way; remove waits for that one.
-		if err := gone(engineError("stop "+containerID, err)); err != nil && !cerrdefs.IsConflict(err) {
-			return err
+	if !r.noStopGrace { // else the force-remove below kills it
+		if _, err := r.cli.ContainerStop(ctx, containerID, client.ContainerStopOptions{Timeout: &timeout}); err != nil {
+			// A conflict: another removal of it is under way; remove waits for that one.
+			if err := gone(engineError("stop "+containerID, err)); err != nil && !cerrdefs.IsConflict(err) {
+				return err
+			}
 		}
 	}
 	if err := r.remove(ctx, containerID); err != nil {
