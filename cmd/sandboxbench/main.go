@@ -19,7 +19,7 @@
 //     against removing as many containers directly in parallel;
 //   - restart drain: sandboxd at its default settings restarted with sandboxes that expired
 //     while it was down, from its start until the engine lists none, against the engine
-//     force-removing as many (and the same with no stop grace);
+//     force-removing as many (and the same with a 3 s stop grace);
 //   - memory: sandboxd's RSS with many sessions in the registry against one session;
 //   - registry operations per second on sqlitestore and pgstore against SELECT 1;
 //   - density: idle sandboxes made until -density or a failed create, and the memory

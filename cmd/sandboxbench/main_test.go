@@ -54,7 +54,7 @@ func TestQuickRunProducesEveryRow(t *testing.T) {
 		"cold create p50 (answered, exec-ready)", "cold create p99 (answered, exec-ready)",
 		"cold create p50 + first exec", "cold create p99 + first exec", "exec of true",
 		"distinct creates at once", "sweep drain", "RSS with",
-		"hot chat reuse throughput", "hot chat reuse p99", "restart drain", "no stop grace",
+		"hot chat reuse throughput", "hot chat reuse p99", "restart drain", "stop grace",
 		"pool create p50 (answered, exec-ready)", "pool create p99 (answered, exec-ready)",
 		"pool create p50 + first exec", "pool create p99 + first exec",
 		"registry Save", "registry Get", "registry ListExpired", "registry Remove",

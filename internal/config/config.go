@@ -196,8 +196,8 @@ const DefaultMaxConnections = 1024
 
 // Default returns the configuration with every default set: a loopback API on SQLite. The
 // defaults of settings a package takes are that package's (lifecycle.Default...,
-// docker.DefaultStopTimeout, httpapi.DefaultMaxBodyBytes); those of sandboxd alone are
-// written here. Every bound of the service is on by default; workspace retention is off.
+// httpapi.DefaultMaxBodyBytes); those of sandboxd alone are written here (docker's stop
+// grace among them: none, see docker.Config.NoStopGrace). Every bound of the service is on by default; workspace retention is off.
 func Default() Config {
 	return Config{
 		Listen:          "127.0.0.1:8080",
@@ -222,7 +222,7 @@ func Default() Config {
 		Registry:        "sqlite:./.data/sandboxd.db",
 		LockLinger:      2 * time.Second,
 		RegistryTimeout: lifecycle.DefaultRegistryTimeout,
-		Docker: Docker{Instance: "sandboxd", VolumeRoot: "./.data/volumes", StopTimeout: docker.DefaultStopTimeout,
+		Docker: Docker{Instance: "sandboxd", VolumeRoot: "./.data/volumes", StopTimeout: 0,
 			CallTimeout: docker.DefaultCallTimeout, CreateTimeout: docker.DefaultCreateTimeout,
 			MinFreeBytes: docker.DefaultMinFreeBytes},
 		Egress: Egress{ProxyPort: docker.DefaultEgressProxyPort},

@@ -31,7 +31,7 @@ const ScopeName = "github.com/sandboxd/sandboxd/internal/lifecycle"
 // otherwise (internal/config takes its defaults from here).
 const (
 	DefaultSweepBatch       = 1000
-	DefaultSweepParallelism = 4
+	DefaultSweepParallelism = 16
 	DefaultReconcileGrace   = time.Minute
 	DefaultOpTimeout        = 2 * time.Minute
 	// DefaultRegistryTimeout bounds each call to the registry (Store, Binding), so that
