@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/google/uuid"
-
 	sbclient "github.com/sandboxd/sandboxd/client"
 )
 
@@ -15,17 +13,10 @@ import (
 func (b *bench) hotChat(ctx context.Context, reg string, base string, api *sbclient.Client) error {
 	n := b.opts.HotClients
 	chats := make([]string, n)
-	for i := range chats {
-		chats[i] = uuid.NewString()
-		if _, _, err := api.Create(ctx, chats[i], sbclient.CreateBody{}); err != nil {
-			return err
-		}
+	defer deleteChats(ctx, api, chats)
+	if err := createChats(ctx, api, chats); err != nil {
+		return err
 	}
-	defer func() {
-		for _, c := range chats {
-			_, _ = api.Delete(context.WithoutCancel(ctx), c)
-		}
-	}()
 	hot := &side{op: func(ctx context.Context, _ int) error { return reusePut(ctx, api, chats[0]) }}
 	spread := &side{op: func(ctx context.Context, i int) error { return reusePut(ctx, api, chats[i]) }}
 	ceiling := &side{op: func(ctx context.Context, _ int) error { return b.healthz(ctx, base) }}

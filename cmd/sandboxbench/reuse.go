@@ -19,17 +19,10 @@ import (
 // healthz), and, for context only, against a bare net/http handler in a process of its own.
 func (b *bench) reuse(ctx context.Context, reg string, base string, api *sbclient.Client) error {
 	chats := make([]string, b.opts.Workers)
-	for i := range chats {
-		chats[i] = uuid.NewString()
-		if _, _, err := api.Create(ctx, chats[i], sbclient.CreateBody{}); err != nil {
-			return err
-		}
+	defer deleteChats(ctx, api, chats)
+	if err := createChats(ctx, api, chats); err != nil {
+		return err
 	}
-	defer func() {
-		for _, c := range chats {
-			_, _ = api.Delete(context.WithoutCancel(ctx), c)
-		}
-	}()
 	bare, err := startTrivial(ctx)
 	if err != nil {
 		return err
@@ -66,6 +59,26 @@ func (b *bench) reuse(ctx context.Context, reg string, base string, api *sbclien
 		"no router, middleware or logging (p50 %.2f ms, p99 %.2f ms); GET /healthz on sandboxd: %.0f req/s, %.2f of it",
 		quantile(t.lat, 0.5), quantile(t.lat, 0.99), tput(h), tput(h)/tput(t))
 	return nil
+}
+
+// createChats gives each of chats (filled with new chat ids) a live sandbox.
+func createChats(ctx context.Context, api *sbclient.Client, chats []string) error {
+	for i := range chats {
+		chats[i] = uuid.NewString()
+		if _, _, err := api.Create(ctx, chats[i], sbclient.CreateBody{}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// deleteChats deletes the sandboxes of chats, whatever happened to ctx.
+func deleteChats(ctx context.Context, api *sbclient.Client, chats []string) {
+	for _, c := range chats {
+		if c != "" {
+			_, _ = api.Delete(context.WithoutCancel(ctx), c)
+		}
+	}
 }
 
 // reusePut is one PUT on a live session, which must answer reused.
