@@ -1,6 +1,8 @@
 // Package config provides sandboxd's configuration: the keys and their defaults (this
-// file), loading them from a YAML file, the environment (SANDBOXD_...) and command-line
-// flags, in that order of precedence (load.go), and checking the result (validate.go).
+// file; a key is spelled once, by the koanf tags along its field's path), which of them the
+// environment and flags set (keys.go), loading them from a YAML file, the environment
+// (SANDBOXD_...) and command-line flags, in that order of precedence (load.go), and
+// checking the result (validate.go).
 package config
 
 import (
@@ -197,7 +199,8 @@ const DefaultMaxConnections = 1024
 // Default returns the configuration with every default set: a loopback API on SQLite. The
 // defaults of settings a package takes are that package's (lifecycle.Default...,
 // httpapi.DefaultMaxBodyBytes); those of sandboxd alone are written here (docker's stop
-// grace among them: none, see docker.Config.NoStopGrace). Every bound of the service is on by default; workspace retention is off.
+// grace among them: none, see docker.Config.NoStopGrace). Every bound of the service is
+// on by default; workspace retention is off.
 func Default() Config {
 	return Config{
 		Listen:          "127.0.0.1:8080",

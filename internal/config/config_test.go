@@ -2,11 +2,13 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -120,6 +122,119 @@ log:
 	p := cfg.Profiles.Of("claude.v2")
 	if p.Image != "claude:2" || p.MemoryBytes != 256<<20 || p.Env["A"] != "1" || p.Env["B"] != "2" {
 		t.Errorf("profile claude.v2 = %+v, want its own image over the default's other fields", p)
+	}
+}
+
+// Every settable key is read from the file, from its variable and from its flag, the
+// file < environment < flags: alone, each layer sets it; for each pair of layers, with
+// either value in the lower one, the higher one's wins; and the flag over both others.
+func TestEveryKeyByLayer(t *testing.T) {
+	const file, env, flag = 0, 1, 2
+	layerName := [3]string{"file", "env", "flag"}
+	d := Default()
+	// values are two values of a key's type as text, which a file, a variable and a flag
+	// all take so; show gives a field's value in the same form.
+	values := func(s setting) [2]string {
+		switch s.field(&d).(type) {
+		case *string:
+			return [2]string{"one", "two"}
+		case *time.Duration:
+			return [2]string{"7s", "9m0s"}
+		case *int, *int64:
+			return [2]string{"7", "9"}
+		case *bool:
+			return [2]string{"true", "false"}
+		case *[]string:
+			return [2]string{"a,b", "c"}
+		}
+		t.Fatalf("%s: no test values for a %T", s.key, s.field(&d))
+		return [2]string{}
+	}
+	show := func(field any) string {
+		switch v := field.(type) {
+		case *string:
+			return *v
+		case *time.Duration:
+			return v.String()
+		case *int:
+			return strconv.Itoa(*v)
+		case *int64:
+			return strconv.FormatInt(*v, 10)
+		case *bool:
+			return strconv.FormatBool(*v)
+		case *[]string:
+			return strings.Join(*v, ",")
+		}
+		return fmt.Sprintf("%T", field)
+	}
+	// yamlOf writes every setting, as nested sections, with its value of index i.
+	yamlOf := func(sets []setting, i int) string {
+		var b strings.Builder
+		var last []string
+		for _, s := range sets { // sorted by key: a section's keys are together
+			parts := strings.Split(s.key, ".")
+			same := 0
+			for same < len(last) && same < len(parts)-1 && last[same] == parts[same] {
+				same++
+			}
+			for j := same; j < len(parts); j++ {
+				b.WriteString(strings.Repeat("  ", j) + parts[j] + ":")
+				if j < len(parts)-1 {
+					b.WriteString("\n")
+				}
+			}
+			v := values(s)[i]
+			if _, list := s.field(&d).(*[]string); list {
+				v = "[" + strings.ReplaceAll(v, ",", ", ") + "]"
+			}
+			b.WriteString(" " + v + "\n")
+			last = parts[:len(parts)-1]
+		}
+		return b.String()
+	}
+	sets := settings()
+	slices.SortFunc(sets, func(a, b setting) int { return strings.Compare(a.key, b.key) })
+
+	var cases []map[int]int // layer: index of the value it gives every key
+	for _, l := range []int{file, env, flag} {
+		cases = append(cases, map[int]int{l: 0}, map[int]int{l: 1})
+	}
+	for _, pair := range [][2]int{{file, env}, {env, flag}, {file, flag}} {
+		cases = append(cases, map[int]int{pair[0]: 0, pair[1]: 1}, map[int]int{pair[0]: 1, pair[1]: 0})
+	}
+	cases = append(cases, map[int]int{file: 0, env: 1, flag: 0}, map[int]int{file: 1, env: 0, flag: 1})
+
+	for _, given := range cases {
+		var args, environ []string
+		top, name := -1, ""
+		for l := file; l <= flag; l++ {
+			i, ok := given[l]
+			if !ok {
+				continue
+			}
+			top, name = l, name+fmt.Sprintf("%s=%d ", layerName[l], i)
+			switch l {
+			case file:
+				args = append(args, "--config", writeFile(t, yamlOf(sets, i)))
+			case env:
+				for _, s := range sets {
+					environ = append(environ, envName(s.key)+"="+values(s)[i])
+				}
+			case flag:
+				for _, s := range sets {
+					args = append(args, "--"+flagName(s.key)+"="+values(s)[i])
+				}
+			}
+		}
+		cfg, err := load(args, environ, io.Discard)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		for _, s := range sets {
+			if got, want := show(s.field(&cfg)), values(s)[given[top]]; got != want {
+				t.Errorf("%s: %s = %q, want the %s's %q", name, s.key, got, layerName[top], want)
+			}
+		}
 	}
 }
 
@@ -266,6 +381,16 @@ func TestValidationErrors(t *testing.T) {
 			want: []string{"log.level", "log.format"},
 		},
 		{
+			name: "the other bounds",
+			args: []string{"--tokens", "a b", "--shutdown-timeout=0s", "--max-lifetime=0s", "--exec-max-timeout=0s",
+				"--exec-max-concurrent=0", "--reconcile-interval=0s", "--reconcile-grace=-1s", "--lock-linger=-1s",
+				"--docker-volume-root="},
+			want: []string{"tokens: token 1 is empty or holds white space", "shutdown_timeout: must be > 0",
+				"max_lifetime: must be > 0", "exec.max_timeout: must be > 0", "exec.max_concurrent: must be >= 1",
+				"reconcile.interval: must be > 0", "reconcile.grace: must be > 0", "lock_linger: must be >= 0",
+				"docker.volume_root: must be set"},
+		},
+		{
 			name: "misspelt key in the file",
 			file: "sweep:\n  intervall: 3s\n",
 			want: []string{"intervall"},
@@ -315,6 +440,29 @@ func TestValidationErrors(t *testing.T) {
 				t.Errorf("error %q leaks a password", err)
 			}
 		})
+	}
+}
+
+// A key the file spells wrong, at any depth, is refused and named, never silently left
+// at its default; so is an unknown flag. (Unknown SANDBOXD_ variables are ignored:
+// TestPrecedence.)
+func TestUnknownKeysRefused(t *testing.T) {
+	for file, want := range map[string]string{
+		"listn: 127.0.0.1:1\n":                                 "listn",
+		"exec:\n  max_timout: 1s\n":                            "max_timout",
+		"agents:\n  default:\n    imag: x\n":                   "imag",
+		"agents:\n  default:\n    pool: {minimum: 1}\n":        "minimum",
+		"agents:\n  profiles:\n    a: {memroy: 1g}\n":          "memroy",
+		"agents:\n  profiles:\n    a: {log: {max_sise: 1m}}\n": "max_sise",
+		"docker:\n  volume-root: /srv\n":                       "volume-root",
+	} {
+		_, err := Load([]string{"--config", writeFile(t, file)}, nil, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("file %q: error %v, want one naming %s", file, err, want)
+		}
+	}
+	if _, err := Load([]string{"--exec-max-timout=1s"}, nil, io.Discard); err == nil || !strings.Contains(err.Error(), "exec-max-timout") {
+		t.Errorf("unknown flag: error %v", err)
 	}
 }
 
@@ -430,8 +578,8 @@ agents:
 // environment variable and flag.
 func keys() [][3]string {
 	var out [][3]string
-	for _, o := range options() {
-		out = append(out, [3]string{o.key, envName(o.key), "--" + flagName(o.key)})
+	for _, s := range settings() {
+		out = append(out, [3]string{s.key, envName(s.key), "--" + flagName(s.key)})
 	}
 	return out
 }
@@ -456,28 +604,63 @@ func TestREADMENamesEveryKey(t *testing.T) {
 	}
 }
 
-// Every key of the options table names a field of Config by its koanf tags, section by
-// section, so that the table and the YAML keys cannot drift apart.
-func TestOptionKeysNameConfigFields(t *testing.T) {
-	for _, o := range options() {
-		typ := reflect.TypeFor[Config]()
-		for _, part := range strings.Split(o.key, ".") {
-			if typ.Kind() != reflect.Struct {
-				t.Errorf("key %s: %s is not a section", o.key, typ)
-				break
-			}
-			var found bool
-			for _, f := range reflect.VisibleFields(typ) {
-				if f.Tag.Get("koanf") == part {
-					typ, found = f.Type, true
-					break
-				}
-			}
-			if !found {
-				t.Errorf("key %s: no field tagged %q in %s", o.key, part, typ)
-				break
-			}
+// A key is its fields' koanf tags along its path; its variable and flag follow from it.
+// (TestREADMENamesEveryKey pins every key and variable the README documents.)
+func TestKeysFromTags(t *testing.T) {
+	var c Config
+	byField := fieldKeys(&c, "")
+	for field, want := range map[any]string{
+		&c.Listen:                           "listen",
+		&c.Exec.MaxTimeout:                  "exec.max_timeout",
+		&c.Exec:                             "exec",
+		&c.Agents.Default.Pool.Min:          "agents.default.pool.min",
+		&c.Agents.Default.Pool:              "agents.default.pool",
+		&c.Agents.Default.Image:             "agents.default.image",
+		&c.Agents.Default:                   "agents.default",
+		&c.Docker.Host:                      "docker.host",
+		&c.Workspace.RetentionProvided:      "workspace.retention_provided",
+		&c.Agents.Default.WorkspaceMaxFiles: "agents.default.workspace_max_files",
+	} {
+		if got := byField[field]; got != want {
+			t.Errorf("key of %T = %q, want %q", field, got, want)
 		}
+	}
+	if _, ok := byField[&c.Profiles]; ok {
+		t.Error("Profiles (koanf:\"-\") has a key")
+	}
+	if got := [3]string{path("exec.max_timeout"), envName("exec.max_timeout"), flagName("exec.max_timeout")}; got !=
+		[3]string{"exec::max_timeout", "SANDBOXD_EXEC_MAX_TIMEOUT", "exec-max-timeout"} {
+		t.Errorf("exec.max_timeout's path, variable, flag = %q", got)
+	}
+
+	// Every option names a field with a key (settings panics otherwise), each its own.
+	seen := map[string]bool{}
+	for _, k := range keys() {
+		for _, name := range k {
+			if seen[name] {
+				t.Errorf("%s is named twice", name)
+			}
+			seen[name] = true
+		}
+	}
+	if len(settings()) != len(options()) || len(options()) < 40 {
+		t.Errorf("%d settings of %d options", len(settings()), len(options()))
+	}
+	// An option naming no field with a key is caught.
+	var stray time.Duration
+	for name, field := range map[string]func(*Config) any{
+		"a variable":           func(*Config) any { return &stray },
+		"a field tagged \"-\"": func(c *Config) any { return &c.Profiles },
+		"a section":            func(c *Config) any { return c.Exec },
+	} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("an option naming %s resolved to a key", name)
+				}
+			}()
+			resolve([]option{{field, "usage"}})
+		}()
 	}
 }
 

@@ -36,29 +36,29 @@ func (c *Config) TenantTokens() (defaults []string, others map[string][]string) 
 // checkTenants checks tenants.<name>.*: names, tokens, limits, agents.
 func (c *Config) checkTenants(p *problems) {
 	for name, t := range c.Tenants {
-		key := "tenants." + name
+		p.name(&t, p.key(&c.Tenants)+"."+name)
 		if !validTenant(name) {
-			p.bad(key, "%q: a tenant's name is 1 to 63 lower-case letters, digits, '_' or '-', starting with a letter or digit", name)
+			p.bad(&t, "%q: a tenant's name is 1 to 63 lower-case letters, digits, '_' or '-', starting with a letter or digit", name)
 		}
 		if len(t.Tokens) == 0 && name != "default" {
-			p.bad(key+".tokens", "a tenant needs at least one token")
+			p.bad(&t.Tokens, "a tenant needs at least one token")
 		}
 		for i, tok := range t.Tokens {
 			if strings.TrimSpace(tok) == "" || strings.ContainsAny(tok, " \t\r\n") {
-				p.bad(key+".tokens", "token %d is empty or holds white space", i+1)
+				p.bad(&t.Tokens, "token %d is empty or holds white space", i+1)
 			} else if hexDigest, ok := strings.CutPrefix(tok, "sha256:"); ok && !isSHA256Hex(hexDigest) {
-				p.bad(key+".tokens", "token %d starts with sha256: but is not followed by 64 hex digits", i+1)
+				p.bad(&t.Tokens, "token %d starts with sha256: but is not followed by 64 hex digits", i+1)
 			}
 		}
 		if t.MaxSandboxes < 0 {
-			p.bad(key+".max_sandboxes", "must be >= 0, got %d", t.MaxSandboxes)
+			p.bad(&t.MaxSandboxes, "must be >= 0, got %d", t.MaxSandboxes)
 		}
 		if t.MaxExecConcurrent < 0 {
-			p.bad(key+".max_exec_concurrent", "must be >= 0, got %d", t.MaxExecConcurrent)
+			p.bad(&t.MaxExecConcurrent, "must be >= 0, got %d", t.MaxExecConcurrent)
 		}
 		for _, agent := range t.Agents {
 			if _, listed := c.Agents.Profiles[agent]; !listed && agent != "default" {
-				p.bad(key+".agents", "%q is not a profile of agents.profiles (nor \"default\")", agent)
+				p.bad(&t.Agents, "%q is not a profile of %s (nor \"default\")", agent, p.key(&c.Agents.Profiles))
 			}
 		}
 	}

@@ -45,16 +45,17 @@ tenants:
 		t.Fatalf("TenantTokens without tenants = %v, %v", defaults, others)
 	}
 
-	for name, body := range map[string]string{
-		"bad name":      "tenants:\n  Acme!: {tokens: [x]}\n",
-		"no tokens":     "tenants:\n  acme: {max_sandboxes: 1}\n",
-		"bad digest":    "tenants:\n  acme: {tokens: [\"sha256:12\"]}\n",
-		"unknown agent": "tenants:\n  acme: {tokens: [x], agents: [nope]}\n",
-		"negative":      "tenants:\n  acme: {tokens: [x], max_sandboxes: -1}\n",
-		"misspelt key":  "tenants:\n  acme: {tokens: [x], max_sandbox: 1}\n",
+	for body, want := range map[string]string{
+		"tenants:\n  Acme!: {tokens: [x]}\n":                         "tenants.Acme!: ",
+		"tenants:\n  acme: {max_sandboxes: 1}\n":                     "tenants.acme.tokens: a tenant needs at least one token",
+		"tenants:\n  acme: {tokens: [\"sha256:12\"]}\n":              "tenants.acme.tokens: token 1 starts with sha256:",
+		"tenants:\n  acme: {tokens: [x], agents: [nope]}\n":          `tenants.acme.agents: "nope" is not a profile of agents.profiles`,
+		"tenants:\n  acme: {tokens: [x], max_sandboxes: -1}\n":       "tenants.acme.max_sandboxes: must be >= 0",
+		"tenants:\n  acme: {tokens: [x], max_exec_concurrent: -1}\n": "tenants.acme.max_exec_concurrent: must be >= 0",
+		"tenants:\n  acme: {tokens: [x], max_sandbox: 1}\n":          "max_sandbox",
 	} {
-		if _, err := Load([]string{"--config", writeFile(t, body)}, nil, io.Discard); err == nil {
-			t.Errorf("%s: Load accepted\n%s", name, body)
+		if _, err := Load([]string{"--config", writeFile(t, body)}, nil, io.Discard); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: error %v, want one saying %q", body, err, want)
 		}
 	}
 }

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"net/url"
@@ -19,30 +20,51 @@ import (
 // finish fills derived values (the resolved profiles, an absolute volume root) and
 // validates, section by section; every problem is reported, joined.
 func (c *Config) finish() error {
-	var p problems
-	c.checkAPI(&p)
-	c.checkTenants(&p)
-	c.checkLifetimes(&p)
-	c.checkExec(&p)
-	c.checkJobs(&p)
-	c.checkRegistry(&p)
-	c.checkDocker(&p)
-	c.checkAgents(&p)
-	c.checkEgress(&p)
-	c.checkTelemetry(&p)
-	return errors.Join(p...)
+	p := &problems{keys: fieldKeys(c, "")}
+	c.checkAPI(p)
+	c.checkTenants(p)
+	c.checkLifetimes(p)
+	c.checkExec(p)
+	c.checkJobs(p)
+	c.checkRegistry(p)
+	c.checkDocker(p)
+	c.checkAgents(p)
+	c.checkEgress(p)
+	c.checkTelemetry(p)
+	return errors.Join(p.errs...)
 }
 
-// problems collects what is wrong with a configuration, each named by its key.
-type problems []error
-
-func (p *problems) bad(key, format string, a ...any) {
-	*p = append(*p, fmt.Errorf("config: %s: %s", key, fmt.Sprintf(format, a...)))
+// problems collects what is wrong with a configuration, each named by its key. A check
+// names a key by its field's address in the configuration checked (&c.Exec.MaxTimeout),
+// never by spelling it: the key comes from the koanf tags (fieldKeys).
+type problems struct {
+	errs []error
+	keys map[any]string // of the configuration checked, and of the parts named
 }
 
-func (p *problems) positive(key string, d time.Duration) {
-	if d <= 0 {
-		p.bad(key, "must be > 0, got %s", d)
+// key is the key of field, the address of a field of the configuration checked or of a
+// part named. Another address is a mistake in a check, and panics.
+func (p *problems) key(field any) string {
+	key, ok := p.keys[field]
+	if !ok {
+		panic(fmt.Sprintf("config: a check names a %T that is no field of the configuration", field))
+	}
+	return key
+}
+
+// name lets checks name the fields of part, a pointer to a struct held in a map of the
+// configuration (which has no address of its own there), under key.
+func (p *problems) name(part any, key string) {
+	maps.Copy(p.keys, fieldKeys(part, key))
+}
+
+func (p *problems) bad(field any, format string, a ...any) {
+	p.errs = append(p.errs, fmt.Errorf("config: %s: %s", p.key(field), fmt.Sprintf(format, a...)))
+}
+
+func (p *problems) positive(d *time.Duration) {
+	if *d <= 0 {
+		p.bad(d, "must be > 0, got %s", *d)
 	}
 }
 
@@ -50,98 +72,99 @@ func (p *problems) positive(key string, d time.Duration) {
 // server.max_connections, limits.max_sandboxes.
 func (c *Config) checkAPI(p *problems) {
 	if loopback, err := isLoopback(c.Listen); err != nil {
-		p.bad("listen", "%v", err)
+		p.bad(&c.Listen, "%v", err)
 	} else if !loopback && len(c.Tokens) == 0 && len(c.Tenants) == 0 {
-		p.bad("listen", "%q is not a loopback address and no tokens are configured: set tokens (%s) or listen on 127.0.0.1", c.Listen, envName("tokens"))
+		p.bad(&c.Listen, "%q is not a loopback address and no tokens are configured: set %s (%s) or listen on 127.0.0.1",
+			c.Listen, p.key(&c.Tokens), envName(p.key(&c.Tokens)))
 	}
 	for i, t := range c.Tokens {
 		if strings.TrimSpace(t) == "" || strings.ContainsAny(t, " \t\r\n") {
-			p.bad("tokens", "token %d is empty or holds white space", i+1)
+			p.bad(&c.Tokens, "token %d is empty or holds white space", i+1)
 		}
 	}
 	if c.MaxBodyBytes <= 0 {
-		p.bad("max_body_bytes", "must be > 0, got %d", c.MaxBodyBytes)
+		p.bad(&c.MaxBodyBytes, "must be > 0, got %d", c.MaxBodyBytes)
 	}
-	p.positive("shutdown_timeout", c.ShutdownTimeout)
+	p.positive(&c.ShutdownTimeout)
 	if c.Server.MaxConnections < 0 {
-		p.bad("server.max_connections", "must be >= 0 (0: no cap), got %d", c.Server.MaxConnections)
+		p.bad(&c.Server.MaxConnections, "must be >= 0 (0: no cap), got %d", c.Server.MaxConnections)
 	}
 	if c.Limits.MaxSandboxes < 0 {
-		p.bad("limits.max_sandboxes", "must be >= 0 (0: no cap), got %d", c.Limits.MaxSandboxes)
+		p.bad(&c.Limits.MaxSandboxes, "must be >= 0 (0: no cap), got %d", c.Limits.MaxSandboxes)
 	}
 }
 
 // checkLifetimes checks how long sandboxes live: ttl, max_lifetime.
 func (c *Config) checkLifetimes(p *problems) {
-	p.positive("ttl", c.TTL)
-	p.positive("max_lifetime", c.MaxLifetime)
+	p.positive(&c.TTL)
+	p.positive(&c.MaxLifetime)
 	if c.MaxLifetime > 0 && c.TTL > c.MaxLifetime {
-		p.bad("ttl", "%s is over max_lifetime %s", c.TTL, c.MaxLifetime)
+		p.bad(&c.TTL, "%s is over %s %s", c.TTL, p.key(&c.MaxLifetime), c.MaxLifetime)
 	}
 }
 
 // checkExec checks the bounds of commands and files: exec.*, files.*.
 func (c *Config) checkExec(p *problems) {
-	p.positive("exec.default_timeout", c.Exec.DefaultTimeout)
-	p.positive("exec.max_timeout", c.Exec.MaxTimeout)
+	p.positive(&c.Exec.DefaultTimeout)
+	p.positive(&c.Exec.MaxTimeout)
 	if c.Exec.DefaultTimeout > c.Exec.MaxTimeout {
-		p.bad("exec.default_timeout", "%s is over exec.max_timeout %s", c.Exec.DefaultTimeout, c.Exec.MaxTimeout)
+		p.bad(&c.Exec.DefaultTimeout, "%s is over %s %s", c.Exec.DefaultTimeout, p.key(&c.Exec.MaxTimeout), c.Exec.MaxTimeout)
 	}
 	if c.Exec.MaxConcurrent < 1 {
-		p.bad("exec.max_concurrent", "must be >= 1, got %d", c.Exec.MaxConcurrent)
+		p.bad(&c.Exec.MaxConcurrent, "must be >= 1, got %d", c.Exec.MaxConcurrent)
 	}
 	if c.Exec.OutputCap <= 0 {
-		p.bad("exec.output_cap", "must be > 0, got %d", c.Exec.OutputCap)
+		p.bad(&c.Exec.OutputCap, "must be > 0, got %d", c.Exec.OutputCap)
 	}
 	if c.Exec.OutputCap > 0 {
 		if cost := httpapi.BufferedExecCost(c.Exec.OutputCap); c.Exec.MaxBufferedBytes < cost {
-			p.bad("exec.max_buffered_bytes", "%d is less than one buffered exec answer may hold: %d for exec.output_cap %d",
-				c.Exec.MaxBufferedBytes, cost, c.Exec.OutputCap)
+			p.bad(&c.Exec.MaxBufferedBytes, "%d is less than one buffered exec answer may hold: %d for %s %d",
+				c.Exec.MaxBufferedBytes, cost, p.key(&c.Exec.OutputCap), c.Exec.OutputCap)
 		}
 	}
 	if c.Files.MaxBytes <= 0 {
-		p.bad("files.max_bytes", "must be > 0, got %d", c.Files.MaxBytes)
+		p.bad(&c.Files.MaxBytes, "must be > 0, got %d", c.Files.MaxBytes)
 	}
 	if c.Files.MinUploadRate < 0 {
-		p.bad("files.min_upload_rate", "must be >= 0 (0: no minimum), got %d", c.Files.MinUploadRate)
+		p.bad(&c.Files.MinUploadRate, "must be >= 0 (0: no minimum), got %d", c.Files.MinUploadRate)
 	}
 }
 
 // checkJobs checks the background jobs: sweep.*, reconcile.*, workspace.* (the sweep's).
 func (c *Config) checkJobs(p *problems) {
-	p.positive("sweep.interval", c.Sweep.Interval)
+	p.positive(&c.Sweep.Interval)
 	if c.Sweep.Parallelism < 1 {
-		p.bad("sweep.parallelism", "must be >= 1, got %d", c.Sweep.Parallelism)
+		p.bad(&c.Sweep.Parallelism, "must be >= 1, got %d", c.Sweep.Parallelism)
 	}
-	p.positive("reconcile.interval", c.Reconcile.Interval)
-	p.positive("reconcile.grace", c.Reconcile.Grace)
+	p.positive(&c.Reconcile.Interval)
+	p.positive(&c.Reconcile.Grace)
 	if c.Workspace.Retention < 0 {
-		p.bad("workspace.retention", "must be >= 0 (0: for ever), got %s", c.Workspace.Retention)
+		p.bad(&c.Workspace.Retention, "must be >= 0 (0: for ever), got %s", c.Workspace.Retention)
 	}
 	if c.Workspace.RetentionProvided && c.Workspace.Retention == 0 {
-		p.bad("workspace.retention_provided", "removes nothing without workspace.retention: set both")
+		p.bad(&c.Workspace.RetentionProvided, "removes nothing without %s: set both", p.key(&c.Workspace.Retention))
 	}
 }
 
 // checkRegistry checks registry, lock_linger and registry_timeout.
 func (c *Config) checkRegistry(p *problems) {
 	if _, _, err := ParseRegistry(c.Registry); err != nil {
-		p.bad("registry", "%v", err)
+		p.bad(&c.Registry, "%v", err)
 	}
 	if c.LockLinger < 0 {
-		p.bad("lock_linger", "must be >= 0, got %s", c.LockLinger)
+		p.bad(&c.LockLinger, "must be >= 0, got %s", c.LockLinger)
 	}
-	p.positive("registry_timeout", c.RegistryTimeout)
+	p.positive(&c.RegistryTimeout)
 }
 
 // checkEgress checks egress.*.
 func (c *Config) checkEgress(p *problems) {
 	if c.Egress.ProxyPort < 1 || c.Egress.ProxyPort > 65535 {
-		p.bad("egress.proxy_port", "must be a port from 1 to 65535, got %d", c.Egress.ProxyPort)
+		p.bad(&c.Egress.ProxyPort, "must be a port from 1 to 65535, got %d", c.Egress.ProxyPort)
 	}
 	hosts, err := egress.ParseHosts(c.Egress.Hosts)
 	if err != nil {
-		p.bad("egress.hosts", "%v", err)
+		p.bad(&c.Egress.Hosts, "%v", err)
 	}
 	c.Egress.Resolved = hosts
 }
@@ -149,20 +172,20 @@ func (c *Config) checkEgress(p *problems) {
 // checkDocker checks docker.* and makes the volume root absolute.
 func (c *Config) checkDocker(p *problems) {
 	if c.Docker.StopTimeout < 0 {
-		p.bad("docker.stop_timeout", "must be >= 0 (0: no grace, a stop removes at once), got %s", c.Docker.StopTimeout)
+		p.bad(&c.Docker.StopTimeout, "must be >= 0 (0: no grace, a stop removes at once), got %s", c.Docker.StopTimeout)
 	}
-	p.positive("docker.call_timeout", c.Docker.CallTimeout)
-	p.positive("docker.create_timeout", c.Docker.CreateTimeout)
+	p.positive(&c.Docker.CallTimeout)
+	p.positive(&c.Docker.CreateTimeout)
 	if c.Docker.MinFreeBytes < 0 {
-		p.bad("docker.min_free_bytes", "must be >= 0 (0: no floor), got %d", c.Docker.MinFreeBytes)
+		p.bad(&c.Docker.MinFreeBytes, "must be >= 0 (0: no floor), got %d", c.Docker.MinFreeBytes)
 	}
 	if !validInstance(c.Docker.Instance) {
-		p.bad("docker.instance", "%q: use 1 to 63 letters, digits, '.', '_' or '-'", c.Docker.Instance)
+		p.bad(&c.Docker.Instance, "%q: use 1 to 63 letters, digits, '.', '_' or '-'", c.Docker.Instance)
 	}
 	if c.Docker.VolumeRoot == "" {
-		p.bad("docker.volume_root", "must be set")
+		p.bad(&c.Docker.VolumeRoot, "must be set")
 	} else if abs, err := filepath.Abs(c.Docker.VolumeRoot); err != nil {
-		p.bad("docker.volume_root", "%v", err)
+		p.bad(&c.Docker.VolumeRoot, "%v", err)
 	} else {
 		c.Docker.VolumeRoot = abs
 	}
@@ -172,7 +195,7 @@ func (c *Config) checkDocker(p *problems) {
 func (c *Config) checkAgents(p *problems) {
 	set, err := profile.New(c.Agents)
 	if err != nil {
-		*p = append(*p, configErrors(err)...)
+		p.errs = append(p.errs, configErrors(err)...)
 		return
 	}
 	c.Profiles = set
@@ -183,18 +206,18 @@ func (c *Config) checkTelemetry(p *problems) {
 	if c.OTLP.Endpoint != "" {
 		u, err := url.Parse(c.OTLP.Endpoint)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			p.bad("otlp.endpoint", "%q is not an http(s) URL such as http://localhost:4318", c.OTLP.Endpoint)
+			p.bad(&c.OTLP.Endpoint, "%q is not an http(s) URL such as http://localhost:4318", c.OTLP.Endpoint)
 		}
 	}
 	switch strings.ToLower(c.Log.Level) {
 	case "debug", "info", "warn", "error":
 	default:
-		p.bad("log.level", "%q: use debug, info, warn or error", c.Log.Level)
+		p.bad(&c.Log.Level, "%q: use debug, info, warn or error", c.Log.Level)
 	}
 	switch strings.ToLower(c.Log.Format) {
 	case "json", "text":
 	default:
-		p.bad("log.format", "%q: use json or text", c.Log.Format)
+		p.bad(&c.Log.Format, "%q: use json or text", c.Log.Format)
 	}
 }
 
