@@ -109,11 +109,14 @@ type Runtime struct {
 	images      wsimage.Tools
 	log         *slog.Logger
 
-	egress      egressState              // the egress network, once started (egress.go)
-	agentPath   string                   // Config.AgentPath
-	agents      *agents                  // the agents' channels (agent.go); nil without AgentPath
-	pool        *pool                    // the warm pool (pool.go)
-	beforeStart func(containerID string) // test hook: runs between create and start
+	egress    egressState // the egress network, once started (egress.go)
+	agentPath string      // Config.AgentPath
+	agents    *agents     // the agents' channels (agent.go); nil without AgentPath
+	pool      *pool       // the warm pool (pool.go)
+
+	// beforeStart is a test hook: it runs between a container's create and its start,
+	// with the context of the work that makes it.
+	beforeStart func(ctx context.Context, containerID string)
 }
 
 var (

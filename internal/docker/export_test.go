@@ -1,6 +1,7 @@
 package docker
 
 import (
+	"context"
 	"time"
 
 	"github.com/sandboxd/sandboxd/internal/execwrap"
@@ -12,8 +13,11 @@ func SetAgentPing(r *Runtime, every, deadAfter time.Duration) {
 	r.agents.ping, r.agents.deadAfter = every, deadAfter
 }
 
-// SetBeforeStart makes r call f between creating a container and starting it.
-func SetBeforeStart(r *Runtime, f func(containerID string)) { r.beforeStart = f }
+// SetBeforeStart makes r call f between creating a container and starting it, with the
+// context of the work that makes it (a create's; the pool's, which DrainPool cancels).
+func SetBeforeStart(r *Runtime, f func(ctx context.Context, containerID string)) {
+	r.beforeStart = f
+}
 
 // KillScript is the script that kills a command: pid, start time, token.
 const KillScript = execwrap.KillScript

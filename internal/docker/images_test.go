@@ -68,7 +68,7 @@ func TestAFailedBoundedCreateLeavesNothing(t *testing.T) {
 	// The container is made, then goes before its start.
 	spec = newSpec("")
 	spec.VolumeHostPath = e.rt.Derive("", spec.ChatID)
-	docker.SetBeforeStart(e.rt, func(id string) {
+	docker.SetBeforeStart(e.rt, func(_ context.Context, id string) {
 		if got := mountedOn(t, e, spec.VolumeHostPath); got == "" {
 			t.Error("no image mounted before the container starts")
 		}

@@ -309,6 +309,7 @@ func (p *pool) make(ctx context.Context, pp *profilePool) (member, error) {
 		LabelPoolOwner: p.owner,
 	})
 	name := "sandboxd-pool-" + nameSafe(pp.name) + "-" + folder
+	work := ctx
 	// Neither step is cut off when the pool ends (DrainPool cancels ctx): a create the
 	// client gave up on may still finish in the engine after the drain has listed what to
 	// remove, and a container left Created would stay behind. Both are bounded instead,
@@ -329,7 +330,7 @@ func (p *pool) make(ctx context.Context, pp *profilePool) (member, error) {
 	}
 	m := member{id: created.ID, folder: folder}
 	if r.beforeStart != nil {
-		r.beforeStart(m.id)
+		r.beforeStart(work, m.id)
 	}
 	if _, err := r.cli.ContainerStart(ctx, m.id, client.ContainerStartOptions{}); err != nil {
 		err = fmt.Errorf("docker: pool: start %s: %w", name, engineError("start", err))

@@ -19,7 +19,7 @@ import (
 
 // newHookedPoolEnv is a pool of min containers whose makes call beforeStart between
 // create and start, logging to the returned buffer. The pool is not started.
-func newHookedPoolEnv(t *testing.T, min int, beforeStart func(id string)) (env, *syncbuf.Buffer) {
+func newHookedPoolEnv(t *testing.T, min int, beforeStart func(ctx context.Context, id string)) (env, *syncbuf.Buffer) {
 	t.Helper()
 	logs := &syncbuf.Buffer{}
 	e := newEnv(t, func(c *docker.Config) {
@@ -41,7 +41,7 @@ func (e env) everyPooled(t *testing.T) []string {
 // and the failure is logged.
 func TestPoolContainerWhoseStartFailsIsRemoved(t *testing.T) {
 	var e env
-	e, logs := newHookedPoolEnv(t, 1, func(id string) {
+	e, logs := newHookedPoolEnv(t, 1, func(_ context.Context, id string) {
 		res, err := e.cli.ContainerInspect(context.Background(), id, client.ContainerInspectOptions{})
 		if err != nil {
 			t.Error(err)
@@ -70,11 +70,13 @@ func TestPoolContainerWhoseStartFailsIsRemoved(t *testing.T) {
 
 // A pool container being started when the pool is drained is not left behind.
 func TestPoolContainerStartingAtDrainIsRemoved(t *testing.T) {
-	starting, release := make(chan struct{}, 1), make(chan struct{})
-	e, _ := newHookedPoolEnv(t, 1, func(string) {
+	// The first container made waits, between its create and its start, until the drain
+	// has cancelled the pool's work.
+	starting := make(chan struct{}, 1)
+	e, _ := newHookedPoolEnv(t, 1, func(ctx context.Context, _ string) {
 		select {
 		case starting <- struct{}{}:
-			<-release
+			<-ctx.Done()
 		default:
 		}
 	})
@@ -86,8 +88,6 @@ func TestPoolContainerStartingAtDrainIsRemoved(t *testing.T) {
 	}
 	drained := make(chan error, 1)
 	go func() { drained <- e.rt.DrainPool(context.Background()) }()
-	time.Sleep(200 * time.Millisecond) // the drain has cancelled the pool's work by now
-	close(release)
 	select {
 	case err := <-drained:
 		if err != nil {

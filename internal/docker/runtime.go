@@ -178,7 +178,7 @@ func (r *Runtime) Create(ctx context.Context, spec lifecycle.CreateSpec) (sandbo
 		return sandbox.Session{}, err
 	}
 	if r.beforeStart != nil {
-		r.beforeStart(id)
+		r.beforeStart(ctx, id)
 	}
 	// The engine mounts the folder at start: look at it again right before.
 	if _, err := part.Check(volume); err != nil {

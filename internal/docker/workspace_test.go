@@ -150,7 +150,7 @@ func TestALinkPlantedAfterAdmitIsRefusedAtCreate(t *testing.T) {
 		folder := e.root + "/late"
 		mkdir(t, folder)
 		var made string
-		docker.SetBeforeStart(e.rt, func(id string) {
+		docker.SetBeforeStart(e.rt, func(_ context.Context, id string) {
 			made = id
 			if err := os.Remove(folder); err != nil {
 				t.Error(err)
