@@ -11,11 +11,11 @@ import (
 	sbclient "github.com/sandboxd/sandboxd/client"
 )
 
-// graceForComparison is the stop grace sandboxd had by default before issue 14
+// graceForComparison is the stop grace sandboxd had by default before it had none
 // (docker.stop_timeout 3s), measured beside the default of no grace.
 const graceForComparison = 3 * time.Second
 
-// restartPoll is how often the restart drain asks the engine what is left (issue 14).
+// restartPoll is how often the restart drain asks the engine what is left.
 const restartPoll = 100 * time.Millisecond
 
 // restartDrain: Drain sandboxes made through sandboxd expire while it is down (their

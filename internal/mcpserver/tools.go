@@ -166,7 +166,8 @@ func (t *tools) status(ctx context.Context, _ *mcp.CallToolRequest, _ struct{}) 
 }
 
 func (t *tools) create(ctx context.Context, _ *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, CreateOutput, error) {
-	// No tenants yet: every accepted token may create and delete (issue 12 brings them).
+	// The caller's tenant is in ctx (httpapi's authentication put it there): the use
+	// cases keep to it, so another tenant's chat is one without a sandbox, as on the API.
 	s, outcome, err := t.ensure(ctx)
 	if err != nil {
 		return nil, CreateOutput{}, t.s.fail(ctx, "sandbox_create", err)
