@@ -93,6 +93,8 @@ type stream struct {
 	truncated atomic.Bool
 
 	in *inbox // nil without input
+
+	tty *os.File // a terminal's master side (pty.go); nil for a command without one
 }
 
 // Serve serves the host's frames from r, writing its own to w, until r ends (io.EOF:
@@ -167,6 +169,8 @@ func (s *server) handle(f agentproto.Frame) error {
 			s.kill(st)
 		}
 		return nil
+	case agentproto.OpenPTY, agentproto.Resize:
+		return s.handlePTY(f)
 	}
 	return fmt.Errorf("%w: unexpected %s frame from the host", agentproto.ErrProtocol, f.Type)
 }

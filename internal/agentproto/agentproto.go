@@ -60,13 +60,13 @@ const (
 )
 
 func (t Type) known() bool {
-	return t >= Hello && t <= Cancel || t >= Ready && t <= Exit
+	return t >= Hello && t <= Cancel || t >= Ready && t <= Exit || t >= OpenPTY && t <= Resize
 }
 
 func (t Type) String() string {
 	names := map[Type]string{Hello: "hello", Ping: "ping", Start: "start", Stdin: "stdin", StdinEOF: "stdin-eof",
 		Cancel: "cancel", Ready: "ready", Pong: "pong", Started: "started", Failed: "failed", Stdout: "stdout",
-		Stderr: "stderr", Ack: "ack", Exit: "exit"}
+		Stderr: "stderr", Ack: "ack", Exit: "exit", OpenPTY: "open-pty", Resize: "resize"}
 	if n, ok := names[t]; ok {
 		return n
 	}
@@ -160,9 +160,11 @@ func checkShape(t Type, stream uint32, n int) error {
 		want = 0
 	case Ack:
 		want = 4
+	case Resize:
+		want = ResizeSize
 	case Exit:
 		want = ExitSize
-	case Stdin, Stdout, Stderr, Failed, Start:
+	case Stdin, Stdout, Stderr, Failed, Start, OpenPTY:
 		if n == 0 {
 			return fmt.Errorf("%w: empty %s frame", ErrProtocol, t)
 		}

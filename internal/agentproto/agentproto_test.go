@@ -110,6 +110,7 @@ func FuzzReadFrame(f *testing.F) {
 	f.Add(AppendFrame(nil, Failed, 2, FailedPayload(ReasonNotFound, "nope")))
 	f.Add(AppendFrame(nil, Ack, 2, AckPayload(10)))
 	f.Add([]byte{byte(Stdout), 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff})
+	f.Add(AppendFrame(AppendFrame(nil, OpenPTY, 4, []byte(`{"argv":["sh"],"cols":80,"rows":24}`)), Resize, 4, ResizePayload(100, 30)))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r := NewReader(bytes.NewReader(data))
 		var again []byte
@@ -144,6 +145,12 @@ func FuzzReadFrame(f *testing.F) {
 				_, _ = ParseStart(fr.Payload)
 			case Ready, Hello:
 				_, _ = ParseHello(fr.Payload)
+			case OpenPTY:
+				_, _ = ParsePTY(fr.Payload)
+			case Resize:
+				if c, r, err := ParseResize(fr.Payload); err == nil && !bytes.Equal(ResizePayload(c, r), fr.Payload) {
+					t.Fatalf("resize %v re-encodes as %v", fr.Payload, ResizePayload(c, r))
+				}
 			}
 		}
 		if !bytes.HasPrefix(data, again) {

@@ -2,6 +2,8 @@ package docker
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"sync"
 	"time"
@@ -23,24 +25,47 @@ const (
 // defaultTermSize is a terminal's size when the caller gives none.
 var defaultTermSize = lifecycle.TermSize{Cols: 80, Rows: 24}
 
-// Terminal runs Shell as the sandbox's user in its workspace on a pseudo-terminal (the
-// engine's exec with a TTY) until it exits, and returns its exit code. What t.Stdin gives
-// is typed into it once the shell has started (typed earlier, the terminal's echo would
-// mix with the wrapper's first line); t.Resize resizes it. Like Exec it runs through the
-// wrapper of package execwrap, so when ctx ends first, or the output cannot be delivered,
+// Terminal runs Shell as the sandbox's user in its workspace on a pseudo-terminal until it
+// exits, and returns its exit code. What t.Stdin gives is typed into it once the shell has
+// started; t.Resize resizes it. When ctx ends first, or the output cannot be delivered,
 // the shell and everything it started are killed before Terminal returns. A container
-// that stops ends the output, and so the session.
+// that stops ends the session.
+//
+// As Exec, it goes through the sandbox's agent, which runs the shell on a terminal of its
+// own (agentproto.OpenPTY) and kills it as it kills a command; a sandbox without one, or
+// whose agent is down, gets the engine's exec with a TTY instead (counted as a fallback).
+// That runs through the wrapper of package execwrap and its kill; what is typed waits
+// for the wrapper's first line (typed earlier, the terminal's echo would mix with it).
 //
 // Terminal does not wait for a Read of t.Stdin that blocks: the caller ends it (closes
 // its pipe, say) after Terminal returns.
 func (r *Runtime) Terminal(ctx context.Context, containerID string, t lifecycle.TerminalIO) (int, error) {
-	c, env, token, err := r.execTarget(ctx, containerID, map[string]string{"TERM": TermEnv})
-	if err != nil {
-		return -1, err
-	}
 	size := t.Size
 	if size.Cols == 0 || size.Rows == 0 {
 		size = defaultTermSize
+	}
+	termEnv := map[string]string{"TERM": TermEnv}
+	if r.agents != nil {
+		env, err := execwrap.Env(termEnv)
+		if err != nil {
+			return -1, fmt.Errorf("docker: terminal in %s: %w", containerID, err)
+		}
+		conn, reason, err := r.agents.get(ctx, containerID)
+		if err != nil {
+			return -1, err
+		}
+		if conn != nil {
+			code, err := conn.terminal(ctx, t, size, env)
+			if !errors.Is(err, errAgentNotStarted) {
+				return code, err
+			}
+			reason = agentDown
+		}
+		r.agents.countFallback(ctx, reason)
+	}
+	c, env, token, err := r.execTarget(ctx, containerID, termEnv)
+	if err != nil {
+		return -1, err
 	}
 	console := client.ConsoleSize{Height: uint(size.Rows), Width: uint(size.Cols)}
 	user := c.Config.User

@@ -238,8 +238,8 @@ type TerminalIO struct {
 	Resize <-chan TermSize // later sizes; nil: none
 }
 
-// Terminals opens interactive shells in sandboxes on a pseudo-terminal: the engine's exec
-// with a TTY (docker), and later a pod's exec or the in-sandbox agent.
+// Terminals opens interactive shells in sandboxes on a pseudo-terminal: through the
+// in-sandbox agent, or the engine's exec with a TTY (docker).
 type Terminals interface {
 	// Terminal runs a shell as the sandbox's user on a pseudo-terminal in the container
 	// until it exits, and returns its exit code. When ctx ends first, Terminal kills the
