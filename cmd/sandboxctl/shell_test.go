@@ -20,7 +20,8 @@ import (
 
 // sandboxctl shell under a pseudo-terminal, against a real sandboxd (binary, Docker):
 // the terminal's size reaches the sandbox's, a window size change is forwarded, typed
-// keys run, and the shell's exit code is sandboxctl's.
+// keys run, and the shell's exit code is sandboxctl's. On both of sandboxd's paths: the
+// in-sandbox agent's pseudo-terminal, and the engine's exec with a TTY.
 func TestShellUnderAPseudoTerminal(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -29,7 +30,13 @@ func TestShellUnderAPseudoTerminal(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(remove)
-	srv := sandboxdtest.StartT(t, bin)
+	t.Run("agent", func(t *testing.T) { shellUnderAPseudoTerminal(ctx, t, sandboxdtest.StartT(t, bin), true) })
+	t.Run("engine", func(t *testing.T) {
+		shellUnderAPseudoTerminal(ctx, t, sandboxdtest.StartT(t, bin, "SANDBOXD_DOCKER_AGENT=none"), false)
+	})
+}
+
+func shellUnderAPseudoTerminal(ctx context.Context, t *testing.T, srv *sandboxdtest.Server, viaAgent bool) {
 	api, err := client.New(srv.URL, sandboxdtest.Token, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -83,6 +90,12 @@ func TestShellUnderAPseudoTerminal(t *testing.T) {
 		}
 	}
 	typeLine("echo typed-$((2+3))", "typed-5")
+	// The path taken: the agent is the shell's parent, or the engine's wrapper execs it.
+	from := len(out.String())
+	typeLine(`echo "parent:$(tr '\0' ' ' </proc/$PPID/cmdline 2>/dev/null):"`, ":\r\n")
+	if got := out.String()[from:]; strings.Contains(got, "parent:/.sandboxd-agent :") != viaAgent {
+		t.Errorf("the shell's parent: %q; through the agent: %v", got, viaAgent)
+	}
 	if _, err := ptmx.Write([]byte("exit 5\r")); err != nil {
 		t.Fatal(err)
 	}

@@ -146,9 +146,25 @@ func (term *terminal) final() map[string]any {
 // runs, the size given and a resize reach the terminal (stty size), the exit status is the
 // final message; a browser's token offered as a subprotocol works; without a token 401,
 // another tenant's token 404 (before any upgrade); the session holds an exec slot; and a
-// client that leaves kills the shell and everything it started.
+// client that leaves kills the shell and everything it started. All of it on both paths:
+// through the in-sandbox agent's pseudo-terminal, and the engine's exec with a TTY
+// (docker.agent none).
 func TestTerminalOverWebSocket(t *testing.T) {
-	w := newWorld(t, withOtherTenant(t), "SANDBOXD_EXEC_MAX_CONCURRENT=1")
+	for _, path := range []struct{ name, setting string }{
+		{"agent", ""},
+		{"engine", "SANDBOXD_DOCKER_AGENT=none"},
+	} {
+		t.Run(path.name, func(t *testing.T) {
+			settings := []string{withOtherTenant(t), "SANDBOXD_EXEC_MAX_CONCURRENT=1"}
+			if path.setting != "" {
+				settings = append(settings, path.setting)
+			}
+			terminalOverWebSocket(t, newWorld(t, settings...), path.setting == "")
+		})
+	}
+}
+
+func terminalOverWebSocket(t *testing.T, w *world, viaAgent bool) {
 	srv := w.start()
 	ctx := context.Background()
 	chat := newChat()
@@ -172,6 +188,12 @@ func TestTerminalOverWebSocket(t *testing.T) {
 	term.send(websocket.MessageText, `{"type":"resize","cols":120,"rows":40}`)
 	term.typeUntil("stty size", "40 120")
 	term.typeLine("echo $((6*7)) $(id -u)", "42 1000")
+	// The path taken: the agent is the shell's parent, or the engine's wrapper execs it.
+	from := len(term.out.String())
+	term.typeLine(`echo "parent:$(tr '\0' ' ' </proc/$PPID/cmdline 2>/dev/null):"`, ":\r\n")
+	if got := term.out.String()[from:]; strings.Contains(got, "parent:/.sandboxd-agent :") != viaAgent {
+		t.Errorf("the shell's parent: %q; through the agent: %v", got, viaAgent)
+	}
 	// The session is one of the sandbox's commands (exec.max_concurrent is 1 here).
 	if _, err := srv.api.Exec(ctx, chat, client.ExecBody{Cmd: []string{"true"}}); !errors.Is(err, client.ErrBusy) {
 		t.Errorf("exec beside an open terminal with exec.max_concurrent 1: %v, want busy", err)

@@ -121,7 +121,7 @@ type agentEntry struct {
 
 func newAgents(r *Runtime, mp metric.MeterProvider) (*agents, error) {
 	fallbacks, err := mp.Meter("github.com/sandboxd/sandboxd/internal/docker").Int64Counter("sandbox.exec.fallback.total",
-		metric.WithDescription("commands run through the engine's exec instead of the in-sandbox agent, by reason (no_agent: the sandbox has none; agent_down: its channel is down)"))
+		metric.WithDescription("commands and terminals run through the engine's exec instead of the in-sandbox agent, by reason (no_agent: the sandbox has none; agent_down: its channel is down)"))
 	if err != nil {
 		return nil, err
 	}
