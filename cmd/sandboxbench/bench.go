@@ -170,7 +170,7 @@ func (b *bench) runRegistry(ctx context.Context, reg registry) (err error) {
 			return fmt.Errorf("%s: reuse: %w", reg.name, err)
 		}
 	}
-	if b.opts.takes("exec") && reg.name == "sqlite" {
+	if b.opts.takes("exec") {
 		if err := b.execs(ctx, reg.name, srv.base, api); err != nil {
 			return fmt.Errorf("%s: exec: %w", reg.name, err)
 		}

@@ -3,9 +3,10 @@
 // module unless -sandboxd names one) on SQLite and on PostgreSQL (a throwaway cluster, or
 // -pg-dsn) with the real engine, on loopback, and measures each figure beside a baseline:
 //
-//   - exec (SQLite only: sandboxd uses the in-sandbox agent only there): `true` through
-//     sandboxd's exec API against the Engine API's exec in the same sandbox; 16 at once;
-//     a streamed command's time to first byte;
+//   - exec: `true` through sandboxd's exec API (the in-sandbox agent: attached on SQLite,
+//     a replica's own agent started through the engine's exec on PostgreSQL) against the
+//     Engine API's exec in the same sandbox; 16 at once; a streamed command's time to
+//     first byte;
 //   - reuse: PUT on live sessions over HTTP against sandboxd's own trivial route (GET
 //     /healthz on the same process, server, router and middleware), with a bare net/http
 //     handler in a process of its own as context;

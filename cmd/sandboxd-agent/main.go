@@ -7,6 +7,10 @@
 // read-only, into each sandbox by sandboxd (docker.agent): the sandbox's image is not
 // changed. When the channel ends or breaks the protocol, it kills its commands and idles:
 // the sandbox lives on and sandboxd runs commands through the engine's exec instead.
+//
+// With agentproto.ChannelArg it is one host's channel instead, started by that host
+// through the engine's exec (sandboxd's replicas each have their own): it exits when
+// the channel ends.
 package main
 
 import (
@@ -15,6 +19,7 @@ import (
 	"syscall"
 
 	"github.com/sandboxd/sandboxd/internal/agent"
+	"github.com/sandboxd/sandboxd/internal/agentproto"
 )
 
 func main() {
@@ -25,6 +30,9 @@ func main() {
 	select {
 	case <-stop:
 	case <-done:
+		if len(os.Args) == 2 && os.Args[1] == agentproto.ChannelArg {
+			return // a host's channel of its own, started through the engine's exec
+		}
 		// The input ended (a container without an open stdin) or went out of step
 		// with the host: idle until the sandbox stops, which the agent's end would
 		// bring about at once.

@@ -128,7 +128,7 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 	if err != nil {
 		return err
 	}
-	agentPath, agentWhy := agentBinary(cfg.Docker.Agent, reg.replicas)
+	agentPath, agentWhy := agentBinary(cfg.Docker.Agent)
 	log.InfoContext(ctx, "exec_agent", slog.String("path", agentPath), slog.String("reason", agentWhy))
 	rt, err := docker.New(docker.Config{
 		AgentPath:     agentPath,
@@ -144,6 +144,10 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 		Profiles:      profiles,
 		MeterProvider: tel.MeterProvider,
 		Logger:        log,
+
+		// Replicas each start an agent of their own in a sandbox, through the
+		// engine's exec, rather than share its attached stdin.
+		SharedSandboxes: reg.replicas,
 	})
 	if err != nil {
 		return err
@@ -539,12 +543,10 @@ type registry struct {
 
 // agentBinary is the in-sandbox agent's binary sandboxd gives its sandboxes (docker.agent),
 // or "" and why there is none.
-func agentBinary(setting string, replicas bool) (path, why string) {
+func agentBinary(setting string) (path, why string) {
 	switch {
 	case setting == "none":
 		return "", "docker.agent is none: commands run through the engine's exec"
-	case replicas:
-		return "", "a PostgreSQL registry: replicas would share each sandbox's agent channel, commands run through the engine's exec"
 	case setting != "":
 		return setting, "docker.agent"
 	}

@@ -319,6 +319,12 @@ func ParseExit(p []byte) (ExitMsg, error) {
 // treats more as a protocol violation.
 const StdinWindow = 4 * MaxPayload
 
+// ChannelArg, as the agent's only argument, makes it a channel of its own for one host
+// rather than the sandbox's main process: started through the engine's exec by a host
+// that shares the sandbox with others (sandboxd's replicas), it serves its standard input
+// and output and exits when they end.
+const ChannelArg = "--channel"
+
 // TokenVar is the environment variable that carries a command's kill token, which what
 // it starts inherits, whatever session it moves to (as execwrap.TokenVar on the engine's
 // path). A request may not set it.

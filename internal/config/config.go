@@ -164,7 +164,8 @@ type Docker struct {
 	// Agent is the in-sandbox agent's binary (cmd/sandboxd-agent) on the engine's host,
 	// which every new sandbox runs and commands go through. Empty: sandboxd-agent beside
 	// sandboxd's own executable, if there is one; "none": no agent (the engine's exec).
-	// Never used with a PostgreSQL registry (replicas would share one agent's channel).
+	// With a PostgreSQL registry each replica reaches it through an agent of its own
+	// per sandbox, started through the engine's exec.
 	Agent string `koanf:"agent"`
 }
 

@@ -1,8 +1,10 @@
 package docker
 
 // The exec path through the in-sandbox agent (cmd/sandboxd-agent, package agent): one
-// attach per sandbox to the container's stdin and stdout, carrying package agentproto's
-// frames, over which every command of the sandbox runs as a stream of its own.
+// channel per sandbox (an attach to the container's stdin and stdout, or with replicas
+// an exec of the agent of this process's own, see channel), carrying package
+// agentproto's frames, over which every command of the sandbox runs as a stream of its
+// own.
 //
 // Everything that comes from the sandbox is hostile: the agent runs as the sandbox's
 // user, and whatever runs there may replace it or write into its output. The frames are
@@ -237,16 +239,14 @@ func (a *agents) dial(ctx context.Context, containerID string, e *agentEntry) (c
 	// context bounds the handshake only (the client ties no connection to it), so a hung
 	// engine holds no command past agentHelloTimeout.
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), agentHelloTimeout)
-	att, err := a.r.cli.ContainerAttach(actx, containerID, client.ContainerAttachOptions{
-		Stream: true, Stdin: true, Stdout: true,
-	})
+	att, err := a.channel(actx, c)
 	cancel()
 	if err != nil {
 		a.r.log.WarnContext(ctx, "agent_attach_failed", "container_id", containerID, "error", err.Error())
 		return nil, agentDown, nil
 	}
 	conn = &agentConn{
-		a: a, containerID: containerID, workdir: c.Config.WorkingDir, att: att.HijackedResponse,
+		a: a, containerID: containerID, workdir: c.Config.WorkingDir, att: att,
 		streams: map[uint32]*agentStream{}, closed: make(chan struct{}), ready: make(chan struct{}),
 		nonce: rand.Uint64(), next: rand.Uint32(), // ids of another host's streams are unlikely to meet these
 	}
@@ -272,6 +272,34 @@ func (a *agents) dial(ctx context.Context, containerID string, e *agentEntry) (c
 	}
 	a.wg.Go(conn.ping)
 	return conn, "", nil
+}
+
+// channel opens the byte channel to c's agent: an attach to the container's stdin and
+// stdout (its main process), or, when other processes share the sandboxes, an agent of
+// this process's own started through the engine's exec as the sandbox's user.
+//
+// Why not one attach per replica: the engine copies each attach's input into the
+// container's one stdin pipe as it reads it from that attach's connection (moby's
+// container/stream CopyStreams: a 32 KiB pools.Copy per attach), so a frame split
+// across two reads of one connection may have another's bytes between its parts; and
+// the agent takes any Hello as a new host, killing what the other started. An exec has
+// a stdin of its own, which ends when its connection does (CloseStdin), and with it the
+// exec's agent and its commands.
+func (a *agents) channel(ctx context.Context, c container.InspectResponse) (client.HijackedResponse, error) {
+	if !a.r.agentExec {
+		att, err := a.r.cli.ContainerAttach(ctx, c.ID, client.ContainerAttachOptions{Stream: true, Stdin: true, Stdout: true})
+		return att.HijackedResponse, err
+	}
+	created, err := a.r.cli.ExecCreate(ctx, c.ID, client.ExecCreateOptions{
+		User: c.Config.User, WorkingDir: c.Config.WorkingDir,
+		AttachStdin: true, AttachStdout: true,
+		Cmd: []string{AgentTarget, agentproto.ChannelArg},
+	})
+	if err != nil {
+		return client.HijackedResponse{}, err
+	}
+	att, err := a.r.cli.ExecAttach(ctx, created.ID, client.ExecAttachOptions{})
+	return att.HijackedResponse, err
 }
 
 // agentConn is the channel to one sandbox's agent.

@@ -88,8 +88,14 @@ type Config struct {
 	// engine's host: every sandbox made runs it as its main process (mounted read-only at
 	// AgentTarget) and commands run through it, the engine's exec being the fallback for
 	// sandboxes without a live agent. Empty: no agent, every command through the
-	// engine's exec. Only one process may use a sandbox's agent (replicas must not).
+	// engine's exec.
 	AgentPath string
+	// SharedSandboxes says other processes (replicas on one PostgreSQL registry) run
+	// commands in the same sandboxes. The container's attached stdin is then no channel
+	// for any of them (the engine fans the attaches' input into one pipe in chunks that
+	// may split a frame, so their frames would interleave): each process talks to an
+	// agent of its own per sandbox, started through the engine's exec (agent.go).
+	SharedSandboxes bool
 	// MeterProvider receives the pool's and the exec's metrics; Logger its warnings. Both
 	// optional.
 	MeterProvider metric.MeterProvider
@@ -111,6 +117,7 @@ type Runtime struct {
 
 	egress    egressState // the egress network, once started (egress.go)
 	agentPath string      // Config.AgentPath
+	agentExec bool        // Config.SharedSandboxes: a channel is an exec of the agent
 	agents    *agents     // the agents' channels (agent.go); nil without AgentPath
 	pool      *pool       // the warm pool (pool.go)
 
@@ -189,6 +196,7 @@ func New(cfg Config) (*Runtime, error) {
 		images:      cfg.Images,
 		stopTimeout: int((stop + time.Second - 1) / time.Second),
 		agentPath:   cfg.AgentPath,
+		agentExec:   cfg.SharedSandboxes,
 		noStopGrace: cfg.NoStopGrace,
 	}
 	mp, log := cfg.MeterProvider, cfg.Logger
