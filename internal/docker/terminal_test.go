@@ -130,16 +130,19 @@ func TestTerminalOnBothPaths(t *testing.T) {
 	for _, tc := range []struct {
 		name, runtime string
 		agent         bool
+		replica       bool // the agent started as the runtime's own channel (SharedSandboxes)
 	}{
-		{"agent", "", true},
-		{"engine", "", false},
-		{"agent-runsc", gVisor, true},
+		{"agent", "", true, false},
+		{"agent-replica", "", true, true},
+		{"engine", "", false, false},
+		{"agent-runsc", gVisor, true, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, func(c *docker.Config) {
 				if !tc.agent {
 					noAgent(c)
 				}
+				c.SharedSandboxes = tc.replica
 				c.Profiles = testProfiles(t, profile.Agents{Default: profile.Spec{Runtime: tc.runtime}})
 			})
 			if tc.runtime != "" {
@@ -154,7 +157,11 @@ func TestTerminalOnBothPaths(t *testing.T) {
 			term.typeLine(`echo $((6*7)) $(id -u) $TERM "$(pwd)"`, "42 1000 xterm-256color "+e.profiles.WorkspaceMount(""))
 			from := len(term.out.String())
 			term.typeLine(typeParent, ":\r\n")
-			if got := term.out.String()[from:]; strings.Contains(got, "parent:"+docker.AgentTarget+" :") != tc.agent {
+			agent := docker.AgentTarget + " "
+			if tc.replica {
+				agent = channelAgent + " "
+			}
+			if got := term.out.String()[from:]; strings.Contains(got, "parent:"+agent+":") != tc.agent {
 				t.Errorf("the shell's parent: %q; through the agent: %v", got, tc.agent)
 			}
 			term.typeLine("exit 3", "exit 3")
