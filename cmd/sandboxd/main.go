@@ -33,7 +33,6 @@ import (
 	"github.com/sandboxd/sandboxd/internal/docker"
 	"github.com/sandboxd/sandboxd/internal/egress"
 	"github.com/sandboxd/sandboxd/internal/eventlog"
-	"github.com/sandboxd/sandboxd/internal/hostfiles"
 	"github.com/sandboxd/sandboxd/internal/httpapi"
 	"github.com/sandboxd/sandboxd/internal/keylock"
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
@@ -118,9 +117,6 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 		}
 	}
 
-	if err := os.MkdirAll(cfg.Docker.VolumeRoot, 0o755); err != nil {
-		return fmt.Errorf("volume root: %w", err)
-	}
 	profiles := cfg.Profiles // every agent's, resolved and checked by config.Load
 	// Every sandbox carries the id of the registry that records it: a reconciler removes
 	// only its own registry's.
@@ -128,53 +124,24 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 	if err != nil {
 		return err
 	}
-	agentPath, agentWhy := agentBinary(cfg.Docker.Agent)
-	log.InfoContext(ctx, "exec_agent", slog.String("path", agentPath), slog.String("reason", agentWhy))
-	rt, err := docker.New(docker.Config{
-		AgentPath:     agentPath,
-		Host:          cfg.Docker.Host,
-		Instance:      cfg.Docker.Instance,
-		Registry:      registryID,
-		VolumeRoot:    cfg.Docker.VolumeRoot,
-		StopTimeout:   cfg.Docker.StopTimeout,
-		CallTimeout:   cfg.Docker.CallTimeout,
-		CreateTimeout: cfg.Docker.CreateTimeout,
-		NoStopGrace:   cfg.Docker.StopTimeout == 0,
-		MinFreeBytes:  cfg.Docker.MinFreeBytes,
-		Profiles:      profiles,
-		MeterProvider: tel.MeterProvider,
-		Logger:        log,
-
-		// Replicas each start an agent of their own in a sandbox, through the
-		// engine's exec, rather than share its attached stdin.
-		SharedSandboxes: reg.replicas,
-	})
+	srt, err := openRuntime(ctx, log, cfg, registryID, reg.replicas, tel.MeterProvider)
 	if err != nil {
 		return err
 	}
-	closers = append(closers, func(context.Context) error { return rt.Close() })
+	rt := srt.engine
+	closers = append(closers, func(context.Context) error { return srt.close() })
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	engineUp := rt.Ping(pctx)
 	if engineUp != nil {
 		// Not fatal: the engine may come up after us; /readyz tells until it does.
-		log.WarnContext(ctx, "docker_unreachable", slog.String("error", engineUp.Error()))
-	} else if err := rt.CheckRuntimes(pctx); err != nil {
+		log.WarnContext(ctx, "runtime_unreachable", slog.String("runtime", cfg.Runtime), slog.String("error", engineUp.Error()))
+	} else if err := srt.checkRuntimes(pctx); err != nil {
 		// A profile's runtime (gVisor's runsc, say) that the engine lacks would fail
 		// every create of that profile: refuse to start instead.
 		return err
 	}
 
-	// Workspace files from the host side; written files belong to the sandbox's user.
-	files := hostfiles.New(hostfiles.Config{
-		Open:       rt.OpenWorkspace,
-		OpenTmp:    rt.OpenTmp,
-		MountPoint: profiles.WorkspaceMount,
-		Owner: func(agentID string) *hostfiles.Owner {
-			uid, gid := profiles.SandboxUser(agentID)
-			return &hostfiles.Owner{UID: uid, GID: gid}
-		},
-	})
 	// What happens to each sandbox, kept in memory for the operator's page.
 	events := eventlog.New(eventlog.Config{})
 	svc, err := lifecycle.New(lifecycle.Config{
@@ -184,7 +151,7 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 		Runtime:            rt,
 		Admitter:           rt,
 		Inventory:          rt,
-		Workspaces:         rt,
+		Workspaces:         srt.workspaces,
 		Binding:            reg.binding,
 		RegistryTimeout:    cfg.RegistryTimeout,
 		Clock:              reg.clock,
@@ -192,7 +159,7 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 		ForceMassRemoval:   cfg.Reconcile.Force,
 		Executor:           rt,
 		Terminals:          rt,
-		Files:              files,
+		Files:              srt.files,
 		ExtendOnActivity:   profiles.ExtendsOnActivity,
 		TTL:                cfg.TTL,
 		SweepParallelism:   cfg.Sweep.Parallelism,
@@ -236,11 +203,15 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 
 	// Profiles with network egress: their network, its guard and the proxy, before any
 	// sandbox (the pool's too) is made. Stopped after the pool is drained.
-	proxy, err := startEgress(ctx, log, cfg, rt, tel.MeterProvider)
+	proxy, err := startEgress(ctx, log, cfg, srt.docker, tel.MeterProvider)
 	if err != nil {
 		return err
 	}
 	closers = append(closers, func(ctx context.Context) error {
+		if srt.docker == nil {
+			return nil
+		}
+		rt := srt.docker
 		if proxy == nil {
 			// A network a previous run left, whose last sandbox went meanwhile (the
 			// reconciler's work): removed too, but the engine may be gone by now.
@@ -263,7 +234,7 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 		}
 		// Then the mounts of bounded workspaces that no container uses any more (a crash
 		// between a mount and its container, or a container removed behind our back).
-		released, mErr := rt.ReleaseMounts(ctx)
+		released, mErr := srt.releaseMounts(ctx)
 		for _, folder := range released {
 			log.InfoContext(ctx, "workspace_unmounted", slog.String("path", folder), slog.String("reason", "unused"))
 		}
@@ -278,10 +249,10 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 	cancelReconcile()
 	// The warm pool (profiles with pool.min > 0): leftovers of a previous run go first.
 	// Drained at shutdown, once the requests in flight are done.
-	if err := rt.StartPool(ctx); err != nil {
+	if err := srt.startPool(ctx); err != nil {
 		log.WarnContext(ctx, "sandbox_pool_start_failed", slog.String("error", err.Error()))
 	}
-	closers = append(closers, rt.DrainPool)
+	closers = append(closers, srt.drainPool)
 	// Runs before the pool drain, the runtime and the registry close: use cases whose
 	// callers left (creates, sweeps) finish their work first.
 	closers = append(closers, svc.Drain)
@@ -324,17 +295,8 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 	page, err := webui.New(webui.Config{
 		Sandboxes: svc,
 		Events:    events,
-		Usage: func(ctx context.Context, containerID string) (webui.Sample, error) {
-			u, err := rt.Usage(ctx, containerID)
-			return webui.Sample(u), err
-		},
-		Pools: func() []webui.PoolFill {
-			var out []webui.PoolFill
-			for _, p := range rt.PoolFill() {
-				out = append(out, webui.PoolFill(p))
-			}
-			return out
-		},
+		Usage:     usageOf(srt.docker),
+		Pools:     poolsOf(srt.docker),
 		ProfileOf: func(agentID string) string {
 			if agentID != "" && profiles.Listed(agentID) {
 				return agentID
@@ -371,7 +333,33 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 	if err != nil {
 		return err
 	}
-	return serve(ctx, log, cfg, ln, handler, &terminals)
+	return serve(ctx, log, cfg, srt.instance, ln, handler, &terminals)
+}
+
+// usageOf reads a sandbox's resource use for the operator's page: Docker's stats (nil on
+// Kubernetes, whose figures would need the cluster's metrics API).
+func usageOf(rt *docker.Runtime) func(ctx context.Context, containerID string) (webui.Sample, error) {
+	if rt == nil {
+		return nil
+	}
+	return func(ctx context.Context, containerID string) (webui.Sample, error) {
+		u, err := rt.Usage(ctx, containerID)
+		return webui.Sample(u), err
+	}
+}
+
+// poolsOf reports the warm pools for the operator's page (Docker's only).
+func poolsOf(rt *docker.Runtime) func() []webui.PoolFill {
+	if rt == nil {
+		return nil
+	}
+	return func() []webui.PoolFill {
+		var out []webui.PoolFill
+		for _, p := range rt.PoolFill() {
+			out = append(out, webui.PoolFill(p))
+		}
+		return out
+	}
 }
 
 // startEgress makes the instance's egress network (when a profile has network egress;
@@ -379,6 +367,9 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 // identifying each connection's sandbox by its source address through the runtime. nil
 // when no profile needs it.
 func startEgress(ctx context.Context, log *slog.Logger, cfg config.Config, rt *docker.Runtime, mp metric.MeterProvider) (*egress.Proxy, error) {
+	if rt == nil {
+		return nil, nil // Kubernetes: what a Pod reaches is for the cluster's NetworkPolicies
+	}
 	ectx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if !rt.NeedsEgress() {
@@ -477,7 +468,7 @@ func tenantLimits(tenants map[string]config.Tenant) map[string]lifecycle.TenantL
 
 // serve answers on ln until ctx ends, then stops accepting and waits (up to the shutdown
 // timeout) for the requests in flight.
-func serve(ctx context.Context, log *slog.Logger, cfg config.Config, ln net.Listener, handler http.Handler, terminals *sync.WaitGroup) error {
+func serve(ctx context.Context, log *slog.Logger, cfg config.Config, instance string, ln net.Listener, handler http.Handler, terminals *sync.WaitGroup) error {
 	srv := &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -497,7 +488,7 @@ func serve(ctx context.Context, log *slog.Logger, cfg config.Config, ln net.List
 	}
 	log.InfoContext(ctx, "listening", slog.String("addr", ln.Addr().String()),
 		slog.Bool("auth", len(cfg.Tokens) > 0 || len(cfg.Tenants) > 0), slog.Int("tenants", len(cfg.Tenants)),
-		slog.String("instance", cfg.Docker.Instance))
+		slog.String("runtime", cfg.Runtime), slog.String("instance", instance))
 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()

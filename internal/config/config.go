@@ -11,6 +11,7 @@ import (
 
 	"github.com/sandboxd/sandboxd/internal/docker"
 	"github.com/sandboxd/sandboxd/internal/httpapi"
+	"github.com/sandboxd/sandboxd/internal/kube"
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
 	"github.com/sandboxd/sandboxd/internal/profile"
 	"github.com/sandboxd/sandboxd/internal/webui"
@@ -63,8 +64,12 @@ type Config struct {
 	// RegistryTimeout bounds each call to the registry (lifecycle.Config.RegistryTimeout).
 	RegistryTimeout time.Duration `koanf:"registry_timeout"`
 
-	Docker Docker `koanf:"docker"`
-	Egress Egress `koanf:"egress"`
+	// Runtime is what runs the sandboxes: RuntimeDocker (one Docker engine, the default)
+	// or RuntimeKubernetes (Pods of one namespace of a cluster).
+	Runtime    string     `koanf:"runtime"`
+	Docker     Docker     `koanf:"docker"`
+	Kubernetes Kubernetes `koanf:"kubernetes"`
+	Egress     Egress     `koanf:"egress"`
 	// Agents are the agent profiles as configured; Profiles is what Load resolves them
 	// to (package profile), the one form the rest of sandboxd uses.
 	Agents   profile.Agents `koanf:"agents"`
@@ -169,6 +174,30 @@ type Docker struct {
 	Agent string `koanf:"agent"`
 }
 
+// The runtimes a configuration can choose.
+const (
+	RuntimeDocker     = "docker"
+	RuntimeKubernetes = "kubernetes"
+)
+
+// Kubernetes configures the Kubernetes runtime (runtime: kubernetes).
+type Kubernetes struct {
+	// Kubeconfig is the kubeconfig file; empty: the in-cluster service account when
+	// sandboxd runs in a Pod, else $KUBECONFIG or ~/.kube/config.
+	Kubeconfig string `koanf:"kubeconfig"`
+	// Namespace holds the sandboxes' Pods and workspace claims.
+	Namespace string `koanf:"namespace"`
+	// Instance labels the Pods this sandboxd makes; two services sharing a namespace
+	// need different instances.
+	Instance string `koanf:"instance"`
+	// StorageClass is the class of the workspace claims; empty: the cluster's default.
+	StorageClass string `koanf:"storage_class"`
+	// WorkspaceBytes is the size each chat's workspace claim asks for.
+	WorkspaceBytes int64 `koanf:"workspace_bytes"`
+	// StopTimeout is the Pods' grace period at a stop (rounded up to whole seconds).
+	StopTimeout time.Duration `koanf:"stop_timeout"`
+}
+
 // Egress configures the proxy through which the sandboxes of profiles with network
 // "egress" reach what their rules allow.
 type Egress struct {
@@ -229,6 +258,9 @@ func Default() Config {
 		Docker: Docker{Instance: "sandboxd", VolumeRoot: "./.data/volumes", StopTimeout: 0,
 			CallTimeout: docker.DefaultCallTimeout, CreateTimeout: docker.DefaultCreateTimeout,
 			MinFreeBytes: docker.DefaultMinFreeBytes},
+		Runtime: RuntimeDocker,
+		Kubernetes: Kubernetes{Namespace: "sandboxd", Instance: "sandboxd",
+			WorkspaceBytes: kube.DefaultWorkspaceBytes, StopTimeout: kube.DefaultStopTimeout},
 		Egress: Egress{ProxyPort: docker.DefaultEgressProxyPort},
 		Log:    Log{Level: "info", Format: "json"},
 	}

@@ -27,7 +27,7 @@ func (c *Config) finish() error {
 	c.checkExec(p)
 	c.checkJobs(p)
 	c.checkRegistry(p)
-	c.checkDocker(p)
+	c.checkRuntime(p)
 	c.checkAgents(p)
 	c.checkEgress(p)
 	c.checkTelemetry(p)
@@ -188,6 +188,35 @@ func (c *Config) checkDocker(p *problems) {
 		p.bad(&c.Docker.VolumeRoot, "%v", err)
 	} else {
 		c.Docker.VolumeRoot = abs
+	}
+}
+
+// checkRuntime checks runtime and the chosen runtime's section.
+func (c *Config) checkRuntime(p *problems) {
+	switch c.Runtime {
+	case RuntimeDocker:
+		c.checkDocker(p)
+	case RuntimeKubernetes:
+		c.checkKubernetes(p)
+	default:
+		p.bad(&c.Runtime, "%q: use %s or %s", c.Runtime, RuntimeDocker, RuntimeKubernetes)
+	}
+}
+
+// checkKubernetes checks kubernetes.*; the Kubernetes runtime checks the rest when it is
+// made (namespace and instance spelling, what the profiles ask for).
+func (c *Config) checkKubernetes(p *problems) {
+	if c.Kubernetes.Namespace == "" {
+		p.bad(&c.Kubernetes.Namespace, "must be set")
+	}
+	if !validInstance(c.Kubernetes.Instance) {
+		p.bad(&c.Kubernetes.Instance, "%q: use 1 to 63 letters, digits, '.', '_' or '-'", c.Kubernetes.Instance)
+	}
+	if c.Kubernetes.WorkspaceBytes <= 0 {
+		p.bad(&c.Kubernetes.WorkspaceBytes, "must be > 0, got %d", c.Kubernetes.WorkspaceBytes)
+	}
+	if c.Kubernetes.StopTimeout < 0 {
+		p.bad(&c.Kubernetes.StopTimeout, "must be >= 0, got %s", c.Kubernetes.StopTimeout)
 	}
 }
 

@@ -1,5 +1,3 @@
-//go:build kube
-
 package kube
 
 // SetSPDYOnly makes r run commands over SPDY only, never WebSocket.

@@ -1,5 +1,3 @@
-//go:build kube
-
 // Package kube runs sandboxes as hardened Pods on a Kubernetes cluster. Its Runtime is the
 // lifecycle's Runtime, Admitter, Inventory, Executor and Files, as internal/docker's is on
 // one Docker engine: one Pod per sandbox, placed by the scheduler, the chat's workspace on
@@ -52,6 +50,12 @@ const (
 	ManagedBy           = "sandboxd"
 )
 
+// Defaults of Config.
+const (
+	DefaultWorkspaceBytes = 1 << 30
+	DefaultStopTimeout    = 3 * time.Second
+)
+
 // containerName is the name of the sandbox's one container in its Pod.
 const containerName = "sandbox"
 
@@ -75,10 +79,11 @@ type Config struct {
 	Profiles *profile.Set
 	// StorageClass is the class of the workspace claims; empty: the cluster's default.
 	StorageClass string
-	// WorkspaceBytes is the size each workspace claim asks for (default 1 GiB).
+	// WorkspaceBytes is the size each workspace claim asks for (0:
+	// DefaultWorkspaceBytes).
 	WorkspaceBytes int64
-	// StopTimeout is the Pods' terminationGracePeriodSeconds (default 3 seconds;
-	// rounded up to whole seconds).
+	// StopTimeout is the Pods' terminationGracePeriodSeconds at a stop (rounded up to
+	// whole seconds; 0: none).
 	StopTimeout time.Duration
 	// MaxLifetime, when set, is the Pods' activeDeadlineSeconds: the cluster ends a
 	// sandbox that long after it started even when no sandboxd is left to.
@@ -138,11 +143,11 @@ func New(cfg Config) (*Runtime, error) {
 	}
 	size := cfg.WorkspaceBytes
 	if size == 0 {
-		size = 1 << 30
+		size = DefaultWorkspaceBytes
 	}
 	stop := cfg.StopTimeout
-	if stop <= 0 {
-		stop = 3 * time.Second
+	if stop < 0 {
+		stop = DefaultStopTimeout
 	}
 	return &Runtime{
 		cs:          cs,
@@ -179,6 +184,9 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 	rc.UserAgent = "sandboxd"
 	// Creates of many chats at once must not queue behind client-go's default 5 QPS.
 	rc.QPS, rc.Burst = 200, 400
+	// The API server warns of every Pod that its name is longer than a hostname may be:
+	// the Pods get a hostname of their own (podFor), so the warning says nothing.
+	rc.WarningHandler = rest.NoWarnings{}
 	return rc, nil
 }
 

@@ -1,5 +1,3 @@
-//go:build kube
-
 package kube_test
 
 import (
@@ -11,6 +9,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -451,12 +450,21 @@ func TestExec(t *testing.T) {
 
 // signalWriter closes ch when what it has been written contains on.
 type signalWriter struct {
+	mu  sync.Mutex
 	buf bytes.Buffer
 	on  string
 	ch  chan struct{}
 }
 
+func (w *signalWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
+}
+
 func (w *signalWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	w.buf.Write(p)
 	if w.ch != nil && strings.Contains(w.buf.String(), w.on) {
 		close(w.ch)

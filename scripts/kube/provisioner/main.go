@@ -1,5 +1,3 @@
-//go:build kube
-
 // Command provisioner is the test cluster's volume provisioner (scripts/kube/up.sh starts
 // it): every PersistentVolumeClaim of a StorageClass whose provisioner is sandboxd.dev/local
 // gets a local PersistentVolume, a fresh folder under --dir on the one node, bound to it;

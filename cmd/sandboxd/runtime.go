@@ -1,0 +1,135 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/sandboxd/sandboxd/internal/config"
+	"github.com/sandboxd/sandboxd/internal/docker"
+	"github.com/sandboxd/sandboxd/internal/hostfiles"
+	"github.com/sandboxd/sandboxd/internal/kube"
+	"github.com/sandboxd/sandboxd/internal/lifecycle"
+)
+
+// engine is what every runtime gives the lifecycle, and main asks of it itself.
+type engine interface {
+	lifecycle.Runtime
+	lifecycle.Admitter
+	lifecycle.Inventory
+	lifecycle.Executor
+	lifecycle.Terminals
+	lifecycle.Watcher
+	Ping(ctx context.Context) error
+}
+
+// sandboxRuntime is the runtime the configuration chose (runtime: docker or kubernetes),
+// wired: its engine, how workspace files are reached, and what only Docker has.
+type sandboxRuntime struct {
+	engine   engine
+	instance string // the labels' instance id
+	files    lifecycle.Files
+	// workspaces are the workspace folders of the volume root; nil on Kubernetes, where
+	// a chat's workspace is its volume claim.
+	workspaces lifecycle.Workspaces
+	// docker is the Docker runtime, for what it alone offers (egress, bounded workspace
+	// mounts, the warm pool, usage samples); nil on Kubernetes.
+	docker *docker.Runtime
+	close  func() error
+}
+
+// openRuntime makes the runtime cfg chooses. registryID is the registry's id, which
+// Docker's containers carry; replicas tells that several sandboxd may share the runtime.
+func openRuntime(ctx context.Context, log *slog.Logger, cfg config.Config, registryID string, replicas bool, mp metric.MeterProvider) (sandboxRuntime, error) {
+	if cfg.Runtime == config.RuntimeKubernetes {
+		rt, err := kube.New(kube.Config{
+			Kubeconfig:     cfg.Kubernetes.Kubeconfig,
+			Namespace:      cfg.Kubernetes.Namespace,
+			Instance:       cfg.Kubernetes.Instance,
+			Profiles:       cfg.Profiles,
+			StorageClass:   cfg.Kubernetes.StorageClass,
+			WorkspaceBytes: cfg.Kubernetes.WorkspaceBytes,
+			StopTimeout:    cfg.Kubernetes.StopTimeout,
+			MaxLifetime:    cfg.MaxLifetime,
+		})
+		if err != nil {
+			return sandboxRuntime{}, err
+		}
+		// Files are read and written by commands inside the sandbox: no host path.
+		return sandboxRuntime{engine: rt, instance: cfg.Kubernetes.Instance, files: rt, close: func() error { return nil }}, nil
+	}
+
+	if err := os.MkdirAll(cfg.Docker.VolumeRoot, 0o755); err != nil {
+		return sandboxRuntime{}, fmt.Errorf("volume root: %w", err)
+	}
+	agentPath, agentWhy := agentBinary(cfg.Docker.Agent)
+	log.InfoContext(ctx, "exec_agent", slog.String("path", agentPath), slog.String("reason", agentWhy))
+	rt, err := docker.New(docker.Config{
+		AgentPath:     agentPath,
+		Host:          cfg.Docker.Host,
+		Instance:      cfg.Docker.Instance,
+		Registry:      registryID,
+		VolumeRoot:    cfg.Docker.VolumeRoot,
+		StopTimeout:   cfg.Docker.StopTimeout,
+		CallTimeout:   cfg.Docker.CallTimeout,
+		CreateTimeout: cfg.Docker.CreateTimeout,
+		NoStopGrace:   cfg.Docker.StopTimeout == 0,
+		MinFreeBytes:  cfg.Docker.MinFreeBytes,
+		Profiles:      cfg.Profiles,
+		MeterProvider: mp,
+		Logger:        log,
+		// Replicas each start an agent of their own in a sandbox, through the engine's
+		// exec, rather than share its attached stdin.
+		SharedSandboxes: replicas,
+	})
+	if err != nil {
+		return sandboxRuntime{}, err
+	}
+	profiles := cfg.Profiles
+	// Workspace files from the host side; written files belong to the sandbox's user.
+	files := hostfiles.New(hostfiles.Config{
+		Open:       rt.OpenWorkspace,
+		OpenTmp:    rt.OpenTmp,
+		MountPoint: profiles.WorkspaceMount,
+		Owner: func(agentID string) *hostfiles.Owner {
+			uid, gid := profiles.SandboxUser(agentID)
+			return &hostfiles.Owner{UID: uid, GID: gid}
+		},
+	})
+	return sandboxRuntime{engine: rt, instance: cfg.Docker.Instance, files: files, workspaces: rt, docker: rt, close: rt.Close}, nil
+}
+
+// checkRuntimes refuses to start on a runtime that lacks what a profile needs (an OCI
+// runtime such as gVisor's runsc the Docker engine does not have).
+func (r sandboxRuntime) checkRuntimes(ctx context.Context) error {
+	if r.docker == nil {
+		return nil // a missing RuntimeClass fails the Pod's create with the cluster's reason
+	}
+	return r.docker.CheckRuntimes(ctx)
+}
+
+// releaseMounts unmounts the bounded workspaces no sandbox uses (Docker only).
+func (r sandboxRuntime) releaseMounts(ctx context.Context) ([]string, error) {
+	if r.docker == nil {
+		return nil, nil
+	}
+	return r.docker.ReleaseMounts(ctx)
+}
+
+// startPool starts the warm pools, and drainPool removes them (Docker only).
+func (r sandboxRuntime) startPool(ctx context.Context) error {
+	if r.docker == nil {
+		return nil
+	}
+	return r.docker.StartPool(ctx)
+}
+
+func (r sandboxRuntime) drainPool(ctx context.Context) error {
+	if r.docker == nil {
+		return nil
+	}
+	return r.docker.DrainPool(ctx)
+}
