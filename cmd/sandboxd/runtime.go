@@ -49,6 +49,7 @@ func openRuntime(ctx context.Context, log *slog.Logger, cfg config.Config, regis
 			Kubeconfig:     cfg.Kubernetes.Kubeconfig,
 			Namespace:      cfg.Kubernetes.Namespace,
 			Instance:       cfg.Kubernetes.Instance,
+			Registry:       registryID,
 			Profiles:       cfg.Profiles,
 			StorageClass:   cfg.Kubernetes.StorageClass,
 			WorkspaceBytes: cfg.Kubernetes.WorkspaceBytes,

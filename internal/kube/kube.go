@@ -38,15 +38,19 @@ import (
 
 // Labels every sandbox Pod and workspace claim carries (the names the Docker runtime's
 // containers carry). The reconciler sees only Pods with LabelManagedBy=ManagedBy and
-// LabelInstance equal to the runtime's instance. The agent id and the expiry, which need
-// not be valid label values, are annotations.
+// LabelInstance equal to the runtime's instance, and removes only those whose
+// LabelRegistry is its registry's (or one it adopted). The agent id, tenant and times,
+// which need not be valid label values, are annotations.
 const (
 	LabelManagedBy      = "sandboxd.managed-by"
 	LabelInstance       = "sandboxd.instance"
 	LabelChatID         = "sandboxd.chat-id"
 	LabelSessionID      = "sandboxd.session-id"
+	LabelRegistry       = "sandboxd.registry" // the id of the registry that recorded it
 	AnnotationAgentID   = "sandboxd.agent-id"
-	AnnotationExpiresAt = "sandboxd.expires-at"
+	AnnotationTenant    = "sandboxd.tenant"     // the tenant whose caller made it (absent: the default)
+	AnnotationCreatedAt = "sandboxd.created-at" // the session's creation, RFC 3339 (ns)
+	AnnotationExpiresAt = "sandboxd.expires-at" // its expiry when made (a keepalive is not seen here)
 	ManagedBy           = "sandboxd"
 )
 
@@ -73,6 +77,9 @@ type Config struct {
 	// Instance names this sandboxd in the labels of its Pods, so that two services
 	// sharing a namespace never reconcile each other's sandboxes. A label value.
 	Instance string
+	// Registry is the id of the registry that records this service's sandboxes
+	// (lifecycle.Binding), carried by each Pod as LabelRegistry; empty: no such label.
+	Registry string
 	// Profiles are the agents' profiles. A profile's runtime names a RuntimeClass
 	// (e.g. gvisor); its network must be "none" or empty: a Pod's network is the
 	// cluster's, and what it may reach is for the cluster's NetworkPolicies to say.
@@ -96,6 +103,7 @@ type Runtime struct {
 	rest        *rest.Config
 	ns          string
 	instance    string
+	registry    string
 	profiles    *profile.Set
 	class       string
 	size        resource.Quantity
@@ -154,6 +162,7 @@ func New(cfg Config) (*Runtime, error) {
 		rest:        rc,
 		ns:          cfg.Namespace,
 		instance:    cfg.Instance,
+		registry:    cfg.Registry,
 		profiles:    cfg.Profiles,
 		class:       cfg.StorageClass,
 		size:        *resource.NewQuantity(size, resource.BinarySI),

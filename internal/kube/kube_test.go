@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -18,12 +17,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/sandboxd/sandboxd/internal/kube"
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
 	"github.com/sandboxd/sandboxd/internal/profile"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
+	"github.com/sandboxd/sandboxd/internal/testing/kubetest"
 )
 
 func TestMain(m *testing.M) {
@@ -38,59 +37,9 @@ func TestMain(m *testing.M) {
 	)
 }
 
-// kubeconfig is the test cluster's admin kubeconfig (scripts/kube/up.sh). Without one the
-// test skips, except under CI=true, where a missing cluster is a failure.
-func kubeconfig(t *testing.T) string {
-	t.Helper()
-	path := os.Getenv("SANDBOXD_TEST_KUBECONFIG")
-	if path == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("SANDBOXD_TEST_KUBECONFIG is not set: CI must start the test cluster (scripts/kube/up.sh)")
-		}
-		t.Skip("SANDBOXD_TEST_KUBECONFIG is not set: no test cluster (scripts/kube/up.sh starts one)")
-	}
-	return path
-}
-
-// admin returns a client of the test cluster's admin.
-func admin(t *testing.T) kubernetes.Interface {
-	t.Helper()
-	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cs, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cs
-}
-
-// namespace makes a namespace of its own for the test, removed at its end, and waits for
-// its default service account (without which the API server admits no Pod).
-func namespace(t *testing.T, cs kubernetes.Interface) string {
-	t.Helper()
-	ctx := context.Background()
-	name := "sbx-test-" + strings.ToLower(rand.Text()[:10])
-	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		zero := int64(0)
-		_ = cs.CoreV1().Pods(name).DeleteCollection(context.Background(), metav1.DeleteOptions{GracePeriodSeconds: &zero}, metav1.ListOptions{})
-		_ = cs.CoreV1().Namespaces().Delete(context.Background(), name, metav1.DeleteOptions{})
-	})
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if _, err := cs.CoreV1().ServiceAccounts(name).Get(ctx, "default", metav1.GetOptions{}); err == nil {
-			return name
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("namespace %s: no default service account after 60 s (is the controller-manager running?)", name)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
+func kubeconfig(t *testing.T) string                         { return kubetest.Kubeconfig(t) }
+func admin(t *testing.T) kubernetes.Interface                { return kubetest.Admin(t) }
+func namespace(t *testing.T, cs kubernetes.Interface) string { return kubetest.Namespace(t, cs) }
 
 // testProfile is small: the test node is small.
 func testProfile() profile.Spec {

@@ -128,7 +128,8 @@ func (r *Runtime) podFor(spec lifecycle.CreateSpec, p profile.Profile) *corev1.P
 			},
 			Annotations: map[string]string{
 				AnnotationAgentID:   spec.AgentID,
-				AnnotationExpiresAt: spec.ExpiresAt.UTC().Format(time.RFC3339),
+				AnnotationCreatedAt: spec.CreatedAt.UTC().Format(time.RFC3339Nano),
+				AnnotationExpiresAt: spec.ExpiresAt.UTC().Format(time.RFC3339Nano),
 			},
 		},
 		Spec: corev1.PodSpec{
@@ -184,6 +185,12 @@ func (r *Runtime) podFor(spec lifecycle.CreateSpec, p profile.Profile) *corev1.P
 				}},
 			},
 		},
+	}
+	if r.registry != "" {
+		pod.Labels[LabelRegistry] = r.registry
+	}
+	if spec.Tenant != "" {
+		pod.Annotations[AnnotationTenant] = spec.Tenant
 	}
 	if p.Runtime != "" {
 		rc := p.Runtime
@@ -362,13 +369,19 @@ func (r *Runtime) Managed(ctx context.Context) ([]lifecycle.Container, error) {
 		// holds no record for the nil chat, so the reconciler removes it.
 		chatID, _ := uuid.Parse(p.Labels[LabelChatID])
 		sessionID, _ := uuid.Parse(p.Labels[LabelSessionID])
-		out = append(out, lifecycle.Container{
+		c := lifecycle.Container{
 			ID:        p.Name,
 			ChatID:    chatID,
 			SessionID: sessionID,
 			CreatedAt: p.CreationTimestamp.Time,
 			Running:   p.Status.Phase == corev1.PodRunning && p.DeletionTimestamp == nil,
-		})
+			Registry:  p.Labels[LabelRegistry],
+			Tenant:    p.Annotations[AnnotationTenant],
+			AgentID:   p.Annotations[AnnotationAgentID],
+		}
+		c.SessionCreatedAt, _ = time.Parse(time.RFC3339Nano, p.Annotations[AnnotationCreatedAt])
+		c.ExpiresAt, _ = time.Parse(time.RFC3339Nano, p.Annotations[AnnotationExpiresAt])
+		out = append(out, c)
 	}
 	return out, nil
 }

@@ -135,7 +135,9 @@ func TestTerminal(t *testing.T) {
 			})
 			done <- err
 		}()
-		go func() { _, _ = io.WriteString(typing, "echo size=$(stty size | tr ' ' x) user=$(id -u) pwd=$PWD term=$TERM\n") }()
+		go func() {
+			_, _ = io.WriteString(typing, "echo size=$(stty size | tr ' ' x) user=$(id -u) pwd=$PWD term=$TERM\n")
+		}()
 		select {
 		case <-sized:
 		case err := <-done:

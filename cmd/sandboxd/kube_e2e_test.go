@@ -1,0 +1,215 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/sandboxd/sandboxd/client"
+	"github.com/sandboxd/sandboxd/internal/kube"
+	"github.com/sandboxd/sandboxd/internal/testing/kubetest"
+	"github.com/sandboxd/sandboxd/internal/testing/pgtest"
+	"github.com/sandboxd/sandboxd/internal/testing/sandboxdproc"
+	"github.com/sandboxd/sandboxd/internal/testing/waitfor"
+)
+
+// kubeWorld is one test's sandboxd on the Kubernetes test cluster (scripts/kube/up.sh):
+// a namespace of its own, an instance id, a registry.
+type kubeWorld struct {
+	*world
+	cs       kubernetes.Interface
+	ns       string
+	selector string
+}
+
+func newKubeWorld(t *testing.T, registry string, settings ...string) *kubeWorld {
+	t.Helper()
+	cs := kubetest.Admin(t)
+	ns := kubetest.Namespace(t, cs)
+	dir := t.TempDir()
+	if registry == "" {
+		registry = "sqlite:" + filepath.Join(dir, "sandboxd.db")
+	}
+	instance := "e2e-" + strings.ToLower(strings.ReplaceAll(newChat()[:8], "-", ""))
+	w := &world{t: t, dataDir: dir, instance: instance}
+	w.cfg = sandboxdproc.Config{
+		Binary:   binary,
+		Dir:      dir,
+		Token:    token,
+		Registry: registry,
+		Instance: instance,
+		// The image the test cluster imported (scripts/kube/images).
+		Image:    "sandboxd-sandbox:latest",
+		LogLevel: "debug",
+		Settings: append([]string{
+			"SANDBOXD_RUNTIME=kubernetes",
+			"SANDBOXD_KUBERNETES_KUBECONFIG=" + kubetest.Kubeconfig(t),
+			"SANDBOXD_KUBERNETES_NAMESPACE=" + ns,
+			"SANDBOXD_KUBERNETES_INSTANCE=" + instance,
+			"SANDBOXD_KUBERNETES_WORKSPACE_BYTES=67108864",
+			"SANDBOXD_KUBERNETES_STOP_TIMEOUT=1s",
+			"SANDBOXD_SHUTDOWN_TIMEOUT=30s",
+		}, settings...),
+	}
+	return &kubeWorld{world: w, cs: cs, ns: ns, selector: kube.LabelInstance + "=" + instance}
+}
+
+// pods lists the names of this test's sandbox Pods.
+func (w *kubeWorld) pods() []string { return kubetest.Pods(w.t, w.cs, w.ns, w.selector) }
+
+// The cycle a client goes through, on Pods: create, reuse, exec, files, keepalive,
+// replace after a delete, and a host folder refused with 422; the workspace claim outlives
+// the sandboxes.
+func TestKubernetesThroughTheBinary(t *testing.T) {
+	t.Parallel()
+	w := newKubeWorld(t, "")
+	srv := w.start()
+	defer srv.stop(syscall.SIGTERM)
+	ctx := context.Background()
+	chat := newChat()
+
+	s, res, err := srv.api.Create(ctx, chat, client.CreateBody{})
+	if err != nil || res != client.Created || s.ContainerID != kube.PodName(uuid.MustParse(chat), uuid.MustParse(s.SessionID)) {
+		t.Fatalf("create = %+v %s %v", s, res, err)
+	}
+	if pods := w.pods(); len(pods) != 1 || pods[0] != s.ContainerID {
+		t.Fatalf("pods %v after the create, want [%s]", pods, s.ContainerID)
+	}
+	again, res, err := srv.api.Create(ctx, chat, client.CreateBody{})
+	if err != nil || res != client.Reused || again.SessionID != s.SessionID {
+		t.Fatalf("second create = %+v %s %v, want reused", again, res, err)
+	}
+	if _, _, err := srv.api.Create(ctx, newChat(), client.CreateBody{VolumeHostPath: "/srv/x"}); !errors.Is(err, client.ErrInvalid) {
+		t.Fatalf("create with a host folder: %v, want 422 invalid", err)
+	}
+	if pods := w.pods(); len(pods) != 1 {
+		t.Fatalf("pods %v after a refused create, want one", pods)
+	}
+
+	out, err := srv.api.Exec(ctx, chat, client.ExecBody{Cmd: []string{"sh", "-c", "id -u; pwd; echo hi > note"}})
+	if err != nil || out.ExitCode != 0 || out.Stdout != "1000\n/workspace\n" {
+		t.Fatalf("exec = %+v %v", out, err)
+	}
+	if _, err := srv.api.Upload(ctx, chat, "dir/up.txt", strings.NewReader("uploaded")); err != nil {
+		t.Fatalf("upload: %v", err)
+	}
+	var got bytes.Buffer
+	if _, err := srv.api.Download(ctx, chat, "note", &got); err != nil || got.String() != "hi\n" {
+		t.Fatalf("download = %q %v", got.String(), err)
+	}
+	if out, err := srv.api.Exec(ctx, chat, client.ExecBody{Cmd: []string{"cat", "dir/up.txt"}}); err != nil || out.Stdout != "uploaded" {
+		t.Fatalf("the uploaded file in the sandbox: %+v %v", out, err)
+	}
+	kept, err := srv.api.Keepalive(ctx, chat, 2*time.Hour)
+	if err != nil || !kept.ExpiresAt.After(s.ExpiresAt) {
+		t.Fatalf("keepalive = %+v %v, want a later expiry than %s", kept, err, s.ExpiresAt)
+	}
+
+	del, err := srv.api.Delete(ctx, chat)
+	if err != nil || del.Result != client.Deleted {
+		t.Fatalf("delete = %+v %v", del, err)
+	}
+	if pods := w.pods(); len(pods) != 0 {
+		t.Fatalf("pods %v after the delete", pods)
+	}
+	if _, err := w.cs.CoreV1().PersistentVolumeClaims(w.ns).Get(ctx, kube.ClaimName(uuid.MustParse(chat)), metav1.GetOptions{}); err != nil {
+		t.Fatalf("the workspace claim did not outlive the sandbox: %v", err)
+	}
+	next, res, err := srv.api.Create(ctx, chat, client.CreateBody{})
+	if err != nil || res != client.Created || next.SessionID == s.SessionID {
+		t.Fatalf("create after delete = %+v %s %v", next, res, err)
+	}
+	if out, err := srv.api.Exec(ctx, chat, client.ExecBody{Cmd: []string{"cat", "note"}}); err != nil || out.Stdout != "hi\n" {
+		t.Fatalf("the workspace after a new sandbox: %+v %v", out, err)
+	}
+}
+
+// On PostgreSQL, two replicas on the same cluster serialise a chat: twenty creates spread
+// over both make one Pod.
+func TestKubernetesPostgresReplicas(t *testing.T) {
+	t.Parallel()
+	w := newKubeWorld(t, pgtest.DSN(t))
+	a, b := w.start(), w.start()
+	defer a.stop(syscall.SIGTERM)
+	defer b.stop(syscall.SIGTERM)
+	chat := newChat()
+	const n = 20
+	sessions := make([]string, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		api := a.api
+		if i%2 == 1 {
+			api = b.api
+		}
+		wg.Go(func() {
+			s, _, err := api.Create(context.Background(), chat, client.CreateBody{})
+			sessions[i], errs[i] = s.SessionID, err
+		})
+	}
+	wg.Wait()
+	for i := range n {
+		if errs[i] != nil || sessions[i] != sessions[0] {
+			t.Fatalf("create %d: session %s, %v; create 0: %s", i, sessions[i], errs[i], sessions[0])
+		}
+	}
+	if pods := w.pods(); len(pods) != 1 {
+		t.Errorf("pods %v, want one", pods)
+	}
+	if del, err := b.api.Delete(context.Background(), chat); err != nil || del.Result != client.Deleted {
+		t.Fatalf("delete on the other replica: %+v %v", del, err)
+	}
+	if pods := w.pods(); len(pods) != 0 {
+		t.Errorf("pods %v after the delete", pods)
+	}
+}
+
+// A sandboxd killed (SIGKILL) while a create is in flight leaves nothing untracked once it
+// has started again: the reconciler removes a Pod whose record was never saved.
+func TestKubernetesKillDuringCreate(t *testing.T) {
+	t.Parallel()
+	w := newKubeWorld(t, "", "SANDBOXD_RECONCILE_GRACE=1ms")
+	srv := w.start()
+	chat := newChat()
+	answered := make(chan error, 1)
+	go func() {
+		_, _, err := srv.api.Create(context.Background(), chat, client.CreateBody{})
+		answered <- err
+	}()
+	waitfor.True(t, time.Minute, "the create makes a pod", func() bool { return len(w.pods()) > 0 })
+	srv.stop(syscall.SIGKILL)
+	<-answered
+
+	srv = w.start()
+	defer srv.stop(syscall.SIGTERM)
+	ctx := context.Background()
+	got, err := srv.api.Get(ctx, chat)
+	switch {
+	case err == nil:
+		waitfor.True(t, time.Minute, "only the recorded pod is left", func() bool {
+			pods := w.pods()
+			return len(pods) == 1 && pods[0] == got.ContainerID
+		})
+	case errors.Is(err, client.ErrNotFound):
+		waitfor.True(t, time.Minute, "the unrecorded pod is removed", func() bool { return len(w.pods()) == 0 })
+	default:
+		t.Fatal(err)
+	}
+	s, _, err := srv.api.Create(ctx, chat, client.CreateBody{})
+	if err != nil {
+		t.Fatalf("create after restart: %v", err)
+	}
+	if pods := w.pods(); len(pods) != 1 || pods[0] != s.ContainerID {
+		t.Errorf("pods %v after restart and create, want [%s]", pods, s.ContainerID)
+	}
+}
