@@ -47,7 +47,7 @@ type sandboxResult struct {
 // createSandboxBody is the body of PUT; both fields are optional.
 type createSandboxBody struct {
 	AgentID        string `json:"agent_id,omitempty" maxLength:"256" doc:"The agent the sandbox is for."`
-	VolumeHostPath string `json:"volume_host_path,omitempty" maxLength:"4096" doc:"The host folder to mount as the workspace."`
+	VolumeHostPath string `json:"volume_host_path,omitempty" maxLength:"4096" doc:"The host folder to mount as the workspace (Docker runtime; omitted: a folder of the chat's own under the volume root). On the Kubernetes runtime the workspace is always the chat's own volume claim: omit it; any value is refused with 422."`
 }
 
 // deleteSandboxResult is the answer to DELETE. The ids are empty when there was nothing
