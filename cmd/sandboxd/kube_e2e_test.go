@@ -122,7 +122,7 @@ func TestKubernetesThroughTheBinary(t *testing.T) {
 	if pods := w.pods(); len(pods) != 0 {
 		t.Fatalf("pods %v after the delete", pods)
 	}
-	if _, err := w.cs.CoreV1().PersistentVolumeClaims(w.ns).Get(ctx, kube.ClaimName(uuid.MustParse(chat)), metav1.GetOptions{}); err != nil {
+	if _, err := w.cs.CoreV1().PersistentVolumeClaims(w.ns).Get(ctx, kube.ClaimName("", uuid.MustParse(chat)), metav1.GetOptions{}); err != nil {
 		t.Fatalf("the workspace claim did not outlive the sandbox: %v", err)
 	}
 	next, res, err := srv.api.Create(ctx, chat, client.CreateBody{})
@@ -131,6 +131,23 @@ func TestKubernetesThroughTheBinary(t *testing.T) {
 	}
 	if out, err := srv.api.Exec(ctx, chat, client.ExecBody{Cmd: []string{"cat", "note"}}); err != nil || out.Stdout != "hi\n" {
 		t.Fatalf("the workspace after a new sandbox: %+v %v", out, err)
+	}
+
+	// The workspace goes on request, once the chat has no sandbox; the next one is empty.
+	if _, err := srv.api.DeleteWorkspace(ctx, chat); !errors.Is(err, client.ErrConflict) {
+		t.Fatalf("delete workspace while a sandbox runs: %v, want 409", err)
+	}
+	if _, err := srv.api.Delete(ctx, chat); err != nil {
+		t.Fatal(err)
+	}
+	if ws, err := srv.api.DeleteWorkspace(ctx, chat); err != nil || ws.Result != "removed" {
+		t.Fatalf("delete workspace = %+v %v", ws, err)
+	}
+	if _, _, err := srv.api.Create(ctx, chat, client.CreateBody{}); err != nil {
+		t.Fatalf("create after the workspace went: %v", err)
+	}
+	if out, err := srv.api.Exec(ctx, chat, client.ExecBody{Cmd: []string{"ls", "-A"}}); err != nil || out.Stdout != "" {
+		t.Fatalf("a new workspace after the old one went: %+v %v, want empty", out, err)
 	}
 }
 

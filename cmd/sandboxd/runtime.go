@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"go.opentelemetry.io/otel/metric"
+	"k8s.io/klog/v2"
 
 	"github.com/sandboxd/sandboxd/internal/config"
 	"github.com/sandboxd/sandboxd/internal/docker"
@@ -32,8 +33,8 @@ type sandboxRuntime struct {
 	engine   engine
 	instance string // the labels' instance id
 	files    lifecycle.Files
-	// workspaces are the workspace folders of the volume root; nil on Kubernetes, where
-	// a chat's workspace is its volume claim.
+	// workspaces are the workspace folders of the volume root (Docker) or the chats'
+	// workspace claims (Kubernetes).
 	workspaces lifecycle.Workspaces
 	// docker is the Docker runtime, for what it alone offers (egress, bounded workspace
 	// mounts, the warm pool, usage samples); nil on Kubernetes.
@@ -45,6 +46,8 @@ type sandboxRuntime struct {
 // Docker's containers carry; replicas tells that several sandboxd may share the runtime.
 func openRuntime(ctx context.Context, log *slog.Logger, cfg config.Config, registryID string, replicas bool, mp metric.MeterProvider) (sandboxRuntime, error) {
 	if cfg.Runtime == config.RuntimeKubernetes {
+		// client-go logs through klog (to stderr, as plain text): into sandboxd's log.
+		klog.SetSlogLogger(log.With(slog.String("component", "client-go")))
 		rt, err := kube.New(kube.Config{
 			Kubeconfig:     cfg.Kubernetes.Kubeconfig,
 			Namespace:      cfg.Kubernetes.Namespace,
@@ -59,8 +62,9 @@ func openRuntime(ctx context.Context, log *slog.Logger, cfg config.Config, regis
 		if err != nil {
 			return sandboxRuntime{}, err
 		}
-		// Files are read and written by commands inside the sandbox: no host path.
-		return sandboxRuntime{engine: rt, instance: cfg.Kubernetes.Instance, files: rt, close: func() error { return nil }}, nil
+		// Files are read and written by commands inside the sandbox: no host path. A
+		// chat's workspace is its volume claim.
+		return sandboxRuntime{engine: rt, instance: cfg.Kubernetes.Instance, files: rt, workspaces: rt, close: func() error { return nil }}, nil
 	}
 
 	if err := os.MkdirAll(cfg.Docker.VolumeRoot, 0o755); err != nil {

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/sandboxd/sandboxd/internal/kube"
@@ -34,6 +35,9 @@ func TestMain(m *testing.M) {
 		goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"),
 		goleak.IgnoreAnyFunction("golang.org/x/net/http2.(*ClientConn).readLoop"),
 		goleak.IgnoreAnyFunction("internal/poll.runtime_pollWait"),
+		// A closed SPDY connection (exec's fallback) lets its peer finish for a while
+		// before it ends its last goroutine by itself.
+		goleak.IgnoreTopFunction("github.com/moby/spdystream.(*Connection).shutdown"),
 	)
 }
 
@@ -153,7 +157,7 @@ func TestCreateMakesAHardenedPod(t *testing.T) {
 		case v.Name == "tmp":
 			checks["/tmp a memory emptyDir of 8Mi"] = v.EmptyDir != nil && v.EmptyDir.Medium == corev1.StorageMediumMemory && v.EmptyDir.SizeLimit.Value() == 8<<20
 		case v.Name == "workspace":
-			checks["workspace is the chat's claim"] = v.PersistentVolumeClaim != nil && v.PersistentVolumeClaim.ClaimName == kube.ClaimName(s.ChatID)
+			checks["workspace is the chat's claim"] = v.PersistentVolumeClaim != nil && v.PersistentVolumeClaim.ClaimName == kube.ClaimName("", s.ChatID)
 		}
 	}
 	for what, ok := range checks {
@@ -247,14 +251,55 @@ func TestStopAndDeleteKeepTheWorkspace(t *testing.T) {
 	if out, _, _ := f.sh(t, s2.ContainerID, "cat /workspace/note"); out != "kept" {
 		t.Fatalf("workspace after replace: %q", out)
 	}
+	beforeDelete := time.Now().Add(-time.Second) // the API server's clock is this host's
 	if err := f.rt.Delete(ctx, s2.ContainerID); err != nil {
 		t.Fatalf("Delete: %v", err)
 	}
 	if err := f.rt.Delete(ctx, s2.ContainerID); err != nil {
 		t.Fatalf("Delete of a gone pod: %v", err)
 	}
-	if _, err := f.cs.CoreV1().PersistentVolumeClaims(f.ns).Get(ctx, kube.ClaimName(first.ChatID), metav1.GetOptions{}); err != nil {
+	if _, err := f.cs.CoreV1().PersistentVolumeClaims(f.ns).Get(ctx, kube.ClaimName("", first.ChatID), metav1.GetOptions{}); err != nil {
 		t.Fatalf("the workspace claim is gone: %v", err)
+	}
+	// The workspace life cycle sees the claim, marked used when its last sandbox ended,
+	// and removes it on request.
+	folders, err := f.rt.Folders(ctx)
+	if err != nil || len(folders) != 1 || folders[0].ChatID != first.ChatID || folders[0].Path != f.rt.Derive("", first.ChatID) ||
+		folders[0].LastUsed.Before(beforeDelete) {
+		t.Fatalf("Folders = %+v, %v; want the chat's claim, last used at its delete (after %s)", folders, err, beforeDelete)
+	}
+	if removed, err := f.rt.RemoveFolder(ctx, folders[0].Path); err != nil || !removed {
+		t.Fatalf("RemoveFolder = %v, %v", removed, err)
+	}
+	if removed, err := f.rt.RemoveFolder(ctx, folders[0].Path); err != nil || removed {
+		t.Fatalf("RemoveFolder of a removed claim = %v, %v; want false, nil", removed, err)
+	}
+	if _, err := f.rt.RemoveFolder(ctx, "/srv/elsewhere"); !errors.Is(err, sandbox.ErrInvalid) {
+		t.Fatalf("RemoveFolder of a host path: %v; want ErrInvalid", err)
+	}
+}
+
+// A chat id used by two tenants names two claims: neither reaches the other's files.
+func TestClaimsAreTheTenants(t *testing.T) {
+	chat := uuid.New()
+	if kube.ClaimName("", chat) != kube.ClaimName(sandbox.DefaultTenant, chat) {
+		t.Errorf("the default tenant's claim has two names: %s, %s", kube.ClaimName("", chat), kube.ClaimName(sandbox.DefaultTenant, chat))
+	}
+	names := map[string]bool{}
+	for _, tenant := range []string{"", "acme", "acme_2", "acme-2"} {
+		name := kube.ClaimName(tenant, chat)
+		if names[name] || len(validation.IsDNS1123Subdomain(name)) > 0 {
+			t.Errorf("tenant %q: claim %q is shared or no object name", tenant, name)
+		}
+		names[name] = true
+	}
+	f := newRuntime(t, profile.Agents{})
+	a, b := spec(""), spec("")
+	b.ChatID, b.Tenant = a.ChatID, "acme_2"
+	sa, sb := f.create(t, a), f.create(t, b)
+	f.sh(t, sa.ContainerID, "echo default > /workspace/who")
+	if out, _, _ := f.sh(t, sb.ContainerID, "cat /workspace/who 2>&1 || true"); strings.Contains(out, "default") {
+		t.Fatalf("tenant acme_2 reads the default tenant's workspace of the same chat id: %q", out)
 	}
 }
 

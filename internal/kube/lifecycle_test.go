@@ -3,6 +3,8 @@ package kube_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -47,7 +49,7 @@ func service(t *testing.T, rt *kube.Runtime, clk *clock) *lifecycle.Service {
 	t.Helper()
 	svc, err := lifecycle.New(lifecycle.Config{
 		Store: memstore.New(), Locker: keylock.New(), Runtime: rt, Admitter: rt, Inventory: rt,
-		Executor: rt, Files: rt, TTL: time.Minute, Clock: clk, ReconcileGrace: time.Second,
+		Executor: rt, Terminals: rt, Files: rt, Workspaces: rt, TTL: time.Minute, Clock: clk, ReconcileGrace: time.Second,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -192,8 +194,20 @@ func TestUnderTheShippedRole(t *testing.T) {
 	if rep, err := svc.Reconcile(ctx); err != nil || rep.Errors != 0 {
 		t.Fatalf("Reconcile under the Role: %+v, %v", rep, err)
 	}
+	if code, err := svc.Terminal(ctx, lifecycle.TerminalRequest{ChatID: chat, TerminalIO: lifecycle.TerminalIO{Stdin: strings.NewReader("exit 5\n"), Stdout: io.Discard}}); err != nil || code != 5 {
+		t.Fatalf("Terminal under the Role: %d, %v", code, err)
+	}
+	wctx, stop := context.WithCancel(ctx)
+	watched := make(chan error, 1)
+	go func() { watched <- rt.Watch(wctx, stop, func(lifecycle.Ending) {}) }()
+	if err := <-watched; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Watch under the Role: %v", err)
+	}
 	if del, err := svc.Delete(ctx, chat); err != nil || del.Result != lifecycle.Deleted || podExists(t, f, s.ContainerID) {
 		t.Fatalf("Delete under the Role: %+v, %v", del, err)
+	}
+	if ws, err := svc.DeleteWorkspace(ctx, chat); err != nil || ws.Result != lifecycle.Removed {
+		t.Fatalf("DeleteWorkspace under the Role: %+v, %v", ws, err)
 	}
 
 	// And nothing more: no secrets, nothing in another namespace.

@@ -2,6 +2,7 @@ package kube
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"maps"
@@ -29,8 +30,17 @@ func PodName(chatID, sessionID uuid.UUID) string {
 	return "sandboxd-" + chatID.String() + "-" + sessionID.String()
 }
 
-// ClaimName is the name of a chat's workspace claim: sandboxd-ws-<chat id>.
-func ClaimName(chatID uuid.UUID) string { return "sandboxd-ws-" + chatID.String() }
+// ClaimName is the name of a chat's workspace claim in tenant's part: sandboxd-ws-<chat
+// id> for the default tenant ("" or sandbox.DefaultTenant), sandboxd-ws-<chat id>-<tenant
+// in hex> for another, so
+// that a chat id used by two tenants never reaches the other's files (a tenant's name may
+// hold '_', which an object name may not).
+func ClaimName(tenant string, chatID uuid.UUID) string {
+	if tenant == "" || tenant == sandbox.DefaultTenant {
+		return "sandboxd-ws-" + chatID.String()
+	}
+	return "sandboxd-ws-" + chatID.String() + "-" + hex.EncodeToString([]byte(tenant))
+}
 
 // Create makes the sandbox of spec and returns its RUNNING session once its container is
 // ready (commands can run). It makes the chat's workspace claim when it is missing. A Pod
@@ -46,7 +56,7 @@ func (r *Runtime) Create(ctx context.Context, spec lifecycle.CreateSpec) (sandbo
 	if strings.TrimSpace(spec.VolumeHostPath) != "" {
 		return sandbox.Session{}, fmt.Errorf("kube: create: a host folder has no meaning on a cluster: %w", sandbox.ErrInvalid)
 	}
-	if err := r.ensureClaim(ctx, spec.ChatID); err != nil {
+	if err := r.ensureClaim(ctx, spec.Tenant, spec.ChatID); err != nil {
 		return sandbox.Session{}, err
 	}
 	pod := r.podFor(spec, prof)
@@ -76,28 +86,43 @@ func (r *Runtime) Create(ctx context.Context, spec lifecycle.CreateSpec) (sandbo
 
 // ensureClaim makes the chat's workspace claim unless it exists. The claim outlives the
 // chat's sandboxes, as the Docker runtime's workspace folder does.
-func (r *Runtime) ensureClaim(ctx context.Context, chatID uuid.UUID) error {
-	name := ClaimName(chatID)
-	_, err := r.cs.CoreV1().PersistentVolumeClaims(r.ns).Get(ctx, name, metav1.GetOptions{})
-	if err == nil {
-		return nil
-	}
-	if !apierrors.IsNotFound(err) {
-		return apiError("get claim "+name, err)
+func (r *Runtime) ensureClaim(ctx context.Context, tenant string, chatID uuid.UUID) error {
+	name := ClaimName(tenant, chatID)
+	for {
+		c, err := r.cs.CoreV1().PersistentVolumeClaims(r.ns).Get(ctx, name, metav1.GetOptions{})
+		if err == nil && c.DeletionTimestamp == nil {
+			return nil
+		}
+		if err != nil && !apierrors.IsNotFound(err) {
+			return apiError("get claim "+name, err)
+		}
+		if err != nil {
+			break
+		}
+		// The workspace was deleted (DELETE .../workspace) and the cluster is still
+		// removing its claim: a Pod on it would never start. The new one comes after.
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("kube: claim %s is still being removed: %w: %w", name, sandbox.ErrUnavailable, ctx.Err())
+		case <-time.After(removePoll):
+		}
 	}
 	claim := &corev1.PersistentVolumeClaim{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{
 			LabelManagedBy: ManagedBy, LabelInstance: r.instance, LabelChatID: chatID.String(),
-		}},
+		}, Annotations: map[string]string{}},
 		Spec: corev1.PersistentVolumeClaimSpec{
 			AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
 			Resources:   corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: r.size}},
 		},
 	}
+	if tenant != "" && tenant != sandbox.DefaultTenant {
+		claim.Annotations[AnnotationTenant] = tenant
+	}
 	if r.class != "" {
 		claim.Spec.StorageClassName = &r.class
 	}
-	_, err = r.cs.CoreV1().PersistentVolumeClaims(r.ns).Create(ctx, claim, metav1.CreateOptions{})
+	_, err := r.cs.CoreV1().PersistentVolumeClaims(r.ns).Create(ctx, claim, metav1.CreateOptions{})
 	if err != nil && !apierrors.IsAlreadyExists(err) { // another replica made it: fine
 		return apiError("create claim "+name, err)
 	}
@@ -178,7 +203,7 @@ func (r *Runtime) podFor(spec lifecycle.CreateSpec, p profile.Profile) *corev1.P
 			}},
 			Volumes: []corev1.Volume{
 				{Name: "workspace", VolumeSource: corev1.VolumeSource{
-					PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: ClaimName(spec.ChatID)},
+					PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: ClaimName(spec.Tenant, spec.ChatID)},
 				}},
 				{Name: "tmp", VolumeSource: corev1.VolumeSource{
 					EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory, SizeLimit: tmp},
@@ -290,19 +315,29 @@ func started(p *corev1.Pod) (bool, error) {
 // gone is no error. Errors wrap sandbox.ErrUnavailable when the cluster cannot be
 // reached, and sandbox.ErrInvalid when podName is not a sandboxd Pod.
 func (r *Runtime) Stop(ctx context.Context, podName string) error {
-	if _, err := r.owned(ctx, podName); err != nil {
+	p, err := r.owned(ctx, podName)
+	if err != nil {
 		return gone(err)
 	}
-	return r.remove(ctx, podName, r.stopSeconds)
+	if err := r.remove(ctx, podName, r.stopSeconds); err != nil {
+		return err
+	}
+	r.claimUsed(ctx, p)
+	return nil
 }
 
 // Delete removes the sandbox's Pod at once (no grace period) and waits until it is gone;
 // the workspace claim stays. A Pod that is gone is no error. Errors are Stop's.
 func (r *Runtime) Delete(ctx context.Context, podName string) error {
-	if _, err := r.owned(ctx, podName); err != nil {
+	p, err := r.owned(ctx, podName)
+	if err != nil {
 		return gone(err)
 	}
-	return r.remove(ctx, podName, 0)
+	if err := r.remove(ctx, podName, 0); err != nil {
+		return err
+	}
+	r.claimUsed(ctx, p)
+	return nil
 }
 
 // owned returns the Pod podName, refusing one that sandboxd did not make; a missing Pod
