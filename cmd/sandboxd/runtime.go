@@ -94,7 +94,9 @@ func openRuntime(ctx context.Context, log *slog.Logger, cfg config.Config, regis
 		return sandboxRuntime{}, err
 	}
 	profiles := cfg.Profiles
-	// Workspace files from the host side; written files belong to the sandbox's user.
+	// Workspace files from the host side (faster than through the agent: BENCHMARKS.md);
+	// written files belong to the sandbox's user. /tmp goes through the sandbox's agent
+	// when it has one (rt.Files), from the host when not.
 	files := hostfiles.New(hostfiles.Config{
 		Open:       rt.OpenWorkspace,
 		OpenTmp:    rt.OpenTmp,
@@ -104,7 +106,7 @@ func openRuntime(ctx context.Context, log *slog.Logger, cfg config.Config, regis
 			return &hostfiles.Owner{UID: uid, GID: gid}
 		},
 	})
-	return sandboxRuntime{engine: rt, instance: cfg.Docker.Instance, files: files, workspaces: rt, docker: rt, close: rt.Close}, nil
+	return sandboxRuntime{engine: rt, instance: cfg.Docker.Instance, files: rt.Files(files, docker.FilesHost), workspaces: rt, docker: rt, close: rt.Close}, nil
 }
 
 // checkRuntimes refuses to start on a runtime that lacks what a profile needs (an OCI

@@ -95,6 +95,8 @@ type stream struct {
 	in *inbox // nil without input
 
 	tty *os.File // a terminal's master side (pty.go); nil for a command without one
+
+	window *window // a file read's bytes not yet taken by the host (files.go); nil otherwise
 }
 
 // Serve serves the host's frames from r, writing its own to w, until r ends (io.EOF:
@@ -171,6 +173,8 @@ func (s *server) handle(f agentproto.Frame) error {
 		return nil
 	case agentproto.OpenPTY, agentproto.Resize:
 		return s.handlePTY(f)
+	case agentproto.File, agentproto.FileConsumed:
+		return s.handleFile(f)
 	}
 	return fmt.Errorf("%w: unexpected %s frame from the host", agentproto.ErrProtocol, f.Type)
 }

@@ -60,13 +60,15 @@ const (
 )
 
 func (t Type) known() bool {
-	return t >= Hello && t <= Cancel || t >= Ready && t <= Exit || t >= OpenPTY && t <= Resize
+	return t >= Hello && t <= Cancel || t >= Ready && t <= Exit || t >= OpenPTY && t <= Resize ||
+		t >= File && t <= FileConsumed || t >= FileInfo && t <= FileError
 }
 
 func (t Type) String() string {
 	names := map[Type]string{Hello: "hello", Ping: "ping", Start: "start", Stdin: "stdin", StdinEOF: "stdin-eof",
 		Cancel: "cancel", Ready: "ready", Pong: "pong", Started: "started", Failed: "failed", Stdout: "stdout",
-		Stderr: "stderr", Ack: "ack", Exit: "exit", OpenPTY: "open-pty", Resize: "resize"}
+		Stderr: "stderr", Ack: "ack", Exit: "exit", OpenPTY: "open-pty", Resize: "resize",
+		File: "file", FileConsumed: "file-consumed", FileInfo: "file-info", FileList: "file-list", FileDone: "file-done", FileError: "file-error"}
 	if n, ok := names[t]; ok {
 		return n
 	}
@@ -156,15 +158,15 @@ func checkShape(t Type, stream uint32, n int) error {
 		want = 9
 	case Ping, Pong:
 		want = 8
-	case StdinEOF, Cancel, Started:
+	case StdinEOF, Cancel, Started, FileDone:
 		want = 0
-	case Ack:
+	case Ack, FileConsumed:
 		want = 4
 	case Resize:
 		want = ResizeSize
 	case Exit:
 		want = ExitSize
-	case Stdin, Stdout, Stderr, Failed, Start, OpenPTY:
+	case Stdin, Stdout, Stderr, Failed, Start, OpenPTY, File, FileInfo, FileList, FileError:
 		if n == 0 {
 			return fmt.Errorf("%w: empty %s frame", ErrProtocol, t)
 		}

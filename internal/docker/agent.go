@@ -341,8 +341,10 @@ type agentEvent struct {
 	t      agentproto.Type
 	data   []byte // output
 	exit   agentproto.ExitMsg
-	reason byte // Failed
+	reason byte // Failed, FileError
 	msg    string
+	stat   agentproto.FileStat   // FileInfo
+	list   []agentproto.FileStat // FileList
 }
 
 func (c *agentConn) alive() bool {
@@ -425,6 +427,7 @@ func (c *agentConn) readFrames(fr *agentproto.Reader) error {
 		case agentproto.Pong:
 			continue
 		case agentproto.Started, agentproto.Failed, agentproto.Stdout, agentproto.Stderr, agentproto.Ack, agentproto.Exit:
+		case agentproto.FileInfo, agentproto.FileList, agentproto.FileDone, agentproto.FileError:
 		default:
 			return fmt.Errorf("%w: %s frame from the agent", agentproto.ErrProtocol, f.Type)
 		}
@@ -438,6 +441,8 @@ func (c *agentConn) readFrames(fr *agentproto.Reader) error {
 			ev.reason, ev.msg, err = agentproto.ParseFailed(f.Payload)
 		case agentproto.Exit:
 			ev.exit, err = agentproto.ParseExit(f.Payload)
+		case agentproto.FileInfo, agentproto.FileList, agentproto.FileError:
+			err = ev.parseFile(f)
 		}
 		if err != nil {
 			return err
@@ -469,7 +474,7 @@ func (c *agentConn) readFrames(fr *agentproto.Reader) error {
 				continue
 			}
 			ev.data = append([]byte(nil), p...)
-		case agentproto.Failed, agentproto.Exit:
+		case agentproto.Failed, agentproto.Exit, agentproto.FileDone, agentproto.FileError:
 			st.ended = true
 		}
 		// The command's Exec takes its frames in order; a slow one holds the channel

@@ -53,7 +53,7 @@ func testProfiles(t testing.TB, a profile.Agents) *profile.Set {
 	return s
 }
 
-func newEnv(t *testing.T, tweak func(*docker.Config)) env {
+func newEnv(t testing.TB, tweak func(*docker.Config)) env {
 	t.Helper()
 	cli := dockertest.Client(t)
 	image := dockertest.Image(t, cli)
@@ -99,7 +99,7 @@ func newSpec(volume string) lifecycle.CreateSpec {
 }
 
 // create makes a sandbox through the runtime, as the lifecycle would after Admit.
-func (e env) create(t *testing.T, spec lifecycle.CreateSpec) sandbox.Session {
+func (e env) create(t testing.TB, spec lifecycle.CreateSpec) sandbox.Session {
 	t.Helper()
 	ctx := context.Background()
 	volume, err := e.rt.Admit(ctx, spec.Tenant, spec.ChatID, spec.AgentID, spec.VolumeHostPath)

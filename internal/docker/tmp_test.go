@@ -16,13 +16,19 @@ import (
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 )
 
-// newTmpEnv is an agentEnv whose file API reaches the sandbox's /tmp when tmp is set.
-func newTmpEnv(t *testing.T, tmp bool) agentEnv {
+// tmpWays are the ways of the file API to a sandbox's /tmp: the host's (/proc/<pid>/root),
+// the agent's, and cmd/sandboxd's (FilesHost: the agent's to /tmp, the host's to the
+// workspace).
+var tmpWays = []string{"host", "agent", "sandboxd"}
+
+// newTmpEnv is an agentEnv whose file API, on way, reaches the sandbox's /tmp when tmp
+// is set.
+func newTmpEnv(t *testing.T, tmp bool, way string) agentEnv {
 	t.Helper()
 	ps := testProfiles(t, profile.Agents{Default: profile.Spec{FilesTmp: &tmp}})
 	return newAgentEnv(t, func(c *lifecycle.Config) {
 		rt := c.Runtime.(*docker.Runtime)
-		c.Files = hostfiles.New(hostfiles.Config{
+		host := hostfiles.New(hostfiles.Config{
 			Open:       rt.OpenWorkspace,
 			OpenTmp:    rt.OpenTmp,
 			MountPoint: ps.WorkspaceMount,
@@ -31,11 +37,30 @@ func newTmpEnv(t *testing.T, tmp bool) agentEnv {
 				return &hostfiles.Owner{UID: uid, GID: gid}
 			},
 		})
+		switch way {
+		case "host":
+			c.Files = host
+		case "agent":
+			c.Files = rt.Files(noHost{t}, docker.FilesAgent)
+		default:
+			c.Files = rt.Files(host, docker.FilesHost)
+		}
 	}, func(c *docker.Config) { c.Profiles = ps })
 }
 
+// forEachTmpWay runs f once per way to /tmp.
+func forEachTmpWay(t *testing.T, f func(t *testing.T, way string)) {
+	for _, way := range tmpWays {
+		t.Run(way, func(t *testing.T) { f(t, way) })
+	}
+}
+
 func TestFilesReachTheSandboxTmpWhenTheProfileSaysSo(t *testing.T) {
-	a := newTmpEnv(t, true)
+	forEachTmpWay(t, testFilesReachTheSandboxTmp)
+}
+
+func testFilesReachTheSandboxTmp(t *testing.T, way string) {
+	a := newTmpEnv(t, true, way)
 	ctx := context.Background()
 	chat := a.session.ChatID
 
@@ -71,7 +96,11 @@ func TestFilesReachTheSandboxTmpWhenTheProfileSaysSo(t *testing.T) {
 }
 
 func TestLinksPlantedInTmpLeadNowhere(t *testing.T) {
-	a := newTmpEnv(t, true)
+	forEachTmpWay(t, testLinksPlantedInTmpLeadNowhere)
+}
+
+func testLinksPlantedInTmpLeadNowhere(t *testing.T, way string) {
+	a := newTmpEnv(t, true, way)
 	ctx := context.Background()
 	chat := a.session.ChatID
 	a.sh(t, "ln -s / /tmp/root && ln -s /etc/passwd /tmp/pw && ln -s ../workspace /tmp/ws && ln -s ../etc /tmp/up")
@@ -100,7 +129,11 @@ func TestLinksPlantedInTmpLeadNowhere(t *testing.T) {
 }
 
 func TestTmpIsClosedUnlessTheProfileOpensIt(t *testing.T) {
-	a := newTmpEnv(t, false)
+	forEachTmpWay(t, testTmpIsClosedUnlessTheProfileOpensIt)
+}
+
+func testTmpIsClosedUnlessTheProfileOpensIt(t *testing.T, way string) {
+	a := newTmpEnv(t, false, way)
 	a.sh(t, "echo secret > /tmp/s")
 	if _, _, err := a.svc.OpenFile(context.Background(), a.session.ChatID, "/tmp/s"); !errors.Is(err, sandbox.ErrInvalid) {
 		t.Fatalf("OpenFile /tmp/s with a profile that gives no /tmp: err = %v, want ErrInvalid", err)

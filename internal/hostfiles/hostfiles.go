@@ -1,7 +1,8 @@
 // Package hostfiles provides the lifecycle's Files port on the host side of a sandbox's
 // workspace bind mount, and of its /tmp where the profile allows it. Every access goes
 // through an os.Root opened on the workspace folder (or the sandbox's /tmp), so no path and
-// no symlink (even one the sandbox planted a moment ago) can lead outside it.
+// no symlink (even one the sandbox planted a moment ago) can lead outside it; the work
+// inside that root is package rootfiles', which the in-sandbox agent does too.
 package hostfiles
 
 import (
@@ -12,12 +13,9 @@ import (
 	"io/fs"
 	"os"
 	"path"
-	"strings"
-	"syscall"
-
-	"github.com/google/uuid"
 
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
+	"github.com/sandboxd/sandboxd/internal/rootfiles"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 )
 
@@ -25,7 +23,7 @@ var _ lifecycle.Files = (*Files)(nil)
 
 // Owner is the user that files written for a sandbox belong to, so that the sandbox's
 // non-root user can change them.
-type Owner struct{ UID, GID int }
+type Owner = rootfiles.Owner
 
 // Config says, per agent, where the workspace is mounted in the sandbox (so that paths
 // like /workspace/a.txt are understood; default /workspace) and whom written files
@@ -62,72 +60,11 @@ func (f *Files) WriteFile(ctx context.Context, s sandbox.Session, name string, r
 		return lifecycle.FileInfo{}, err
 	}
 	defer root.Close()
-	if rel == "." {
-		return lifecycle.FileInfo{}, fmt.Errorf("hostfiles: %q names a folder: %w", name, sandbox.ErrInvalid)
-	}
-	owner := f.owner(s)
-	if dir := path.Dir(rel); dir != "." {
-		// The folders this write makes go to the owner; those that were there keep
-		// theirs (a folder the sandbox may not change must stay so).
-		var made []string
-		for d := dir; d != "."; d = path.Dir(d) {
-			if _, err := root.Lstat(d); errors.Is(err, fs.ErrNotExist) {
-				made = append(made, d)
-			}
-		}
-		if err := root.MkdirAll(dir, 0o755); err != nil {
-			return lifecycle.FileInfo{}, mapErr("make folder", dir, err)
-		}
-		if owner != nil {
-			for _, d := range made {
-				if err := root.Lchown(d, owner.UID, owner.GID); err != nil {
-					// A folder the sandbox's user cannot change would fail its next
-					// write: fail this one, and remove what it made (deepest first; a
-					// folder something was put in meanwhile stays).
-					for _, d := range made {
-						_ = root.Remove(d)
-					}
-					return lifecycle.FileInfo{}, fmt.Errorf("hostfiles: chown folder %q: %w", d, err)
-				}
-			}
-		}
-	}
-	tmp := path.Join(path.Dir(rel), ".sandboxd-upload-"+uuid.NewString())
-	out, err := root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	st, err := rootfiles.Write(root, rel, r, maxBytes, f.owner(s))
 	if err != nil {
-		return lifecycle.FileInfo{}, mapErr("create", rel, err)
+		return lifecycle.FileInfo{}, Err(err)
 	}
-	committed := false
-	defer func() {
-		if !committed {
-			_ = out.Close()
-			_ = root.Remove(tmp)
-		}
-	}()
-	n, err := io.Copy(out, io.LimitReader(r, maxBytes+1))
-	if err != nil {
-		return lifecycle.FileInfo{}, mapErr("write", name, err)
-	}
-	if n > maxBytes {
-		return lifecycle.FileInfo{}, fmt.Errorf("hostfiles: %q is over the limit of %d bytes: %w", name, maxBytes, sandbox.ErrTooLarge)
-	}
-	if owner != nil {
-		if err := out.Chown(owner.UID, owner.GID); err != nil {
-			return lifecycle.FileInfo{}, fmt.Errorf("hostfiles: chown %q: %w", name, err)
-		}
-	}
-	if err := out.Close(); err != nil {
-		return lifecycle.FileInfo{}, mapErr("write", name, err)
-	}
-	if err := root.Rename(tmp, rel); err != nil {
-		return lifecycle.FileInfo{}, mapErr("rename", rel, err)
-	}
-	committed = true
-	st, err := root.Lstat(rel)
-	if err != nil {
-		return lifecycle.FileInfo{}, mapErr("stat", rel, err)
-	}
-	return info(area, rel, st), nil
+	return Info(area, rel, st), nil
 }
 
 // OpenFile opens the regular file name for reading. Folders, devices and pipes are
@@ -138,21 +75,11 @@ func (f *Files) OpenFile(ctx context.Context, s sandbox.Session, name string) (i
 		return nil, lifecycle.FileInfo{}, err
 	}
 	defer root.Close()
-	// O_NONBLOCK: a pipe planted by the sandbox must not hang the reader.
-	file, err := root.OpenFile(rel, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	file, st, err := rootfiles.Open(root, rel)
 	if err != nil {
-		return nil, lifecycle.FileInfo{}, mapErr("open", rel, err)
+		return nil, lifecycle.FileInfo{}, Err(err)
 	}
-	st, err := file.Stat()
-	if err != nil {
-		_ = file.Close()
-		return nil, lifecycle.FileInfo{}, fmt.Errorf("hostfiles: stat %q: %w", name, err)
-	}
-	if !st.Mode().IsRegular() {
-		_ = file.Close()
-		return nil, lifecycle.FileInfo{}, fmt.Errorf("hostfiles: %q is not a regular file (%s): %w", name, st.Mode().Type(), sandbox.ErrInvalid)
-	}
-	return file, info(area, rel, st), nil
+	return file, Info(area, rel, st), nil
 }
 
 // ListDir lists the folder name ("" or "." for the workspace itself). Anything but a
@@ -164,97 +91,47 @@ func (f *Files) ListDir(ctx context.Context, s sandbox.Session, name string) ([]
 		return nil, err
 	}
 	defer root.Close()
-	// O_DIRECTORY: anything else, such as a pipe the sandbox planted (whose open would
-	// block until a writer came), is refused by the open itself.
-	dir, err := root.OpenFile(rel, os.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NONBLOCK, 0)
+	entries, err := rootfiles.List(root, rel)
 	if err != nil {
-		return nil, mapErr("open", rel, err)
+		return nil, Err(err)
 	}
-	defer dir.Close()
-	var out []lifecycle.FileInfo
-	for {
-		entries, err := dir.ReadDir(1024)
-		for _, e := range entries {
-			st, err := e.Info()
-			if err != nil {
-				continue // vanished meanwhile
-			}
-			out = append(out, info(area, path.Join(rel, e.Name()), st))
-		}
-		if len(out) > MaxListEntries {
-			return nil, fmt.Errorf("hostfiles: folder %q has more than %d entries, too many to list: %w", name, MaxListEntries, sandbox.ErrInvalid)
-		}
-		switch {
-		case errors.Is(err, io.EOF):
-			return out, nil
-		case err != nil:
-			return nil, fmt.Errorf("hostfiles: list %q: %w: %w", name, err, sandbox.ErrInvalid)
-		}
+	out := make([]lifecycle.FileInfo, len(entries))
+	for i, st := range entries {
+		out[i] = Info(area, path.Join(rel, st.Name()), st)
 	}
+	return out, nil
 }
 
 // MaxListEntries bounds what ListDir holds in memory: a sandbox can fill a folder with
 // millions of names, and the listing must not make sandboxd hold them all.
-const MaxListEntries = 10000
-
-// tmpArea is how paths in the sandbox's /tmp are named, and shown in FileInfo.Path.
-const tmpArea = "/tmp"
+const MaxListEntries = rootfiles.MaxListEntries
 
 // open resolves a client's path to the folder it lies in, opened as an os.Root, and the
 // path relative to it; area is "" for the workspace (whose infos carry relative paths)
-// or tmpArea.
+// or rootfiles.TmpArea.
 func (f *Files) open(ctx context.Context, s sandbox.Session, name string) (root *os.Root, rel, area string, err error) {
-	rel, area, err = f.relative(s, name)
+	rel, tmp, err := rootfiles.Resolve(name, f.mount(s), f.cfg.OpenTmp != nil)
 	if err != nil {
-		return nil, "", "", err
+		return nil, "", "", Err(err)
 	}
-	if area == tmpArea {
+	if tmp {
 		if root, err = f.cfg.OpenTmp(ctx, s); err != nil {
 			return nil, "", "", fmt.Errorf("hostfiles: open /tmp of %s: %w", s.ID, err)
 		}
-		return root, rel, area, nil
+		return root, rel, rootfiles.TmpArea, nil
 	}
 	root, err = f.openRoot(s)
-	return root, rel, area, err
+	return root, rel, "", err
 }
 
-// relative turns a client's path into one relative to the workspace root, or to the
-// sandbox's /tmp (area tmpArea).
-func (f *Files) relative(s sandbox.Session, name string) (rel, area string, err error) {
-	if strings.ContainsRune(name, 0) {
-		return "", "", fmt.Errorf("hostfiles: path contains NUL: %w", sandbox.ErrInvalid)
-	}
-	mount := "/workspace"
+// mount is where the workspace of s is mounted in its sandbox.
+func (f *Files) mount(s sandbox.Session) string {
 	if f.cfg.MountPoint != nil {
 		if m := f.cfg.MountPoint(s.AgentID); m != "" {
-			mount = path.Clean(m)
+			return m
 		}
 	}
-	p := name
-	switch {
-	case p == mount:
-		p = "."
-	case strings.HasPrefix(p, mount+"/"):
-		p = strings.TrimPrefix(p, mount+"/")
-	case f.cfg.OpenTmp != nil && (p == tmpArea || strings.HasPrefix(p, tmpArea+"/")):
-		p, area = strings.TrimPrefix(strings.TrimPrefix(p, tmpArea), "/"), tmpArea
-	default:
-		p = strings.TrimPrefix(p, "/")
-	}
-	if p == "" {
-		p = "."
-	}
-	// Refuse rather than clean away "..": a client asking for it is wrong.
-	for _, part := range strings.Split(p, "/") {
-		if part == ".." {
-			return "", "", fmt.Errorf("hostfiles: path %q leaves the workspace: %w", name, sandbox.ErrInvalid)
-		}
-	}
-	p = path.Clean(p)
-	if !fs.ValidPath(p) {
-		return "", "", fmt.Errorf("hostfiles: path %q is not valid: %w", name, sandbox.ErrInvalid)
-	}
-	return p, area, nil
+	return "/workspace"
 }
 
 func (f *Files) owner(s sandbox.Session) *Owner {
@@ -279,25 +156,24 @@ func (f *Files) openRoot(s sandbox.Session) (*os.Root, error) {
 	return root, nil
 }
 
-// mapErr translates what os.Root says into the domain's errors.
-func mapErr(op, name string, err error) error {
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return fmt.Errorf("hostfiles: %s %q: %w", op, name, sandbox.ErrNotFound)
-	case errors.Is(err, syscall.ELOOP), errors.Is(err, syscall.ENOTDIR), errors.Is(err, syscall.EISDIR),
-		strings.Contains(err.Error(), "path escapes"):
-		// os.Root refuses symlinks out of the workspace with an unexported error.
-		return fmt.Errorf("hostfiles: %s %q: %v: %w", op, name, err, sandbox.ErrInvalid)
-	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
-		// The volume, or the workspace's own file system at its quota, is full; the
-		// partial file is removed.
-		return fmt.Errorf("hostfiles: %s %q: the workspace is full: %w", op, name, sandbox.ErrFull)
+// Err translates an error of package rootfiles into the domain's: its kind becomes the
+// matching sentinel of package sandbox; any other error stays as it is.
+func Err(err error) error {
+	for _, k := range []struct{ from, to error }{
+		{rootfiles.ErrNotFound, sandbox.ErrNotFound},
+		{rootfiles.ErrInvalid, sandbox.ErrInvalid},
+		{rootfiles.ErrTooLarge, sandbox.ErrTooLarge},
+		{rootfiles.ErrFull, sandbox.ErrFull},
+	} {
+		if errors.Is(err, k.from) {
+			return fmt.Errorf("hostfiles: %w: %w", err, k.to)
+		}
 	}
-	return fmt.Errorf("hostfiles: %s %q: %w", op, name, err)
+	return fmt.Errorf("hostfiles: %w", err)
 }
 
-// info describes the entry at rel of area: workspace paths stay relative, /tmp ones are
-// shown in full.
-func info(area, rel string, st fs.FileInfo) lifecycle.FileInfo {
+// Info describes the entry at rel of area ("" or rootfiles.TmpArea): workspace paths
+// stay relative, /tmp ones are shown in full.
+func Info(area, rel string, st fs.FileInfo) lifecycle.FileInfo {
 	return lifecycle.FileInfo{Path: path.Join(area, rel), Size: st.Size(), Mode: st.Mode(), ModTime: st.ModTime().UTC()}
 }

@@ -1,205 +1,45 @@
 package hostfiles_test
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
 	"errors"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/google/uuid"
 
 	"github.com/sandboxd/sandboxd/internal/hostfiles"
+	"github.com/sandboxd/sandboxd/internal/lifecycletest"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 	"github.com/sandboxd/sandboxd/internal/workspace"
 )
 
-func setup(t *testing.T) (*hostfiles.Files, sandbox.Session, string) {
-	t.Helper()
-	ws := filepath.Join(t.TempDir(), "ws")
-	if err := os.Mkdir(ws, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	s := sandbox.Session{ID: uuid.New(), ChatID: uuid.New(), VolumeHostPath: ws, AgentID: "a"}
-	return hostfiles.New(hostfiles.Config{}), s, ws
-}
-
-func TestBinaryRoundTrip(t *testing.T) {
-	f, s, ws := setup(t)
-	data := make([]byte, 1<<20+7)
-	if _, err := rand.Read(data); err != nil {
-		t.Fatal(err)
-	}
-	fi, err := f.WriteFile(context.Background(), s, "/workspace/deep/er/blob.bin", bytes.NewReader(data), 2<<20)
-	if err != nil {
-		t.Fatalf("WriteFile: %v", err)
-	}
-	if fi.Path != "deep/er/blob.bin" || fi.Size != int64(len(data)) {
-		t.Fatalf("info = %+v", fi)
-	}
-	onDisk, err := os.ReadFile(filepath.Join(ws, "deep/er/blob.bin"))
-	if err != nil || !bytes.Equal(onDisk, data) {
-		t.Fatalf("file on disk differs (err %v)", err)
-	}
-	rc, fi2, err := f.OpenFile(context.Background(), s, "deep/er/blob.bin")
-	if err != nil {
-		t.Fatalf("OpenFile: %v", err)
-	}
-	defer rc.Close()
-	got, err := io.ReadAll(rc)
-	if err != nil || !bytes.Equal(got, data) || fi2.Size != int64(len(data)) {
-		t.Fatalf("read back %d bytes (err %v), want %d", len(got), err, len(data))
-	}
-	list, err := f.ListDir(context.Background(), s, "/workspace/deep/er")
-	if err != nil || len(list) != 1 || list[0].Path != "deep/er/blob.bin" {
-		t.Fatalf("ListDir = %+v, %v", list, err)
-	}
-	top, err := f.ListDir(context.Background(), s, "")
-	if err != nil || len(top) != 1 || top[0].Path != "deep" || !top[0].Mode.IsDir() {
-		t.Fatalf("ListDir of the workspace = %+v, %v", top, err)
-	}
-}
-
-func TestOverTheLimitLeavesNothing(t *testing.T) {
-	f, s, ws := setup(t)
-	_, err := f.WriteFile(context.Background(), s, "big", strings.NewReader(strings.Repeat("x", 101)), 100)
-	if !errors.Is(err, sandbox.ErrTooLarge) {
-		t.Fatalf("err = %v, want ErrTooLarge", err)
-	}
-	entries, _ := os.ReadDir(ws)
-	if len(entries) != 0 {
-		t.Fatalf("workspace holds %v after a refused write", entries)
-	}
-	// Exactly the limit is fine.
-	if _, err := f.WriteFile(context.Background(), s, "ok", strings.NewReader(strings.Repeat("x", 100)), 100); err != nil {
-		t.Fatalf("write of exactly the limit: %v", err)
-	}
-}
-
-func TestEscapesAreRefused(t *testing.T) {
-	f, s, ws := setup(t)
-	outside := filepath.Join(filepath.Dir(ws), "outside")
-	if err := os.Mkdir(outside, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(outside, "secret"), []byte("s"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	// What a sandbox could plant in its own workspace.
-	must(t, os.Symlink("/", filepath.Join(ws, "x")))
-	must(t, os.Symlink(outside, filepath.Join(ws, "out")))
-	must(t, os.Symlink(filepath.Join(outside, "secret"), filepath.Join(ws, "link-to-secret")))
-	must(t, os.Symlink("../outside/new", filepath.Join(ws, "dangling-out")))
-	must(t, syscall.Mkfifo(filepath.Join(ws, "fifo"), 0o600))
-
-	ctx := context.Background()
-	for _, p := range []string{"x/etc/passwd", "out/secret", "link-to-secret", "../outside/secret", "/workspace/../outside/secret", "a\x00b", "fifo", "x"} {
-		if rc, _, err := f.OpenFile(ctx, s, p); !errors.Is(err, sandbox.ErrInvalid) {
-			if rc != nil {
-				rc.Close()
-			}
-			t.Errorf("OpenFile(%q): err = %v, want ErrInvalid", p, err)
-		}
-	}
-	for _, p := range []string{"x/tmp/evil", "out/evil", "out/sub/evil", "../outside/evil", "/workspace/../outside/evil"} {
-		if _, err := f.WriteFile(ctx, s, p, strings.NewReader("evil"), 100); !errors.Is(err, sandbox.ErrInvalid) {
-			t.Errorf("WriteFile(%q): err = %v, want ErrInvalid", p, err)
-		}
-	}
-	for _, p := range []string{"x", "out", "../outside"} {
-		if _, err := f.ListDir(ctx, s, p); !errors.Is(err, sandbox.ErrInvalid) {
-			t.Errorf("ListDir(%q): err = %v, want ErrInvalid", p, err)
-		}
-	}
-	// Writing to the name of a planted link replaces the link itself, never its target.
-	for _, p := range []string{"link-to-secret", "dangling-out"} {
-		if _, err := f.WriteFile(ctx, s, p, strings.NewReader("mine"), 100); err != nil {
-			t.Errorf("WriteFile(%q): %v", p, err)
-		}
-		st, err := os.Lstat(filepath.Join(ws, p))
-		if err != nil || !st.Mode().IsRegular() {
-			t.Errorf("%s is not a regular file in the workspace after the write (%v)", p, err)
-		}
-	}
-	if b, _ := os.ReadFile(filepath.Join(outside, "secret")); string(b) != "s" {
-		t.Fatal("the file outside the workspace was changed")
-	}
-	for _, p := range []string{"evil", "new"} {
-		if _, err := os.Stat(filepath.Join(outside, p)); !errors.Is(err, os.ErrNotExist) {
-			t.Errorf("a file %q was made outside the workspace", p)
-		}
-	}
-	if _, err := os.Stat("/tmp/evil"); err == nil {
-		t.Error("/tmp/evil was written through the planted symlink")
-	}
-}
-
-func TestMissingFileIsNotFound(t *testing.T) {
-	f, s, _ := setup(t)
-	if _, _, err := f.OpenFile(context.Background(), s, "nope"); !errors.Is(err, sandbox.ErrNotFound) {
-		t.Fatalf("err = %v, want ErrNotFound", err)
-	}
-}
-
-func TestWrittenFilesBelongToTheSandboxUser(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("chown needs root")
-	}
-	ws := t.TempDir()
-	s := sandbox.Session{ID: uuid.New(), VolumeHostPath: ws}
-	f := hostfiles.New(hostfiles.Config{Owner: func(string) *hostfiles.Owner { return &hostfiles.Owner{UID: 1000, GID: 1000} }})
-	if _, err := f.WriteFile(context.Background(), s, "d/f", strings.NewReader("x"), 10); err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range []string{"d", "d/f"} {
-		st, err := os.Stat(filepath.Join(ws, p))
-		if err != nil {
+// The conformance suite of the file API, on the host: a workspace folder of its own per
+// test, files given to the sandbox's user when the test may chown.
+func TestFilesConformance(t *testing.T) {
+	lifecycletest.TestFiles(t, func(t *testing.T) lifecycletest.FilesFixture {
+		ws := filepath.Join(t.TempDir(), "ws")
+		if err := os.Mkdir(ws, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		if sys := st.Sys().(*syscall.Stat_t); sys.Uid != 1000 || sys.Gid != 1000 {
-			t.Errorf("%s owned by %d:%d, want 1000:1000", p, sys.Uid, sys.Gid)
+		cfg, uid := hostfiles.Config{}, -1
+		if os.Geteuid() == 0 {
+			cfg.Owner = func(string) *hostfiles.Owner { return &hostfiles.Owner{UID: 1000, GID: 1000} }
+			uid = 1000
 		}
-	}
+		s := sandbox.Session{ID: uuid.New(), ChatID: uuid.New(), VolumeHostPath: ws, AgentID: "a"}
+		return lifecycletest.FilesFixture{Files: hostfiles.New(cfg), Session: s, Dir: ws, UID: uid}
+	})
 }
 
 func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
-	}
-}
-
-// A sandbox can plant a named pipe where a folder is expected: listing it must be refused
-// at once, not block sandboxd until some writer opens the pipe.
-func TestListingAPipeDoesNotHang(t *testing.T) {
-	f, s, ws := setup(t)
-	fifo := filepath.Join(ws, "fifo")
-	must(t, syscall.Mkfifo(fifo, 0o600))
-	done := make(chan error, 1)
-	go func() {
-		_, err := f.ListDir(context.Background(), s, "fifo")
-		done <- err
-	}()
-	select {
-	case err := <-done:
-		if !errors.Is(err, sandbox.ErrInvalid) {
-			t.Fatalf("ListDir of a pipe: err = %v, want ErrInvalid", err)
-		}
-	case <-time.After(5 * time.Second):
-		// Free the blocked open before failing, so the test ends.
-		if w, err := os.OpenFile(fifo, os.O_WRONLY, 0); err == nil {
-			w.Close()
-		}
-		<-done
-		t.Fatal("ListDir of a pipe blocked until a writer came")
 	}
 }
 
@@ -265,27 +105,6 @@ func TestUploadKeepsTheOwnerOfExistingFolders(t *testing.T) {
 		if sys := st.Sys().(*syscall.Stat_t); sys.Uid != want || sys.Gid != want {
 			t.Errorf("%s owned by %d:%d, want %d:%d", p, sys.Uid, sys.Gid, want, want)
 		}
-	}
-}
-
-// A sandbox can fill a folder with more names than sandboxd should hold in memory: the
-// listing is refused past MaxListEntries, and an empty folder is an empty list.
-func TestListingIsBounded(t *testing.T) {
-	f, s, ws := setup(t)
-	must(t, os.Mkdir(filepath.Join(ws, "many"), 0o700))
-	must(t, os.Mkdir(filepath.Join(ws, "empty"), 0o700))
-	for i := range hostfiles.MaxListEntries + 1 {
-		must(t, os.WriteFile(filepath.Join(ws, "many", strconv.Itoa(i)), nil, 0o600))
-	}
-	if list, err := f.ListDir(context.Background(), s, "many"); !errors.Is(err, sandbox.ErrInvalid) {
-		t.Fatalf("ListDir of %d entries: %d listed, err = %v, want ErrInvalid", hostfiles.MaxListEntries+1, len(list), err)
-	}
-	must(t, os.Remove(filepath.Join(ws, "many", "0")))
-	if list, err := f.ListDir(context.Background(), s, "many"); err != nil || len(list) != hostfiles.MaxListEntries {
-		t.Fatalf("ListDir of exactly the limit: %d listed, err = %v", len(list), err)
-	}
-	if list, err := f.ListDir(context.Background(), s, "empty"); err != nil || len(list) != 0 {
-		t.Fatalf("ListDir of an empty folder = %v, %v", list, err)
 	}
 }
 
