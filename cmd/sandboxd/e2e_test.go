@@ -147,6 +147,28 @@ func (w *world) running(id string) bool {
 
 func newChat() string { return uuid.NewString() }
 
+// oneSession makes n creates of chat at once, spread over apis, and returns the one
+// session they all answer (it fails the test when they answer several, or an error).
+func oneSession(t *testing.T, chat string, n int, apis ...*client.Client) string {
+	t.Helper()
+	sessions := make([]string, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			s, _, err := apis[i%len(apis)].Create(context.Background(), chat, client.CreateBody{})
+			sessions[i], errs[i] = s.SessionID, err
+		})
+	}
+	wg.Wait()
+	for i := range n {
+		if errs[i] != nil || sessions[i] != sessions[0] {
+			t.Fatalf("create %d: session %s, %v; create 0: %s", i, sessions[i], errs[i], sessions[0])
+		}
+	}
+	return sessions[0]
+}
+
 // The cycle a client goes through: create, reuse, conflict, replace after expiry, delete.
 func TestCreateReuseConflictReplaceDelete(t *testing.T) {
 	t.Parallel()
@@ -416,26 +438,7 @@ func TestPostgresReplicas(t *testing.T) {
 	a, b := w.start(), w.start()
 	chat := newChat()
 
-	const n = 20
-	sessions := make([]string, n)
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		api := a.api
-		if i%2 == 1 {
-			api = b.api
-		}
-		wg.Go(func() {
-			s, _, err := api.Create(context.Background(), chat, client.CreateBody{})
-			sessions[i], errs[i] = s.SessionID, err
-		})
-	}
-	wg.Wait()
-	for i := range n {
-		if errs[i] != nil || sessions[i] != sessions[0] {
-			t.Fatalf("create %d: session %s, %v; create 0: %s", i, sessions[i], errs[i], sessions[0])
-		}
-	}
+	sessions := []string{oneSession(t, chat, 20, a.api, b.api)}
 	if ids := w.labelled(); len(ids) != 1 {
 		t.Errorf("containers %v, want one", ids)
 	}

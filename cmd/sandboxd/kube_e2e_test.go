@@ -6,7 +6,6 @@ import (
 	"errors"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -160,26 +159,7 @@ func TestKubernetesPostgresReplicas(t *testing.T) {
 	defer a.stop(syscall.SIGTERM)
 	defer b.stop(syscall.SIGTERM)
 	chat := newChat()
-	const n = 20
-	sessions := make([]string, n)
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		api := a.api
-		if i%2 == 1 {
-			api = b.api
-		}
-		wg.Go(func() {
-			s, _, err := api.Create(context.Background(), chat, client.CreateBody{})
-			sessions[i], errs[i] = s.SessionID, err
-		})
-	}
-	wg.Wait()
-	for i := range n {
-		if errs[i] != nil || sessions[i] != sessions[0] {
-			t.Fatalf("create %d: session %s, %v; create 0: %s", i, sessions[i], errs[i], sessions[0])
-		}
-	}
+	oneSession(t, chat, 20, a.api, b.api)
 	if pods := w.pods(); len(pods) != 1 {
 		t.Errorf("pods %v, want one", pods)
 	}

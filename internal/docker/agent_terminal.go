@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sandboxd/sandboxd/internal/agentproto"
+	"github.com/sandboxd/sandboxd/internal/execwrap"
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 )
@@ -24,7 +25,7 @@ import (
 func (c *agentConn) terminal(ctx context.Context, t lifecycle.TerminalIO, size lifecycle.TermSize, env []string) (int, error) {
 	id, st := c.open(0)
 	defer c.closeStream(id, st)
-	p, err := json.Marshal(agentproto.PTYMsg{Argv: []string{Shell}, Env: env, Dir: c.workdir,
+	p, err := json.Marshal(agentproto.PTYMsg{Argv: []string{execwrap.Shell}, Env: env, Dir: c.workdir,
 		Cols: min(size.Cols, agentproto.MaxTermSide), Rows: min(size.Rows, agentproto.MaxTermSide)})
 	if err != nil {
 		return -1, fmt.Errorf("docker: terminal in %s: %w", c.containerID, err)

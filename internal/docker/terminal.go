@@ -16,16 +16,7 @@ import (
 
 var _ lifecycle.Terminals = (*Runtime)(nil)
 
-// Shell is the program a terminal runs, and TermEnv the terminal type it is told.
-const (
-	Shell   = "/bin/sh"
-	TermEnv = "xterm-256color"
-)
-
-// defaultTermSize is a terminal's size when the caller gives none.
-var defaultTermSize = lifecycle.TermSize{Cols: 80, Rows: 24}
-
-// Terminal runs Shell as the sandbox's user in its workspace on a pseudo-terminal until it
+// Terminal runs execwrap.Shell as the sandbox's user in its workspace on a pseudo-terminal until it
 // exits, and returns its exit code. What t.Stdin gives is typed into it once the shell has
 // started; t.Resize resizes it. When ctx ends first, or the output cannot be delivered,
 // the shell and everything it started are killed before Terminal returns. A container
@@ -42,9 +33,9 @@ var defaultTermSize = lifecycle.TermSize{Cols: 80, Rows: 24}
 func (r *Runtime) Terminal(ctx context.Context, containerID string, t lifecycle.TerminalIO) (int, error) {
 	size := t.Size
 	if size.Cols == 0 || size.Rows == 0 {
-		size = defaultTermSize
+		size = lifecycle.DefaultTermSize
 	}
-	termEnv := map[string]string{"TERM": TermEnv}
+	termEnv := map[string]string{"TERM": execwrap.TermEnv}
 	if r.agents != nil {
 		env, err := execwrap.Env(termEnv)
 		if err != nil {
@@ -78,7 +69,7 @@ func (r *Runtime) Terminal(ctx context.Context, containerID string, t lifecycle.
 		AttachStdin:  true,
 		AttachStdout: true,
 		AttachStderr: true,
-		Cmd:          []string{"/bin/sh", "-c", execwrap.Wrapper, "sandboxd-exec", Shell},
+		Cmd:          []string{"/bin/sh", "-c", execwrap.Wrapper, "sandboxd-exec", execwrap.Shell},
 	})
 	if err != nil {
 		return -1, execError(containerID, err)

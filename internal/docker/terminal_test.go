@@ -11,6 +11,7 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
 	"github.com/sandboxd/sandboxd/internal/docker"
+	"github.com/sandboxd/sandboxd/internal/execwrap"
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
 	"github.com/sandboxd/sandboxd/internal/profile"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
@@ -115,7 +116,7 @@ func (s *term) end() termEnd {
 // hasLiveShell says whether ps (pid, stat, args) shows a live terminal's shell.
 func hasLiveShell(ps string) bool {
 	for _, line := range strings.Split(ps, "\n") {
-		if f := strings.Fields(line); len(f) == 3 && !strings.HasPrefix(f[1], "Z") && f[2] == docker.Shell {
+		if f := strings.Fields(line); len(f) == 3 && !strings.HasPrefix(f[1], "Z") && f[2] == execwrap.Shell {
 			return true
 		}
 	}

@@ -56,6 +56,13 @@ command -v "$1" >/dev/null 2>&1 || { echo "` + HeaderNotFound + `"; exit 127; }
 echo "$$ $st"
 exec "$@"`
 
+// Shell is the program a terminal runs (through Wrapper), and TermEnv the terminal type
+// it is told, on every runtime.
+const (
+	Shell   = "/bin/sh"
+	TermEnv = "xterm-256color"
+)
+
 // TokenVar is the environment variable that carries a command's kill token. A
 // request may not set it.
 const TokenVar = agentproto.TokenVar // the in-sandbox agent's too

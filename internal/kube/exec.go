@@ -91,6 +91,14 @@ func (r *Runtime) Exec(ctx context.Context, podName string, cmd lifecycle.ExecCo
 	streamed := make(chan error, 1)
 	go func() { streamed <- r.stream(sctx, podName, argv, cmd.Stdin, header, orDiscard(cmd.Stderr)) }()
 
+	return r.await(ctx, podName, token, header, streamed, cancel)
+}
+
+// await waits for the command whose stream reports on streamed (and whose wrapper on
+// header) and returns its exit code. When ctx ends first, or the stream fails, it kills the
+// command and what it started (cancelling the stream once the kill is done) and returns
+// why.
+func (r *Runtime) await(ctx context.Context, podName, token string, header *execwrap.HeaderWriter, streamed <-chan error, cancel context.CancelFunc) (int, error) {
 	select {
 	case err := <-streamed:
 		code, ended := exitCode(err)

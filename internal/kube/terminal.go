@@ -3,7 +3,6 @@ package kube
 import (
 	"context"
 	"crypto/rand"
-	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -19,16 +18,7 @@ import (
 
 var _ lifecycle.Terminals = (*Runtime)(nil)
 
-// Shell is the program a terminal runs, and TermEnv the terminal type it is told.
-const (
-	Shell   = "/bin/sh"
-	TermEnv = "xterm-256color"
-)
-
-// defaultTermSize is a terminal's size when the caller gives none.
-var defaultTermSize = lifecycle.TermSize{Cols: 80, Rows: 24}
-
-// Terminal runs Shell as the sandbox's user in its workspace on a pseudo-terminal (the
+// Terminal runs execwrap.Shell as the sandbox's user in its workspace on a pseudo-terminal (the
 // pods/exec subresource with a TTY) until it exits, and returns its exit code. What
 // t.Stdin gives is typed into it once the shell has started; t.Resize resizes it. Like
 // Exec it runs through the wrapper of package execwrap, so when ctx ends first, or the
@@ -46,13 +36,13 @@ func (r *Runtime) Terminal(ctx context.Context, podName string, t lifecycle.Term
 		return -1, fmt.Errorf("kube: terminal in %s: not running: %w", podName, sandbox.ErrNotFound)
 	}
 	token := rand.Text()
-	env := []string{"TERM=" + TermEnv, execwrap.TokenVar + "=" + token}
+	env := []string{"TERM=" + execwrap.TermEnv, execwrap.TokenVar + "=" + token}
 	argv := append([]string{"/bin/sh", "-c", execPrelude + execwrap.Wrapper, "sandboxd-exec", workingDir(pod), strconv.Itoa(len(env))}, env...)
-	argv = append(argv, Shell)
+	argv = append(argv, execwrap.Shell)
 
 	size := t.Size
 	if size.Cols == 0 || size.Rows == 0 {
-		size = defaultTermSize
+		size = lifecycle.DefaultTermSize
 	}
 	done := make(chan struct{})
 	defer close(done)
@@ -91,22 +81,7 @@ func (r *Runtime) Terminal(ctx context.Context, podName string, t lifecycle.Term
 		typed.Close() // ends the stream's copy of what is typed with EOF
 		streamed <- err
 	}()
-	select {
-	case err := <-streamed:
-		code, ended := exitCode(err)
-		switch {
-		case ctx.Err() != nil:
-			return -1, errors.Join(ctx.Err(), r.kill(podName, token, header, nil))
-		case !ended:
-			err = r.streamError(ctx, podName, err)
-			return -1, errors.Join(err, r.kill(podName, token, header, nil))
-		}
-		return finished(podName, code, header)
-	case <-ctx.Done():
-		err := r.kill(podName, token, header, streamed)
-		cancel()
-		return -1, errors.Join(ctx.Err(), err)
-	}
+	return r.await(ctx, podName, token, header, streamed, cancel)
 }
 
 // sizeQueue gives the terminal its first size, then the later ones, until done.

@@ -230,6 +230,9 @@ type Files interface {
 // TermSize is a terminal's size in character cells.
 type TermSize struct{ Cols, Rows uint16 }
 
+// DefaultTermSize is a terminal's size when the caller gives none.
+var DefaultTermSize = TermSize{Cols: 80, Rows: 24}
+
 // TerminalIO is what an interactive session reads and writes.
 type TerminalIO struct {
 	Stdin  io.Reader       // what is typed; an error or EOF from it does not end the session
