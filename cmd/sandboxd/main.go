@@ -296,7 +296,7 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 		Sandboxes: svc,
 		Events:    events,
 		Usage:     usageOf(srt.docker),
-		Pools:     poolsOf(srt.docker),
+		Pools:     srt.poolFill,
 		ProfileOf: func(agentID string) string {
 			if agentID != "" && profiles.Listed(agentID) {
 				return agentID
@@ -345,20 +345,6 @@ func usageOf(rt *docker.Runtime) func(ctx context.Context, containerID string) (
 	return func(ctx context.Context, containerID string) (webui.Sample, error) {
 		u, err := rt.Usage(ctx, containerID)
 		return webui.Sample(u), err
-	}
-}
-
-// poolsOf reports the warm pools for the operator's page (Docker's only).
-func poolsOf(rt *docker.Runtime) func() []webui.PoolFill {
-	if rt == nil {
-		return nil
-	}
-	return func() []webui.PoolFill {
-		var out []webui.PoolFill
-		for _, p := range rt.PoolFill() {
-			out = append(out, webui.PoolFill(p))
-		}
-		return out
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/hostfiles"
 	"github.com/sandboxd/sandboxd/internal/kube"
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
+	"github.com/sandboxd/sandboxd/internal/webui"
 )
 
 // engine is what every runtime gives the lifecycle, and main asks of it itself.
@@ -37,9 +38,19 @@ type sandboxRuntime struct {
 	// workspace claims (Kubernetes).
 	workspaces lifecycle.Workspaces
 	// docker is the Docker runtime, for what it alone offers (egress, bounded workspace
-	// mounts, the warm pool, usage samples); nil on Kubernetes.
+	// mounts, usage samples); nil on Kubernetes.
 	docker *docker.Runtime
-	close  func() error
+	// pool is the runtime's warm pool, poolFill its fill for the operator's page.
+	pool     warmPool
+	poolFill func() []webui.PoolFill
+	close    func() error
+}
+
+// warmPool is a runtime's warm pool: started once the start-up reconciliation is done,
+// drained at shutdown.
+type warmPool interface {
+	StartPool(ctx context.Context) error
+	DrainPool(ctx context.Context) error
 }
 
 // openRuntime makes the runtime cfg chooses. registryID is the registry's id, which
@@ -58,13 +69,17 @@ func openRuntime(ctx context.Context, log *slog.Logger, cfg config.Config, regis
 			WorkspaceBytes: cfg.Kubernetes.WorkspaceBytes,
 			StopTimeout:    cfg.Kubernetes.StopTimeout,
 			MaxLifetime:    cfg.MaxLifetime,
+			MeterProvider:  mp,
+			Logger:         log,
 		})
 		if err != nil {
 			return sandboxRuntime{}, err
 		}
 		// Files are read and written by commands inside the sandbox: no host path. A
 		// chat's workspace is its volume claim.
-		return sandboxRuntime{engine: rt, instance: cfg.Kubernetes.Instance, files: rt, workspaces: rt, close: func() error { return nil }}, nil
+		return sandboxRuntime{engine: rt, instance: cfg.Kubernetes.Instance, files: rt, workspaces: rt,
+			pool: rt, poolFill: func() []webui.PoolFill { return poolFills(rt.PoolFill()) },
+			close: func() error { return nil }}, nil
 	}
 
 	if err := os.MkdirAll(cfg.Docker.VolumeRoot, 0o755); err != nil {
@@ -106,7 +121,8 @@ func openRuntime(ctx context.Context, log *slog.Logger, cfg config.Config, regis
 			return &hostfiles.Owner{UID: uid, GID: gid}
 		},
 	})
-	return sandboxRuntime{engine: rt, instance: cfg.Docker.Instance, files: rt.Files(files, docker.FilesHost), workspaces: rt, docker: rt, close: rt.Close}, nil
+	return sandboxRuntime{engine: rt, instance: cfg.Docker.Instance, files: rt.Files(files, docker.FilesHost), workspaces: rt, docker: rt,
+		pool: rt, poolFill: func() []webui.PoolFill { return poolFills(rt.PoolFill()) }, close: rt.Close}, nil
 }
 
 // checkRuntimes refuses to start on a runtime that lacks what a profile needs (an OCI
@@ -126,17 +142,17 @@ func (r sandboxRuntime) releaseMounts(ctx context.Context) ([]string, error) {
 	return r.docker.ReleaseMounts(ctx)
 }
 
-// startPool starts the warm pools, and drainPool removes them (Docker only).
-func (r sandboxRuntime) startPool(ctx context.Context) error {
-	if r.docker == nil {
-		return nil
-	}
-	return r.docker.StartPool(ctx)
-}
+// startPool starts the warm pools (profiles with pool.min > 0), removing what a previous
+// run left first, and drainPool removes them.
+func (r sandboxRuntime) startPool(ctx context.Context) error { return r.pool.StartPool(ctx) }
 
-func (r sandboxRuntime) drainPool(ctx context.Context) error {
-	if r.docker == nil {
-		return nil
+func (r sandboxRuntime) drainPool(ctx context.Context) error { return r.pool.DrainPool(ctx) }
+
+// poolFills are a runtime's pool fills for the operator's page.
+func poolFills[F docker.PoolFill | kube.PoolFill](fills []F) []webui.PoolFill {
+	out := make([]webui.PoolFill, 0, len(fills))
+	for _, f := range fills {
+		out = append(out, webui.PoolFill(f))
 	}
-	return r.docker.DrainPool(ctx)
+	return out
 }

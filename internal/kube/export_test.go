@@ -1,4 +1,23 @@
 package kube
 
+import "time"
+
 // SetSPDYOnly makes r run commands over SPDY only, never WebSocket.
 func SetSPDYOnly(r *Runtime, on bool) { r.spdyOnly = on }
+
+// SetPoolLease sets how long r's pool Lease holds without a renewal (before StartPool).
+func SetPoolLease(r *Runtime, d time.Duration) { r.pool.lease = d }
+
+// AbandonPool stops r's pool as a crash would: its loops end, its Lease is no longer
+// renewed, and nothing it made is removed.
+func AbandonPool(r *Runtime) {
+	p := r.pool
+	p.mu.Lock()
+	p.drained = true
+	cancel := p.cancel
+	p.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	p.loops.Wait()
+}

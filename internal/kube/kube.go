@@ -18,11 +18,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"strings"
 	"time"
 
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/metric"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -93,8 +96,16 @@ type Config struct {
 	// whole seconds; 0: none).
 	StopTimeout time.Duration
 	// MaxLifetime, when set, is the Pods' activeDeadlineSeconds: the cluster ends a
-	// sandbox that long after it started even when no sandboxd is left to.
+	// sandbox that long after it started (a pooled one: after its claim) even when no
+	// sandboxd is left to.
 	MaxLifetime time.Duration
+	// PoolCheckInterval is how often the warm pool checks its Pods (default
+	// DefaultPoolCheckInterval); its Lease is renewed as often, but at least every 5 s.
+	PoolCheckInterval time.Duration
+	// MeterProvider gets the warm pool's metrics (default: none kept).
+	MeterProvider metric.MeterProvider
+	// Logger gets the warm pool's warnings (default: discarded).
+	Logger *slog.Logger
 }
 
 // Runtime runs sandboxes as Pods in one namespace. It is safe for concurrent use.
@@ -110,6 +121,7 @@ type Runtime struct {
 	stopSeconds int64
 	deadline    int64 // seconds; 0: none
 	spdyOnly    bool  // test hook: exec over SPDY, never WebSocket
+	pool        *pool // the warm pool (pool.go); holds nothing when no profile is pooled
 }
 
 var (
@@ -157,7 +169,7 @@ func New(cfg Config) (*Runtime, error) {
 	if stop < 0 {
 		stop = DefaultStopTimeout
 	}
-	return &Runtime{
+	r := &Runtime{
 		cs:          cs,
 		rest:        rc,
 		ns:          cfg.Namespace,
@@ -168,7 +180,18 @@ func New(cfg Config) (*Runtime, error) {
 		size:        *resource.NewQuantity(size, resource.BinarySI),
 		stopSeconds: int64((stop + time.Second - 1) / time.Second),
 		deadline:    int64((cfg.MaxLifetime + time.Second - 1) / time.Second),
-	}, nil
+	}
+	mp, log := cfg.MeterProvider, cfg.Logger
+	if mp == nil {
+		mp = metricnoop.NewMeterProvider()
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if r.pool, err = newPool(r, cfg, mp, log); err != nil {
+		return nil, fmt.Errorf("kube: %w", err)
+	}
+	return r, nil
 }
 
 // restConfig loads the client configuration: the kubeconfig file given, else the
@@ -213,9 +236,6 @@ func checkProfiles(set *profile.Set) []error {
 		}
 		if p.FilesTmp {
 			problems = append(problems, fmt.Errorf("%s: files_tmp is not offered on Kubernetes", name))
-		}
-		if p.Pool.Min > 0 {
-			problems = append(problems, fmt.Errorf("%s: the warm pool is not offered on Kubernetes yet", name))
 		}
 	}
 	check("agents.default", set.Default())

@@ -29,6 +29,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
 	"github.com/sandboxd/sandboxd/internal/memstore"
 	"github.com/sandboxd/sandboxd/internal/profile"
+	"github.com/sandboxd/sandboxd/internal/testing/waitfor"
 )
 
 type clock struct {
@@ -151,10 +152,12 @@ func podExists(t *testing.T, f fixture, name string) bool {
 	return err == nil
 }
 
-// TestUnderTheShippedRole runs sandboxd's runtime with the service account, Role and
-// bindings of deploy/rbac.yaml, and nothing more.
+// TestUnderTheShippedRole runs sandboxd's runtime, its warm pool on, with the service
+// account, Role and bindings of deploy/rbac.yaml, and nothing more.
 func TestUnderTheShippedRole(t *testing.T) {
-	f := newRuntime(t, profile.Agents{})
+	pooled := testProfile()
+	pooled.Pool = profile.Pool{Min: 1}
+	f := newRuntime(t, profile.Agents{Default: pooled}, func(c *kube.Config) { c.PoolCheckInterval = 200 * time.Millisecond })
 	ctx := context.Background()
 	applyRBAC(t, f.cs, f.ns)
 	tok, err := f.cs.CoreV1().ServiceAccounts(f.ns).CreateToken(ctx, "sandboxd", &authv1.TokenRequest{}, metav1.CreateOptions{})
@@ -168,12 +171,17 @@ func TestUnderTheShippedRole(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := rt.StartPool(ctx); err != nil {
+		t.Fatalf("StartPool under the Role: %v", err)
+	}
+	t.Cleanup(func() { _ = rt.DrainPool(context.Background()) })
+	waitfor.True(t, 2*time.Minute, "the pool filled under the Role", func() bool { return rt.PoolFill()[0].Ready == 1 })
 	clk := &clock{now: time.Now()}
 	svc := service(t, rt, clk)
 	chat := uuid.New()
 	s, _, err := svc.Create(ctx, lifecycle.CreateRequest{ChatID: chat})
-	if err != nil {
-		t.Fatalf("Create under the Role: %v", err)
+	if err != nil || !strings.HasPrefix(s.ContainerID, "sandboxd-pool-") {
+		t.Fatalf("Create under the Role: %+v, %v; want a pooled pod", s, err)
 	}
 	for _, spdy := range []bool{false, true} {
 		kube.SetSPDYOnly(rt, spdy)
@@ -206,8 +214,24 @@ func TestUnderTheShippedRole(t *testing.T) {
 	if del, err := svc.Delete(ctx, chat); err != nil || del.Result != lifecycle.Deleted || podExists(t, f, s.ContainerID) {
 		t.Fatalf("Delete under the Role: %+v, %v", del, err)
 	}
+	// The chat has a workspace (the pool's claim): a cold create on it; then the
+	// workspace goes, the pooled claim with it.
+	cold, _, err := svc.Create(ctx, lifecycle.CreateRequest{ChatID: chat})
+	if err != nil || strings.HasPrefix(cold.ContainerID, "sandboxd-pool-") {
+		t.Fatalf("Create of a chat with a workspace under the Role: %+v, %v; want a cold pod", cold, err)
+	}
+	if del, err := svc.Delete(ctx, chat); err != nil || del.Result != lifecycle.Deleted {
+		t.Fatalf("Delete under the Role: %+v, %v", del, err)
+	}
 	if ws, err := svc.DeleteWorkspace(ctx, chat); err != nil || ws.Result != lifecycle.Removed {
 		t.Fatalf("DeleteWorkspace under the Role: %+v, %v", ws, err)
+	}
+	eventually(t, time.Minute, "the pooled claim removed", func() bool {
+		_, err := f.cs.CoreV1().PersistentVolumeClaims(f.ns).Get(ctx, s.ContainerID, metav1.GetOptions{})
+		return apierrors.IsNotFound(err)
+	})
+	if err := rt.DrainPool(ctx); err != nil {
+		t.Fatalf("DrainPool under the Role: %v", err)
 	}
 
 	// And nothing more: no secrets, nothing in another namespace.

@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/apimachinery/pkg/watch"
 
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
@@ -56,10 +57,31 @@ func (r *Runtime) Create(ctx context.Context, spec lifecycle.CreateSpec) (sandbo
 	if strings.TrimSpace(spec.VolumeHostPath) != "" {
 		return sandbox.Session{}, fmt.Errorf("kube: create: a host folder has no meaning on a cluster: %w", sandbox.ErrInvalid)
 	}
-	if err := r.ensureClaim(ctx, spec.Tenant, spec.ChatID); err != nil {
-		return sandbox.Session{}, err
+	// The chat's workspace: its claim, whatever its name; else a pre-started sandbox of
+	// the warm pool with a claim of its own (pool.go); else a new claim and a cold create.
+	claim, found, err := r.chatClaim(ctx, spec.Tenant, spec.ChatID)
+	if err != nil {
+		return sandbox.Session{}, fmt.Errorf("kube: create: %w", err)
 	}
-	pod := r.podFor(spec, prof)
+	if !found {
+		if s, ok := r.pool.claim(ctx, spec, false); ok {
+			return s, nil
+		}
+		// A claim that failed half-way may have made the pooled claim the chat's.
+		if claim, found, err = r.chatClaim(ctx, spec.Tenant, spec.ChatID); err != nil {
+			return sandbox.Session{}, fmt.Errorf("kube: create: %w", err)
+		}
+	} else {
+		r.pool.claim(ctx, spec, true) // counted as a miss: the chat keeps its files
+	}
+	if !found {
+		claim = ClaimName(spec.Tenant, spec.ChatID)
+		l, a := r.chatClaimMeta(spec.Tenant, spec.ChatID)
+		if err := r.makeClaim(ctx, claim, l, a); err != nil {
+			return sandbox.Session{}, err
+		}
+	}
+	pod := r.podFor(spec, prof, claim)
 	created, err := r.cs.CoreV1().Pods(r.ns).Create(ctx, pod, metav1.CreateOptions{})
 	if err != nil {
 		err = apiError("create pod "+pod.Name, err)
@@ -84,40 +106,69 @@ func (r *Runtime) Create(ctx context.Context, spec lifecycle.CreateSpec) (sandbo
 	}, nil
 }
 
-// ensureClaim makes the chat's workspace claim unless it exists. The claim outlives the
-// chat's sandboxes, as the Docker runtime's workspace folder does.
-func (r *Runtime) ensureClaim(ctx context.Context, tenant string, chatID uuid.UUID) error {
-	name := ClaimName(tenant, chatID)
+// chatClaim returns the name of the workspace claim of tenant's chat, whatever its name
+// (ClaimName for one a cold create made, a pool's name for one claimed from the warm
+// pool): the claim labelled with the chat's id whose tenant annotation is tenant's, the
+// oldest if several are. A claim the cluster is still removing (DELETE .../workspace) is
+// waited for: a Pod on it would never start, and the new one comes after.
+func (r *Runtime) chatClaim(ctx context.Context, tenant string, chatID uuid.UUID) (string, bool, error) {
+	sel := labels.SelectorFromSet(labels.Set{LabelManagedBy: ManagedBy, LabelChatID: chatID.String()}).String()
 	for {
-		c, err := r.cs.CoreV1().PersistentVolumeClaims(r.ns).Get(ctx, name, metav1.GetOptions{})
-		if err == nil && c.DeletionTimestamp == nil {
-			return nil
-		}
-		if err != nil && !apierrors.IsNotFound(err) {
-			return apiError("get claim "+name, err)
-		}
+		list, err := r.cs.CoreV1().PersistentVolumeClaims(r.ns).List(ctx, metav1.ListOptions{LabelSelector: sel})
 		if err != nil {
-			break
+			return "", false, apiError("list claims of chat "+chatID.String(), err)
 		}
-		// The workspace was deleted (DELETE .../workspace) and the cluster is still
-		// removing its claim: a Pod on it would never start. The new one comes after.
+		var best *corev1.PersistentVolumeClaim
+		going := false
+		for i := range list.Items {
+			c := &list.Items[i]
+			if !sameTenant(c.Annotations[AnnotationTenant], tenant) {
+				continue
+			}
+			if c.DeletionTimestamp != nil {
+				going = true
+				continue
+			}
+			if best == nil || c.CreationTimestamp.Before(&best.CreationTimestamp) ||
+				(c.CreationTimestamp.Equal(&best.CreationTimestamp) && c.Name < best.Name) {
+				best = c
+			}
+		}
+		switch {
+		case best != nil:
+			return best.Name, true, nil
+		case !going:
+			return "", false, nil
+		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("kube: claim %s is still being removed: %w: %w", name, sandbox.ErrUnavailable, ctx.Err())
+			return "", false, fmt.Errorf("kube: the workspace claim of chat %s is still being removed: %w: %w", chatID, sandbox.ErrUnavailable, ctx.Err())
 		case <-time.After(removePoll):
 		}
 	}
+}
+
+// sameTenant tells whether two tenant names are the same tenant ("" is the default one).
+func sameTenant(a, b string) bool {
+	norm := func(t string) string {
+		if t == sandbox.DefaultTenant {
+			return ""
+		}
+		return t
+	}
+	return norm(a) == norm(b)
+}
+
+// makeClaim makes the workspace claim name with labels and annotations; one that exists
+// already (made by another replica) is fine. The claim outlives the chat's sandboxes, as
+// the Docker runtime's workspace folder does.
+func (r *Runtime) makeClaim(ctx context.Context, name string, labels, annotations map[string]string) error {
 	claim := &corev1.PersistentVolumeClaim{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{
-			LabelManagedBy: ManagedBy, LabelInstance: r.instance, LabelChatID: chatID.String(),
-		}, Annotations: map[string]string{}},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels, Annotations: annotations},
 		Spec: corev1.PersistentVolumeClaimSpec{
 			AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
 			Resources:   corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: r.size}},
 		},
-	}
-	if tenant != "" && tenant != sandbox.DefaultTenant {
-		claim.Annotations[AnnotationTenant] = tenant
 	}
 	if r.class != "" {
 		claim.Spec.StorageClassName = &r.class
@@ -129,8 +180,31 @@ func (r *Runtime) ensureClaim(ctx context.Context, tenant string, chatID uuid.UU
 	return nil
 }
 
-// podFor translates the profile into the sandbox's Pod.
-func (r *Runtime) podFor(spec lifecycle.CreateSpec, p profile.Profile) *corev1.Pod {
+// chatClaimMeta are the labels and annotations of the workspace claim of tenant's chat.
+func (r *Runtime) chatClaimMeta(tenant string, chatID uuid.UUID) (labels, annotations map[string]string) {
+	labels = map[string]string{LabelManagedBy: ManagedBy, LabelInstance: r.instance, LabelChatID: chatID.String()}
+	annotations = map[string]string{}
+	if !sameTenant(tenant, "") {
+		annotations[AnnotationTenant] = tenant
+	}
+	return labels, annotations
+}
+
+// sessionAnnotations are the annotations of the session's Pod.
+func sessionAnnotations(spec lifecycle.CreateSpec) map[string]string {
+	a := map[string]string{
+		AnnotationAgentID:   spec.AgentID,
+		AnnotationCreatedAt: spec.CreatedAt.UTC().Format(time.RFC3339Nano),
+		AnnotationExpiresAt: spec.ExpiresAt.UTC().Format(time.RFC3339Nano),
+	}
+	if spec.Tenant != "" {
+		a[AnnotationTenant] = spec.Tenant
+	}
+	return a
+}
+
+// podFor translates the profile into the sandbox's Pod, its workspace the claim named.
+func (r *Runtime) podFor(spec lifecycle.CreateSpec, p profile.Profile, claim string) *corev1.Pod {
 	yes, no := true, false
 	uid, gid := int64(p.UID), int64(p.GID)
 	env := make([]corev1.EnvVar, 0, len(p.Env))
@@ -151,11 +225,7 @@ func (r *Runtime) podFor(spec lifecycle.CreateSpec, p profile.Profile) *corev1.P
 				LabelChatID:    spec.ChatID.String(),
 				LabelSessionID: spec.SessionID.String(),
 			},
-			Annotations: map[string]string{
-				AnnotationAgentID:   spec.AgentID,
-				AnnotationCreatedAt: spec.CreatedAt.UTC().Format(time.RFC3339Nano),
-				AnnotationExpiresAt: spec.ExpiresAt.UTC().Format(time.RFC3339Nano),
-			},
+			Annotations: sessionAnnotations(spec),
 		},
 		Spec: corev1.PodSpec{
 			RestartPolicy:                 corev1.RestartPolicyNever,
@@ -203,7 +273,7 @@ func (r *Runtime) podFor(spec lifecycle.CreateSpec, p profile.Profile) *corev1.P
 			}},
 			Volumes: []corev1.Volume{
 				{Name: "workspace", VolumeSource: corev1.VolumeSource{
-					PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: ClaimName(spec.Tenant, spec.ChatID)},
+					PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: claim},
 				}},
 				{Name: "tmp", VolumeSource: corev1.VolumeSource{
 					EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory, SizeLimit: tmp},
@@ -213,9 +283,6 @@ func (r *Runtime) podFor(spec lifecycle.CreateSpec, p profile.Profile) *corev1.P
 	}
 	if r.registry != "" {
 		pod.Labels[LabelRegistry] = r.registry
-	}
-	if spec.Tenant != "" {
-		pod.Annotations[AnnotationTenant] = spec.Tenant
 	}
 	if p.Runtime != "" {
 		rc := p.Runtime
@@ -390,11 +457,21 @@ func gone(err error) error {
 	return err
 }
 
-// Managed lists every Pod, running or not, that carries this instance's labels. Its
-// error wraps sandbox.ErrUnavailable when the cluster cannot be reached.
+// sandboxSelector selects this instance's sandbox Pods: every Pod of the instance but the
+// unclaimed ones of the warm pool, which the pool owns.
+func (r *Runtime) sandboxSelector() string {
+	unpooled, err := labels.NewRequirement(LabelPool, selection.DoesNotExist, nil)
+	if err != nil {
+		panic(err) // a constant label name that is valid
+	}
+	return labels.SelectorFromSet(labels.Set{LabelManagedBy: ManagedBy, LabelInstance: r.instance}).Add(*unpooled).String()
+}
+
+// Managed lists every Pod, running or not, that carries this instance's labels, but the
+// warm pool's unclaimed ones (a claimed one is its chat's). Its error wraps
+// sandbox.ErrUnavailable when the cluster cannot be reached.
 func (r *Runtime) Managed(ctx context.Context) ([]lifecycle.Container, error) {
-	sel := labels.SelectorFromSet(labels.Set{LabelManagedBy: ManagedBy, LabelInstance: r.instance})
-	list, err := r.cs.CoreV1().Pods(r.ns).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
+	list, err := r.cs.CoreV1().Pods(r.ns).List(ctx, metav1.ListOptions{LabelSelector: r.sandboxSelector()})
 	if err != nil {
 		return nil, apiError("list pods", err)
 	}

@@ -8,7 +8,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/watch"
 
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
@@ -17,13 +16,14 @@ import (
 
 var _ lifecycle.Watcher = (*Runtime)(nil)
 
-// Watch follows this instance's Pods (those Managed lists) through a watch of the API
-// server: it reports a Pod whose sandbox container ended (or whose Pod failed, e.g. past
+// Watch follows this instance's sandbox Pods (those Managed lists: an unclaimed Pod of the
+// warm pool is not one, a claimed one enters the watch as its chat's) through a watch of
+// the API server: it reports a Pod whose sandbox container ended (or whose Pod failed, e.g. past
 // its activeDeadlineSeconds) once, and a Pod that was deleted. It returns when the watch
 // breaks (the API server ends watches now and then) or ctx ends; the lifecycle's Follow
 // opens it again and reconciles, since what ended in between was not reported.
 func (r *Runtime) Watch(ctx context.Context, connected func(), ended func(lifecycle.Ending)) error {
-	sel := labels.SelectorFromSet(labels.Set{LabelManagedBy: ManagedBy, LabelInstance: r.instance}).String()
+	sel := r.sandboxSelector()
 	// The list gives the version to watch from; what ended before it is the
 	// reconciliation's (which Follow runs on every connection).
 	list, err := r.cs.CoreV1().Pods(r.ns).List(ctx, metav1.ListOptions{LabelSelector: sel, Limit: 1})

@@ -2,6 +2,7 @@ package kube
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -67,12 +68,24 @@ func (r *Runtime) Touch(ctx context.Context, path string, t time.Time) error {
 }
 
 // RemoveFolder deletes the workspace claim path (and with it, by the storage class's
-// reclaim policy, its volume). It reports false, and no error, when there was none; a
-// claim sandboxd did not make is refused (sandbox.ErrInvalid).
+// reclaim policy, its volume). The path Derive gives names the chat's claim whatever its
+// name: one the chat claimed from the warm pool keeps the pool's. It reports false, and
+// no error, when there was none; a claim sandboxd did not make, or an unclaimed one of
+// the warm pool, is refused (sandbox.ErrInvalid).
 func (r *Runtime) RemoveFolder(ctx context.Context, path string) (bool, error) {
 	name, err := claimOf(path)
 	if err != nil {
 		return false, err
+	}
+	if tenant, chatID, ok := parseClaimName(name); ok {
+		// The chat's claim from the warm pool, if that is the chat's workspace.
+		pooled, found, err := r.pooledChatClaim(ctx, tenant, chatID)
+		if err != nil {
+			return false, err
+		}
+		if found {
+			name = pooled
+		}
 	}
 	c, err := r.cs.CoreV1().PersistentVolumeClaims(r.ns).Get(ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
@@ -83,6 +96,9 @@ func (r *Runtime) RemoveFolder(ctx context.Context, path string) (bool, error) {
 	}
 	if c.Labels[LabelManagedBy] != ManagedBy || c.Labels[LabelInstance] != r.instance {
 		return false, fmt.Errorf("kube: claim %s is not this sandboxd's: %w", name, sandbox.ErrInvalid)
+	}
+	if c.Labels[LabelChatID] == "" {
+		return false, fmt.Errorf("kube: claim %s is no chat's workspace (an unclaimed one of the warm pool): %w", name, sandbox.ErrInvalid)
 	}
 	if c.DeletionTimestamp != nil {
 		return false, nil // removed already: the cluster finishes it
@@ -125,11 +141,50 @@ func (r *Runtime) annotateUsed(ctx context.Context, name string, t time.Time) er
 	return nil
 }
 
-// claimOf is the claim name of a folder path Derive or Folders gave.
+// claimOf is the claim name of a folder path Derive or Folders gave: a chat's claim as a
+// cold create names it, or one claimed from the warm pool.
 func claimOf(path string) (string, error) {
 	name, ok := strings.CutPrefix(path, claimPrefix)
-	if !ok || !strings.HasPrefix(name, "sandboxd-ws-") {
+	if !ok || (!strings.HasPrefix(name, "sandboxd-ws-") && !strings.HasPrefix(name, poolNamePrefix)) {
 		return "", fmt.Errorf("kube: %q is no workspace claim: %w", path, sandbox.ErrInvalid)
 	}
 	return name, nil
+}
+
+// parseClaimName reads the tenant and chat of a name ClaimName made.
+func parseClaimName(name string) (tenant string, chatID uuid.UUID, ok bool) {
+	rest, found := strings.CutPrefix(name, "sandboxd-ws-")
+	if !found || len(rest) < 36 {
+		return "", uuid.Nil, false
+	}
+	chatID, err := uuid.Parse(rest[:36])
+	if err != nil {
+		return "", uuid.Nil, false
+	}
+	if hexTenant, more := strings.CutPrefix(rest[36:], "-"); more {
+		b, err := hex.DecodeString(hexTenant)
+		if err != nil {
+			return "", uuid.Nil, false
+		}
+		tenant = string(b)
+	} else if rest[36:] != "" {
+		return "", uuid.Nil, false
+	}
+	return tenant, chatID, ClaimName(tenant, chatID) == name
+}
+
+// pooledChatClaim returns the workspace claim of tenant's chat when it is one the chat
+// claimed from the warm pool (named by the pool); being removed or not.
+func (r *Runtime) pooledChatClaim(ctx context.Context, tenant string, chatID uuid.UUID) (string, bool, error) {
+	sel := labels.SelectorFromSet(labels.Set{LabelManagedBy: ManagedBy, LabelChatID: chatID.String()}).String()
+	list, err := r.cs.CoreV1().PersistentVolumeClaims(r.ns).List(ctx, metav1.ListOptions{LabelSelector: sel})
+	if err != nil {
+		return "", false, apiError("list claims of chat "+chatID.String(), err)
+	}
+	for _, c := range list.Items {
+		if strings.HasPrefix(c.Name, poolNamePrefix) && sameTenant(c.Annotations[AnnotationTenant], tenant) {
+			return c.Name, true, nil
+		}
+	}
+	return "", false, nil
 }
