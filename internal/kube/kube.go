@@ -3,7 +3,8 @@
 // one Docker engine: one Pod per sandbox, placed by the scheduler, the chat's workspace on
 // a PersistentVolumeClaim of its own that outlives the sandbox, commands over the
 // pods/exec subresource (WebSocket first, SPDY as fallback), files read and written by
-// commands inside the sandbox as its user, and reconciliation by label selector.
+// commands inside the sandbox as its user, reconciliation by label selector, and a warm
+// pool of Pods started ahead of demand (pool.go).
 //
 // Every Pod runs a profile chosen by configuration, never by the client (package
 // profile), translated into the Pod's image, RuntimeClass, limits and environment, and
