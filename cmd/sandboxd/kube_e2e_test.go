@@ -289,7 +289,7 @@ func TestKubernetesWarmPool(t *testing.T) {
 	// Faster than a cold create (of a chat with a workspace, while the pool is full).
 	coldChat := newChat()
 	if _, err := w.cs.CoreV1().PersistentVolumeClaims(w.ns).Create(ctx, &corev1.PersistentVolumeClaim{
-		ObjectMeta: metav1.ObjectMeta{Name: kube.ClaimName(uuid.MustParse(coldChat)), Labels: map[string]string{
+		ObjectMeta: metav1.ObjectMeta{Name: kube.ClaimName("", uuid.MustParse(coldChat)), Labels: map[string]string{
 			kube.LabelManagedBy: kube.ManagedBy, kube.LabelInstance: w.instance, kube.LabelChatID: coldChat,
 		}},
 		Spec: corev1.PersistentVolumeClaimSpec{

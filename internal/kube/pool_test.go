@@ -19,6 +19,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/kube"
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
 	"github.com/sandboxd/sandboxd/internal/profile"
+	"github.com/sandboxd/sandboxd/internal/sandbox"
 )
 
 // pooledFixture is a runtime whose default profile keeps a warm pool of min Pods, its
@@ -298,6 +299,27 @@ func TestWarmPool(t *testing.T) {
 		t.Errorf("pool pods %v after a cold create, want %v untouched", after, before)
 	}
 
+	// The same chat id under another tenant has no workspace there: it is served by the
+	// pool, on a claim of that tenant's, and never sees the other's files.
+	if del, err := svc.Delete(ctx, chat); err != nil || del.Result != lifecycle.Deleted {
+		t.Fatalf("Delete = %+v, %v", del, err)
+	}
+	tctx := sandbox.WithTenant(ctx, "team_b")
+	theirs, _, err := svc.Create(tctx, lifecycle.CreateRequest{ChatID: chat})
+	if err != nil || !slices.Contains(before, theirs.ContainerID) {
+		t.Fatalf("Create of the chat id under another tenant = %+v, %v; want one of the pool's %v", theirs, err, before)
+	}
+	if claim, err := f.cs.CoreV1().PersistentVolumeClaims(f.ns).Get(ctx, theirs.ContainerID, metav1.GetOptions{}); err != nil ||
+		claim.Annotations[kube.AnnotationTenant] != "team_b" || claim.Labels[kube.LabelChatID] != chat.String() {
+		t.Fatalf("the other tenant's pooled claim: %v, %v", claim, err)
+	}
+	if pod := f.pod(t, theirs.ContainerID); pod.Annotations[kube.AnnotationTenant] != "team_b" {
+		t.Errorf("the other tenant's pod annotations %v", pod.Annotations)
+	}
+	if res, err := svc.Exec(tctx, lifecycle.ExecRequest{ChatID: chat, Cmd: []string{"test", "!", "-e", "/workspace/f"}}); err != nil || res.ExitCode != 0 {
+		t.Errorf("the other tenant sees the first tenant's file: %+v, %v", res, err)
+	}
+
 	// The watch saw the claimed Pod's removal as its chat's, and no pooled Pod at all.
 	mu.Lock()
 	for _, e := range ends {
@@ -329,7 +351,7 @@ func TestWarmPool(t *testing.T) {
 	if _, err := f.cs.CoreV1().PersistentVolumeClaims(f.ns).Get(ctx, s.ContainerID, metav1.GetOptions{}); err != nil {
 		t.Errorf("the chat's claim after the drain: %v", err)
 	}
-	if !podExists(t, f.fixture, again.ContainerID) {
+	if !podExists(t, f.fixture, theirs.ContainerID) {
 		t.Error("the chat's sandbox is gone after the drain")
 	}
 	if _, _, err := svc.Create(ctx, lifecycle.CreateRequest{ChatID: spec("").ChatID}); err != nil {
