@@ -358,9 +358,11 @@ func started(p *corev1.Pod) (bool, error) {
 		return fail("it ended (%s): %s %s", p.Status.Phase, p.Status.Reason, p.Status.Message)
 	}
 	for _, c := range p.Status.Conditions {
-		// A claim that is still being bound makes a Pod unschedulable for a moment.
+		// A claim that is still being bound, or that the scheduler has not seen yet (just
+		// made: `persistentvolumeclaim "..." not found`), makes a Pod unschedulable for a
+		// moment.
 		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse && c.Reason == corev1.PodReasonUnschedulable &&
-			!strings.Contains(c.Message, "PersistentVolumeClaim") {
+			!strings.Contains(strings.ToLower(c.Message), "persistentvolumeclaim") {
 			return fail("unschedulable: %s", c.Message)
 		}
 	}
