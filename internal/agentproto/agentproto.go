@@ -327,6 +327,12 @@ const StdinWindow = 4 * MaxPayload
 // and output and exits when they end.
 const ChannelArg = "--channel"
 
+// CommandVar, in the environment of the agent started as a sandbox's main process,
+// holds the image's own entrypoint and command as a JSON array of strings, which the
+// agent runs as a child of its own (agent.StartChild). The agent takes it out of its
+// environment before anything starts: neither that child nor any command sees it.
+const CommandVar = "SANDBOXD_AGENT_COMMAND"
+
 // TokenVar is the environment variable that carries a command's kill token, which what
 // it starts inherits, whatever session it moves to (as execwrap.TokenVar on the engine's
 // path). A request may not set it.

@@ -83,6 +83,26 @@ func (r *Runtime) withAgent(cfg *container.Config) *container.Config {
 	return cfg
 }
 
+// withImageCommand gives the agent of cfg, when the runtime has one, the image's own
+// entrypoint and command to run (agentproto.CommandVar): the agent as the entrypoint
+// leaves the engine running neither. Nothing when the image has neither. The error is
+// the engine's.
+func (r *Runtime) withImageCommand(ctx context.Context, cfg *container.Config) error {
+	if r.agentPath == "" {
+		return nil
+	}
+	img, err := r.cli.ImageInspect(ctx, cfg.Image)
+	if err != nil {
+		return fmt.Errorf("inspect image %s: %w", cfg.Image, err)
+	}
+	if img.Config == nil || len(img.Config.Entrypoint)+len(img.Config.Cmd) == 0 {
+		return nil
+	}
+	argv, _ := json.Marshal(append(append([]string{}, img.Config.Entrypoint...), img.Config.Cmd...))
+	cfg.Env = append(cfg.Env, agentproto.CommandVar+"="+string(argv))
+	return nil
+}
+
 // agentMount mounts the agent's binary at AgentTarget, read-only.
 func agentMount(agentPath string) mount.Mount {
 	return mount.Mount{

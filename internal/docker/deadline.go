@@ -129,3 +129,9 @@ func (e deadlines) NetworkRemove(ctx context.Context, id string, o client.Networ
 		return e.engine.NetworkRemove(ctx, id, o)
 	})
 }
+
+func (e deadlines) ImageInspect(ctx context.Context, id string, o ...client.ImageInspectOption) (client.ImageInspectResult, error) {
+	return within(ctx, e.call, func(ctx context.Context) (client.ImageInspectResult, error) {
+		return e.engine.ImageInspect(ctx, id, o...)
+	})
+}

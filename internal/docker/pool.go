@@ -317,6 +317,9 @@ func (p *pool) make(ctx context.Context, pp *profilePool) (member, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), teardownTimeout)
 	defer cancel()
 	hc, err := r.hostConfig(pp.prof, dir)
+	if err == nil {
+		err = r.withImageCommand(ctx, cfg)
+	}
 	if err != nil {
 		return member{}, errors.Join(fmt.Errorf("docker: pool: %w", err), r.root.RemovePooled(folder))
 	}

@@ -139,11 +139,12 @@ func (r *Runtime) Create(ctx context.Context, spec lifecycle.CreateSpec) (sandbo
 		}
 		return sandbox.Session{}, fmt.Errorf("docker: create %s: %w", name, err)
 	}
-	created, err := r.cli.ContainerCreate(ctx, client.ContainerCreateOptions{
-		Name:       name,
-		Config:     r.containerConfig(spec, prof),
-		HostConfig: hc,
-	})
+	cfg := r.containerConfig(spec, prof)
+	err = r.withImageCommand(ctx, cfg)
+	var created client.ContainerCreateResult
+	if err == nil {
+		created, err = r.cli.ContainerCreate(ctx, client.ContainerCreateOptions{Name: name, Config: cfg, HostConfig: hc})
+	}
 	if err != nil {
 		if img != nil {
 			undoAttach(img, mounted, imgMade)
@@ -285,7 +286,9 @@ const removeRetry = 25 * time.Millisecond
 // of it is under way (a delete overlapping the sweep, two replicas), the engine answers
 // "removal already in progress" (a conflict): remove asks again until the container is
 // gone, or removes it itself should the other removal fail, for up to teardownTimeout
-// and while ctx lasts.
+// and while ctx lasts. So it does when the container ended by itself while the engine
+// was killing it for the removal ("Could not kill running container ..., cannot remove -
+// Container ... is not running", seen with a stop's grace overlapping a delete).
 func (r *Runtime) remove(ctx context.Context, containerID string) error {
 	if r.agents != nil {
 		r.agents.forget(containerID)
@@ -297,7 +300,7 @@ func (r *Runtime) remove(ctx context.Context, containerID string) error {
 		if err == nil {
 			return nil
 		}
-		if !cerrdefs.IsConflict(err) || ctx.Err() != nil {
+		if !cerrdefs.IsConflict(err) && !strings.Contains(err.Error(), "is not running") || ctx.Err() != nil {
 			return gone(engineError("remove "+containerID, err))
 		}
 		select {

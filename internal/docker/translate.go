@@ -128,9 +128,14 @@ func (r *Runtime) hostConfig(p profile.Profile, volume string) (*container.HostC
 		}},
 	}
 	if r.agentPath != "" {
-		// The agent is the sandbox's main process: its stdout carries frames, which no
-		// log driver should keep, whatever the profile's log says.
-		hc.LogConfig = container.LogConfig{Type: profile.LogNone}
+		if !r.agentExec {
+			// The agent is the sandbox's main process and its stdout, attached, carries
+			// the frames: every command's input and output, which no log driver should
+			// keep, whatever the profile's log says. (Each replica's agent has a
+			// channel of its own: the main one's stdout stays silent, and the profile's
+			// log keeps the image's own command's output.)
+			hc.LogConfig = container.LogConfig{Type: profile.LogNone}
+		}
 		hc.Mounts = append(hc.Mounts, agentMount(r.agentPath))
 	}
 	return hc, nil
