@@ -28,6 +28,9 @@ import (
 // agentFileSilence bounds the wait of a file read for the agent's next frame.
 const agentFileSilence = 30 * time.Second
 
+// agentCancelWait bounds the wait for the agent's answer to a canceled write.
+const agentCancelWait = 5 * time.Second
+
 // FilesVia says which way Files takes to a sandbox's files.
 type FilesVia int
 
@@ -233,7 +236,7 @@ func (c *agentConn) writeFile(ctx context.Context, m agentproto.FileMsg, area st
 		case err := <-fed:
 			fed = nil // the feed ended: the agent's answer is next
 			if err != nil {
-				_ = c.write(agentproto.Cancel, id, nil)
+				c.cancelWrite(id, st)
 				return lifecycle.FileInfo{}, err
 			}
 		case ev := <-st.events:
@@ -242,10 +245,31 @@ func (c *agentConn) writeFile(ctx context.Context, m agentproto.FileMsg, area st
 			}
 			return fileInfo(area, m.Path, ev.stat), nil
 		case <-ctx.Done():
-			_ = c.write(agentproto.Cancel, id, nil)
+			c.cancelWrite(id, st)
 			return lifecycle.FileInfo{}, ctx.Err()
 		case <-c.closed:
 			return lifecycle.FileInfo{}, fmt.Errorf("docker: files in %s: the agent's channel closed: %w: %w", c.containerID, sandbox.ErrUnavailable, c.err)
+		}
+	}
+}
+
+// cancelWrite cancels a write and waits (a few seconds at most) for the agent's answer,
+// which it sends once the temporary file is removed: a write that failed has left
+// nothing when WriteFile returns.
+func (c *agentConn) cancelWrite(id uint32, st *agentStream) {
+	_ = c.write(agentproto.Cancel, id, nil)
+	t := time.NewTimer(agentCancelWait)
+	defer t.Stop()
+	for {
+		select {
+		case ev := <-st.events:
+			if ev.t == agentproto.FileError || ev.t == agentproto.FileInfo {
+				return
+			}
+		case <-t.C:
+			return
+		case <-c.closed:
+			return
 		}
 	}
 }
