@@ -266,8 +266,12 @@ func (s *server) start(id uint32, m agentproto.StartMsg) error {
 		}
 		return s.send(st, agentproto.Failed, id, se.payload())
 	}
-	if err := s.send(st, agentproto.Started, id, nil); err != nil {
-		return err
+	// Only a command that takes input is told started: the host sends the input then.
+	// Any other's Started would be one more frame through the engine for nothing.
+	if m.Stdin {
+		if err := s.send(st, agentproto.Started, id, nil); err != nil {
+			return err
+		}
 	}
 	s.wg.Go(func() { s.run(st, m, p) })
 	return nil

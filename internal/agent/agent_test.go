@@ -270,7 +270,7 @@ func TestKillsTakeEverythingTheCommandStarted(t *testing.T) {
 		t.Run(how, func(t *testing.T) {
 			h := newHost(t, Config{IdleKill: 2 * time.Second})
 			for i, script := range scripts {
-				m := agentproto.StartMsg{Argv: []string{"sh", "-c", script}}
+				m := agentproto.StartMsg{Argv: []string{"sh", "-c", script}, Stdin: true} // told started
 				if how == "timeout" {
 					m.TimeoutMS = 500
 				}
@@ -383,10 +383,8 @@ func TestHostileFramesEndServeAndKillItsCommands(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			h := newHost(t, Config{})
+			// The agent reads no frame before the command of the one before started.
 			h.start(1, agentproto.StartMsg{Argv: []string{"sleep", "1077"}})
-			if f := h.next(); f.Type != agentproto.Started {
-				t.Fatalf("%s frame", f.Type)
-			}
 			_, _ = h.w.Write(raw)
 			select {
 			case err := <-h.served:
@@ -404,7 +402,7 @@ func TestHostileFramesEndServeAndKillItsCommands(t *testing.T) {
 
 func TestTooManyCommandsAreRefused(t *testing.T) {
 	h := newHost(t, Config{MaxStreams: 1})
-	h.start(1, agentproto.StartMsg{Argv: []string{"sleep", "1078"}})
+	h.start(1, agentproto.StartMsg{Argv: []string{"sleep", "1078"}, Stdin: true}) // told started
 	if f := h.next(); f.Type != agentproto.Started {
 		t.Fatalf("%s frame", f.Type)
 	}
@@ -416,4 +414,20 @@ func TestTooManyCommandsAreRefused(t *testing.T) {
 	if got := h.collect(1); !got.exit.Canceled {
 		t.Errorf("first: %+v", got)
 	}
+}
+
+// Only a command that takes input is told started (the host sends the input then); any
+// other's first frame is its output or its end: one frame less through the engine.
+func TestOnlyACommandThatTakesInputIsToldStarted(t *testing.T) {
+	h := newHost(t, Config{})
+	h.start(1, agentproto.StartMsg{Argv: []string{"true"}})
+	if f := h.next(); f.Type != agentproto.Exit || f.Stream != 1 {
+		t.Errorf("without input: first frame %s, want exit", f.Type)
+	}
+	h.start(2, agentproto.StartMsg{Argv: []string{"true"}, Stdin: true})
+	if f := h.next(); f.Type != agentproto.Started || f.Stream != 2 {
+		t.Errorf("with input: first frame %s, want started", f.Type)
+	}
+	h.send(agentproto.StdinEOF, 2, nil)
+	h.collect(2)
 }

@@ -152,7 +152,7 @@ func TestATerminalThatCannotStartFails(t *testing.T) {
 	if got := h.collect(2); got.failed != agentproto.ReasonWorkdir {
 		t.Errorf("no such folder: %+v", got)
 	}
-	h.start(3, agentproto.StartMsg{Argv: []string{"sleep", "7304"}})
+	h.start(3, agentproto.StartMsg{Argv: []string{"sleep", "7304"}, Stdin: true}) // told started
 	if f := h.next(); f.Type != agentproto.Started {
 		t.Fatalf("%s frame", f.Type)
 	}

@@ -51,7 +51,7 @@ const (
 const (
 	Ready   Type = 64 + iota // stream 0: answer to Hello: version (1 byte), nonce (8 bytes)
 	Pong                     // stream 0: answer to Ping: nonce (8 bytes)
-	Started                  // the command runs: no payload
+	Started                  // the command runs (said only of a command that takes input): no payload
 	Failed                   // the command did not start: reason (1 byte), message (text)
 	Stdout                   // output (1 to MaxPayload bytes)
 	Stderr                   // output (1 to MaxPayload bytes)

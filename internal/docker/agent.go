@@ -15,6 +15,7 @@ package docker
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -411,18 +412,50 @@ func (c *agentConn) write(t agentproto.Type, stream uint32, p []byte) error {
 // read is the channel's reader: it takes the engine's multiplexed stream apart, checks
 // each frame and hands it to its command.
 func (c *agentConn) read() {
-	pr, pw := io.Pipe()
-	c.a.wg.Go(func() {
-		// The agent writes nothing on stderr that matters; it is dropped.
-		_, err := stdcopy.StdCopy(pw, io.Discard, c.att.Reader)
-		if err == nil {
-			err = io.EOF
-		}
-		pw.CloseWithError(err)
-	})
-	defer pr.Close()
-	err := c.readFrames(agentproto.NewReader(pr))
+	err := c.readFrames(agentproto.NewReader(&stdoutOf{r: c.att.Reader}))
 	c.fail(err)
+}
+
+// stdoutOf reads the stdout of the engine's multiplexed stream (an attach without a
+// TTY: a header of 8 bytes, the stream's number and the size of what follows, before
+// each piece), in the reader's own goroutine: no copy through a pipe, no hop to another
+// goroutine per frame. The agent writes nothing on stderr that matters: it is dropped.
+type stdoutOf struct {
+	r    io.Reader
+	left int // of the current stdout piece
+	hdr  [8]byte
+}
+
+func (s *stdoutOf) Read(p []byte) (int, error) {
+	for s.left == 0 {
+		if _, err := io.ReadFull(s.r, s.hdr[:]); err != nil {
+			if err == io.ErrUnexpectedEOF {
+				return 0, fmt.Errorf("the engine's stream ended inside a header: %w", err)
+			}
+			return 0, err
+		}
+		n := int(binary.BigEndian.Uint32(s.hdr[4:]))
+		switch s.hdr[0] {
+		case byte(stdcopy.Stdin), byte(stdcopy.Stdout): // "stdin" is stdout too (StdCopy)
+			s.left = n
+		case byte(stdcopy.Stderr):
+			if _, err := io.CopyN(io.Discard, s.r, int64(n)); err != nil {
+				return 0, err
+			}
+		case byte(stdcopy.Systemerr):
+			msg := make([]byte, min(n, 1024))
+			_, _ = io.ReadFull(s.r, msg)
+			return 0, fmt.Errorf("the engine's stream failed: %q", msg)
+		default:
+			return 0, fmt.Errorf("the engine's stream: unknown stream %d", s.hdr[0])
+		}
+	}
+	n, err := s.r.Read(p[:min(len(p), s.left)])
+	s.left -= n
+	if err == io.EOF && s.left > 0 {
+		err = io.ErrUnexpectedEOF
+	}
+	return n, err
 }
 
 func (c *agentConn) readFrames(fr *agentproto.Reader) error {
