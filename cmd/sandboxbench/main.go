@@ -29,7 +29,10 @@
 //     create, hits counted on /metrics), against the cold creates of the same run;
 //   - with -egress (the default), creates of an egress profile's sandbox against network
 //     none ones, and a 100 MB download through the egress proxy against the same download
-//     without it (egresscreate.go, egressthroughput.go).
+//     without it (egresscreate.go, egressthroughput.go);
+//   - with -kubeconfig, sandboxd with runtime: kubernetes on that cluster (kube.go): cold
+//     create against the same claim and Pod made through the API, parallel creates, warm
+//     pool creates, and exec against sandboxd on Docker and a bare pods/exec.
 //
 // -only takes some of these (see -h). It prints a table, writes it as JSON with -json, and
 // removes every container it made.
@@ -98,7 +101,9 @@ type options struct {
 	Registries    []string      `json:"registries"`
 	Quick         bool          `json:"quick"`
 	Egress        bool          `json:"egress"`
-	Execs         int           `json:"execs"` // execs of `true` per side
+	Execs         int           `json:"execs"`                 // execs of `true` per side
+	KubeN         int           `json:"kube_n,omitempty"`      // cold and pool creates per side on Kubernetes
+	KubeRounds    int           `json:"kube_rounds,omitempty"` // rounds of the parallel creates on Kubernetes
 	Only          []string      `json:"only,omitempty"`
 
 	pgDSN      string
@@ -107,6 +112,7 @@ type options struct {
 	image      string
 	jsonPath   string
 	runID      string
+	kubeconfig string
 }
 
 func parseOptions(args []string, stderr io.Writer) (options, error) {
@@ -137,6 +143,9 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.Quick, "quick", false, "a CI-sized run: a few of everything")
 	fs.BoolVar(&o.Egress, "egress", true, "measure egress profiles: create latency against network none, and a download through the proxy against one without (needs root and iptables)")
 	fs.IntVar(&o.Execs, "execs", 500, "execs of `true` per side (sandboxd through the agent, Engine API)")
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig of a cluster to measure sandboxd's Kubernetes runtime on (an admin's: the run makes and removes a namespace; the sandbox image must be on its nodes); empty: no Kubernetes measurement")
+	fs.IntVar(&o.KubeN, "kube-n", 20, "cold creates per side on Kubernetes, and warm-pool creates")
+	fs.IntVar(&o.KubeRounds, "kube-rounds", 2, "rounds of the parallel creates on Kubernetes (the median is reported)")
 	only := fs.String("only", "", "measurements to take (comma-separated: "+strings.Join(measurements, ", ")+"); empty: all")
 	fs.StringVar(&o.runID, "run-id", "", "prefix of the instance ids of this run's containers (empty: sbench-<random>)")
 	if err := fs.Parse(args); err != nil {
@@ -182,13 +191,19 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		quick("registry-ops", &o.RegistryOps, 100)
 		quick("density", &o.Density, 2)
 		quick("execs", &o.Execs, 20)
+		quick("kube-n", &o.KubeN, 2)
+		quick("kube-rounds", &o.KubeRounds, 1)
 		if !set["settle"] {
 			o.Settle = 500 * time.Millisecond
 		}
 	}
 	if o.N < 1 || o.Reuse < 2 || o.Workers < 1 || o.HotClients < 1 || o.Parallel < 1 || o.Drain < 1 || o.DrainParallel < 1 ||
-		o.Rounds < 1 || o.Sessions < 2 || o.RegistryOps < 1 || o.SweepInterval <= 0 || o.Density < 0 || o.Execs < 1 {
+		o.Rounds < 1 || o.Sessions < 2 || o.RegistryOps < 1 || o.SweepInterval <= 0 || o.Density < 0 || o.Execs < 1 ||
+		o.KubeN < 1 || o.KubeRounds < 1 {
 		return o, errors.New("every size must be positive (-reuse and -sessions at least 2, -density 0 or more)")
+	}
+	if slices.Contains(o.Only, "kube") && o.kubeconfig == "" {
+		return o, errors.New("-only kube needs -kubeconfig")
 	}
 	if o.DensityOnly && o.Density == 0 {
 		return o, errors.New("-density-only needs -density above 0")
@@ -285,6 +300,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	if runErr == nil && opts.Egress && !opts.DensityOnly && opts.takes("egress") {
 		runErr = b.egress(ctx)
 	}
+	if runErr == nil && opts.kubeconfig != "" && !opts.DensityOnly && opts.takes("kube") {
+		runErr = b.kube(ctx)
+	}
 	if runErr != nil {
 		rep.Error = runErr.Error()
 	}
@@ -298,7 +316,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 }
 
 // measurements are the names -only takes.
-var measurements = []string{"reuse", "hotchat", "exec", "cold", "parallel", "drain", "restartdrain", "pool", "memory", "registry", "density", "egress"}
+var measurements = []string{"reuse", "hotchat", "exec", "cold", "parallel", "drain", "restartdrain", "pool", "memory", "registry", "density", "egress", "kube"}
 
 // takes says whether the run takes measurement m.
 func (o options) takes(m string) bool { return len(o.Only) == 0 || slices.Contains(o.Only, m) }

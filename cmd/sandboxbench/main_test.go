@@ -11,12 +11,15 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/moby/moby/client"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/sandboxd/sandboxd/internal/testing/dockertest"
+	"github.com/sandboxd/sandboxd/internal/testing/kubetest"
 )
 
 func TestMain(m *testing.M) {
@@ -104,5 +107,49 @@ func TestQuickRunProducesEveryRow(t *testing.T) {
 				t.Errorf("container %s (%s) of the bench left behind", c.ID, c.Labels["sandboxd.instance"])
 			}
 		}
+	}
+}
+
+// A quick run of the Kubernetes measurements on the test cluster: every row, with a
+// positive figure, baseline and ratio, and the run's namespace removed.
+func TestQuickKubernetesRun(t *testing.T) {
+	kubeconfig := kubetest.Kubeconfig(t)
+	cli := dockertest.Client(t)
+	image := dockertest.Image(t, cli)
+	out := filepath.Join(t.TempDir(), "bench.json")
+	var stdout, stderr bytes.Buffer
+	runID := "sbench-test-" + randomHex(4)
+	err := run(context.Background(), []string{"-quick", "-only", "kube", "-registries", "sqlite", "-kubeconfig", kubeconfig,
+		"-image", image, "-json", out, "-run-id", runID}, &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("run: %v\n%s", err, stderr.String())
+	}
+	data, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep Report
+	if err := json.Unmarshal(data, &rep); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"cold create p50 (answered, exec-ready)", "cold create p99 (answered, exec-ready)", "cold create p50 + first exec",
+		"distinct creates at once", "exec `true` p50", "exec `true` p99", "exec `true` p50 vs a bare pods/exec",
+		"pool create p50 (answered, exec-ready)", "pool create p99 (answered, exec-ready)", "pool create p50 + first exec",
+	}
+	for _, name := range want {
+		if !slices.ContainsFunc(rep.Rows, func(r Row) bool { return r.Registry == "kubernetes" && strings.Contains(r.Name, name) }) {
+			t.Errorf("no kubernetes row %q", name)
+		}
+	}
+	for _, r := range rep.Rows {
+		if r.Value <= 0 || r.Baseline <= 0 || r.Ratio <= 0 || r.BaselineName == "" || r.Samples < 1 {
+			t.Errorf("row %s/%s: value %g, baseline %g (%q), ratio %g, samples %d: want all positive",
+				r.Registry, r.Name, r.Value, r.Baseline, r.BaselineName, r.Ratio, r.Samples)
+		}
+	}
+	ns, err := kubetest.Admin(t).CoreV1().Namespaces().Get(context.Background(), runID, metav1.GetOptions{})
+	if err == nil && ns.DeletionTimestamp == nil {
+		t.Errorf("the run's namespace %s is still there", runID)
 	}
 }

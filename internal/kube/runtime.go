@@ -163,6 +163,15 @@ func sameTenant(a, b string) bool {
 // already (made by another replica) is fine. The claim outlives the chat's sandboxes, as
 // the Docker runtime's workspace folder does.
 func (r *Runtime) makeClaim(ctx context.Context, name string, labels, annotations map[string]string) error {
+	_, err := r.cs.CoreV1().PersistentVolumeClaims(r.ns).Create(ctx, r.claimObject(name, labels, annotations), metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) { // another replica made it: fine
+		return apiError("create claim "+name, err)
+	}
+	return nil
+}
+
+// claimObject is a workspace claim: the configured size and storage class.
+func (r *Runtime) claimObject(name string, labels, annotations map[string]string) *corev1.PersistentVolumeClaim {
 	claim := &corev1.PersistentVolumeClaim{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels, Annotations: annotations},
 		Spec: corev1.PersistentVolumeClaimSpec{
@@ -173,11 +182,20 @@ func (r *Runtime) makeClaim(ctx context.Context, name string, labels, annotation
 	if r.class != "" {
 		claim.Spec.StorageClassName = &r.class
 	}
-	_, err := r.cs.CoreV1().PersistentVolumeClaims(r.ns).Create(ctx, claim, metav1.CreateOptions{})
-	if err != nil && !apierrors.IsAlreadyExists(err) { // another replica made it: fine
-		return apiError("create claim "+name, err)
+	return claim
+}
+
+// ColdObjects returns the workspace claim and the Pod that Create makes, in that order,
+// for spec on a chat without a claim (a cold create): for a baseline that makes the very
+// same objects through the API (cmd/sandboxbench).
+func (r *Runtime) ColdObjects(spec lifecycle.CreateSpec) (*corev1.PersistentVolumeClaim, *corev1.Pod, error) {
+	prof, err := r.profiles.Lookup(spec.AgentID)
+	if err != nil {
+		return nil, nil, fmt.Errorf("kube: %w", err)
 	}
-	return nil
+	name := ClaimName(spec.Tenant, spec.ChatID)
+	l, a := r.chatClaimMeta(spec.Tenant, spec.ChatID)
+	return r.claimObject(name, l, a), r.podFor(spec, prof, name), nil
 }
 
 // chatClaimMeta are the labels and annotations of the workspace claim of tenant's chat.
