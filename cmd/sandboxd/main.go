@@ -224,10 +224,10 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 	})
 
 	// A crash may have left containers without records or records without containers:
-	// repair before serving.
-	reconcile := func(ctx context.Context) error {
-		rep, err := svc.Reconcile(ctx)
-		if err == nil {
+	// repair before serving. run is the reconciliation itself (ran: it was not skipped).
+	reconcileWith := func(ctx context.Context, run func(context.Context) (lifecycle.ReconcileReport, bool, error)) error {
+		rep, ran, err := run(ctx)
+		if err == nil && ran {
 			log.InfoContext(ctx, "reconciled", slog.Int("containers", rep.Containers),
 				slog.Int("records", rep.Records), slog.Int("orphans_removed", rep.OrphansRemoved),
 				slog.Int("records_repaired", rep.RecordsRepaired), slog.Int("errors", rep.Errors))
@@ -240,10 +240,33 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 		}
 		return errors.Join(err, mErr)
 	}
+	reconcile := func(ctx context.Context) error {
+		return reconcileWith(ctx, func(ctx context.Context) (lifecycle.ReconcileReport, bool, error) {
+			rep, err := svc.Reconcile(ctx)
+			return rep, true, err
+		})
+	}
+	// The engine's event stream: a sandbox that dies is repaired at once, and a
+	// reconciliation follows every (re)connection of the stream. It is followed before
+	// the start-up reconciliation, which waits for the stream to connect (briefly: an
+	// engine that is down holds nothing up), so that one full reading of the registry and
+	// the engine, done before serving, stands for both (ReconcileSince); before, the
+	// stream's reconciliation ran again as the first requests came in.
+	begun := svc.ReconcilesBegun()
+	follower := svc.Follow(ctx, rt, 0, 0)
+	if engineUp == nil {
+		select {
+		case <-follower.Connected():
+		case <-time.After(streamWait):
+		case <-ctx.Done():
+		}
+	}
 	// Bounded as a periodic run is: a hung engine or registry delays the start, never
 	// stops it.
 	rctx, cancelReconcile := context.WithTimeout(ctx, cfg.Reconcile.Interval)
-	if err := reconcile(rctx); err != nil {
+	if err := reconcileWith(rctx, func(ctx context.Context) (lifecycle.ReconcileReport, bool, error) {
+		return svc.ReconcileSince(ctx, begun)
+	}); err != nil {
 		log.ErrorContext(ctx, "reconcile_failed", slog.String("error", err.Error()))
 	}
 	cancelReconcile()
@@ -256,9 +279,7 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (err
 	// Runs before the pool drain, the runtime and the registry close: use cases whose
 	// callers left (creates, sweeps) finish their work first.
 	closers = append(closers, svc.Drain)
-	// The engine's event stream: a sandbox that dies is repaired at once, and a
-	// reconciliation follows every (re)connection of the stream. Stopped before Drain.
-	follower := svc.Follow(ctx, rt, 0, 0)
+	// The event stream's follower (started above) stops before Drain.
 	closers = append(closers, func(context.Context) error { follower.Stop(); return nil })
 	jobList := []periodic.Job{
 		// Each run is cut off at its interval, when the next is due (a run stuck on a hung
@@ -596,6 +617,10 @@ func openRegistry(ctx context.Context, dsn string, sweepParallelism int, linger 
 	}
 	return registry{}, fmt.Errorf("registry: unknown kind %q", kind)
 }
+
+// streamWait bounds how long the start-up reconciliation waits for the engine's event
+// stream to connect, so as to stand for the connection's own; past it, both run.
+const streamWait = 2 * time.Second
 
 // lockPoolHeadroom is how many chats the lock pool can lock besides a full sweep's.
 const lockPoolHeadroom = 16

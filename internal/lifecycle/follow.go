@@ -51,8 +51,9 @@ type Watcher interface {
 // Follower keeps the registry in step with the runtime between reconciliations: a sandbox
 // that dies is repaired at once, as Reconcile would repair it.
 type Follower struct {
-	cancel context.CancelFunc
-	done   chan struct{}
+	cancel    context.CancelFunc
+	done      chan struct{}
+	connected chan struct{} // closed once the stream first connected
 }
 
 // Follow follows w until ctx ends or Stop is called:
@@ -63,26 +64,37 @@ type Follower struct {
 //   - when the stream breaks (the engine restarted, the connection dropped) it is opened
 //     again, after a pause that grows while it keeps failing (retry to maxRetry);
 //   - every time the stream is (re)opened a full reconciliation runs, since what ended
-//     while nobody was listening was not reported.
+//     while nobody was listening was not reported; unless one that began after the
+//     stream connected has already run (ReconcileSince): sandboxd's start-up waits for
+//     the stream to connect (Connected) and then reconciles once for both.
 func (s *Service) Follow(ctx context.Context, w Watcher, retry, maxRetry time.Duration) *Follower {
 	ctx, cancel := context.WithCancel(ctx)
-	f := &Follower{cancel: cancel, done: make(chan struct{})}
+	f := &Follower{cancel: cancel, done: make(chan struct{}), connected: make(chan struct{})}
 	retry, maxRetry = orDefault(retry, 100*time.Millisecond), orDefault(maxRetry, 5*time.Second)
 	go func() {
 		defer close(f.done)
 		var repairs sync.WaitGroup
 		defer repairs.Wait()
-		reconcile := make(chan struct{}, 1) // one reconciliation asked for and not yet begun
+		// One reconciliation asked for and not yet begun: the count of those begun when
+		// the stream connected (ReconcileSince).
+		reconcile := make(chan uint64, 1)
 		repairs.Go(func() { s.reconcileOnConnect(ctx, reconcile) })
+		first := true
 		pause := retry
 		for {
 			connected, began := false, time.Now()
 			err := w.Watch(ctx, func() {
 				connected = true
 				s.log.InfoContext(ctx, "event_stream_connected")
+				begun := s.reconciles.Load()
 				select {
-				case reconcile <- struct{}{}:
+				case <-reconcile: // not begun yet: the newer connection's stands for both
 				default:
+				}
+				reconcile <- begun // this goroutine alone sends: there is room
+				if first {
+					first = false
+					close(f.connected)
 				}
 			}, func(e Ending) {
 				repairs.Go(func() { s.ended(ctx, e) })
@@ -106,6 +118,10 @@ func (s *Service) Follow(ctx context.Context, w Watcher, retry, maxRetry time.Du
 	return f
 }
 
+// Connected is closed once the stream has first connected (and its reconciliation has
+// been asked for).
+func (f *Follower) Connected() <-chan struct{} { return f.connected }
+
 // Stop stops following and waits for the repairs under way. Safe to call twice.
 func (f *Follower) Stop() {
 	f.cancel()
@@ -113,17 +129,23 @@ func (f *Follower) Stop() {
 }
 
 // reconcileOnConnect runs a reconciliation each time one is asked for, until ctx ends.
-func (s *Service) reconcileOnConnect(ctx context.Context, asked <-chan struct{}) {
+func (s *Service) reconcileOnConnect(ctx context.Context, asked <-chan uint64) {
 	for {
+		var begun uint64
 		select {
 		case <-ctx.Done():
 			return
-		case <-asked:
+		case begun = <-asked:
 		}
-		rep, err := s.Reconcile(ctx)
+		rep, ran, err := s.ReconcileSince(ctx, begun)
 		if err != nil {
 			s.log.ErrorContext(ctx, "reconcile_failed", slog.String("after", "event_stream_connected"),
 				slog.String("error", err.Error()))
+			continue
+		}
+		if !ran {
+			s.log.InfoContext(ctx, "reconcile_skipped", slog.String("after", "event_stream_connected"),
+				slog.String("reason", "a reconciliation that began after the stream connected has run"))
 			continue
 		}
 		s.log.InfoContext(ctx, "reconciled", slog.String("after", "event_stream_connected"),

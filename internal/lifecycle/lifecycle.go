@@ -189,6 +189,11 @@ type Service struct {
 	writes    writes    // the use cases changing chats now, for reuses without the lock
 
 	reconciling chan struct{} // holds one token while a reconciliation runs (the job's, the event stream's)
+	// reconciles counts the reconciliations begun (under the token); reconciled is the
+	// count of the last one that succeeded, read and written under the token. They let
+	// the event stream's reconciliation be skipped when one began after it connected.
+	reconciles atomic.Uint64
+	reconciled uint64
 }
 
 // inflight counts use cases under way so that shutdown can wait for them, and refuses

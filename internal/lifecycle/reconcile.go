@@ -9,6 +9,7 @@ import (
 	"github.com/google/uuid"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 )
@@ -44,15 +45,49 @@ const MassRemovalMin = 10
 // registry is tied to another runtime (CheckBinding), nothing is deleted and the error is
 // returned. Every repair happens under the chat's lock after reading the registry again.
 func (s *Service) Reconcile(ctx context.Context) (ReconcileReport, error) {
+	rep, _, err := s.reconcile(ctx, false, 0)
+	return rep, err
+}
+
+// ReconcilesBegun returns how many reconciliations have begun so far, for ReconcileSince.
+func (s *Service) ReconcilesBegun() uint64 { return s.reconciles.Load() }
+
+// ReconcileSince is Reconcile, unless a reconciliation that began after begun (a count
+// ReconcilesBegun returned) has already succeeded: then it does nothing and reports
+// false. It waits for the reconciliation under way, if any, before it decides. A caller
+// that needs the runtime and the registry compared since some moment (the start, the
+// event stream's connection) reads begun at that moment; two such callers (the start-up
+// and the stream's first connection) then reconcile once between them.
+func (s *Service) ReconcileSince(ctx context.Context, begun uint64) (ReconcileReport, bool, error) {
+	return s.reconcile(ctx, true, begun)
+}
+
+// reconcile runs one reconciliation under the token; with since, none when one that
+// began after begun has succeeded (ran is then false).
+func (s *Service) reconcile(ctx context.Context, since bool, begun uint64) (rep ReconcileReport, ran bool, err error) {
 	ctx, span := s.tracer.Start(ctx, "usecase.reconcile")
 	defer span.End()
-	var rep ReconcileReport
 	select {
 	case s.reconciling <- struct{}{}:
 		defer func() { <-s.reconciling }()
 	case <-ctx.Done():
-		return rep, fmt.Errorf("reconcile: wait for the one under way: %w", ctx.Err())
+		return rep, false, fmt.Errorf("reconcile: wait for the one under way: %w", ctx.Err())
 	}
+	if since && s.reconciled > begun {
+		span.SetAttributes(attribute.Bool("sandbox.reconcile.skipped", true))
+		return rep, false, nil
+	}
+	n := s.reconciles.Add(1) // before anything is read: this one began after the caller's begun
+	rep, err = s.reconcileHeld(ctx, span)
+	if err == nil {
+		s.reconciled = n
+	}
+	return rep, true, err
+}
+
+// reconcileHeld is Reconcile's work, done holding the token.
+func (s *Service) reconcileHeld(ctx context.Context, span trace.Span) (ReconcileReport, error) {
+	var rep ReconcileReport
 	fail := func(err error) (ReconcileReport, error) {
 		err = fmt.Errorf("reconcile: %w", err)
 		failSpan(span, err)
