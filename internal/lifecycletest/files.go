@@ -206,13 +206,18 @@ func TestFiles(t *testing.T, newFixture func(t *testing.T) FilesFixture) {
 			if !errors.Is(err, sandbox.ErrInvalid) {
 				t.Fatalf("ListDir of a pipe: err = %v, want ErrInvalid", err)
 			}
-		case <-time.After(5 * time.Second):
-			// Free the blocked open before failing, so the test ends.
-			if w, err := os.OpenFile(fifo, os.O_WRONLY, 0); err == nil {
+		case <-time.After(30 * time.Second): // a hang is for ever; a slow machine is not one
+			// Free a blocked open before failing, so the test ends. Non-blocking: when
+			// nothing has the pipe open for reading (ListDir ended meanwhile), the open
+			// fails at once instead of waiting for a reader that never comes.
+			if w, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
 				w.Close()
 			}
-			<-done
-			t.Fatal("ListDir of a pipe blocked until a writer came")
+			select {
+			case <-done:
+			case <-time.After(30 * time.Second):
+			}
+			t.Fatal("ListDir of a pipe blocked (30 s) until a writer came")
 		}
 	})
 
