@@ -12,9 +12,11 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	dockerclient "github.com/moby/moby/client"
 
 	"github.com/sandboxd/sandboxd/client"
 	"github.com/sandboxd/sandboxd/internal/testing/dockertest"
+	"github.com/sandboxd/sandboxd/internal/testing/pgtest"
 	"github.com/sandboxd/sandboxd/internal/testing/syncbuf"
 )
 
@@ -22,6 +24,20 @@ import (
 // through its exec API, as cmd/sandboxbench does through the binary: with -cpuprofile,
 // where one exec's time goes on sandboxd's side.
 func BenchmarkExecInProcess(b *testing.B) {
+	for _, alternate := range []bool{false, true} {
+		name := ""
+		if alternate {
+			name = "-alternating"
+		}
+		b.Run("sqlite"+name, func(b *testing.B) { benchExecInProcess(b, "", alternate) })
+		b.Run("postgres"+name, func(b *testing.B) { benchExecInProcess(b, pgtest.DSN(b), alternate) })
+	}
+}
+
+// benchExecInProcess measures execs through an in-process sandboxd on registry (""
+// for SQLite); with alternate, each after an engine's exec of `true` in the same
+// sandbox, untimed, as cmd/sandboxbench alternates its two sides.
+func benchExecInProcess(b *testing.B, registry string, alternate bool) {
 	cli := dockertest.Client(b)
 	image := dockertest.Image(b, cli)
 	instance := dockertest.Instance(b, cli)
@@ -33,6 +49,9 @@ func BenchmarkExecInProcess(b *testing.B) {
 		"SANDBOXD_DOCKER_VOLUME_ROOT=" + filepath.Join(dir, "volumes"),
 		"SANDBOXD_AGENTS_DEFAULT_IMAGE=" + image,
 		"SANDBOXD_DOCKER_AGENT=" + dockertest.Agent(b),
+	}
+	if registry != "" {
+		env = append(env, "SANDBOXD_REGISTRY="+registry)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	logs := &syncbuf.Buffer{}
@@ -76,6 +95,11 @@ func BenchmarkExecInProcess(b *testing.B) {
 	var lat []time.Duration
 	b.ResetTimer()
 	for b.Loop() {
+		if alternate {
+			b.StopTimer()
+			engineTrue(b, cli, s.ContainerID)
+			b.StartTimer()
+		}
 		t := time.Now()
 		exec()
 		lat = append(lat, time.Since(t))
@@ -85,5 +109,27 @@ func BenchmarkExecInProcess(b *testing.B) {
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
 	if strings.Contains(logs.String(), "fallback") {
 		b.Log("fallbacks in the log")
+	}
+}
+
+// engineTrue runs `true` in the container through the engine's exec, to its end.
+func engineTrue(b *testing.B, cli *dockerclient.Client, id string) {
+	ctx := context.Background()
+	created, err := cli.ExecCreate(ctx, id, dockerclient.ExecCreateOptions{Cmd: []string{"true"}, AttachStdout: true, AttachStderr: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	att, err := cli.ExecAttach(ctx, created.ID, dockerclient.ExecAttachOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, att.Reader)
+	att.Close()
+	for {
+		res, err := cli.ExecInspect(ctx, created.ID, dockerclient.ExecInspectOptions{})
+		if err != nil || !res.Running {
+			return
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
