@@ -20,6 +20,7 @@ import (
 	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
 
+	"github.com/sandboxd/sandboxd/internal/poolset"
 	"github.com/sandboxd/sandboxd/internal/profile"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 )
@@ -198,7 +199,7 @@ func (r *Runtime) SandboxAt(ctx context.Context, addr netip.Addr) (chatID, sessi
 		}
 		agentID = labels[LabelAgentID]
 		if pool, pooled := labels[LabelPool]; pooled {
-			if agentID = pool; agentID == defaultPoolName {
+			if agentID = pool; agentID == poolset.DefaultName {
 				agentID = ""
 			}
 		}

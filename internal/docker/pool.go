@@ -19,10 +19,10 @@ import (
 	"github.com/google/uuid"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
+	"github.com/sandboxd/sandboxd/internal/poolset"
 	"github.com/sandboxd/sandboxd/internal/profile"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 )
@@ -46,8 +46,6 @@ const (
 	// poolClaimAttempts bounds the pooled containers one create tries before it falls
 	// back to a cold create.
 	poolClaimAttempts = 2
-	// defaultPoolName names the default profile's pool.
-	defaultPoolName = "default"
 )
 
 // pool is the Runtime's warm pool (see above). It is safe for concurrent use.
@@ -57,12 +55,8 @@ type pool struct {
 	interval time.Duration
 	log      *slog.Logger
 
-	byAgent map[string]*profilePool // pools of the listed profiles that have one
-	def     *profilePool            // the default profile's, or nil
-	all     []*profilePool
-
-	hits, misses metric.Int64Counter
-	claimTime    metric.Float64Histogram
+	set     *poolset.Set[profilePool] // a pool per pooled profile
+	metrics *poolset.Metrics
 
 	mu      sync.Mutex
 	started bool
@@ -78,7 +72,6 @@ type profilePool struct {
 	name string
 	prof profile.Profile
 	size profile.Pool
-	attr metric.MeasurementOption
 	kick chan struct{} // wakes the refill loop; buffered, never blocks
 
 	// guarded by pool.mu
@@ -96,67 +89,33 @@ func newPool(r *Runtime, cfg Config, mp metric.MeterProvider, log *slog.Logger) 
 		owner:    randomHex(8),
 		interval: cfg.PoolCheckInterval,
 		log:      log,
-		byAgent:  map[string]*profilePool{},
 	}
 	if p.interval <= 0 {
 		p.interval = DefaultPoolCheckInterval
 	}
-	add := func(name string, prof profile.Profile) *profilePool {
-		if prof.Pool.Min == 0 {
-			return nil
-		}
-		pp := &profilePool{
+	p.set = poolset.New(r.profiles, func(name string, prof profile.Profile) *profilePool {
+		return &profilePool{
 			name: name, prof: prof, size: prof.Pool, target: prof.Pool.Min,
-			attr: metric.WithAttributeSet(attribute.NewSet(attribute.String("profile", name))),
 			kick: make(chan struct{}, 1),
 		}
-		p.all = append(p.all, pp)
-		return pp
+	})
+	names := make([]string, 0, len(p.set.All))
+	for _, pp := range p.set.All {
+		names = append(names, pp.name)
 	}
-	p.def = add(defaultPoolName, r.profiles.Default())
-	for _, agent := range r.profiles.Agents() {
-		if pp := add(agent, r.profiles.Of(agent)); pp != nil {
-			p.byAgent[agent] = pp
-		}
-	}
-
-	meter := mp.Meter("github.com/sandboxd/sandboxd/internal/docker")
-	var errs [4]error
-	p.hits, errs[0] = meter.Int64Counter("sandbox.pool.hits",
-		metric.WithDescription("Creates served by a pre-started sandbox."))
-	p.misses, errs[1] = meter.Int64Counter("sandbox.pool.misses",
-		metric.WithDescription("Creates of a pooled profile that fell back to a cold create, by reason."))
-	p.claimTime, errs[2] = meter.Float64Histogram("sandbox.pool.claim.duration", metric.WithUnit("s"),
-		metric.WithDescription("Time to hand out a pre-started sandbox."))
-	_, errs[3] = meter.Int64ObservableGauge("sandbox.pool.size",
-		metric.WithDescription("Ready pre-started sandboxes."),
-		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+	var err error
+	p.metrics, err = poolset.NewMetrics(mp.Meter("github.com/sandboxd/sandboxd/internal/docker"), names, missReasons,
+		func(observe func(string, int)) {
 			p.mu.Lock()
 			defer p.mu.Unlock()
-			for _, pp := range p.all {
-				o.Observe(int64(len(pp.ready)), pp.attr)
+			for _, pp := range p.set.All {
+				observe(pp.name, len(pp.ready))
 			}
-			return nil
-		}))
-	if err := errors.Join(errs[:]...); err != nil {
-		return nil, fmt.Errorf("pool metrics: %w", err)
-	}
-	// Every label set at 0 from the start, so that rate() works from the first scrape.
-	for _, pp := range p.all {
-		p.hits.Add(context.Background(), 0, pp.attr)
-		for _, reason := range missReasons {
-			p.misses.Add(context.Background(), 0, metric.WithAttributes(attribute.String("profile", pp.name), attribute.String("reason", reason)))
-		}
+		})
+	if err != nil {
+		return nil, err
 	}
 	return p, nil
-}
-
-// forAgent returns the pool of the profile agentID gets, or nil if it has none.
-func (p *pool) forAgent(agentID string) *profilePool {
-	if p.rt.profiles.Listed(agentID) && agentID != "" {
-		return p.byAgent[agentID]
-	}
-	return p.def
 }
 
 // StartPool starts the warm pool: it takes the pool's lock in <root>/.pool, removes the
@@ -192,7 +151,7 @@ func (r *Runtime) StartPool(ctx context.Context) error {
 	}
 	lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	p.cancel = cancel
-	for _, pp := range p.all {
+	for _, pp := range p.set.All {
 		p.loops.Go(func() { p.run(lctx, pp) })
 	}
 	return leftovers
@@ -209,7 +168,7 @@ func (r *Runtime) DrainPool(ctx context.Context) error {
 	}
 	p.drained = true
 	cancel := p.cancel
-	for _, pp := range p.all {
+	for _, pp := range p.set.All {
 		pp.ready = nil // removed below, with everything else of this pool
 	}
 	p.mu.Unlock()
@@ -390,7 +349,7 @@ func (p *pool) destroy(ctx context.Context, m member) error {
 // false: then nothing of the chat changed and a cold create must follow. See the top of
 // this file for when it applies.
 func (p *pool) claim(ctx context.Context, spec lifecycle.CreateSpec) (sandbox.Session, bool) {
-	pp := p.forAgent(spec.AgentID)
+	pp := p.set.For(spec.AgentID)
 	if pp == nil {
 		return sandbox.Session{}, false
 	}
@@ -431,8 +390,7 @@ func (p *pool) claim(ctx context.Context, spec lifecycle.CreateSpec) (sandbox.Se
 		}
 		switch {
 		case err == nil:
-			p.hits.Add(ctx, 1, pp.attr)
-			p.claimTime.Record(ctx, time.Since(start).Seconds(), pp.attr)
+			p.metrics.Hit(ctx, pp.name, time.Since(start))
 			return sandbox.Session{
 				ID:             spec.SessionID,
 				ChatID:         spec.ChatID,
@@ -506,7 +464,7 @@ func (p *pool) putBack(ctx context.Context, pp *profilePool, m member) {
 var missReasons = []string{"volume", "tenant", "folder_exists", "empty", "error"}
 
 func (p *pool) miss(ctx context.Context, pp *profilePool, reason string) {
-	p.misses.Add(ctx, 1, metric.WithAttributes(attribute.String("profile", pp.name), attribute.String("reason", reason)))
+	p.metrics.Miss(ctx, pp.name, reason, 1)
 }
 
 // removeLeftovers removes the unclaimed pool containers of this instance and the .pool

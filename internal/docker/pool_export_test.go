@@ -6,7 +6,7 @@ func PoolReady(r *Runtime) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	n := 0
-	for _, pp := range p.byAgent {
+	for _, pp := range p.set.All {
 		n += len(pp.ready)
 	}
 	return n

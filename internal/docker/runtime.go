@@ -16,6 +16,7 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
+	"github.com/sandboxd/sandboxd/internal/poolset"
 	"github.com/sandboxd/sandboxd/internal/profile"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 	"github.com/sandboxd/sandboxd/internal/workspace"
@@ -349,7 +350,7 @@ func (r *Runtime) Managed(ctx context.Context) ([]lifecycle.Container, error) {
 			// names chat and session, and its folder is the chat's derived one.
 			lc.ChatID, lc.SessionID = pc, ps
 			lc.VolumeHostPath = r.root.Derive(pc)
-			if lc.AgentID = c.Labels[LabelPool]; lc.AgentID == defaultPoolName {
+			if lc.AgentID = c.Labels[LabelPool]; lc.AgentID == poolset.DefaultName {
 				lc.AgentID = ""
 			}
 		}

@@ -62,8 +62,8 @@ func (r *Runtime) PoolFill() []PoolFill {
 	p := r.pool
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	out := make([]PoolFill, 0, len(p.all))
-	for _, pp := range p.all {
+	out := make([]PoolFill, 0, len(p.set.All))
+	for _, pp := range p.set.All {
 		out = append(out, PoolFill{Profile: pp.name, Ready: len(pp.ready), Target: pp.target, Max: pp.size.Max})
 	}
 	return out

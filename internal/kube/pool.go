@@ -14,7 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -25,6 +24,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
+	"github.com/sandboxd/sandboxd/internal/poolset"
 	"github.com/sandboxd/sandboxd/internal/profile"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 )
@@ -80,7 +80,6 @@ const (
 	// minLeaseDuration is the shortest lease a pool takes: a live pool's Lease must not
 	// look expired to another replica for a slow renewal or a skewed clock.
 	minLeaseDuration = 10 * time.Second
-	defaultPoolName  = "default"
 	poolNamePrefix   = "sandboxd-pool-"
 )
 
@@ -93,12 +92,8 @@ type pool struct {
 	lease    time.Duration // how long the Lease holds without a renewal
 	log      *slog.Logger
 
-	byAgent map[string]*profilePool
-	def     *profilePool
-	all     []*profilePool
-
-	hits, misses metric.Int64Counter
-	claimTime    metric.Float64Histogram
+	set     *poolset.Set[profilePool] // a pool per pooled profile
+	metrics *poolset.Metrics
 
 	mu      sync.Mutex
 	started bool
@@ -115,7 +110,6 @@ type profilePool struct {
 	label string // name as a label value
 	prof  profile.Profile
 	size  profile.Pool
-	attr  metric.MeasurementOption
 	kick  chan struct{}
 
 	// guarded by pool.mu
@@ -128,67 +122,35 @@ type profilePool struct {
 var missReasons = []string{"claim_exists", "empty", "error"}
 
 func newPool(r *Runtime, cfg Config, mp metric.MeterProvider, log *slog.Logger) (*pool, error) {
-	p := &pool{rt: r, owner: randomHex(8), interval: cfg.PoolCheckInterval, log: log, byAgent: map[string]*profilePool{}}
+	p := &pool{rt: r, owner: randomHex(8), interval: cfg.PoolCheckInterval, log: log}
 	if p.interval <= 0 {
 		p.interval = DefaultPoolCheckInterval
 	}
 	p.renewal = min(p.interval, maxRenewInterval)
 	p.lease = max(3*p.renewal, minLeaseDuration)
-	add := func(name string, prof profile.Profile) *profilePool {
-		if prof.Pool.Min == 0 {
-			return nil
-		}
-		pp := &profilePool{
+	p.set = poolset.New(r.profiles, func(name string, prof profile.Profile) *profilePool {
+		return &profilePool{
 			name: name, label: labelValue(name), prof: prof, size: prof.Pool, target: prof.Pool.Min,
-			attr: metric.WithAttributeSet(attribute.NewSet(attribute.String("profile", name))),
 			kick: make(chan struct{}, 1),
 		}
-		p.all = append(p.all, pp)
-		return pp
+	})
+	names := make([]string, 0, len(p.set.All))
+	for _, pp := range p.set.All {
+		names = append(names, pp.name)
 	}
-	p.def = add(defaultPoolName, r.profiles.Default())
-	for _, agent := range r.profiles.Agents() {
-		if pp := add(agent, r.profiles.Of(agent)); pp != nil {
-			p.byAgent[agent] = pp
-		}
-	}
-
-	meter := mp.Meter("github.com/sandboxd/sandboxd/internal/kube")
-	var errs [4]error
-	p.hits, errs[0] = meter.Int64Counter("sandbox.pool.hits",
-		metric.WithDescription("Creates served by a pre-started sandbox."))
-	p.misses, errs[1] = meter.Int64Counter("sandbox.pool.misses",
-		metric.WithDescription("Creates of a pooled profile that fell back to a cold create, by reason."))
-	p.claimTime, errs[2] = meter.Float64Histogram("sandbox.pool.claim.duration", metric.WithUnit("s"),
-		metric.WithDescription("Time to hand out a pre-started sandbox."))
-	_, errs[3] = meter.Int64ObservableGauge("sandbox.pool.size",
-		metric.WithDescription("Ready pre-started sandboxes."),
-		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+	var err error
+	p.metrics, err = poolset.NewMetrics(mp.Meter("github.com/sandboxd/sandboxd/internal/kube"), names, missReasons,
+		func(observe func(string, int)) {
 			p.mu.Lock()
 			defer p.mu.Unlock()
-			for _, pp := range p.all {
-				o.Observe(int64(len(pp.ready)), pp.attr)
+			for _, pp := range p.set.All {
+				observe(pp.name, len(pp.ready))
 			}
-			return nil
-		}))
-	if err := errors.Join(errs[:]...); err != nil {
-		return nil, fmt.Errorf("pool metrics: %w", err)
-	}
-	for _, pp := range p.all {
-		p.hits.Add(context.Background(), 0, pp.attr)
-		for _, reason := range missReasons {
-			p.misses.Add(context.Background(), 0, metric.WithAttributes(attribute.String("profile", pp.name), attribute.String("reason", reason)))
-		}
+		})
+	if err != nil {
+		return nil, err
 	}
 	return p, nil
-}
-
-// forAgent returns the pool of the profile agentID gets, or nil if it has none.
-func (p *pool) forAgent(agentID string) *profilePool {
-	if agentID != "" && p.rt.profiles.Listed(agentID) {
-		return p.byAgent[agentID]
-	}
-	return p.def
 }
 
 // PoolFill is how full one profile's warm pool is.
@@ -204,8 +166,8 @@ func (r *Runtime) PoolFill() []PoolFill {
 	p := r.pool
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	out := make([]PoolFill, 0, len(p.all))
-	for _, pp := range p.all {
+	out := make([]PoolFill, 0, len(p.set.All))
+	for _, pp := range p.set.All {
 		out = append(out, PoolFill{Profile: pp.name, Ready: len(pp.ready), Target: pp.target, Max: pp.size.Max})
 	}
 	return out
@@ -227,7 +189,7 @@ func (r *Runtime) StartPool(ctx context.Context) error {
 	p.started = true
 	p.mu.Unlock()
 
-	if len(p.all) == 0 {
+	if len(p.set.All) == 0 {
 		return p.removeLeftovers(ctx, false)
 	}
 	if err := p.renew(ctx); err != nil {
@@ -246,7 +208,7 @@ func (r *Runtime) StartPool(ctx context.Context) error {
 	lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	p.cancel = cancel
 	p.loops.Go(func() { p.keepLease(lctx) })
-	for _, pp := range p.all {
+	for _, pp := range p.set.All {
 		p.loops.Go(func() { p.run(lctx, pp) })
 	}
 	return leftovers
@@ -264,7 +226,7 @@ func (r *Runtime) DrainPool(ctx context.Context) error {
 	}
 	p.drained = true
 	cancel := p.cancel
-	for _, pp := range p.all {
+	for _, pp := range p.set.All {
 		pp.ready = nil // removed below, with everything else of this pool
 	}
 	p.mu.Unlock()
@@ -451,7 +413,7 @@ func (p *pool) destroy(ctx context.Context, name string) error {
 // failed half-way may have made the pooled claim the chat's). hasWorkspace says the chat
 // has a workspace claim already: its files are on it, so no pooled Pod will do.
 func (p *pool) claim(ctx context.Context, spec lifecycle.CreateSpec, hasWorkspace bool) (sandbox.Session, bool) {
-	pp := p.forAgent(spec.AgentID)
+	pp := p.set.For(spec.AgentID)
 	if pp == nil {
 		return sandbox.Session{}, false
 	}
@@ -480,8 +442,7 @@ func (p *pool) claim(ctx context.Context, spec lifecycle.CreateSpec, hasWorkspac
 		default:
 		}
 		if err == nil {
-			p.hits.Add(ctx, 1, pp.attr)
-			p.claimTime.Record(ctx, time.Since(start).Seconds(), pp.attr)
+			p.metrics.Hit(ctx, pp.name, time.Since(start))
 			return sandbox.Session{
 				ID:          spec.SessionID,
 				ChatID:      spec.ChatID,
@@ -588,7 +549,7 @@ func (r *Runtime) patch(ctx context.Context, resource, name string, ops ...jsonP
 }
 
 func (p *pool) miss(ctx context.Context, pp *profilePool, reason string) {
-	p.misses.Add(ctx, 1, metric.WithAttributes(attribute.String("profile", pp.name), attribute.String("reason", reason)))
+	p.metrics.Miss(ctx, pp.name, reason, 1)
 }
 
 // leaseName is the name of the Lease of the pool owner.
