@@ -21,3 +21,6 @@ func AbandonPool(r *Runtime) {
 	}
 	p.loops.Wait()
 }
+
+// VolumePending is volumePending, for its test.
+var VolumePending = volumePending

@@ -537,3 +537,18 @@ func TestGVisorRuntimeClass(t *testing.T) {
 		t.Fatalf("user and capabilities under gVisor: %q", out)
 	}
 }
+
+// The scheduler's messages for a workspace claim on the way wait; the others fail the create.
+func TestVolumePending(t *testing.T) {
+	for msg, want := range map[string]bool{
+		`0/1 nodes are available: persistentvolumeclaim "sandboxd-ws-x" not found.`:                                     true,
+		`0/1 nodes are available: pod has unbound immediate PersistentVolumeClaims.`:                                    true,
+		`0/1 nodes are available: 1 node(s) unavailable due to one or more pvc(s) bound to non-existent pv(s).`:         true,
+		`0/1 nodes are available: 1 Insufficient memory. preemption: 0/1 nodes are available: 1 No preemption victims.`: false,
+		`0/1 nodes are available: 1 node(s) had untolerated taint {node.kubernetes.io/not-ready: }.`:                    false,
+	} {
+		if got := kube.VolumePending(msg); got != want {
+			t.Errorf("VolumePending(%q) = %v, want %v", msg, got, want)
+		}
+	}
+}

@@ -357,6 +357,16 @@ func (r *Runtime) waitReady(ctx context.Context, pod *corev1.Pod) error {
 	}
 }
 
+// volumePending tells whether an unschedulable Pod's message is about its workspace claim
+// on the way, which passes by itself: a claim still being bound, one the scheduler has not
+// seen yet (just made: `persistentvolumeclaim "..." not found`), or one bound to a volume
+// the scheduler has not seen yet (`pvc(s) bound to non-existent pv(s)`). A claim that never
+// binds ends the create at its deadline instead.
+func volumePending(msg string) bool {
+	msg = strings.ToLower(msg)
+	return strings.Contains(msg, "persistentvolumeclaim") || strings.Contains(msg, "pvc(s)")
+}
+
 // waitingFatal are the reasons a container waits that mean it will not start without
 // someone changing something.
 var waitingFatal = map[string]bool{
@@ -376,11 +386,8 @@ func started(p *corev1.Pod) (bool, error) {
 		return fail("it ended (%s): %s %s", p.Status.Phase, p.Status.Reason, p.Status.Message)
 	}
 	for _, c := range p.Status.Conditions {
-		// A claim that is still being bound, or that the scheduler has not seen yet (just
-		// made: `persistentvolumeclaim "..." not found`), makes a Pod unschedulable for a
-		// moment.
 		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse && c.Reason == corev1.PodReasonUnschedulable &&
-			!strings.Contains(strings.ToLower(c.Message), "persistentvolumeclaim") {
+			!volumePending(c.Message) {
 			return fail("unschedulable: %s", c.Message)
 		}
 	}
