@@ -164,7 +164,8 @@ type Docker struct {
 	CallTimeout   time.Duration `koanf:"call_timeout"`
 	CreateTimeout time.Duration `koanf:"create_timeout"`
 	// MinFreeBytes is the free space the volume root's file system keeps: below it,
-	// creates are refused with 507 before anything is made. 0: no floor.
+	// creates of new sandboxes are refused with 507 before anything is made (a reuse of
+	// the live one is not). 0: no floor.
 	MinFreeBytes int64 `koanf:"min_free_bytes"`
 	// Agent is the in-sandbox agent's binary (cmd/sandboxd-agent) on the engine's host,
 	// which every new sandbox runs and commands go through. Empty: sandboxd-agent beside

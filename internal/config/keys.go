@@ -64,7 +64,7 @@ func options() []option {
 		{func(c *Config) any { return &c.Docker.Agent }, "the in-sandbox agent's binary (empty: sandboxd-agent beside sandboxd, if there; none: no agent, commands through the engine's exec)"},
 		{func(c *Config) any { return &c.Docker.CallTimeout }, "deadline of each engine call that reads or changes records (inspect, list, ...)"},
 		{func(c *Config) any { return &c.Docker.CreateTimeout }, "deadline of each engine call that makes or removes a container (a stop: plus the stop timeout)"},
-		{func(c *Config) any { return &c.Docker.MinFreeBytes }, "free bytes the volume root keeps: below, creates are refused with 507 (0: no floor)"},
+		{func(c *Config) any { return &c.Docker.MinFreeBytes }, "free bytes the volume root keeps: below, creates of new sandboxes are refused with 507 (0: no floor)"},
 		{func(c *Config) any { return &c.Kubernetes.Kubeconfig }, "kubeconfig file (empty: in-cluster credentials, else $KUBECONFIG or ~/.kube/config)"},
 		{func(c *Config) any { return &c.Kubernetes.Namespace }, "namespace of the sandboxes' Pods and workspace claims"},
 		{func(c *Config) any { return &c.Kubernetes.Instance }, "instance id labelling this service's Pods"},

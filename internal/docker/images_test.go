@@ -113,6 +113,9 @@ func TestABoundRefusesFoldersItCannotBound(t *testing.T) {
 	if _, err := e.rt.Admit(ctx, "", spec.ChatID, "", provided); !errors.Is(err, sandbox.ErrInvalid) || !strings.Contains(err.Error(), "workspace_max_bytes") {
 		t.Errorf("Admit of a provided folder = %v, want ErrInvalid naming workspace_max_bytes", err)
 	}
+	if got, ok := e.rt.Resolve("", spec.ChatID, "", provided); ok {
+		t.Errorf("Resolve of a provided folder under a bound = %q, want it left to Admit", got)
+	}
 	if _, err := e.rt.Create(ctx, spec); !errors.Is(err, sandbox.ErrInvalid) {
 		t.Errorf("Create on a provided folder = %v, want ErrInvalid", err)
 	}

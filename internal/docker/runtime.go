@@ -69,6 +69,36 @@ func (r *Runtime) Admit(_ context.Context, tenant string, chatID uuid.UUID, agen
 	return volume, nil
 }
 
+// Resolve returns, without the file system, the folder Admit returns for a request it
+// accepts: the chat's derived folder in the tenant's part when the request names none,
+// else the folder named, when it is already in the clean absolute form Admit returns and
+// the profile takes provided folders. Anything else (no profile, a folder in another
+// spelling, a profile that bounds workspaces) is Admit's to answer: false.
+func (r *Runtime) Resolve(tenant string, chatID uuid.UUID, agentID, volumeHostPath string) (string, bool) {
+	prof, err := r.profiles.Lookup(agentID)
+	if err != nil {
+		return "", false
+	}
+	part := r.root
+	if tenant != "" && tenant != sandbox.DefaultTenant {
+		p, ok := r.root.TenantPart(tenant)
+		if !ok {
+			return "", false
+		}
+		part = p
+	}
+	derived := part.Derive(chatID)
+	switch {
+	case strings.TrimSpace(volumeHostPath) == "":
+		return derived, true
+	case volumeHostPath == derived:
+		return derived, true
+	case prof.WorkspaceMaxBytes > 0 || !filepath.IsAbs(volumeHostPath) || filepath.Clean(volumeHostPath) != volumeHostPath:
+		return "", false
+	}
+	return volumeHostPath, true
+}
+
 // part returns the tenant's part of the volume root: the root itself for the default
 // tenant (the layout sandboxd always had), else <root>/.tenants/<tenant>, made when
 // missing.

@@ -3,6 +3,7 @@ package docker_test
 import (
 	"context"
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,6 +15,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 	"github.com/sandboxd/sandboxd/internal/testing/dockertest"
+	"github.com/sandboxd/sandboxd/internal/workspace"
 )
 
 // tree lists every path under dir (links not followed), to show that nothing was created.
@@ -186,6 +188,45 @@ func TestAdmitHasNoSideEffect(t *testing.T) {
 		t.Errorf("Admit created the derived folder: %v", err)
 	}
 	e.assertNoContainers(t)
+}
+
+// Resolve places a request's folder as Admit does, without the file system: the derived
+// folder (the tenant's part not made by Resolve), a provided folder in Admit's clean form;
+// another spelling of a folder is left to Admit.
+func TestResolveAgreesWithAdmit(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx := context.Background()
+	provided := filepath.Join(e.root, "provided")
+	if err := os.Mkdir(provided, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(provided, 0o777); err != nil { // past the umask
+		t.Fatal(err)
+	}
+	chat := newSpec("").ChatID
+	for _, tc := range []struct{ tenant, folder string }{{"", ""}, {"acme", ""}, {"", provided}} {
+		resolved, ok := e.rt.Resolve(tc.tenant, chat, "", tc.folder)
+		if !ok {
+			t.Errorf("Resolve(%q, %q) cannot tell, want the folder", tc.tenant, tc.folder)
+			continue
+		}
+		if _, err := os.Lstat(filepath.Join(e.root, workspace.TenantsDir)); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("Resolve(%q, %q) made the tenants' folder: %v", tc.tenant, tc.folder, err)
+		}
+		admitted, err := e.rt.Admit(ctx, tc.tenant, chat, "", tc.folder)
+		if err != nil {
+			t.Fatalf("Admit(%q, %q): %v", tc.tenant, tc.folder, err)
+		}
+		if resolved != admitted {
+			t.Errorf("Resolve(%q, %q) = %q, Admit = %q", tc.tenant, tc.folder, resolved, admitted)
+		}
+		_ = os.RemoveAll(filepath.Join(e.root, workspace.TenantsDir))
+	}
+	for _, folder := range []string{provided + "/", e.root + "/./provided", "provided"} {
+		if got, ok := e.rt.Resolve("", chat, "", folder); ok {
+			t.Errorf("Resolve(%q) = %q, want it left to Admit", folder, got)
+		}
+	}
 }
 
 // A folder the sandbox user cannot write in (made by root in the volume root) is refused,

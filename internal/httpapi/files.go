@@ -28,7 +28,7 @@ import (
 // on it, that leads outside is refused with 422.
 
 // filesPath is the path of the file routes below /v1; uploadPattern is the ServeMux
-// pattern of the upload, which limitBody lets through unbuffered.
+// pattern of the upload, which readBody lets through unbuffered.
 const (
 	filesPath     = "/chats/{chat_id}/sandbox/files"
 	uploadPattern = http.MethodPut + " /v1" + filesPath

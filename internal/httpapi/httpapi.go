@@ -165,10 +165,10 @@ type server struct {
 }
 
 // v1 completes an operation of /v1/: bearer auth (enforced by authenticate) and the
-// body limit (enforced by limitBody before huma reads the body; huma's own limit, which
+// body limit (enforced by readBody before huma reads the body; huma's own limit, which
 // refuses a body of exactly its size, is set above it).
 //
-// Huma's body read timeout is turned off: limitBody has read the body already (bounded
+// Huma's body read timeout is turned off: readBody has read the body already (bounded
 // by the server's ReadTimeout), so huma's deadline (5 s by default) would fall on the
 // connection's background read that net/http runs once the body is consumed. When it
 // fired, net/http took the connection for dead and cancelled its context: the request
@@ -263,8 +263,7 @@ func New(cfg Config) (http.Handler, error) {
 	mux.Handle("/", noRoute(mux))
 
 	var h http.Handler = mux
-	h = refuseDuplicateKeys(h, mux, uploadPattern, mcpPattern)
-	h = limitBody(h, mux, cfg.MaxBodyBytes, uploadPattern, mcpPattern)
+	h = readBody(h, mux, cfg.MaxBodyBytes, uploadPattern, mcpPattern)
 	h = authenticate(h, keys)
 	h = logRequests(h, cfg.Logger)
 	return h, nil
@@ -455,11 +454,19 @@ func authenticate(next http.Handler, keys []tokenKey) http.Handler {
 	})
 }
 
-// limitBody refuses a request whose body is over limit bytes with 413, before any
-// handler runs. A body of unknown length is read up to the limit and replayed. Requests
-// that mux routes to one of the streaming patterns pass untouched.
-func limitBody(next http.Handler, mux *http.ServeMux, limit int64, streaming ...string) http.Handler {
+// readBody reads a request's body before any handler runs, so that a body wrong as a
+// whole is refused at once: over limit bytes, 413 (a body of unknown length is read up to
+// the limit); JSON in which an object names a key twice, 422 (a decoder would keep the
+// last and the caller may have meant the first; a body that is not JSON, or not sent as
+// JSON, is left to the operation). The body is then replayed. Requests without a body,
+// and those mux routes to one of the streaming patterns (whose bodies are files), pass
+// untouched.
+func readBody(next http.Handler, mux *http.ServeMux, limit int64, streaming ...string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body == nil || r.Body == http.NoBody {
+			next.ServeHTTP(w, r)
+			return
+		}
 		if _, pattern := mux.Handler(r); slices.Contains(streaming, pattern) {
 			next.ServeHTTP(w, r)
 			return
@@ -469,47 +476,25 @@ func limitBody(next http.Handler, mux *http.ServeMux, limit int64, streaming ...
 				fmt.Sprintf("request body is %d bytes, over the limit of %d bytes", r.ContentLength, limit))
 			return
 		}
-		if r.Body != nil && r.Body != http.NoBody {
-			body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
-			_ = r.Body.Close()
-			if err != nil {
-				writeProblem(w, http.StatusBadRequest, "cannot read request body")
-				return
-			}
-			if int64(len(body)) > limit {
-				writeProblem(w, http.StatusRequestEntityTooLarge,
-					fmt.Sprintf("request body is over the limit of %d bytes", limit))
-				return
-			}
-			r.Body = io.NopCloser(bytes.NewReader(body))
-		}
-		next.ServeHTTP(w, r)
-	})
-}
-
-// refuseDuplicateKeys refuses, with 422, a JSON request body in which an object names a
-// key twice: a decoder would keep the last and the caller may have meant the first. It
-// runs on bodies limitBody has read already (not on the streaming routes, whose bodies are
-// files); a body that is not JSON, or not sent as JSON, is left to the operation.
-func refuseDuplicateKeys(next http.Handler, mux *http.ServeMux, streaming ...string) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mediaType, _, _ := strings.Cut(r.Header.Get("Content-Type"), ";")
-		mediaType = strings.ToLower(strings.TrimSpace(mediaType))
-		isJSON := mediaType == "" || mediaType == "application/json" || strings.HasSuffix(mediaType, "+json")
-		if _, pattern := mux.Handler(r); !isJSON || r.Body == nil || r.Body == http.NoBody || slices.Contains(streaming, pattern) {
-			next.ServeHTTP(w, r)
-			return
-		}
-		body, err := io.ReadAll(r.Body)
+		body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
 		_ = r.Body.Close()
 		if err != nil {
 			writeProblem(w, http.StatusBadRequest, "cannot read request body")
 			return
 		}
-		if key, at, dup := duplicateKey(body); dup {
-			writeProblem(w, http.StatusUnprocessableEntity,
-				fmt.Sprintf("duplicate key %q in the request body (%s)", key, at))
+		if int64(len(body)) > limit {
+			writeProblem(w, http.StatusRequestEntityTooLarge,
+				fmt.Sprintf("request body is over the limit of %d bytes", limit))
 			return
+		}
+		mediaType, _, _ := strings.Cut(r.Header.Get("Content-Type"), ";")
+		mediaType = strings.ToLower(strings.TrimSpace(mediaType))
+		if mediaType == "" || mediaType == "application/json" || strings.HasSuffix(mediaType, "+json") {
+			if key, at, dup := duplicateKey(body); dup {
+				writeProblem(w, http.StatusUnprocessableEntity,
+					fmt.Sprintf("duplicate key %q in the request body (%s)", key, at))
+				return
+			}
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		next.ServeHTTP(w, r)

@@ -288,6 +288,15 @@ func (r *Runtime) Admit(_ context.Context, _ string, _ uuid.UUID, agentID, volum
 	return "", nil
 }
 
+// Resolve returns what Admit returns for a request it accepts ("": no host folder), when
+// the agent has a profile and no host folder is asked for.
+func (r *Runtime) Resolve(_ string, _ uuid.UUID, agentID, volumeHostPath string) (string, bool) {
+	if _, err := r.profiles.Lookup(agentID); err != nil || strings.TrimSpace(volumeHostPath) != "" {
+		return "", false
+	}
+	return "", true
+}
+
 // WorkspaceMount returns where the agent's sandboxes see their workspace.
 func (r *Runtime) WorkspaceMount(agentID string) string { return r.profiles.Of(agentID).Workspace }
 

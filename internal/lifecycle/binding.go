@@ -43,9 +43,14 @@ func (s *Service) CheckBinding(ctx context.Context) error {
 	return nil
 }
 
+// boundYet reports whether ensureBound has nothing left to check.
+func (s *Service) boundYet() bool {
+	return s.binding == nil || s.inventory == nil || s.bound.Load()
+}
+
 // ensureBound checks the binding until one check has passed.
 func (s *Service) ensureBound(ctx context.Context) error {
-	if s.bound.Load() {
+	if s.boundYet() {
 		return nil
 	}
 	err := s.CheckBinding(ctx)

@@ -25,6 +25,21 @@ type CreateRequest struct {
 	Tenant string
 }
 
+// resolve is the workspace folder Admit settles on for req, when it can be told without
+// Admit (Admitter.Resolve); without an Admitter, the folder asked for.
+func (s *Service) resolve(req CreateRequest) (string, bool) {
+	if s.admitter == nil {
+		return req.VolumeHostPath, true
+	}
+	return s.admitter.Resolve(req.Tenant, req.ChatID, req.AgentID, req.VolumeHostPath)
+}
+
+// with returns the request for the workspace folder volume.
+func (r CreateRequest) with(volume string) CreateRequest {
+	r.VolumeHostPath = volume
+	return r
+}
+
 // limitExceeded is the outcome of a create refused for its tenant's limit.
 const limitExceeded Outcome = "limit_exceeded"
 
@@ -75,6 +90,16 @@ func (s *Service) create(ctx context.Context, span trace.Span, req CreateRequest
 		return sandbox.Session{}, Failed, fmt.Errorf("create: agent %q is not one tenant %s may use: %w",
 			req.AgentID, req.Tenant, sandbox.ErrInvalid)
 	}
+	// The chat's live session is recognised before Admit when the request's folder can be
+	// told without it (Admitter.Resolve): Admit's checks guard what a new sandbox mounts
+	// and writes, and a reuse mounts and writes nothing.
+	resolved, known := s.resolve(req)
+	known = known && s.boundYet()
+	if known {
+		if session, ok := s.reuseUnlocked(ctx, span, req.with(resolved)); ok {
+			return session, Reused, nil
+		}
+	}
 	if s.admitter != nil {
 		volume, err := s.admitter.Admit(ctx, req.Tenant, req.ChatID, req.AgentID, req.VolumeHostPath)
 		if err != nil {
@@ -85,8 +110,10 @@ func (s *Service) create(ctx context.Context, span trace.Span, req CreateRequest
 	if err := s.ensureBound(ctx); err != nil {
 		return sandbox.Session{}, Failed, fmt.Errorf("create: %w", err)
 	}
-	if session, ok := s.reuseUnlocked(ctx, span, req); ok {
-		return session, Reused, nil
+	if !known || req.VolumeHostPath != resolved {
+		if session, ok := s.reuseUnlocked(ctx, span, req); ok {
+			return session, Reused, nil
+		}
 	}
 	var (
 		session sandbox.Session

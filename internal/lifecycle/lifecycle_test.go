@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -107,6 +108,93 @@ func (a *refusingAdmitter) Admit(_ context.Context, _ string, _ uuid.UUID, _, pa
 		return "/srv/derived", nil
 	}
 	return path, nil
+}
+
+func (a *refusingAdmitter) Resolve(_ string, _ uuid.UUID, _, path string) (string, bool) {
+	if path == "" {
+		return "/srv/derived", true
+	}
+	return path, !strings.Contains(path, "..")
+}
+
+// snapshotStore is a memstore that offers its sessions as exact copies (Snapshots), as
+// sqlitestore does, so that a create may reuse without the lock.
+type snapshotStore struct{ *memstore.Store }
+
+func (s snapshotStore) Cached(chat uuid.UUID) (sandbox.Session, bool) {
+	got, err := s.Get(context.Background(), chat)
+	return got, err == nil
+}
+
+// fullAdmitter refuses every request, as the Docker runtime's Admit does on a volume root
+// below its free-space floor; Resolve knows the derived folder, or says it cannot tell.
+type fullAdmitter struct {
+	resolves bool
+	admits   atomic.Int64
+}
+
+func (a *fullAdmitter) Admit(context.Context, string, uuid.UUID, string, string) (string, error) {
+	a.admits.Add(1)
+	return "", fmt.Errorf("the volume root is full: %w", sandbox.ErrFull)
+}
+
+func (a *fullAdmitter) Resolve(_ string, _ uuid.UUID, _, path string) (string, bool) {
+	if path == "" {
+		return "/srv/derived", a.resolves
+	}
+	return path, a.resolves
+}
+
+// A create that finds the chat's live session for the same request answers it without
+// Admit (a reuse mounts and writes nothing), so a full volume root refuses new sandboxes
+// but not the reuse of one; a request Resolve cannot place, or that names another folder,
+// goes through Admit and is refused.
+func TestReuseOfTheLiveSessionNeedsNoAdmission(t *testing.T) {
+	live := liveSession()
+	live.VolumeHostPath = "/srv/derived"
+	store := snapshotStore{storeWith(t, live)}
+	locker := &fakeLocker{}
+	runtime := &lifecycletest.Runtime{}
+	admitter := &fullAdmitter{resolves: true}
+	svc, err := lifecycle.New(lifecycle.Config{
+		Store: store, Locker: locker, Runtime: runtime, TTL: ttl, Clock: lifecycletest.NewClock(now), Admitter: admitter,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	req := createRequest()
+	req.VolumeHostPath = ""
+	got, outcome, err := svc.Create(ctx, req)
+	if err != nil || outcome != lifecycle.Reused {
+		t.Fatalf("Create on the live session = %s, %v; want reused", outcome, err)
+	}
+	assertEqual(t, "session", got, live)
+	assertEqual(t, "admissions", admitter.admits.Load(), int64(0))
+	assertEqual(t, "locks taken", len(locker.locked()), 0)
+
+	for _, tc := range []struct {
+		name     string
+		chat     uuid.UUID
+		folder   string
+		resolves bool
+	}{
+		{"a new chat", uuid.New(), "", true},
+		{"another folder", chatID, "/srv/other", true},
+		{"a request Resolve cannot place", chatID, "", false},
+	} {
+		admitter.resolves = tc.resolves
+		before := admitter.admits.Load()
+		req := createRequest()
+		req.ChatID, req.VolumeHostPath = tc.chat, tc.folder
+		if _, _, err := svc.Create(ctx, req); !errors.Is(err, sandbox.ErrFull) {
+			t.Errorf("%s: Create = %v, want ErrFull", tc.name, err)
+		}
+		assertEqual(t, tc.name+": admissions", admitter.admits.Load()-before, int64(1))
+	}
+	creates, stops, deletes := runtime.Calls()
+	assertEqual(t, "runtime calls", len(creates)+len(stops)+len(deletes), 0)
+	assertEqual(t, "registry", mustGet(t, store, chatID), live)
 }
 
 func TestRefusedCreateChangesNothingEvenWhenTheSessionExpired(t *testing.T) {

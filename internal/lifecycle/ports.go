@@ -105,6 +105,13 @@ type Runtime interface {
 // another chat's derived one). It must have no side effect on the request's chat.
 type Admitter interface {
 	Admit(ctx context.Context, tenant string, chatID uuid.UUID, agentID, volumeHostPath string) (string, error)
+	// Resolve returns the workspace path Admit returns when it accepts the request,
+	// worked out from the request and the configuration alone (no file system, no side
+	// effect), or false when only Admit can tell. Create uses it only to recognise the
+	// chat's live session before Admit (whose checks guard what a new sandbox would mount
+	// and write; a reuse mounts and writes nothing), so a path Resolve returns must equal
+	// Admit's whenever Admit accepts the request.
+	Resolve(tenant string, chatID uuid.UUID, agentID, volumeHostPath string) (string, bool)
 }
 
 // Container is a sandbox the runtime knows, as the reconciler sees it, with what its

@@ -21,7 +21,8 @@ const TenantsDir = ".tenants"
 // so no sandbox user lists another tenant's workspaces. Both must be real directories,
 // not links. name must be a tenant name: not empty, no "/", not starting with ".".
 func (r *Root) Tenant(name string) (*Root, error) {
-	if name == "" || strings.ContainsAny(name, "/\x00") || strings.HasPrefix(name, ".") {
+	part, ok := r.TenantPart(name)
+	if !ok {
 		return nil, fmt.Errorf("workspace: %q is not a tenant name", name)
 	}
 	root, err := r.open()
@@ -41,7 +42,16 @@ func (r *Root) Tenant(name string) (*Root, error) {
 			return nil, fmt.Errorf("workspace: %s is not a directory", filepath.Join(r.dir, rel))
 		}
 	}
-	return &Root{dir: filepath.Join(r.dir, TenantsDir, name)}, nil
+	return part, nil
+}
+
+// TenantPart returns the Root of the tenant's part as Tenant does, but neither makes nor
+// checks anything on disk; false when name is not a tenant name.
+func (r *Root) TenantPart(name string) (*Root, bool) {
+	if name == "" || strings.ContainsAny(name, "/\x00") || strings.HasPrefix(name, ".") {
+		return nil, false
+	}
+	return &Root{dir: filepath.Join(r.dir, TenantsDir, name)}, true
 }
 
 // TenantOf returns the tenant whose part holds path (<root>/.tenants/<tenant>/...), or
