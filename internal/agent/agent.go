@@ -27,6 +27,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -151,7 +152,7 @@ func (s *server) handle(f agentproto.Frame) error {
 		if err != nil {
 			return err
 		}
-		return s.start(f.Stream, m)
+		return s.start(f.Stream, startCommand(m))
 	case agentproto.Stdin, agentproto.StdinEOF:
 		st := s.stream(f.Stream)
 		if st == nil {
@@ -238,26 +239,54 @@ func (s *server) watchdog(ctx context.Context) {
 	}
 }
 
-func (s *server) start(id uint32, m agentproto.StartMsg) error {
+// command is a command the host asked for: by Start on pipes, or by OpenPTY on a
+// terminal of its own (pty.go). Both run alike; the terminal's differences are noted
+// where they are made.
+type command struct {
+	argv, env []string
+	dir       string
+	timeout   time.Duration // > 0: killed after it
+	cap       int64         // > 0: output forwarded at most, plus one byte
+	stdin     bool          // the host sends input once told Started
+	// cols and rows > 0: on a terminal of that size, whose one output is sent as Stdout
+	// and whose input is typed (always taken).
+	cols, rows uint16
+}
+
+// startCommand is the command a Start asks for.
+func startCommand(m agentproto.StartMsg) command {
+	return command{argv: m.Argv, env: m.Env, dir: m.Dir,
+		timeout: time.Duration(m.TimeoutMS) * time.Millisecond, cap: m.OutputCap, stdin: m.Stdin}
+}
+
+// register adds st to the running streams: an error when its id runs already, false
+// when MaxStreams do.
+func (s *server) register(st *stream) (bool, error) {
 	s.mu.Lock()
-	if _, dup := s.streams[id]; dup {
-		s.mu.Unlock()
-		return fmt.Errorf("%w: stream %d started twice", agentproto.ErrProtocol, id)
+	defer s.mu.Unlock()
+	if _, dup := s.streams[st.id]; dup {
+		return false, fmt.Errorf("%w: stream %d started twice", agentproto.ErrProtocol, st.id)
 	}
-	st := &stream{id: id, token: rand.Text(), killed: make(chan struct{}), cap: m.OutputCap}
-	if m.Stdin {
+	if len(s.streams) >= s.cfg.MaxStreams {
+		return false, nil
+	}
+	s.streams[st.id] = st
+	return true, nil
+}
+
+func (s *server) start(id uint32, c command) error {
+	st := &stream{id: id, token: rand.Text(), killed: make(chan struct{}), cap: c.cap}
+	if c.stdin {
 		st.in = newInbox()
 	}
-	busy := len(s.streams) >= s.cfg.MaxStreams
-	if !busy {
-		s.streams[id] = st
-	}
-	s.mu.Unlock()
-	if busy {
+	if ok, err := s.register(st); !ok {
+		if err != nil {
+			return err
+		}
 		return s.send(nil, agentproto.Failed, id, agentproto.FailedPayload(agentproto.ReasonBusy,
 			fmt.Sprintf("the agent runs %d commands already", s.cfg.MaxStreams)))
 	}
-	p, err := s.launch(st, m)
+	p, err := s.launch(st, c)
 	if err != nil {
 		s.forget(st)
 		var se *startError
@@ -268,12 +297,12 @@ func (s *server) start(id uint32, m agentproto.StartMsg) error {
 	}
 	// Only a command that takes input is told started: the host sends the input then.
 	// Any other's Started would be one more frame through the engine for nothing.
-	if m.Stdin {
+	if c.stdin {
 		if err := s.send(st, agentproto.Started, id, nil); err != nil {
 			return err
 		}
 	}
-	s.wg.Go(func() { s.run(st, m, p) })
+	s.wg.Go(func() { s.run(st, c, p) })
 	return nil
 }
 
@@ -295,27 +324,23 @@ type startError struct {
 func (e *startError) Error() string   { return e.msg }
 func (e *startError) payload() []byte { return agentproto.FailedPayload(e.reason, e.msg) }
 
-// proc is a started command and the agent's ends of its pipes.
-type proc struct {
-	cmd       *exec.Cmd
-	out, errs *os.File
-	in        *os.File // nil without input
+// stdio is a command's standard files: its own ends, which the agent closes once it
+// started it, and the agent's.
+type stdio struct {
+	stdin, stdout, stderr *os.File // the command's; stdin nil: none (/dev/null)
+
+	outs []*os.File // the agent's ends of the output, sent as Stdout, then Stderr frames
+	in   *os.File   // the agent's end of the input; nil: none
+	tty  *os.File   // a terminal's master side (outs[0] and in), nil on pipes
 }
 
-// launch starts st's command. It runs in the reader's loop, so that every later frame of
-// the stream (a Cancel) finds it started.
-func (s *server) launch(st *stream, m agentproto.StartMsg) (*proc, error) {
-	env := mergeEnv(s.cfg.Env, m.Env, agentproto.TokenVar+"="+st.token)
-	if m.Dir != "" {
-		if fi, err := os.Stat(m.Dir); err != nil || !fi.IsDir() {
-			return nil, &startError{agentproto.ReasonWorkdir, fmt.Sprintf("no working folder %s", m.Dir)}
-		}
-	}
-	path, err := lookPath(m.Argv[0], envValue(env, "PATH"), m.Dir)
-	if err != nil {
-		return nil, &startError{agentproto.ReasonNotFound, err.Error()}
-	}
+// outputTypes are the frame types of stdio.outs.
+var outputTypes = [...]agentproto.Type{agentproto.Stdout, agentproto.Stderr}
+
+// openPipes makes the pipes of a command, with one for its input if it takes any.
+func openPipes(stdin bool) (*stdio, error) {
 	var all []*os.File
+	var err error
 	pipe := func() (r, w *os.File) {
 		if err == nil {
 			if r, w, err = os.Pipe(); err == nil {
@@ -324,23 +349,60 @@ func (s *server) launch(st *stream, m agentproto.StartMsg) (*proc, error) {
 		}
 		return r, w
 	}
-	outR, outW := pipe()
-	errR, errW := pipe()
-	var inR, inW *os.File
-	if st.in != nil {
-		inR, inW = pipe()
+	files := &stdio{}
+	var outR, errR *os.File
+	outR, files.stdout = pipe()
+	errR, files.stderr = pipe()
+	if stdin {
+		files.stdin, files.in = pipe()
 	}
 	if err != nil {
 		closeAll(all...)
 		return nil, &startError{agentproto.ReasonStart, err.Error()}
 	}
+	files.outs = []*os.File{outR, errR}
+	return files, nil
+}
+
+// proc is a started command and the agent's ends of its standard files.
+type proc struct {
+	cmd *exec.Cmd
+	*stdio
+}
+
+// launch starts st's command. It runs in the reader's loop, so that every later frame of
+// the stream (a Cancel, a Resize) finds it started.
+func (s *server) launch(st *stream, c command) (*proc, error) {
+	env := mergeEnv(s.cfg.Env, c.env, agentproto.TokenVar+"="+st.token)
+	if c.dir != "" {
+		if fi, err := os.Stat(c.dir); err != nil || !fi.IsDir() {
+			return nil, &startError{agentproto.ReasonWorkdir, fmt.Sprintf("no working folder %s", c.dir)}
+		}
+	}
+	path, err := lookPath(c.argv[0], envValue(env, "PATH"), c.dir)
+	if err != nil {
+		return nil, &startError{agentproto.ReasonNotFound, err.Error()}
+	}
+	var files *stdio
+	if c.cols > 0 {
+		files, err = openTerminal(c.cols, c.rows)
+	} else {
+		files, err = openPipes(c.stdin)
+	}
+	if err != nil {
+		return nil, err
+	}
 	cmd := &exec.Cmd{
-		Path: path, Args: m.Argv, Env: env, Dir: m.Dir,
-		Stdout: outW, Stderr: errW,
+		Path: path, Args: c.argv, Env: env, Dir: c.dir,
+		Stdout: files.stdout, Stderr: files.stderr,
 		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
 	}
-	if inR != nil {
-		cmd.Stdin = inR
+	if files.stdin != nil {
+		cmd.Stdin = files.stdin
+	}
+	if files.tty != nil {
+		// Its session's controlling terminal is the terminal (its fd 0).
+		cmd.SysProcAttr.Setctty, cmd.SysProcAttr.Ctty = true, 0
 	}
 	s.procMu.Lock()
 	err = cmd.Start()
@@ -348,32 +410,45 @@ func (s *server) launch(st *stream, m agentproto.StartMsg) (*proc, error) {
 		st.pid = cmd.Process.Pid
 	}
 	s.procMu.Unlock()
-	closeAll(outW, errW, inR) // the child holds its own
+	closeAll(files.stdin, files.stdout, files.stderr) // the child holds its own
 	if err != nil {
-		closeAll(outR, errR, inW)
+		closeAll(append(files.outs, files.in)...)
 		return nil, &startError{agentproto.ReasonStart, err.Error()}
 	}
-	return &proc{cmd: cmd, out: outR, errs: errR, in: inW}, nil
+	st.tty = files.tty
+	return &proc{cmd: cmd, stdio: files}, nil
 }
 
 // run waits for st's command to end, forwarding its output and input meanwhile, and
 // reports its end.
-func (s *server) run(st *stream, m agentproto.StartMsg, p *proc) {
+func (s *server) run(st *stream, c command, p *proc) {
 	defer s.forget(st)
 	var timer *time.Timer
-	if m.TimeoutMS > 0 {
-		timer = time.AfterFunc(time.Duration(m.TimeoutMS)*time.Millisecond, func() {
+	if c.timeout > 0 {
+		timer = time.AfterFunc(c.timeout, func() {
 			st.timedOut.Store(true)
 			s.kill(st)
 		})
 	}
 	var outs sync.WaitGroup
-	outs.Go(func() { s.forward(st, agentproto.Stdout, p.out) })
-	outs.Go(func() { s.forward(st, agentproto.Stderr, p.errs) })
+	for i, f := range p.outs {
+		// A terminal's output ends with EIO once no one holds the terminal.
+		outs.Go(func() { s.forward(st, outputTypes[i], f) })
+	}
 	if p.in != nil {
-		s.wg.Go(func() { s.feed(st, p.in) })
+		s.wg.Go(func() {
+			s.feed(st, p.in)
+			if p.tty == nil {
+				_ = p.in.Close() // the command's end of input; a terminal's is the host's StdinEOF alone
+			}
+		})
 	}
 	waitErr := p.cmd.Wait()
+	if p.tty != nil {
+		// Nothing can read the terminal any more: what the command left running in its
+		// session or with its token goes too.
+		s.kill(st)
+	}
 	// The output ends when the last process holding it does. Once a kill has swept
 	// the command away, a process that escaped it (a new session, a cleared
 	// environment) may still hold it: stop reading after a moment.
@@ -385,10 +460,10 @@ func (s *server) run(st *stream, m agentproto.StartMsg, p *proc) {
 		select {
 		case <-ended:
 		case <-time.After(time.Second):
-			closeAll(p.out, p.errs)
-			<-ended
 		}
 	}
+	closeAll(p.outs...)
+	<-ended
 	if timer != nil {
 		timer.Stop()
 	}
@@ -396,25 +471,27 @@ func (s *server) run(st *stream, m agentproto.StartMsg, p *proc) {
 		st.in.close() // input that comes now is dropped
 	}
 	msg := agentproto.ExitMsg{TimedOut: st.timedOut.Load(), Canceled: st.canceled.Load(), Truncated: st.truncated.Load()}
+	msg.Code, msg.Signal = exitStatus(waitErr)
+	_ = s.send(st, agentproto.Exit, st.id, msg.Payload())
+}
+
+// exitStatus is how a command that Wait returned waitErr for ended: its exit code
+// (128+signal for a signal), and the signal.
+func exitStatus(waitErr error) (code int32, sig uint8) {
 	var exitErr *exec.ExitError
 	switch {
 	case waitErr == nil:
+		return 0, 0
 	case errors.As(waitErr, &exitErr):
 		ws, _ := exitErr.Sys().(syscall.WaitStatus)
 		if ws.Signaled() {
-			msg.Signal = uint8(ws.Signal())
-			msg.Code = 128 + int32(ws.Signal())
-		} else {
-			msg.Code = int32(ws.ExitStatus())
+			return 128 + int32(ws.Signal()), uint8(ws.Signal())
 		}
-	default:
-		msg.Code = 255
+		if c := ws.ExitStatus(); c >= 0 && c <= 255 {
+			return int32(c), 0
+		}
 	}
-	if msg.Code < 0 || msg.Code > 255 {
-		msg.Code = 255
-	}
-	closeAll(p.out, p.errs)
-	_ = s.send(st, agentproto.Exit, st.id, msg.Payload())
+	return 255, 0
 }
 
 // forward sends what the command writes to f as frames of type t, up to the stream's
@@ -445,11 +522,10 @@ func (s *server) forward(st *stream, t agentproto.Type, f *os.File) {
 	}
 }
 
-// feed writes the host's input to the command, acknowledging each chunk once written
-// (or dropped: a command that closed its input loses the rest), and closes its input
-// at the host's StdinEOF.
+// feed writes the host's input to the command until the host's StdinEOF (or the
+// command's end), acknowledging each chunk once written (or dropped: a command that
+// closed its input, or a closed terminal, loses the rest).
 func (s *server) feed(st *stream, w *os.File) {
-	defer w.Close()
 	broken := false
 	for {
 		p, ok := st.in.get()
@@ -610,9 +686,10 @@ func lookPath(file, path, dir string) (string, error) {
 	return "", fmt.Errorf("%s: not found in PATH", file)
 }
 
+// closeAll closes each of fs once (nil ones are skipped).
 func closeAll(fs ...*os.File) {
-	for _, f := range fs {
-		if f != nil {
+	for i, f := range fs {
+		if f != nil && !slices.Contains(fs[:i], f) {
 			_ = f.Close()
 		}
 	}

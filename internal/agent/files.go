@@ -51,11 +51,6 @@ func (s *server) handleFile(f agentproto.Frame) error {
 }
 
 func (s *server) startFile(id uint32, m agentproto.FileMsg) error {
-	s.mu.Lock()
-	if _, dup := s.streams[id]; dup {
-		s.mu.Unlock()
-		return fmt.Errorf("%w: stream %d started twice", agentproto.ErrProtocol, id)
-	}
 	st := &stream{id: id, killed: make(chan struct{})}
 	switch m.Op {
 	case agentproto.OpWrite:
@@ -63,12 +58,10 @@ func (s *server) startFile(id uint32, m agentproto.FileMsg) error {
 	case agentproto.OpRead:
 		st.window = newWindow()
 	}
-	busy := len(s.streams) >= s.cfg.MaxStreams
-	if !busy {
-		s.streams[id] = st
-	}
-	s.mu.Unlock()
-	if busy {
+	if ok, err := s.register(st); !ok {
+		if err != nil {
+			return err
+		}
 		return s.send(nil, agentproto.FileError, id, agentproto.FileErrorPayload(agentproto.FileBusy,
 			fmt.Sprintf("the agent runs %d streams already", s.cfg.MaxStreams)))
 	}
