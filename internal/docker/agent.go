@@ -621,7 +621,32 @@ func (c *agentConn) exec(ctx context.Context, cmd lifecycle.ExecCommand, env []s
 	defer stdin.Wait()
 	stopIn := make(chan struct{})
 	defer close(stopIn)
+	return c.await(ctx, id, st, agentRun{
+		op: "exec", what: "command", stdout: cmd.Stdout, stderr: cmd.Stderr, timed: true,
+		started: func() {
+			if cmd.Stdin != nil {
+				stdin.Go(func() { c.feed(id, st, cmd.Stdin, stopIn) })
+			}
+		},
+	})
+}
 
+// agentRun is what sets a command apart from a terminal while await takes its stream's
+// frames.
+type agentRun struct {
+	op, what       string    // the words of its errors: "exec", "command"; "terminal", "shell"
+	stdout, stderr io.Writer // where its output goes (nil: discarded)
+	started        func()    // called on every Started frame
+	// timed: the agent was told the caller's deadline, so its TimedOut waits a moment
+	// for ctx to end.
+	timed bool
+}
+
+// await takes the frames of the stream id, which the agent has been asked to run, until
+// it ends: with its exit code, or the error of its start, of its output, of ctx, or of
+// the channel. When ctx ends, or the output cannot be delivered, it sends Cancel and
+// waits killTimeout at most for the agent's Exit.
+func (c *agentConn) await(ctx context.Context, id uint32, st *agentStream, r agentRun) (int, error) {
 	var (
 		outErr   error
 		canceled bool
@@ -641,17 +666,15 @@ func (c *agentConn) exec(ctx context.Context, cmd lifecycle.ExecCommand, env []s
 		case ev := <-st.events:
 			switch ev.t {
 			case agentproto.Started:
-				if cmd.Stdin != nil {
-					stdin.Go(func() { c.feed(id, st, cmd.Stdin, stopIn) })
-				}
+				r.started()
 			case agentproto.Stdout, agentproto.Stderr:
-				w := cmd.Stdout
+				w := r.stdout
 				if ev.t == agentproto.Stderr {
-					w = cmd.Stderr
+					w = r.stderr
 				}
 				if outErr == nil {
 					if _, err := orDiscard(w).Write(ev.data); err != nil {
-						outErr = fmt.Errorf("docker: exec in %s: output: %w", c.containerID, err)
+						outErr = fmt.Errorf("docker: %s in %s: output: %w", r.op, c.containerID, err)
 						cancel()
 					}
 				}
@@ -663,7 +686,7 @@ func (c *agentConn) exec(ctx context.Context, cmd lifecycle.ExecCommand, env []s
 					return -1, outErr
 				case ctx.Err() != nil:
 					return -1, ctx.Err()
-				case ev.exit.TimedOut:
+				case ev.exit.TimedOut && r.timed:
 					// The agent's clock ran out just before ctx's: the caller's
 					// deadline is what the result reports.
 					select {
@@ -672,7 +695,7 @@ func (c *agentConn) exec(ctx context.Context, cmd lifecycle.ExecCommand, env []s
 					case <-time.After(agentExitGrace):
 					}
 				case ev.exit.Canceled:
-					return -1, fmt.Errorf("docker: exec in %s: the agent killed the command (it lost its host): %w", c.containerID, sandbox.ErrUnavailable)
+					return -1, fmt.Errorf("docker: %s in %s: the agent killed the %s (it lost its host): %w", r.op, c.containerID, r.what, sandbox.ErrUnavailable)
 				}
 				return int(ev.exit.Code), nil
 			}
@@ -680,12 +703,12 @@ func (c *agentConn) exec(ctx context.Context, cmd lifecycle.ExecCommand, env []s
 			done = nil
 			cancel()
 		case <-killBy:
-			err := fmt.Errorf("docker: exec in %s: the agent did not report the command killed after %s: %w", c.containerID, killTimeout, sandbox.ErrUnavailable)
+			err := fmt.Errorf("docker: %s in %s: the agent did not report the %s killed after %s: %w", r.op, c.containerID, r.what, killTimeout, sandbox.ErrUnavailable)
 			return -1, errors.Join(ctx.Err(), outErr, err)
 		case <-c.closed:
-			err := fmt.Errorf("docker: exec in %s: the agent's channel closed: %w: %w", c.containerID, sandbox.ErrUnavailable, c.err)
+			err := fmt.Errorf("docker: %s in %s: the agent's channel closed: %w: %w", r.op, c.containerID, sandbox.ErrUnavailable, c.err)
 			if !c.a.r.running(c.containerID) {
-				err = fmt.Errorf("docker: exec in %s: the sandbox stopped: %w", c.containerID, sandbox.ErrNotFound)
+				err = fmt.Errorf("docker: %s in %s: the sandbox stopped: %w", r.op, c.containerID, sandbox.ErrNotFound)
 			}
 			return -1, errors.Join(ctx.Err(), outErr, err)
 		}

@@ -3,15 +3,12 @@ package docker
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"sync"
-	"time"
 
 	"github.com/sandboxd/sandboxd/internal/agentproto"
 	"github.com/sandboxd/sandboxd/internal/execwrap"
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
-	"github.com/sandboxd/sandboxd/internal/sandbox"
 )
 
 // terminal runs Shell on a pseudo-terminal through the agent (agentproto.OpenPTY), with
@@ -63,62 +60,14 @@ func (c *agentConn) terminal(ctx context.Context, t lifecycle.TerminalIO, size l
 		})
 	}
 
-	var (
-		outErr   error
-		started  bool
-		canceled bool
-		killBy   <-chan time.Time
-		done     = ctx.Done()
-	)
-	cancel := func() {
-		if !canceled {
-			canceled = true
-			// Sent aside: the reader may be waiting for this loop to take a frame.
-			go func() { _ = c.write(agentproto.Cancel, id, nil) }()
-			killBy = time.After(killTimeout)
-		}
-	}
-	for {
-		select {
-		case ev := <-st.events:
-			switch ev.t {
-			case agentproto.Started:
-				if !started && t.Stdin != nil {
-					go c.feed(id, st, t.Stdin, stop)
-				}
-				started = true
-			case agentproto.Stdout, agentproto.Stderr: // a terminal has one output
-				if outErr == nil {
-					if _, err := orDiscard(t.Stdout).Write(ev.data); err != nil {
-						outErr = fmt.Errorf("docker: terminal in %s: output: %w", c.containerID, err)
-						cancel()
-					}
-				}
-			case agentproto.Failed:
-				return -1, agentFailure(c.containerID, ev.reason, ev.msg)
-			case agentproto.Exit:
-				switch {
-				case outErr != nil:
-					return -1, outErr
-				case ctx.Err() != nil:
-					return -1, ctx.Err()
-				case ev.exit.Canceled:
-					return -1, fmt.Errorf("docker: terminal in %s: the agent killed the shell (it lost its host): %w", c.containerID, sandbox.ErrUnavailable)
-				}
-				return int(ev.exit.Code), nil
+	started := false
+	return c.await(ctx, id, st, agentRun{
+		op: "terminal", what: "shell", stdout: t.Stdout, stderr: t.Stdout, // a terminal has one output
+		started: func() {
+			if !started && t.Stdin != nil {
+				go c.feed(id, st, t.Stdin, stop)
 			}
-		case <-done:
-			done = nil
-			cancel()
-		case <-killBy:
-			err := fmt.Errorf("docker: terminal in %s: the agent did not report the shell killed after %s: %w", c.containerID, killTimeout, sandbox.ErrUnavailable)
-			return -1, errors.Join(ctx.Err(), outErr, err)
-		case <-c.closed:
-			err := fmt.Errorf("docker: terminal in %s: the agent's channel closed: %w: %w", c.containerID, sandbox.ErrUnavailable, c.err)
-			if !c.a.r.running(c.containerID) {
-				err = fmt.Errorf("docker: terminal in %s: the sandbox stopped: %w", c.containerID, sandbox.ErrNotFound)
-			}
-			return -1, errors.Join(ctx.Err(), outErr, err)
-		}
-	}
+			started = true
+		},
+	})
 }
