@@ -127,6 +127,9 @@ type agents struct {
 	fallbacks metric.Int64Counter
 	ping      time.Duration // between pings (agentPing)
 	deadAfter time.Duration // without a frame: the channel is closed (agentDeadAfter)
+	// firstStream, when not 0, is where a new channel's stream ids start instead of a
+	// random place (tests that forge a command's frames need to know its id).
+	firstStream uint32
 
 	mu    sync.Mutex
 	conns map[string]*agentEntry // by container id
@@ -270,6 +273,9 @@ func (a *agents) dial(ctx context.Context, containerID string, e *agentEntry) (c
 		a: a, containerID: containerID, workdir: c.Config.WorkingDir, att: att,
 		streams: map[uint32]*agentStream{}, closed: make(chan struct{}), ready: make(chan struct{}),
 		nonce: rand.Uint64(), next: rand.Uint32(), // ids of another host's streams are unlikely to meet these
+	}
+	if a.firstStream != 0 {
+		conn.next = a.firstStream
 	}
 	conn.lastPong.Store(time.Now().UnixNano())
 	a.wg.Go(conn.read)
@@ -636,7 +642,7 @@ func (c *agentConn) exec(ctx context.Context, cmd lifecycle.ExecCommand, env []s
 type agentRun struct {
 	op, what       string    // the words of its errors: "exec", "command"; "terminal", "shell"
 	stdout, stderr io.Writer // where its output goes (nil: discarded)
-	started        func()    // called on every Started frame
+	started        func()    // called on the first Started frame (the agent is the sandbox's: a forged second one is ignored)
 	// timed: the agent was told the caller's deadline, so its TimedOut waits a moment
 	// for ctx to end.
 	timed bool
@@ -649,6 +655,7 @@ type agentRun struct {
 func (c *agentConn) await(ctx context.Context, id uint32, st *agentStream, r agentRun) (int, error) {
 	var (
 		outErr   error
+		started  bool
 		canceled bool
 		killBy   <-chan time.Time
 		done     = ctx.Done()
@@ -666,7 +673,10 @@ func (c *agentConn) await(ctx context.Context, id uint32, st *agentStream, r age
 		case ev := <-st.events:
 			switch ev.t {
 			case agentproto.Started:
-				r.started()
+				if !started {
+					started = true
+					r.started()
+				}
 			case agentproto.Stdout, agentproto.Stderr:
 				w := r.stdout
 				if ev.t == agentproto.Stderr {

@@ -60,14 +60,12 @@ func (c *agentConn) terminal(ctx context.Context, t lifecycle.TerminalIO, size l
 		})
 	}
 
-	started := false
 	return c.await(ctx, id, st, agentRun{
 		op: "terminal", what: "shell", stdout: t.Stdout, stderr: t.Stdout, // a terminal has one output
 		started: func() {
-			if !started && t.Stdin != nil {
+			if t.Stdin != nil {
 				go c.feed(id, st, t.Stdin, stop)
 			}
-			started = true
 		},
 	})
 }

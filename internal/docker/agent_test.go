@@ -1,8 +1,12 @@
 package docker_test
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -11,6 +15,7 @@ import (
 
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
+	"github.com/sandboxd/sandboxd/internal/agentproto"
 	"github.com/sandboxd/sandboxd/internal/docker"
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
 	"github.com/sandboxd/sandboxd/internal/profile"
@@ -230,6 +235,35 @@ func TestForgedFramesCloseTheChannelAndNothingElse(t *testing.T) {
 		if got := parentOf(t, e, s.ContainerID); got != docker.AgentTarget {
 			t.Errorf("after %s: the next command's parent is %q, want the agent", forged, got)
 		}
+	}
+}
+
+// A Started that what runs in the sandbox forges for its own command (a whole frame,
+// so the channel stays open) starts no second feeder of the command's input: the input
+// arrives once and in order.
+func TestAForgedStartedFeedsTheInputOnce(t *testing.T) {
+	e := newEnv(t, nil)
+	const first = 1000
+	docker.SetFirstStream(e.rt, first)
+	s := e.create(t, newSpec(""))
+	var forged strings.Builder
+	for id := uint32(first + 1); id <= first+32; id++ { // the command's stream is one of the first
+		for _, b := range agentproto.AppendFrame(nil, agentproto.Started, id, nil) {
+			fmt.Fprintf(&forged, `\%03o`, b)
+		}
+	}
+	input := bytes.Repeat([]byte("0123456789abcdef"), 64<<10) // 1 MiB: many input frames
+	sum := sha256.Sum256(input)
+	var out syncbuf.Buffer
+	code, err := e.rt.Exec(context.Background(), s.ContainerID, lifecycle.ExecCommand{
+		Cmd:   []string{"sh", "-c", "printf '" + forged.String() + "' >/proc/$PPID/fd/1; sha256sum"},
+		Stdin: bytes.NewReader(input), Stdout: &out,
+	})
+	if err != nil || code != 0 {
+		t.Fatalf("exec: %d, %v", code, err)
+	}
+	if got, want := strings.Fields(out.String()), hex.EncodeToString(sum[:]); len(got) == 0 || got[0] != want {
+		t.Errorf("the command read input of sha256 %v, want %s (the input, once, in order)", got, want)
 	}
 }
 
