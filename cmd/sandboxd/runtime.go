@@ -14,6 +14,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/hostfiles"
 	"github.com/sandboxd/sandboxd/internal/kube"
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
+	"github.com/sandboxd/sandboxd/internal/poolset"
 	"github.com/sandboxd/sandboxd/internal/webui"
 )
 
@@ -149,7 +150,7 @@ func (r sandboxRuntime) startPool(ctx context.Context) error { return r.pool.Sta
 func (r sandboxRuntime) drainPool(ctx context.Context) error { return r.pool.DrainPool(ctx) }
 
 // poolFills are a runtime's pool fills for the operator's page.
-func poolFills[F docker.PoolFill | kube.PoolFill](fills []F) []webui.PoolFill {
+func poolFills(fills []poolset.Fill) []webui.PoolFill {
 	out := make([]webui.PoolFill, 0, len(fills))
 	for _, f := range fills {
 		out = append(out, webui.PoolFill(f))

@@ -12,7 +12,6 @@ import (
 	"regexp"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -23,14 +22,13 @@ import (
 
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
 	"github.com/sandboxd/sandboxd/internal/poolset"
-	"github.com/sandboxd/sandboxd/internal/profile"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 )
 
-// The warm pool: see the package doc. Invariants, kept here: a container is in ready at
-// most once and only while its name is a pool name and its folder is in .pool; it leaves
-// ready (under mu) before it is renamed or removed, so a claim and the health check never
-// both act on it.
+// The warm pool: see the package doc. poolset.Pool keeps the ready lists (a container is
+// in one at most once and leaves it before it is handed out or removed). Invariant, kept
+// here: a container is ready only while its name is a pool name and its folder is in
+// .pool; handOut renames both only after it left its ready list.
 
 // Labels of pooled containers.
 const (
@@ -41,77 +39,45 @@ const (
 const (
 	// DefaultPoolCheckInterval is how often the pool looks at its containers by default.
 	DefaultPoolCheckInterval = 10 * time.Second
-	// poolFillParallelism bounds the containers one profile's pool makes at once.
-	poolFillParallelism = 4
-	// poolClaimAttempts bounds the pooled containers one create tries before it falls
-	// back to a cold create.
-	poolClaimAttempts = 2
 )
 
-// pool is the Runtime's warm pool (see above). It is safe for concurrent use.
+// pool is the Runtime's warm pool (see above): the refill loops, the ready lists, the
+// claims and the instruments are poolset's; making, checking, handing out and removing
+// containers and folders are here. It is safe for concurrent use.
 type pool struct {
-	rt       *Runtime
-	owner    string
-	interval time.Duration
-	log      *slog.Logger
+	*poolset.Pool[member]
+	rt    *Runtime
+	owner string
 
-	set     *poolset.Set[profilePool] // a pool per pooled profile
-	metrics *poolset.Metrics
-
-	mu      sync.Mutex
-	started bool
-	drained bool
-	cancel  context.CancelFunc
-	unlock  func(remove bool) // releases <owner>.lock
-	claims  sync.WaitGroup    // claims in progress; Add only under mu while !drained
-	loops   sync.WaitGroup    // one refill loop per profile
+	mu     sync.Mutex
+	unlock func(remove bool) // releases <owner>.lock
 }
 
 // profilePool is one profile's share of the pool.
-type profilePool struct {
-	name string
-	prof profile.Profile
-	size profile.Pool
-	kick chan struct{} // wakes the refill loop; buffered, never blocks
-
-	// guarded by pool.mu
-	ready  []member
-	target int
-	empty  bool // a create found the pool empty since the last check
-}
+type profilePool = poolset.Profile[member]
 
 // member is a ready pooled container and its folder's name in .pool.
 type member struct{ id, folder string }
 
 func newPool(r *Runtime, cfg Config, mp metric.MeterProvider, log *slog.Logger) (*pool, error) {
-	p := &pool{
-		rt:       r,
-		owner:    randomHex(8),
-		interval: cfg.PoolCheckInterval,
-		log:      log,
-	}
-	if p.interval <= 0 {
-		p.interval = DefaultPoolCheckInterval
-	}
-	p.set = poolset.New(r.profiles, func(name string, prof profile.Profile) *profilePool {
-		return &profilePool{
-			name: name, prof: prof, size: prof.Pool, target: prof.Pool.Min,
-			kick: make(chan struct{}, 1),
-		}
-	})
-	names := make([]string, 0, len(p.set.All))
-	for _, pp := range p.set.All {
-		names = append(names, pp.name)
+	p := &pool{rt: r, owner: randomHex(8)}
+	interval := cfg.PoolCheckInterval
+	if interval <= 0 {
+		interval = DefaultPoolCheckInterval
 	}
 	var err error
-	p.metrics, err = poolset.NewMetrics(mp.Meter("github.com/sandboxd/sandboxd/internal/docker"), names, missReasons,
-		func(observe func(string, int)) {
-			p.mu.Lock()
-			defer p.mu.Unlock()
-			for _, pp := range p.set.All {
-				observe(pp.name, len(pp.ready))
-			}
-		})
+	p.Pool, err = poolset.NewPool(poolset.Config[member]{
+		Profiles:        r.profiles,
+		Meter:           mp.Meter("github.com/sandboxd/sandboxd/internal/docker"),
+		MissReasons:     missReasons,
+		Interval:        interval,
+		Log:             log,
+		LogStoppedFills: true, // what make could not remove is named there
+		ID:              func(m member) string { return m.id },
+		Make:            p.make,
+		Dead:            p.dead,
+		Destroy:         p.destroy,
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -126,14 +92,9 @@ func newPool(r *Runtime, cfg Config, mp metric.MeterProvider, log *slog.Logger) 
 // why); an error removing leftovers is returned but the pool runs.
 func (r *Runtime) StartPool(ctx context.Context) error {
 	p := r.pool
-	p.mu.Lock()
-	if p.started || p.drained {
-		p.mu.Unlock()
-		return errors.New("docker: pool: started already")
+	if err := p.Start(); err != nil {
+		return fmt.Errorf("docker: pool: %w", err)
 	}
-	p.started = true
-	p.mu.Unlock()
-
 	unlock, ok, err := r.root.LockPooled(p.owner+".lock", true)
 	if err == nil && !ok {
 		err = errors.New("lock held by another pool")
@@ -144,16 +105,9 @@ func (r *Runtime) StartPool(ctx context.Context) error {
 	leftovers := p.removeLeftovers(ctx, false)
 
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	p.unlock = unlock
-	if p.drained { // drained while we cleaned up
-		return leftovers
-	}
-	lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	p.cancel = cancel
-	for _, pp := range p.set.All {
-		p.loops.Go(func() { p.run(lctx, pp) })
-	}
+	p.mu.Unlock()
+	p.Run(ctx) // nothing when drained while we cleaned up
 	return leftovers
 }
 
@@ -161,93 +115,18 @@ func (r *Runtime) StartPool(ctx context.Context) error {
 // waiting for claims in progress first. Creates after it are cold. It is idempotent.
 func (r *Runtime) DrainPool(ctx context.Context) error {
 	p := r.pool
-	p.mu.Lock()
-	if p.drained {
-		p.mu.Unlock()
+	if !p.Stop() {
 		return nil
 	}
-	p.drained = true
-	cancel := p.cancel
-	for _, pp := range p.set.All {
-		pp.ready = nil // removed below, with everything else of this pool
-	}
-	p.mu.Unlock()
-	if cancel != nil {
-		cancel()
-	}
-	p.loops.Wait()
-	p.claims.Wait()
-
 	p.mu.Lock()
-	started, unlock := p.started, p.unlock
+	unlock := p.unlock
 	p.mu.Unlock()
-	if !started || unlock == nil {
+	if unlock == nil { // never started, or drained while it started
 		return nil
 	}
 	err := p.removeLeftovers(ctx, true)
 	unlock(err == nil)
 	return err
-}
-
-// run is one profile's refill loop: fill, then wait for a claim (kick) or the next check.
-func (p *pool) run(ctx context.Context, pp *profilePool) {
-	tick := time.NewTicker(p.interval)
-	defer tick.Stop()
-	for {
-		p.fill(ctx, pp)
-		select {
-		case <-ctx.Done():
-			return
-		case <-pp.kick:
-		case <-tick.C:
-			p.check(ctx, pp)
-			p.mu.Lock()
-			if pp.empty {
-				pp.target = min(pp.target+1, pp.size.Max)
-			} else if pp.target > pp.size.Min {
-				pp.target--
-			}
-			pp.empty = false
-			p.mu.Unlock()
-		}
-	}
-}
-
-// fill makes containers, at most poolFillParallelism at once, until the pool holds its
-// target. After a failure it stops until the next check or claim: a failing engine is
-// not hammered.
-func (p *pool) fill(ctx context.Context, pp *profilePool) {
-	for ctx.Err() == nil {
-		p.mu.Lock()
-		need := pp.target - len(pp.ready)
-		p.mu.Unlock()
-		if need <= 0 {
-			return
-		}
-		var (
-			wg     sync.WaitGroup
-			failed atomic.Bool
-		)
-		for range min(need, poolFillParallelism) {
-			wg.Go(func() {
-				m, err := p.make(ctx, pp)
-				if err != nil {
-					failed.Store(true)
-					// Logged at drain too: what make could not remove is named here.
-					p.log.WarnContext(ctx, "sandbox_pool_fill_failed", slog.String("profile", pp.name),
-						slog.String("error", err.Error()))
-					return
-				}
-				p.mu.Lock()
-				pp.ready = append(pp.ready, m)
-				p.mu.Unlock()
-			})
-		}
-		wg.Wait()
-		if failed.Load() {
-			return
-		}
-	}
 }
 
 // make creates and starts one pooled container of pp's profile.
@@ -258,16 +137,16 @@ func (p *pool) make(ctx context.Context, pp *profilePool) (member, error) {
 	if err := r.root.CheckFree(r.minFree); err != nil {
 		return member{}, fmt.Errorf("docker: pool: %w", err)
 	}
-	dir, err := r.root.MakePooled(folder, pp.prof.UID, pp.prof.GID)
+	dir, err := r.root.MakePooled(folder, pp.Profile.UID, pp.Profile.GID)
 	if err != nil {
 		return member{}, fmt.Errorf("docker: pool: %w", err)
 	}
-	cfg := r.containerConfig(lifecycle.CreateSpec{}, pp.prof)
+	cfg := r.containerConfig(lifecycle.CreateSpec{}, pp.Profile)
 	cfg.Labels = r.labels(map[string]string{
-		LabelPool:      pp.name,
+		LabelPool:      pp.Name,
 		LabelPoolOwner: p.owner,
 	})
-	name := "sandboxd-pool-" + nameSafe(pp.name) + "-" + folder
+	name := "sandboxd-pool-" + nameSafe(pp.Name) + "-" + folder
 	work := ctx
 	// Neither step is cut off when the pool ends (DrainPool cancels ctx): a create the
 	// client gave up on may still finish in the engine after the drain has listed what to
@@ -275,7 +154,7 @@ func (p *pool) make(ctx context.Context, pp *profilePool) (member, error) {
 	// and whatever fails is removed.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), teardownTimeout)
 	defer cancel()
-	hc, err := r.hostConfig(pp.prof, dir)
+	hc, err := r.hostConfig(pp.Profile, dir)
 	if err == nil {
 		err = r.withImageCommand(ctx, cfg)
 	}
@@ -301,11 +180,9 @@ func (p *pool) make(ctx context.Context, pp *profilePool) (member, error) {
 	return m, nil
 }
 
-// check replaces the ready containers that are no longer running (or gone).
-func (p *pool) check(ctx context.Context, pp *profilePool) {
-	p.mu.Lock()
-	ready := append([]member(nil), pp.ready...)
-	p.mu.Unlock()
+// dead returns the ready containers that are no longer running (or gone).
+func (p *pool) dead(ctx context.Context, _ *profilePool, ready []member) []member {
+	var dead []member
 	for _, m := range ready {
 		res, err := p.rt.cli.ContainerInspect(ctx, m.id, client.ContainerInspectOptions{})
 		if err != nil && !cerrdefs.IsNotFound(err) {
@@ -314,28 +191,9 @@ func (p *pool) check(ctx context.Context, pp *profilePool) {
 		if err == nil && res.Container.State != nil && res.Container.State.Running {
 			continue
 		}
-		if !p.take(pp, m.id) {
-			continue // claimed meanwhile: the claim looks again
-		}
-		p.log.WarnContext(ctx, "sandbox_pool_member_dead", slog.String("profile", pp.name),
-			slog.String("container.id", m.id))
-		if err := p.destroy(ctx, m); err != nil {
-			p.log.WarnContext(ctx, "sandbox_pool_remove_failed", slog.String("error", err.Error()))
-		}
+		dead = append(dead, m)
 	}
-}
-
-// take removes the member id from pp's ready list; false if it is not there.
-func (p *pool) take(pp *profilePool, id string) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for i, m := range pp.ready {
-		if m.id == id {
-			pp.ready = append(pp.ready[:i], pp.ready[i+1:]...)
-			return true
-		}
-	}
-	return false
+	return dead
 }
 
 // destroy removes a pooled container and its folder, even when ctx has ended.
@@ -349,67 +207,32 @@ func (p *pool) destroy(ctx context.Context, m member) error {
 // false: then nothing of the chat changed and a cold create must follow. See the top of
 // this file for when it applies.
 func (p *pool) claim(ctx context.Context, spec lifecycle.CreateSpec) (sandbox.Session, bool) {
-	pp := p.set.For(spec.AgentID)
-	if pp == nil {
-		return sandbox.Session{}, false
-	}
-	if spec.Tenant != "" {
-		// A claimed container carries no tenant label (it was made before any tenant
-		// asked) and is adopted as the default tenant's; other tenants' are cold.
-		p.miss(ctx, pp, "tenant")
-		return sandbox.Session{}, false
-	}
-	start := time.Now()
-	derived := p.rt.root.Derive(spec.ChatID)
-	if v := spec.VolumeHostPath; strings.TrimSpace(v) != "" && v != derived {
-		p.miss(ctx, pp, "volume")
-		return sandbox.Session{}, false
-	}
-	if _, err := os.Lstat(derived); !errors.Is(err, fs.ErrNotExist) {
-		p.miss(ctx, pp, "folder_exists")
-		return sandbox.Session{}, false
-	}
-	for range poolClaimAttempts {
-		p.mu.Lock()
-		if p.drained || len(pp.ready) == 0 {
-			pp.empty = pp.empty || !p.drained
-			p.mu.Unlock()
-			p.miss(ctx, pp, "empty")
-			return sandbox.Session{}, false
+	cold := func() string {
+		if spec.Tenant != "" {
+			// A claimed container carries no tenant label (it was made before any tenant
+			// asked) and is adopted as the default tenant's; other tenants' are cold.
+			return "tenant"
 		}
-		m := pp.ready[0]
-		pp.ready = pp.ready[1:]
-		p.claims.Add(1)
-		p.mu.Unlock()
-
+		derived := p.rt.root.Derive(spec.ChatID)
+		if v := spec.VolumeHostPath; strings.TrimSpace(v) != "" && v != derived {
+			return "volume"
+		}
+		if _, err := os.Lstat(derived); !errors.Is(err, fs.ErrNotExist) {
+			return "folder_exists"
+		}
+		return ""
+	}
+	s, ok := p.Claim(ctx, spec, cold, func(ctx context.Context, pp *profilePool, m member) error {
 		err := p.handOut(ctx, pp, m, spec)
-		p.claims.Done()
-		select {
-		case pp.kick <- struct{}{}:
-		default:
+		if errors.Is(err, fs.ErrExist) {
+			return poolset.Cold("folder_exists")
 		}
-		switch {
-		case err == nil:
-			p.metrics.Hit(ctx, pp.name, time.Since(start))
-			return sandbox.Session{
-				ID:             spec.SessionID,
-				ChatID:         spec.ChatID,
-				ContainerID:    m.id,
-				Status:         sandbox.StatusRunning,
-				CreatedAt:      spec.CreatedAt,
-				ExpiresAt:      spec.ExpiresAt,
-				AgentID:        spec.AgentID,
-				VolumeHostPath: spec.VolumeHostPath,
-			}, true
-		case errors.Is(err, fs.ErrExist):
-			p.miss(ctx, pp, "folder_exists")
-			return sandbox.Session{}, false
-		}
-		p.log.WarnContext(ctx, "sandbox_pool_claim_failed", slog.String("profile", pp.name),
-			slog.String("container.id", m.id), slog.String("error", err.Error()))
+		return err
+	})
+	if ok {
+		s.VolumeHostPath = spec.VolumeHostPath
 	}
-	p.miss(ctx, pp, "error")
-	return sandbox.Session{}, false
+	return s, ok
 }
 
 // handOut makes m the sandbox of spec: it checks that m runs, renames its folder to the
@@ -429,7 +252,7 @@ func (p *pool) handOut(ctx context.Context, pp *profilePool, m member, spec life
 	}
 	if _, err := r.root.ClaimPooled(m.folder, spec.ChatID); err != nil {
 		if errors.Is(err, fs.ErrExist) { // the chat's folder appeared: m is unharmed
-			p.putBack(ctx, pp, m)
+			p.PutBack(ctx, pp, m)
 			return err
 		}
 		return errors.Join(err, p.destroy(ctx, m))
@@ -446,26 +269,8 @@ func (p *pool) handOut(ctx context.Context, pp *profilePool, m member, spec life
 	return nil
 }
 
-// putBack returns an untouched member to the ready list, or removes it if the pool has
-// been drained meanwhile.
-func (p *pool) putBack(ctx context.Context, pp *profilePool, m member) {
-	p.mu.Lock()
-	drained := p.drained
-	if !drained {
-		pp.ready = append(pp.ready, m)
-	}
-	p.mu.Unlock()
-	if drained {
-		_ = p.destroy(ctx, m)
-	}
-}
-
-// missReasons are the reasons p.miss is given.
+// missReasons are the reasons a pooled profile's create was cold.
 var missReasons = []string{"volume", "tenant", "folder_exists", "empty", "error"}
-
-func (p *pool) miss(ctx context.Context, pp *profilePool, reason string) {
-	p.metrics.Miss(ctx, pp.name, reason, 1)
-}
 
 // removeLeftovers removes the unclaimed pool containers of this instance and the .pool
 // entries that belong to pools whose lock nobody holds (dead pools) or, when own is set,

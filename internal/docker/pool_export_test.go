@@ -2,12 +2,9 @@ package docker
 
 // PoolReady is how many pooled containers r's pool holds ready to be claimed.
 func PoolReady(r *Runtime) int {
-	p := r.pool
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	n := 0
-	for _, pp := range p.set.All {
-		n += len(pp.ready)
+	for _, f := range r.pool.Fill() {
+		n += f.Ready
 	}
 	return n
 }
@@ -17,11 +14,9 @@ func PoolReady(r *Runtime) int {
 func AbandonPool(r *Runtime) {
 	p := r.pool
 	p.mu.Lock()
-	p.drained = true
-	cancel, unlock := p.cancel, p.unlock
+	unlock := p.unlock
 	p.unlock = nil
 	p.mu.Unlock()
-	cancel()
-	p.loops.Wait()
+	p.Stop()
 	unlock(false)
 }

@@ -16,9 +16,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
-	"go.opentelemetry.io/otel/attribute"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/sandboxd/sandboxd/internal/docker"
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
@@ -26,6 +24,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/profile"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 	"github.com/sandboxd/sandboxd/internal/testing/dockertest"
+	"github.com/sandboxd/sandboxd/internal/testing/metrictest"
 	"github.com/sandboxd/sandboxd/internal/testing/waitfor"
 	"github.com/sandboxd/sandboxd/internal/workspace"
 )
@@ -77,55 +76,7 @@ func (e poolEnv) metric(t *testing.T, name string, want ...string) float64 {
 	return metricValue(t, e.reader, name, want...)
 }
 
-// metricValue is the value of the named counter or gauge that reader collects, summed
-// over the data points whose attributes include want ("key=value" strings); a
-// histogram's count.
-func metricValue(t *testing.T, reader *sdkmetric.ManualReader, name string, want ...string) float64 {
-	t.Helper()
-	var rm metricdata.ResourceMetrics
-	if err := reader.Collect(context.Background(), &rm); err != nil {
-		t.Fatal(err)
-	}
-	var sum float64
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if m.Name != name {
-				continue
-			}
-			switch d := m.Data.(type) {
-			case metricdata.Sum[int64]:
-				for _, dp := range d.DataPoints {
-					if hasAttrs(dp.Attributes, want) {
-						sum += float64(dp.Value)
-					}
-				}
-			case metricdata.Gauge[int64]:
-				for _, dp := range d.DataPoints {
-					if hasAttrs(dp.Attributes, want) {
-						sum += float64(dp.Value)
-					}
-				}
-			case metricdata.Histogram[float64]:
-				for _, dp := range d.DataPoints {
-					if hasAttrs(dp.Attributes, want) {
-						sum += float64(dp.Count)
-					}
-				}
-			}
-		}
-	}
-	return sum
-}
-
-func hasAttrs(set attribute.Set, want []string) bool {
-	for _, kv := range want {
-		k, v, _ := strings.Cut(kv, "=")
-		if got, ok := set.Value(attribute.Key(k)); !ok || got.String() != v {
-			return false
-		}
-	}
-	return true
-}
+var metricValue = metrictest.Value
 
 // ready waits until the pool reports n ready containers and n unclaimed pool containers
 // run on the engine, and returns their ids.

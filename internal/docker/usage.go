@@ -9,6 +9,8 @@ import (
 
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
+
+	"github.com/sandboxd/sandboxd/internal/poolset"
 )
 
 // Usage is one sample of a sandbox's resource use, as the engine reports it.
@@ -47,24 +49,12 @@ func (r *Runtime) Usage(ctx context.Context, containerID string) (Usage, error) 
 }
 
 // PoolFill is how full one profile's warm pool is.
-type PoolFill struct {
-	Profile string
-	Ready   int // pre-started sandboxes ready to be claimed
-	Target  int // how many the pool keeps ready now (between pool.min and pool.max)
-	Max     int
-}
+type PoolFill = poolset.Fill
 
 // PoolFill reports every pooled profile's fill, in configuration order.
 func (r *Runtime) PoolFill() []PoolFill {
 	if r.pool == nil {
 		return nil
 	}
-	p := r.pool
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	out := make([]PoolFill, 0, len(p.set.All))
-	for _, pp := range p.set.All {
-		out = append(out, PoolFill{Profile: pp.name, Ready: len(pp.ready), Target: pp.target, Max: pp.size.Max})
-	}
-	return out
+	return r.pool.Fill()
 }

@@ -10,17 +10,7 @@ func SetPoolLease(r *Runtime, d time.Duration) { r.pool.lease = d }
 
 // AbandonPool stops r's pool as a crash would: its loops end, its Lease is no longer
 // renewed, and nothing it made is removed.
-func AbandonPool(r *Runtime) {
-	p := r.pool
-	p.mu.Lock()
-	p.drained = true
-	cancel := p.cancel
-	p.mu.Unlock()
-	if cancel != nil {
-		cancel()
-	}
-	p.loops.Wait()
-}
+func AbandonPool(r *Runtime) { r.pool.Stop() }
 
 // VolumePending is volumePending, for its test.
 var VolumePending = volumePending

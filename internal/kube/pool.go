@@ -25,7 +25,6 @@ import (
 
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
 	"github.com/sandboxd/sandboxd/internal/poolset"
-	"github.com/sandboxd/sandboxd/internal/profile"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 )
 
@@ -52,9 +51,8 @@ import (
 // sandboxd-pool-<owner>, renewed every few seconds and holding 15 s by default: the
 // leftovers of a pool whose Lease is missing or expired (a previous run that crashed) are
 // removed at start and then at every renewal, and never those of a live pool (another
-// replica's). Invariant, kept
-// here: a member is in ready at most once and leaves it (under mu) before it is claimed or
-// removed.
+// replica's). The ready lists, and their invariant (a member is in one at most once and
+// leaves it before it is handed out or removed), are poolset.Pool's.
 
 // Labels of pooled Pods, claims and Leases.
 const (
@@ -67,10 +65,6 @@ const (
 	// DefaultPoolCheckInterval is how often the pool looks at its Pods and renews its
 	// Lease by default.
 	DefaultPoolCheckInterval = 10 * time.Second
-	// poolFillParallelism bounds the Pods one profile's pool makes at once.
-	poolFillParallelism = 4
-	// poolClaimAttempts bounds the pooled Pods one create tries before a cold create.
-	poolClaimAttempts = 2
 	// poolReadyTimeout bounds how long a pooled Pod may take to become ready.
 	poolReadyTimeout = 2 * time.Minute
 	// maxRenewInterval bounds how long a pool waits between renewals of its Lease (and
@@ -83,40 +77,23 @@ const (
 	poolNamePrefix   = "sandboxd-pool-"
 )
 
-// pool is the Runtime's warm pool. It is safe for concurrent use.
+// pool is the Runtime's warm pool: the refill loops, the ready lists, the claims and the
+// instruments are poolset's; making, checking, handing out and removing Pods and claims,
+// and the Lease, are here. It is safe for concurrent use.
 type pool struct {
+	// The members are known by name: each Pod with its claim of the same name.
+	*poolset.Pool[string]
 	rt       *Runtime
 	owner    string
 	interval time.Duration // how often the Pods are checked
 	renewal  time.Duration // how often the Lease is renewed and dead pools looked for
 	lease    time.Duration // how long the Lease holds without a renewal
+	leased   atomic.Bool   // the Lease was made (StartPool)
 	log      *slog.Logger
-
-	set     *poolset.Set[profilePool] // a pool per pooled profile
-	metrics *poolset.Metrics
-
-	mu      sync.Mutex
-	started bool
-	drained bool
-	leased  bool // the Lease was made (StartPool)
-	cancel  context.CancelFunc
-	claims  sync.WaitGroup // claims in progress; Add only under mu while !drained
-	loops   sync.WaitGroup
 }
 
 // profilePool is one profile's share of the pool.
-type profilePool struct {
-	name  string
-	label string // name as a label value
-	prof  profile.Profile
-	size  profile.Pool
-	kick  chan struct{}
-
-	// guarded by pool.mu
-	ready  []string // names of ready Pods (each with its claim of the same name)
-	target int
-	empty  bool // a create found the pool empty since the last check
-}
+type profilePool = poolset.Profile[string]
 
 // missReasons are the reasons a pooled profile's create was cold.
 var missReasons = []string{"claim_exists", "empty", "error"}
@@ -128,25 +105,18 @@ func newPool(r *Runtime, cfg Config, mp metric.MeterProvider, log *slog.Logger) 
 	}
 	p.renewal = min(p.interval, maxRenewInterval)
 	p.lease = max(3*p.renewal, minLeaseDuration)
-	p.set = poolset.New(r.profiles, func(name string, prof profile.Profile) *profilePool {
-		return &profilePool{
-			name: name, label: labelValue(name), prof: prof, size: prof.Pool, target: prof.Pool.Min,
-			kick: make(chan struct{}, 1),
-		}
-	})
-	names := make([]string, 0, len(p.set.All))
-	for _, pp := range p.set.All {
-		names = append(names, pp.name)
-	}
 	var err error
-	p.metrics, err = poolset.NewMetrics(mp.Meter("github.com/sandboxd/sandboxd/internal/kube"), names, missReasons,
-		func(observe func(string, int)) {
-			p.mu.Lock()
-			defer p.mu.Unlock()
-			for _, pp := range p.set.All {
-				observe(pp.name, len(pp.ready))
-			}
-		})
+	p.Pool, err = poolset.NewPool(poolset.Config[string]{
+		Profiles:    r.profiles,
+		Meter:       mp.Meter("github.com/sandboxd/sandboxd/internal/kube"),
+		MissReasons: missReasons,
+		Interval:    p.interval,
+		Log:         log,
+		ID:          func(name string) string { return name },
+		Make:        p.make,
+		Dead:        p.dead,
+		Destroy:     p.destroy,
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -154,24 +124,10 @@ func newPool(r *Runtime, cfg Config, mp metric.MeterProvider, log *slog.Logger) 
 }
 
 // PoolFill is how full one profile's warm pool is.
-type PoolFill struct {
-	Profile string
-	Ready   int // pre-started sandboxes ready to be claimed
-	Target  int // how many the pool keeps ready now (between pool.min and pool.max)
-	Max     int
-}
+type PoolFill = poolset.Fill
 
 // PoolFill reports every pooled profile's fill, in configuration order.
-func (r *Runtime) PoolFill() []PoolFill {
-	p := r.pool
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	out := make([]PoolFill, 0, len(p.set.All))
-	for _, pp := range p.set.All {
-		out = append(out, PoolFill{Profile: pp.name, Ready: len(pp.ready), Target: pp.target, Max: pp.size.Max})
-	}
-	return out
-}
+func (r *Runtime) PoolFill() []PoolFill { return r.pool.Fill() }
 
 // StartPool starts the warm pool: it takes the pool's Lease, removes what pools of this
 // instance whose Lease expired (previous runs) left, then fills every pooled profile in
@@ -181,36 +137,18 @@ func (r *Runtime) PoolFill() []PoolFill {
 // but the pool runs.
 func (r *Runtime) StartPool(ctx context.Context) error {
 	p := r.pool
-	p.mu.Lock()
-	if p.started || p.drained {
-		p.mu.Unlock()
-		return errors.New("kube: pool: started already")
+	if err := p.Start(); err != nil {
+		return fmt.Errorf("kube: pool: %w", err)
 	}
-	p.started = true
-	p.mu.Unlock()
-
-	if len(p.set.All) == 0 {
+	if !p.Pooled() {
 		return p.removeLeftovers(ctx, false)
 	}
 	if err := p.renew(ctx); err != nil {
 		return fmt.Errorf("kube: pool: %w", err)
 	}
-	p.mu.Lock()
-	p.leased = true
-	p.mu.Unlock()
+	p.leased.Store(true)
 	leftovers := p.removeLeftovers(ctx, false)
-
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.drained {
-		return leftovers
-	}
-	lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	p.cancel = cancel
-	p.loops.Go(func() { p.keepLease(lctx) })
-	for _, pp := range p.set.All {
-		p.loops.Go(func() { p.run(lctx, pp) })
-	}
+	p.Run(ctx, p.keepLease) // nothing when drained while we cleaned up
 	return leftovers
 }
 
@@ -219,98 +157,16 @@ func (r *Runtime) StartPool(ctx context.Context) error {
 // idempotent.
 func (r *Runtime) DrainPool(ctx context.Context) error {
 	p := r.pool
-	p.mu.Lock()
-	if p.drained {
-		p.mu.Unlock()
-		return nil
-	}
-	p.drained = true
-	cancel := p.cancel
-	for _, pp := range p.set.All {
-		pp.ready = nil // removed below, with everything else of this pool
-	}
-	p.mu.Unlock()
-	if cancel != nil {
-		cancel()
-	}
-	p.loops.Wait()
-	p.claims.Wait()
-
-	p.mu.Lock()
-	leased := p.leased
-	p.mu.Unlock()
-	if !leased {
+	if !p.Stop() || !p.leased.Load() {
 		return nil
 	}
 	return p.removeLeftovers(ctx, true)
 }
 
-// run is one profile's refill loop: fill, then wait for a claim (kick) or the next check.
-func (p *pool) run(ctx context.Context, pp *profilePool) {
-	tick := time.NewTicker(p.interval)
-	defer tick.Stop()
-	for {
-		p.fill(ctx, pp)
-		select {
-		case <-ctx.Done():
-			return
-		case <-pp.kick:
-		case <-tick.C:
-			p.check(ctx, pp)
-			p.mu.Lock()
-			if pp.empty {
-				pp.target = min(pp.target+1, pp.size.Max)
-			} else if pp.target > pp.size.Min {
-				pp.target--
-			}
-			pp.empty = false
-			p.mu.Unlock()
-		}
-	}
-}
-
-// fill makes Pods, at most poolFillParallelism at once, until the pool holds its target.
-// After a failure it stops until the next check or claim: a failing cluster is not
-// hammered.
-func (p *pool) fill(ctx context.Context, pp *profilePool) {
-	for ctx.Err() == nil {
-		p.mu.Lock()
-		need := pp.target - len(pp.ready)
-		p.mu.Unlock()
-		if need <= 0 {
-			return
-		}
-		var (
-			wg     sync.WaitGroup
-			failed atomic.Bool
-		)
-		for range min(need, poolFillParallelism) {
-			wg.Go(func() {
-				name, err := p.make(ctx, pp)
-				if err != nil {
-					failed.Store(true)
-					if ctx.Err() == nil {
-						p.log.WarnContext(ctx, "sandbox_pool_fill_failed", slog.String("profile", pp.name),
-							slog.String("error", err.Error()))
-					}
-					return
-				}
-				p.mu.Lock()
-				pp.ready = append(pp.ready, name)
-				p.mu.Unlock()
-			})
-		}
-		wg.Wait()
-		if failed.Load() {
-			return
-		}
-	}
-}
-
 // poolLabels are the labels of a pooled Pod or claim of pp.
 func (p *pool) poolLabels(pp *profilePool) map[string]string {
 	return map[string]string{
-		LabelManagedBy: ManagedBy, LabelInstance: p.rt.instance, LabelPool: pp.label, LabelPoolOwner: p.owner,
+		LabelManagedBy: ManagedBy, LabelInstance: p.rt.instance, LabelPool: labelValue(pp.Name), LabelPoolOwner: p.owner,
 	}
 }
 
@@ -320,16 +176,16 @@ func (p *pool) poolLabels(pp *profilePool) map[string]string {
 func (p *pool) make(ctx context.Context, pp *profilePool) (string, error) {
 	r := p.rt
 	name := poolNamePrefix + p.owner + "-" + randomHex(6)
-	if err := r.makeClaim(ctx, name, p.poolLabels(pp), map[string]string{AnnotationPoolProfile: pp.name}); err != nil {
+	if err := r.makeClaim(ctx, name, p.poolLabels(pp), map[string]string{AnnotationPoolProfile: pp.Name}); err != nil {
 		return "", errors.Join(fmt.Errorf("kube: pool: %w", err), p.destroy(ctx, name))
 	}
-	pod := r.podFor(lifecycle.CreateSpec{}, pp.prof, name)
+	pod := r.podFor(lifecycle.CreateSpec{}, pp.Profile, name)
 	pod.Name = name
 	pod.Labels = p.poolLabels(pp)
 	if r.registry != "" {
 		pod.Labels[LabelRegistry] = r.registry
 	}
-	pod.Annotations = map[string]string{AnnotationPoolProfile: pp.name}
+	pod.Annotations = map[string]string{AnnotationPoolProfile: pp.Name}
 	pod.Spec.ActiveDeadlineSeconds = nil // set at the claim: the lifetime counts from there
 	created, err := r.cs.CoreV1().Pods(r.ns).Create(ctx, pod, metav1.CreateOptions{})
 	if err != nil {
@@ -344,35 +200,24 @@ func (p *pool) make(ctx context.Context, pp *profilePool) (string, error) {
 	return name, nil
 }
 
-// check replaces the ready Pods that no longer run (or are gone).
-func (p *pool) check(ctx context.Context, pp *profilePool) {
-	p.mu.Lock()
-	ready := append([]string(nil), pp.ready...)
-	p.mu.Unlock()
-	if len(ready) == 0 {
-		return
-	}
+// dead returns the ready Pods that no longer run (or are gone).
+func (p *pool) dead(ctx context.Context, _ *profilePool, ready []string) []string {
 	sel := labels.SelectorFromSet(labels.Set{LabelManagedBy: ManagedBy, LabelInstance: p.rt.instance, LabelPoolOwner: p.owner})
 	list, err := p.rt.cs.CoreV1().Pods(p.rt.ns).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
 	if err != nil {
-		return // the cluster is unwell: judge nothing
+		return nil // the cluster is unwell: judge nothing
 	}
 	pods := make(map[string]*corev1.Pod, len(list.Items))
 	for i := range list.Items {
 		pods[list.Items[i].Name] = &list.Items[i]
 	}
+	var dead []string
 	for _, name := range ready {
-		if pod, ok := pods[name]; ok && serving(pod) {
-			continue
-		}
-		if !p.take(pp, name) {
-			continue // claimed meanwhile: the claim looks again
-		}
-		p.log.WarnContext(ctx, "sandbox_pool_member_dead", slog.String("profile", pp.name), slog.String("container.id", name))
-		if err := p.destroy(ctx, name); err != nil {
-			p.log.WarnContext(ctx, "sandbox_pool_remove_failed", slog.String("error", err.Error()))
+		if pod, ok := pods[name]; !ok || !serving(pod) {
+			dead = append(dead, name)
 		}
 	}
+	return dead
 }
 
 // serving tells whether a Pod runs, is ready and is not being deleted.
@@ -383,19 +228,6 @@ func serving(pod *corev1.Pod) bool {
 	for _, c := range pod.Status.ContainerStatuses {
 		if c.Name == containerName {
 			return c.Ready && c.State.Running != nil
-		}
-	}
-	return false
-}
-
-// take removes name from pp's ready list; false if it is not there.
-func (p *pool) take(pp *profilePool, name string) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for i, n := range pp.ready {
-		if n == name {
-			pp.ready = append(pp.ready[:i], pp.ready[i+1:]...)
-			return true
 		}
 	}
 	return false
@@ -413,54 +245,19 @@ func (p *pool) destroy(ctx context.Context, name string) error {
 // failed half-way may have made the pooled claim the chat's). hasWorkspace says the chat
 // has a workspace claim already: its files are on it, so no pooled Pod will do.
 func (p *pool) claim(ctx context.Context, spec lifecycle.CreateSpec, hasWorkspace bool) (sandbox.Session, bool) {
-	pp := p.set.For(spec.AgentID)
-	if pp == nil {
-		return sandbox.Session{}, false
-	}
-	if hasWorkspace {
-		p.miss(ctx, pp, "claim_exists")
-		return sandbox.Session{}, false
-	}
-	start := time.Now()
-	for range poolClaimAttempts {
-		p.mu.Lock()
-		if p.drained || len(pp.ready) == 0 {
-			pp.empty = pp.empty || !p.drained
-			p.mu.Unlock()
-			p.miss(ctx, pp, "empty")
-			return sandbox.Session{}, false
+	cold := func() string {
+		if hasWorkspace {
+			return "claim_exists"
 		}
-		name := pp.ready[0]
-		pp.ready = pp.ready[1:]
-		p.claims.Add(1)
-		p.mu.Unlock()
-
+		return ""
+	}
+	return p.Claim(ctx, spec, cold, func(ctx context.Context, _ *profilePool, name string) error {
 		claimTaken, err := p.handOut(ctx, name, spec)
-		p.claims.Done()
-		select {
-		case pp.kick <- struct{}{}:
-		default:
+		if err != nil && claimTaken {
+			return poolset.Final(err) // the chat has a claim now: no second one
 		}
-		if err == nil {
-			p.metrics.Hit(ctx, pp.name, time.Since(start))
-			return sandbox.Session{
-				ID:          spec.SessionID,
-				ChatID:      spec.ChatID,
-				ContainerID: name,
-				Status:      sandbox.StatusRunning,
-				CreatedAt:   spec.CreatedAt,
-				ExpiresAt:   spec.ExpiresAt,
-				AgentID:     spec.AgentID,
-			}, true
-		}
-		p.log.WarnContext(ctx, "sandbox_pool_claim_failed", slog.String("profile", pp.name),
-			slog.String("container.id", name), slog.String("error", err.Error()))
-		if claimTaken {
-			break // the chat has a claim now: no second one
-		}
-	}
-	p.miss(ctx, pp, "error")
-	return sandbox.Session{}, false
+		return err
+	})
 }
 
 // jsonPatch is one operation of a JSON patch (RFC 6902).
@@ -546,10 +343,6 @@ func (r *Runtime) patch(ctx context.Context, resource, name string, ops ...jsonP
 		return apiError("relabel "+resource+" "+name, err)
 	}
 	return nil
-}
-
-func (p *pool) miss(ctx context.Context, pp *profilePool, reason string) {
-	p.metrics.Miss(ctx, pp.name, reason, 1)
 }
 
 // leaseName is the name of the Lease of the pool owner.

@@ -9,9 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"go.opentelemetry.io/otel/attribute"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	corev1 "k8s.io/api/core/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -20,6 +18,7 @@ import (
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
 	"github.com/sandboxd/sandboxd/internal/profile"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
+	"github.com/sandboxd/sandboxd/internal/testing/metrictest"
 )
 
 // pooledFixture is a runtime whose default profile keeps a warm pool of min Pods, its
@@ -110,48 +109,7 @@ func (f pooledFixture) readyNow(t *testing.T, n int) []string {
 
 func (f pooledFixture) metric(t *testing.T, name string, want ...string) float64 {
 	t.Helper()
-	var rm metricdata.ResourceMetrics
-	if err := f.reader.Collect(context.Background(), &rm); err != nil {
-		t.Fatal(err)
-	}
-	var sum float64
-	has := func(set attribute.Set) bool {
-		for _, kv := range want {
-			k, v, _ := strings.Cut(kv, "=")
-			if got, ok := set.Value(attribute.Key(k)); !ok || got.String() != v {
-				return false
-			}
-		}
-		return true
-	}
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if m.Name != name {
-				continue
-			}
-			switch d := m.Data.(type) {
-			case metricdata.Sum[int64]:
-				for _, dp := range d.DataPoints {
-					if has(dp.Attributes) {
-						sum += float64(dp.Value)
-					}
-				}
-			case metricdata.Gauge[int64]:
-				for _, dp := range d.DataPoints {
-					if has(dp.Attributes) {
-						sum += float64(dp.Value)
-					}
-				}
-			case metricdata.Histogram[float64]:
-				for _, dp := range d.DataPoints {
-					if has(dp.Attributes) {
-						sum += float64(dp.Count)
-					}
-				}
-			}
-		}
-	}
-	return sum
+	return metrictest.Value(t, f.reader, name, want...)
 }
 
 func (f fixture) pod(t *testing.T, name string) *corev1.Pod {

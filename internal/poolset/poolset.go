@@ -1,8 +1,11 @@
 // Package poolset is what every runtime's warm pool shares: which agent profiles are
 // pooled (pool.min > 0) and which pool an agent's create draws from, and the pool's
 // instruments (sandbox.pool.hits, sandbox.pool.misses, sandbox.pool.claim.duration,
-// sandbox.pool.size), so that the Docker and Kubernetes pools count the same way. How a
-// pooled sandbox is made, kept and claimed is each runtime's own.
+// sandbox.pool.size), so that the Docker and Kubernetes pools count the same way, and the
+// pool itself (Pool): each profile's refill loop and target, the ready lists, the checks
+// that replace dead members, claims and their attempts, start and stop. How a pooled
+// sandbox is made, checked, handed out and removed, and what a dead pool left, is each
+// runtime's own (Config).
 package poolset
 
 import (
