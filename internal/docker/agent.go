@@ -34,6 +34,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/sandboxd/sandboxd/internal/agentproto"
+	"github.com/sandboxd/sandboxd/internal/execwrap"
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 )
@@ -610,7 +611,7 @@ func (c *agentConn) exec(ctx context.Context, cmd lifecycle.ExecCommand, env []s
 	id, st := c.open(limit)
 	defer c.closeStream(id, st)
 	msg := agentproto.StartMsg{
-		Argv: cmd.Cmd, Env: env, Dir: execWorkdir(c.workdir, cmd.Workdir),
+		Argv: cmd.Cmd, Env: env, Dir: execwrap.Workdir(c.workdir, cmd.Workdir),
 		OutputCap: cmd.OutputCap, Stdin: cmd.Stdin != nil,
 	}
 	if d, ok := ctx.Deadline(); ok {
@@ -651,7 +652,7 @@ type agentRun struct {
 // await takes the frames of the stream id, which the agent has been asked to run, until
 // it ends: with its exit code, or the error of its start, of its output, of ctx, or of
 // the channel. When ctx ends, or the output cannot be delivered, it sends Cancel and
-// waits killTimeout at most for the agent's Exit.
+// waits execwrap.KillTimeout at most for the agent's Exit.
 func (c *agentConn) await(ctx context.Context, id uint32, st *agentStream, r agentRun) (int, error) {
 	var (
 		outErr   error
@@ -665,7 +666,7 @@ func (c *agentConn) await(ctx context.Context, id uint32, st *agentStream, r age
 			canceled = true
 			// Sent aside: the reader may be waiting for this loop to take a frame.
 			go func() { _ = c.write(agentproto.Cancel, id, nil) }()
-			killBy = time.After(killTimeout)
+			killBy = time.After(execwrap.KillTimeout)
 		}
 	}
 	for {
@@ -683,7 +684,7 @@ func (c *agentConn) await(ctx context.Context, id uint32, st *agentStream, r age
 					w = r.stderr
 				}
 				if outErr == nil {
-					if _, err := orDiscard(w).Write(ev.data); err != nil {
+					if _, err := execwrap.OrDiscard(w).Write(ev.data); err != nil {
 						outErr = fmt.Errorf("docker: %s in %s: output: %w", r.op, c.containerID, err)
 						cancel()
 					}
@@ -713,7 +714,7 @@ func (c *agentConn) await(ctx context.Context, id uint32, st *agentStream, r age
 			done = nil
 			cancel()
 		case <-killBy:
-			err := fmt.Errorf("docker: %s in %s: the agent did not report the %s killed after %s: %w", r.op, c.containerID, r.what, killTimeout, sandbox.ErrUnavailable)
+			err := fmt.Errorf("docker: %s in %s: the agent did not report the %s killed after %s: %w", r.op, c.containerID, r.what, execwrap.KillTimeout, sandbox.ErrUnavailable)
 			return -1, errors.Join(ctx.Err(), outErr, err)
 		case <-c.closed:
 			err := fmt.Errorf("docker: %s in %s: the agent's channel closed: %w: %w", r.op, c.containerID, sandbox.ErrUnavailable, c.err)

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"path"
 	"strings"
 	"sync"
 	"time"
@@ -27,11 +26,6 @@ var _ lifecycle.Executor = (*Runtime)(nil)
 // ExecTokenVar is the environment variable that carries a command's kill token (see
 // package execwrap, which says how a command is killed). A request may not set it.
 const ExecTokenVar = execwrap.TokenVar
-
-// killTimeout bounds the cleanup after a command's context ended: waiting for the
-// wrapper's pid, killing, and waiting for its output to end. It runs detached from the
-// caller.
-const killTimeout = 30 * time.Second
 
 // Exec runs cmd in the sandbox containerID, as the sandbox's user, with its output
 // streamed to cmd.Stdout and cmd.Stderr as it comes, and returns the command's exit code.
@@ -76,7 +70,7 @@ func (r *Runtime) Exec(ctx context.Context, containerID string, cmd lifecycle.Ex
 	}
 	// The container's own user and folder, as it was made: its profile may have changed
 	// since, the sandbox has not.
-	user, workdir := c.Config.User, execWorkdir(c.Config.WorkingDir, cmd.Workdir)
+	user, workdir := c.Config.User, execwrap.Workdir(c.Config.WorkingDir, cmd.Workdir)
 
 	created, err := r.cli.ExecCreate(ctx, containerID, client.ExecCreateOptions{
 		User:         user,
@@ -106,10 +100,10 @@ func (r *Runtime) Exec(ctx context.Context, containerID string, cmd lifecycle.Ex
 		})
 	}
 
-	header := execwrap.NewHeaderWriter(orDiscard(cmd.Stdout))
+	header := execwrap.NewHeaderWriter(execwrap.OrDiscard(cmd.Stdout))
 	copied := make(chan error, 1)
 	go func() {
-		_, err := stdcopy.StdCopy(header, orDiscard(cmd.Stderr), att.Reader)
+		_, err := stdcopy.StdCopy(header, execwrap.OrDiscard(cmd.Stderr), att.Reader)
 		copied <- err
 	}()
 
@@ -120,6 +114,12 @@ func (r *Runtime) Exec(ctx context.Context, containerID string, cmd lifecycle.Ex
 // (copied receives the copy's end), and returns its exit code; when ctx ends first, or
 // the output cannot be delivered, it kills the command and all it started.
 func (r *Runtime) await(ctx context.Context, containerID, user, token, execID string, header *execwrap.HeaderWriter, copied chan error) (int, error) {
+	cmd := execwrap.Command{
+		Where: "docker: exec in " + containerID, Starter: "engine", Header: header, Token: token,
+		Run: func(ctx context.Context, argv []string) (int, string, error) {
+			return r.run(ctx, containerID, user, argv)
+		},
+	}
 	select {
 	case err := <-copied:
 		switch {
@@ -128,12 +128,12 @@ func (r *Runtime) await(ctx context.Context, containerID, user, token, execID st
 		case ctx.Err() != nil:
 			err = ctx.Err()
 		default:
-			return r.finished(ctx, containerID, user, token, execID, header)
+			return r.finished(ctx, containerID, execID, cmd)
 		}
 		// Its output is lost or its caller gone: what is left of it must not run on.
-		return -1, errors.Join(err, r.kill(containerID, user, token, header, nil))
+		return -1, errors.Join(err, cmd.Kill(nil))
 	case <-ctx.Done():
-		return -1, errors.Join(ctx.Err(), r.kill(containerID, user, token, header, copied))
+		return -1, errors.Join(ctx.Err(), cmd.Kill(copied))
 	}
 }
 
@@ -157,43 +157,17 @@ func (r *Runtime) execTarget(ctx context.Context, containerID string, env map[st
 	return c, list, token, nil
 }
 
-// execWorkdir is where a command runs: the container's working folder (its workspace
-// mount), or dir, taken from there when relative.
-func execWorkdir(base, dir string) string {
-	switch {
-	case dir == "":
-		return base
-	case path.IsAbs(dir):
-		return path.Clean(dir)
-	case base == "":
-		base = "/"
-	}
-	return path.Join(base, dir)
-}
-
 // finished returns the exit code of the exec execID, whose output has ended, or the
 // reason its command did not start.
-func (r *Runtime) finished(ctx context.Context, containerID, user, token, execID string, header *execwrap.HeaderWriter) (int, error) {
+func (r *Runtime) finished(ctx context.Context, containerID, execID string, cmd execwrap.Command) (int, error) {
 	code, err := r.exitCode(ctx, execID)
 	if err != nil {
 		if ctx.Err() != nil {
-			return -1, errors.Join(ctx.Err(), r.kill(containerID, user, token, header, nil))
+			return -1, errors.Join(ctx.Err(), cmd.Kill(nil))
 		}
 		return -1, execError(containerID, err)
 	}
-	line, ok := header.First()
-	switch {
-	case ok && line == execwrap.HeaderNotFound:
-		return -1, fmt.Errorf("docker: exec in %s: command not found: %w", containerID, sandbox.ErrInvalid)
-	case ok && line == execwrap.HeaderNoSession:
-		return -1, fmt.Errorf("docker: exec in %s: the engine did not start the command in a session of its own, so it could not be killed: %w", containerID, sandbox.ErrUnavailable)
-	case !ok || !execwrap.Started(line):
-		// The wrapper never ran: the engine could not start it (a missing working
-		// folder, say), and said why on its output.
-		return -1, fmt.Errorf("docker: exec in %s: cannot start (exit %d): %s: %w",
-			containerID, code, strings.TrimSpace(line), sandbox.ErrInvalid)
-	}
-	return code, nil
+	return cmd.Result(code)
 }
 
 // exitCode waits for the engine to see the exec's process end and returns its exit code.
@@ -206,65 +180,10 @@ func (r *Runtime) exitCode(ctx context.Context, execID string) (int, error) {
 		if !res.Running {
 			return res.ExitCode, nil
 		}
-		if !sleepCtx(ctx, wait) {
+		if !execwrap.Sleep(ctx, wait) {
 			return -1, ctx.Err()
 		}
 	}
-}
-
-// kill kills the command whose wrapper reports to header, and all it started (what
-// carries token). Given the command's output (copied), it waits for the pid on it and,
-// after the kill, for the output to end; without, the output has ended already. It runs
-// detached from the caller's context and returns nil when there was nothing (left) to
-// kill.
-func (r *Runtime) kill(containerID, user, token string, header *execwrap.HeaderWriter, copied <-chan error) error {
-	ctx, cancel := context.WithTimeout(context.Background(), killTimeout)
-	defer cancel()
-	var line string
-	if copied == nil {
-		line, _ = header.First()
-	} else {
-		select {
-		case line = <-header.Line():
-		case <-copied:
-			line, _ = header.First()
-			copied = nil
-		case <-ctx.Done():
-			return fmt.Errorf("docker: exec in %s: no pid to kill after %s: %w", containerID, killTimeout, sandbox.ErrUnavailable)
-		}
-	}
-	if !execwrap.Started(line) {
-		return nil // it never started, or the wrapper refused to run it
-	}
-	pid, start, _ := strings.Cut(line, " ")
-	var (
-		code int
-		out  string
-		err  error
-	)
-	// Exit 126 is the engine failing to start the kill (the script never exits so): a
-	// command that holds all of the sandbox's pids leaves none for it. Try again until
-	// one frees.
-	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
-		code, out, err = r.run(ctx, containerID, user, []string{"/bin/sh", "-c", execwrap.KillScript, "sandboxd-kill", pid, start, token})
-		if err != nil || code != 126 || !sleepCtx(ctx, wait) {
-			break
-		}
-	}
-	if err != nil {
-		return gone(fmt.Errorf("docker: exec in %s: kill %s: %w", containerID, pid, err))
-	}
-	if code != 0 {
-		return fmt.Errorf("docker: exec in %s: kill %s: exit %d: %s: %w", containerID, pid, code, out, sandbox.ErrUnavailable)
-	}
-	if copied != nil {
-		select {
-		case <-copied:
-		case <-ctx.Done():
-			return fmt.Errorf("docker: exec in %s: output still open after the kill: %w", containerID, sandbox.ErrUnavailable)
-		}
-	}
-	return nil
 }
 
 // run runs argv in the container as user and returns its exit code and output.
@@ -301,23 +220,4 @@ func execError(containerID string, err error) error {
 		return fmt.Errorf("docker: exec in %s: %w: %w", containerID, sandbox.ErrNotFound, err)
 	}
 	return engineError("exec in "+containerID, err)
-}
-
-// sleepCtx waits d and reports true, or false when ctx ends first.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
-
-func orDiscard(w io.Writer) io.Writer {
-	if w == nil {
-		return io.Discard
-	}
-	return w
 }

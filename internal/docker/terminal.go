@@ -86,7 +86,7 @@ func (r *Runtime) Terminal(ctx context.Context, containerID string, t lifecycle.
 		resizing.Wait()
 	}()
 	// A terminal's output is one raw stream (no stdout/stderr frames).
-	header := execwrap.NewHeaderWriter(orDiscard(t.Stdout))
+	header := execwrap.NewHeaderWriter(execwrap.OrDiscard(t.Stdout))
 	copied := make(chan error, 1)
 	go func() {
 		_, err := io.Copy(header, att.Reader)

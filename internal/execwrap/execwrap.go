@@ -1,8 +1,10 @@
 // Package execwrap provides how a runtime runs a command in a sandbox so that it can be
 // killed later with everything it started, whatever the engine lets it signal: a wrapper
 // script that reports the command's pid on the first line of its output and then execs
-// it, a per-command token in its environment, and the script that kills it. The Docker
-// and Kubernetes runtimes both run commands through it.
+// it, a per-command token in its environment, and the script that kills it; and, given
+// how a runtime runs a second command in the same sandbox, the kill itself and the
+// command's outcome (Command). The Docker and Kubernetes runtimes both run commands
+// through it.
 package execwrap
 
 import (

@@ -2,17 +2,16 @@ package kube
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
 	"net/url"
-	"path"
 	"regexp"
 	"strconv"
 	"strings"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/httpstream"
@@ -35,11 +34,6 @@ while [ "$n" -gt 0 ]; do export "$1"; shift; n=$((n-1)); done
 `
 
 const headerNoFolder = "sandboxd-exec: no such folder"
-
-// killTimeout bounds the cleanup after a command's context ended: waiting for the
-// wrapper's pid, killing, and waiting for its output to end. It runs detached from the
-// caller.
-const killTimeout = 30 * time.Second
 
 // shellName is what a variable name must be for the sandbox's shell to export it.
 var shellName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
@@ -80,16 +74,16 @@ func (r *Runtime) Exec(ctx context.Context, podName string, cmd lifecycle.ExecCo
 	if pod.Status.Phase != corev1.PodRunning || pod.DeletionTimestamp != nil {
 		return -1, fmt.Errorf("kube: exec in %s: not running: %w", podName, sandbox.ErrNotFound)
 	}
-	workdir := execWorkdir(workingDir(pod), cmd.Workdir)
+	workdir := execwrap.Workdir(cmp.Or(workingDir(pod), "/"), cmd.Workdir) // the prelude needs a folder
 	argv := append([]string{"/bin/sh", "-c", execPrelude + execwrap.Wrapper, "sandboxd-exec", workdir, strconv.Itoa(len(env))}, env...)
 	argv = append(argv, cmd.Cmd...)
 
-	header := execwrap.NewHeaderWriter(orDiscard(cmd.Stdout))
+	header := execwrap.NewHeaderWriter(execwrap.OrDiscard(cmd.Stdout))
 	// The stream outlives ctx: after a kill, the command's output ends by itself.
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	streamed := make(chan error, 1)
-	go func() { streamed <- r.stream(sctx, podName, argv, cmd.Stdin, header, orDiscard(cmd.Stderr)) }()
+	go func() { streamed <- r.stream(sctx, podName, argv, cmd.Stdin, header, execwrap.OrDiscard(cmd.Stderr)) }()
 
 	return r.await(ctx, podName, token, header, streamed, cancel)
 }
@@ -99,40 +93,30 @@ func (r *Runtime) Exec(ctx context.Context, podName string, cmd lifecycle.ExecCo
 // command and what it started (cancelling the stream once the kill is done) and returns
 // why.
 func (r *Runtime) await(ctx context.Context, podName, token string, header *execwrap.HeaderWriter, streamed <-chan error, cancel context.CancelFunc) (int, error) {
+	cmd := execwrap.Command{
+		Where: "kube: exec in " + podName, Starter: "runtime", Header: header, Token: token,
+		Run: func(ctx context.Context, argv []string) (int, string, error) { return r.run(ctx, podName, argv) },
+	}
 	select {
 	case err := <-streamed:
 		code, ended := exitCode(err)
 		switch {
 		case ctx.Err() != nil:
-			return -1, errors.Join(ctx.Err(), r.kill(podName, token, header, nil))
+			return -1, errors.Join(ctx.Err(), cmd.Kill(nil))
 		case !ended:
 			// Its output is lost: what is left of it must not run on.
 			err = r.streamError(ctx, podName, err)
-			return -1, errors.Join(err, r.kill(podName, token, header, nil))
+			return -1, errors.Join(err, cmd.Kill(nil))
 		}
-		return finished(podName, code, header)
+		if line, ok := header.First(); ok && line == headerNoFolder {
+			return -1, fmt.Errorf("kube: exec in %s: no such working folder: %w", podName, sandbox.ErrInvalid)
+		}
+		return cmd.Result(code)
 	case <-ctx.Done():
-		err := r.kill(podName, token, header, streamed)
+		err := cmd.Kill(streamed)
 		cancel()
 		return -1, errors.Join(ctx.Err(), err)
 	}
-}
-
-// finished returns the exit code of a command whose output has ended, or the reason it
-// did not start.
-func finished(podName string, code int, header *execwrap.HeaderWriter) (int, error) {
-	line, ok := header.First()
-	switch {
-	case ok && line == execwrap.HeaderNotFound:
-		return -1, fmt.Errorf("kube: exec in %s: command not found: %w", podName, sandbox.ErrInvalid)
-	case ok && line == headerNoFolder:
-		return -1, fmt.Errorf("kube: exec in %s: no such working folder: %w", podName, sandbox.ErrInvalid)
-	case ok && line == execwrap.HeaderNoSession:
-		return -1, fmt.Errorf("kube: exec in %s: the runtime did not start the command in a session of its own, so it could not be killed: %w", podName, sandbox.ErrUnavailable)
-	case !ok || !execwrap.Started(line):
-		return -1, fmt.Errorf("kube: exec in %s: cannot start (exit %d): %s: %w", podName, code, strings.TrimSpace(line), sandbox.ErrInvalid)
-	}
-	return code, nil
 }
 
 // exitCode reads a stream's outcome: the command's exit code and true when it ended (0
@@ -190,60 +174,6 @@ func (r *Runtime) executor(u *url.URL) (remotecommand.Executor, error) {
 	})
 }
 
-// kill kills the command whose wrapper reports to header, and all it started (what
-// carries token). Given the command's stream (streamed), it waits for the pid on it and,
-// after the kill, for the stream to end; without, the stream has ended already. It runs
-// detached from the caller's context and returns nil when there was nothing (left) to
-// kill.
-func (r *Runtime) kill(podName, token string, header *execwrap.HeaderWriter, streamed <-chan error) error {
-	ctx, cancel := context.WithTimeout(context.Background(), killTimeout)
-	defer cancel()
-	var line string
-	if streamed == nil {
-		line, _ = header.First()
-	} else {
-		select {
-		case line = <-header.Line():
-		case <-streamed:
-			line, _ = header.First()
-			streamed = nil
-		case <-ctx.Done():
-			return fmt.Errorf("kube: exec in %s: no pid to kill after %s: %w", podName, killTimeout, sandbox.ErrUnavailable)
-		}
-	}
-	if !execwrap.Started(line) {
-		return nil // it never started, or the wrapper refused to run it
-	}
-	pid, start, _ := strings.Cut(line, " ")
-	var (
-		code int
-		out  string
-		err  error
-	)
-	// Exit 126 is the runtime failing to start the kill: a command that holds all of the
-	// sandbox's pids leaves none for it. Try again until one frees.
-	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
-		code, out, err = r.run(ctx, podName, []string{"/bin/sh", "-c", execwrap.KillScript, "sandboxd-kill", pid, start, token})
-		if err != nil || code != 126 || !sleepCtx(ctx, wait) {
-			break
-		}
-	}
-	if err != nil {
-		return gone(fmt.Errorf("kube: exec in %s: kill %s: %w", podName, pid, err))
-	}
-	if code != 0 {
-		return fmt.Errorf("kube: exec in %s: kill %s: exit %d: %s: %w", podName, pid, code, out, sandbox.ErrUnavailable)
-	}
-	if streamed != nil {
-		select {
-		case <-streamed:
-		case <-ctx.Done():
-			return fmt.Errorf("kube: exec in %s: output still open after the kill: %w", podName, sandbox.ErrUnavailable)
-		}
-	}
-	return nil
-}
-
 // run runs argv in the Pod's container and returns its exit code and (the first 4 KiB
 // of) its output.
 func (r *Runtime) run(ctx context.Context, podName string, argv []string) (int, string, error) {
@@ -265,40 +195,4 @@ func workingDir(p *corev1.Pod) string {
 		}
 	}
 	return ""
-}
-
-// execWorkdir is where a command runs: the container's working folder (its workspace
-// mount), or dir, taken from there when relative.
-func execWorkdir(base, dir string) string {
-	switch {
-	case dir == "":
-		if base == "" {
-			return "/"
-		}
-		return base
-	case path.IsAbs(dir):
-		return path.Clean(dir)
-	case base == "":
-		base = "/"
-	}
-	return path.Join(base, dir)
-}
-
-// sleepCtx waits d and reports true, or false when ctx ends first.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
-
-func orDiscard(w io.Writer) io.Writer {
-	if w == nil {
-		return io.Discard
-	}
-	return w
 }

@@ -46,7 +46,7 @@ func (r *Runtime) Terminal(ctx context.Context, podName string, t lifecycle.Term
 	}
 	done := make(chan struct{})
 	defer close(done)
-	header := execwrap.NewHeaderWriter(orDiscard(t.Stdout))
+	header := execwrap.NewHeaderWriter(execwrap.OrDiscard(t.Stdout))
 	// What is typed goes in once the wrapper has reported (typed earlier, the
 	// terminal's echo would mix with the wrapper's first line).
 	stdin, typed := io.Pipe()
