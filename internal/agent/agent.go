@@ -256,7 +256,7 @@ type command struct {
 // startCommand is the command a Start asks for.
 func startCommand(m agentproto.StartMsg) command {
 	return command{argv: m.Argv, env: m.Env, dir: m.Dir,
-		timeout: time.Duration(m.TimeoutMS) * time.Millisecond, cap: m.OutputCap, stdin: m.Stdin}
+		timeout: m.Timeout(), cap: m.OutputCap, stdin: m.Stdin}
 }
 
 // register adds st to the running streams: an error when its id runs already, false

@@ -22,6 +22,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
+	"time"
 	"unicode/utf8"
 )
 
@@ -198,12 +200,26 @@ type StartMsg struct {
 	Argv      []string `json:"argv"`
 	Env       []string `json:"env,omitempty"` // NAME=value, over the agent's own
 	Dir       string   `json:"dir,omitempty"` // empty: the agent's working folder
-	TimeoutMS int64    `json:"timeout_ms"`    // > 0: killed after it, at the source
+	TimeoutMS int64    `json:"timeout_ms"`    // 1 to MaxTimeoutMS: killed after it, at the source
 	OutputCap int64    `json:"output_cap"`    // > 0: output past OutputCap+1 bytes is dropped
 	Stdin     bool     `json:"stdin"`         // Stdin frames follow, then StdinEOF
 }
 
-// ParseStart decodes and checks a Start payload.
+// MaxTimeoutMS bounds a Start's TimeoutMS: the largest count of milliseconds a
+// time.Duration holds (about 292 years). The host derives TimeoutMS from a Duration (its
+// context's deadline), so it never sends more; a larger one would overflow Timeout into a
+// negative or shortened timeout, and is refused as malformed like a negative one, not
+// clamped: a message no host writes is not guessed at.
+const MaxTimeoutMS = math.MaxInt64 / int64(time.Millisecond)
+
+// Timeout is m's TimeoutMS as a Duration; 0: no timeout. It does not overflow for a
+// message that ParseStart accepted.
+func (m StartMsg) Timeout() time.Duration {
+	return time.Duration(m.TimeoutMS) * time.Millisecond
+}
+
+// ParseStart decodes and checks a Start payload: a non-empty argv, TimeoutMS and
+// OutputCap not negative, TimeoutMS at most MaxTimeoutMS. Errors wrap ErrProtocol.
 func ParseStart(p []byte) (StartMsg, error) {
 	var m StartMsg
 	if err := json.Unmarshal(p, &m); err != nil {
@@ -214,6 +230,9 @@ func ParseStart(p []byte) (StartMsg, error) {
 	}
 	if m.TimeoutMS < 0 || m.OutputCap < 0 {
 		return StartMsg{}, fmt.Errorf("%w: start: negative timeout or cap", ErrProtocol)
+	}
+	if m.TimeoutMS > MaxTimeoutMS {
+		return StartMsg{}, fmt.Errorf("%w: start: timeout of %d ms, over %d", ErrProtocol, m.TimeoutMS, MaxTimeoutMS)
 	}
 	return m, nil
 }

@@ -3,9 +3,11 @@ package agentproto
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestFramesRoundTrip(t *testing.T) {
@@ -94,10 +96,29 @@ func TestHostileMessagesAreRefused(t *testing.T) {
 	if _, err := ParseHello(append([]byte{Version + 1}, make([]byte, 8)...)); !errors.Is(err, ErrProtocol) {
 		t.Errorf("another version: %v", err)
 	}
-	for _, p := range []string{`{"argv":[]}`, `{"argv":[""]}`, `{"argv":["x"],"timeout_ms":-1}`, `[`} {
+	for _, p := range []string{`{"argv":[]}`, `{"argv":[""]}`, `{"argv":["x"],"timeout_ms":-1}`, `[`,
+		fmt.Sprintf(`{"argv":["x"],"timeout_ms":%d}`, MaxTimeoutMS+1), `{"argv":["x"],"timeout_ms":9223372036854775807}`} {
 		if _, err := ParseStart([]byte(p)); !errors.Is(err, ErrProtocol) {
 			t.Errorf("ParseStart(%s) = %v", p, err)
 		}
+	}
+}
+
+// The longest timeout a host may ask for is one a Duration holds: it reaches the agent
+// whole, not overflowed into a negative or shorter one.
+func TestStartTimeoutUpToTheMaximum(t *testing.T) {
+	for _, ms := range []int64{0, 1, 24 * 3600 * 1000, MaxTimeoutMS} {
+		m, err := ParseStart(fmt.Appendf(nil, `{"argv":["x"],"timeout_ms":%d}`, ms))
+		if err != nil {
+			t.Fatalf("timeout of %d ms: %v", ms, err)
+		}
+		if got := m.Timeout(); got < 0 || got.Milliseconds() != ms {
+			t.Errorf("timeout of %d ms is %v", ms, got)
+		}
+	}
+	// The host's own encoding of the farthest deadline (docker's exec) is accepted.
+	if ms := time.Duration(1<<63 - 1).Milliseconds(); ms != MaxTimeoutMS {
+		t.Errorf("the longest Duration is %d ms, MaxTimeoutMS %d", ms, MaxTimeoutMS)
 	}
 }
 
@@ -110,6 +131,7 @@ func FuzzReadFrame(f *testing.F) {
 	f.Add(AppendFrame(nil, Failed, 2, FailedPayload(ReasonNotFound, "nope")))
 	f.Add(AppendFrame(nil, Ack, 2, AckPayload(10)))
 	f.Add([]byte{byte(Stdout), 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff})
+	f.Add(AppendFrame(nil, Start, 5, fmt.Appendf(nil, `{"argv":["x"],"timeout_ms":%d}`, MaxTimeoutMS+1)))
 	f.Add(AppendFrame(AppendFrame(nil, OpenPTY, 4, []byte(`{"argv":["sh"],"cols":80,"rows":24}`)), Resize, 4, ResizePayload(100, 30)))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r := NewReader(bytes.NewReader(data))
@@ -142,7 +164,9 @@ func FuzzReadFrame(f *testing.F) {
 					t.Fatalf("ack %d passed", n)
 				}
 			case Start:
-				_, _ = ParseStart(fr.Payload)
+				if m, err := ParseStart(fr.Payload); err == nil && (m.Timeout() < 0 || m.Timeout().Milliseconds() != m.TimeoutMS) {
+					t.Fatalf("timeout of %d ms passed as %v", m.TimeoutMS, m.Timeout())
+				}
 			case Ready, Hello:
 				_, _ = ParseHello(fr.Payload)
 			case OpenPTY:
