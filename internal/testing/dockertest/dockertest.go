@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"os"
@@ -71,8 +72,11 @@ func Image(t testing.TB, cli *client.Client) string {
 
 // Agent builds the in-sandbox agent (cmd/sandboxd-agent, static) and returns the path of
 // its binary, for docker.Config.AgentPath. Each test process builds it once (go's build
-// cache makes that quick) and moves it into place over the previous one, so the file is
-// always whole and running sandboxes keep the one they mounted.
+// cache makes that quick) into the user's cache folder (sandboxd-test), under a name
+// taken from its content, sandboxd-agent-<first 12 hex digits of its SHA-256>: test runs
+// of different checkouts, each with its own agent, then never mount one another's. The
+// file is built aside and renamed into place, so it is always whole; one of that name
+// already there is the same agent, and is kept as it is.
 func Agent(t testing.TB) string {
 	t.Helper()
 	agentOnce.Do(func() { agentPath, agentErr = buildAgent(repoRoot(t)) })
@@ -97,7 +101,7 @@ func buildAgent(root string) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
-	tmp, err := os.CreateTemp(dir, "sandboxd-agent-*")
+	tmp, err := os.CreateTemp(dir, "building-sandboxd-agent-*")
 	if err != nil {
 		return "", err
 	}
@@ -109,11 +113,19 @@ func buildAgent(root string) (string, error) {
 	if out, err := build.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("build the agent: %v\n%s", err, out)
 	}
+	bin, err := os.ReadFile(tmp.Name())
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(bin)
+	path := filepath.Join(dir, "sandboxd-agent-"+hex.EncodeToString(sum[:6]))
+	if _, err := os.Stat(path); err == nil {
+		return path, nil
+	}
 	if err := os.Chmod(tmp.Name(), 0o755); err != nil {
 		return "", err
 	}
-	bin := filepath.Join(dir, "sandboxd-agent")
-	return bin, os.Rename(tmp.Name(), bin)
+	return path, os.Rename(tmp.Name(), path)
 }
 
 // Instance returns an instance id unique to this test run and removes, when the test

@@ -1,6 +1,8 @@
 package dockertest_test
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -61,5 +63,27 @@ func TestInstanceContainersAreRemovedAtCleanup(t *testing.T) {
 	})
 	if got := dockertest.Containers(t, cli, dockertest.LabelInstance+"="+inst); len(got) != 0 {
 		t.Errorf("left after cleanup: %v", got)
+	}
+}
+
+// Test runs of different checkouts share the cache folder: each names its agent by its
+// content, so none mounts another's.
+func TestAgentIsNamedByItsContent(t *testing.T) {
+	path := dockertest.Agent(t)
+	bin, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(bin)
+	if want := "sandboxd-agent-" + hex.EncodeToString(sum[:])[:12]; filepath.Base(path) != want {
+		t.Errorf("agent at %s, want it named %s", path, want)
+	}
+	if filepath.Base(filepath.Dir(path)) != "sandboxd-test" {
+		t.Errorf("agent at %s, want it in the cache folder sandboxd-test", path)
+	}
+	if fi, err := os.Stat(path); err != nil {
+		t.Error(err)
+	} else if fi.Mode().Perm()&0o111 == 0 {
+		t.Errorf("agent %s of mode %v, not executable", path, fi.Mode())
 	}
 }
