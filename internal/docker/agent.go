@@ -632,7 +632,7 @@ func (c *agentConn) exec(ctx context.Context, cmd lifecycle.ExecCommand, env []s
 		op: "exec", what: "command", stdout: cmd.Stdout, stderr: cmd.Stderr, timed: true,
 		started: func() {
 			if cmd.Stdin != nil {
-				stdin.Go(func() { c.feed(id, st, cmd.Stdin, stopIn) })
+				stdin.Go(func() { c.feedStdin(id, st, cmd.Stdin, stopIn) })
 			}
 		},
 	})
@@ -690,7 +690,7 @@ func (c *agentConn) await(ctx context.Context, id uint32, st *agentStream, r age
 					}
 				}
 			case agentproto.Failed:
-				return -1, agentFailure(c.containerID, ev.reason, ev.msg)
+				return -1, agentFailure(r.op, c.containerID, ev.reason, ev.msg)
 			case agentproto.Exit:
 				switch {
 				case outErr != nil:
@@ -726,9 +726,11 @@ func (c *agentConn) await(ctx context.Context, id uint32, st *agentStream, r age
 	}
 }
 
-// feed sends r to the command as input, keeping at most agentproto.StdinWindow bytes
-// unacknowledged, then StdinEOF.
-func (c *agentConn) feed(id uint32, st *agentStream, r io.Reader, stop <-chan struct{}) {
+// feed sends r to the stream id as its input, keeping at most agentproto.StdinWindow
+// bytes unacknowledged, then StdinEOF at r's end. It returns the error of a read of r
+// that failed, having sent nothing after what that read gave; nil at r's end, or once
+// stop or the channel closes or a write fails.
+func (c *agentConn) feed(id uint32, st *agentStream, r io.Reader, stop <-chan struct{}) error {
 	buf := make([]byte, agentChunk)
 	var sent int64
 	for {
@@ -737,40 +739,52 @@ func (c *agentConn) feed(id uint32, st *agentStream, r io.Reader, stop <-chan st
 			select {
 			case <-st.ack:
 			case <-stop:
-				return
+				return nil
 			case <-c.closed:
-				return
+				return nil
 			}
 		}
 		if n > 0 {
 			if c.write(agentproto.Stdin, id, buf[:n]) != nil {
-				return
+				return nil
 			}
 			sent += int64(n)
 		}
-		if err != nil {
+		switch {
+		case err == io.EOF:
 			_ = c.write(agentproto.StdinEOF, id, nil)
-			return
+			return nil
+		case err != nil:
+			return err
 		}
 		select {
 		case <-stop:
-			return
+			return nil
 		default:
 		}
 	}
 }
 
-// agentFailure is the error of a command the agent could not start.
-func agentFailure(containerID string, reason byte, msg string) error {
+// feedStdin feeds r to a command or a terminal (see feed): a read of r that fails ends
+// its input as r's end does.
+func (c *agentConn) feedStdin(id uint32, st *agentStream, r io.Reader, stop <-chan struct{}) {
+	if c.feed(id, st, r, stop) != nil {
+		_ = c.write(agentproto.StdinEOF, id, nil)
+	}
+}
+
+// agentFailure is the error of a command or a terminal the agent could not start; op
+// names the operation in its words ("exec", "terminal", as agentRun.op).
+func agentFailure(op, containerID string, reason byte, msg string) error {
 	switch reason {
 	case agentproto.ReasonNotFound:
-		return fmt.Errorf("docker: exec in %s: command not found: %s: %w", containerID, msg, sandbox.ErrInvalid)
+		return fmt.Errorf("docker: %s in %s: command not found: %s: %w", op, containerID, msg, sandbox.ErrInvalid)
 	case agentproto.ReasonWorkdir:
-		return fmt.Errorf("docker: exec in %s: cannot start: %s: %w", containerID, msg, sandbox.ErrInvalid)
+		return fmt.Errorf("docker: %s in %s: cannot start: %s: %w", op, containerID, msg, sandbox.ErrInvalid)
 	case agentproto.ReasonBusy:
-		return fmt.Errorf("docker: exec in %s: %s: %w", containerID, msg, sandbox.ErrBusy)
+		return fmt.Errorf("docker: %s in %s: %s: %w", op, containerID, msg, sandbox.ErrBusy)
 	}
-	return fmt.Errorf("docker: exec in %s: cannot start: %s: %w", containerID, msg, sandbox.ErrUnavailable)
+	return fmt.Errorf("docker: %s in %s: cannot start: %s: %w", op, containerID, msg, sandbox.ErrUnavailable)
 }
 
 // running says whether the container still runs, as far as the engine can tell.

@@ -64,7 +64,7 @@ func (c *agentConn) terminal(ctx context.Context, t lifecycle.TerminalIO, size l
 		op: "terminal", what: "shell", stdout: t.Stdout, stderr: t.Stdout, // a terminal has one output
 		started: func() {
 			if t.Stdin != nil {
-				go c.feed(id, st, t.Stdin, stop)
+				go c.feedStdin(id, st, t.Stdin, stop)
 			}
 		},
 	})

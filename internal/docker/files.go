@@ -226,7 +226,7 @@ func (c *agentConn) writeFile(ctx context.Context, m agentproto.FileMsg, area st
 	stop := make(chan struct{})
 	fed := make(chan error, 1)
 	var feeding sync.WaitGroup
-	feeding.Go(func() { fed <- c.feedFile(id, st, io.LimitReader(r, m.MaxBytes+1), stop) })
+	feeding.Go(func() { fed <- c.feed(id, st, io.LimitReader(r, m.MaxBytes+1), stop) })
 	defer func() {
 		close(stop)
 		feeding.Wait()
@@ -270,44 +270,6 @@ func (c *agentConn) cancelWrite(id uint32, st *agentStream) {
 			return
 		case <-c.closed:
 			return
-		}
-	}
-}
-
-// feedFile sends r as the write's input within the window, then StdinEOF; it returns
-// the error of a read of r that failed (nothing more is sent then), nil at r's end or
-// when stopped.
-func (c *agentConn) feedFile(id uint32, st *agentStream, r io.Reader, stop <-chan struct{}) error {
-	buf := make([]byte, agentChunk)
-	var sent int64
-	for {
-		n, err := r.Read(buf)
-		for n > 0 && sent+int64(n)-st.acked.Load() > agentproto.StdinWindow {
-			select {
-			case <-st.ack:
-			case <-stop:
-				return nil
-			case <-c.closed:
-				return nil
-			}
-		}
-		if n > 0 {
-			if c.write(agentproto.Stdin, id, buf[:n]) != nil {
-				return nil
-			}
-			sent += int64(n)
-		}
-		switch {
-		case err == io.EOF:
-			_ = c.write(agentproto.StdinEOF, id, nil)
-			return nil
-		case err != nil:
-			return err
-		}
-		select {
-		case <-stop:
-			return nil
-		default:
 		}
 	}
 }

@@ -5,11 +5,13 @@ import (
 	"errors"
 	"io"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
+	"github.com/sandboxd/sandboxd/internal/agent"
 	"github.com/sandboxd/sandboxd/internal/docker"
 	"github.com/sandboxd/sandboxd/internal/execwrap"
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
@@ -250,5 +252,44 @@ func TestForgedFramesFromATerminal(t *testing.T) {
 		if code, ps := run(t, e, s.ContainerID, "ps", "-o", "pid,stat,args"); code != 0 || hasLiveProcess(ps, "sleep 1011") {
 			t.Errorf("after %s (exit %d):\n%s", forged, code, ps)
 		}
+	}
+}
+
+// A terminal the agent refuses (it runs as many commands as it may) fails as busy, in a
+// terminal's words, not a command's.
+func TestATerminalTheAgentRefusesSaysTerminal(t *testing.T) {
+	e := newEnv(t, nil)
+	s := e.create(t, newSpec(""))
+	ctx, cancel := context.WithCancel(context.Background())
+	var running sync.WaitGroup
+	t.Cleanup(func() {
+		cancel()
+		running.Wait()
+	})
+	outs := make([]*syncbuf.Buffer, agent.DefaultMaxStreams)
+	for i := range outs {
+		out := &syncbuf.Buffer{}
+		outs[i] = out
+		running.Go(func() {
+			_, _ = e.rt.Exec(ctx, s.ContainerID, lifecycle.ExecCommand{Cmd: []string{"sh", "-c", "echo started; exec sleep 1021"}, Stdout: out})
+		})
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		started := 0
+		for _, out := range outs {
+			if out.String() == "started\n" {
+				started++
+			}
+		}
+		if started == len(outs) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d commands started within 30s", started, len(outs))
+		}
+	}
+	code, err := e.rt.Terminal(context.Background(), s.ContainerID, lifecycle.TerminalIO{Stdout: io.Discard})
+	if want := "docker: terminal in " + s.ContainerID + ": "; code != -1 || !errors.Is(err, sandbox.ErrBusy) || !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("Terminal past the agent's limit = %d, %v; want -1 and ErrBusy, worded %q...", code, err, want)
 	}
 }
