@@ -209,7 +209,7 @@ func terminalOverWebSocket(t *testing.T, w *world, viaAgent bool) {
 		t.Fatal(err)
 	}
 	// Processes in the background, one in a session of its own: the client leaves.
-	term.typeLine("sleep 1001 & setsid sleep 1002 & echo started", "started")
+	term.typeLine("sleep 1001 & setsid sleep 1002 & echo sta''rted", "started") // quoted: the echo of the typed line is not the answer
 	_ = term.conn.CloseNow()
 	var ps string
 	waitfor.True(t, 30*time.Second, "the shell and what it started killed", func() bool {
@@ -227,7 +227,7 @@ func terminalOverWebSocket(t *testing.T, w *world, viaAgent bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	term.typeLine("echo still-here", "still-here")
+	term.typeLine("echo still-''here", "still-here")
 	if _, err := srv.api.Delete(ctx, chat); err != nil {
 		t.Fatal(err)
 	}
@@ -250,7 +250,7 @@ func TestShutdownKillsOpenTerminals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	term.typeLine("sleep 1003 & echo started", "started")
+	term.typeLine("sleep 1003 & echo sta''rted", "started") // quoted: the echo of the typed line is not the answer
 	srv.stop(syscall.SIGTERM)
 	term.final() // the connection ends
 

@@ -119,7 +119,7 @@ func TestATerminalIsKilledWithAllItStarted(t *testing.T) {
 		t.Run(how, func(t *testing.T) {
 			h := newHost(t, Config{})
 			term := h.openPTY(1, agentproto.PTYMsg{Argv: []string{"sh"}, Cols: 80, Rows: 24})
-			term.typeLine("sleep 7301 & setsid sleep 7302 & (sleep 7303 &); echo started", "started")
+			term.typeLine("sleep 7301 & setsid sleep 7302 & (sleep 7303 &); echo sta''rted", "started") // quoted: the echo of the typed line is not the answer
 			switch how {
 			case "cancel":
 				h.send(agentproto.Cancel, 1, nil)
@@ -180,7 +180,7 @@ func TestHostileTerminalFramesEndServe(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			h := newHost(t, Config{})
 			term := h.openPTY(1, agentproto.PTYMsg{Argv: []string{"sh"}, Cols: 80, Rows: 24})
-			term.typeLine("sleep 7305 & echo started", "started")
+			term.typeLine("sleep 7305 & echo sta''rted", "started") // quoted: the echo of the typed line is not the answer
 			h.start(2, agentproto.StartMsg{Argv: []string{"sleep", "7306"}})
 			_, _ = h.w.Write(raw)
 			select {

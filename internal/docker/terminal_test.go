@@ -175,8 +175,8 @@ func TestTerminalOnBothPaths(t *testing.T) {
 			// The client leaves: the shell is killed with everything it started, whatever
 			// group or session it moved to.
 			term = openTerm(t, e, s.ContainerID, lifecycle.TermSize{})
-			term.typeLine("stty size", "24 80") // the default size
-			term.typeLine("sleep 1001 & setsid sleep 1002 & (sleep 1003 &); set -m; sleep 1004 & echo started", "started")
+			term.typeLine("stty size", "24 80")                                                                              // the default size
+			term.typeLine("sleep 1001 & setsid sleep 1002 & (sleep 1003 &); set -m; sleep 1004 & echo sta''rted", "started") // quoted: the echo of the typed line is not the answer
 			if _, ps := run(t, e, s.ContainerID, "ps", "-o", "pid,stat,args"); !hasLiveShell(ps) || !hasLiveProcess(ps, "sleep 1002") {
 				t.Errorf("before the client left, no shell or no sleep 1002 seen:\n%s", ps)
 			}
@@ -190,7 +190,7 @@ func TestTerminalOnBothPaths(t *testing.T) {
 
 			// The sandbox ends: so does the terminal.
 			term = openTerm(t, e, s.ContainerID, lifecycle.TermSize{})
-			term.typeLine("echo still-here", "still-here")
+			term.typeLine("echo still-''here", "still-here")
 			if err := e.rt.Delete(context.Background(), s.ContainerID); err != nil {
 				t.Fatal(err)
 			}
@@ -238,7 +238,7 @@ func TestForgedFramesFromATerminal(t *testing.T) {
 		`printf '\104\000\000\000\001\377\377\377\377'`,                 // Stdout of 4 GiB
 		`printf '\041\000\000\000\001\000\000\000\004\000\120\000\030'`, // a Resize, which only sandboxd sends
 	} {
-		term.typeLine("sleep 1011 & echo started", "started")
+		term.typeLine("sleep 1011 & echo sta''rted", "started") // quoted: the echo of the typed line is not the answer
 		_, _ = term.typed.Write([]byte(forged + " >/proc/$PPID/fd/1\r"))
 		if end := term.end(); !errors.Is(end.err, sandbox.ErrUnavailable) {
 			t.Errorf("%s: %+v, want ErrUnavailable (the channel closed)", forged, end)
