@@ -384,7 +384,11 @@ func TestStartRemovesLeftoversOfADeadPoolOnly(t *testing.T) {
 	eventually(t, 60*time.Second, func() bool { return len(e.pooled(t)) == 3 }, "3 pool containers")
 	docker.AbandonPool(dead)
 	liveIDs := e.pooled(t)
-	eventually(t, 10*time.Second, func() bool { return len(poolEntries(t, e.root)) == 3+2 }, "3 folders, 2 lock files")
+	for deadline := time.Now().Add(30 * time.Second); len(poolEntries(t, e.root)) != 3+2; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) { // seen once under heavy load: say what is there
+			t.Fatalf(".pool = %v after 30s, want 3 folders and 2 lock files (pool containers: %v)", poolEntries(t, e.root), e.pooled(t))
+		}
+	}
 
 	// A restart: the new pool removes the dead pool's containers and folders only.
 	e.start(t, e.rt)
