@@ -162,27 +162,7 @@ func (b *bench) kube(ctx context.Context) (err error) {
 
 // kubeCold: one create at a time, sandboxd and the API alternating.
 func (b *bench) kubeCold(ctx context.Context, k *kubeBench, api *sbclient.Client) (createTimes, error) {
-	var s, d createTimes
-	viaSandboxd := func(record bool) error {
-		chat := uuid.NewString()
-		t := time.Now()
-		got, _, err := api.Create(ctx, chat, sbclient.CreateBody{})
-		if err != nil {
-			return err
-		}
-		answer := time.Since(t)
-		if err := k.provenReady(ctx, got.ContainerID); err != nil {
-			return err
-		}
-		firstExec := time.Since(t)
-		if err := k.forget(ctx, api, chat); err != nil {
-			return err
-		}
-		if record {
-			s.add(answer, firstExec)
-		}
-		return nil
-	}
+	var d createTimes
 	viaAPI := func(record bool) error {
 		claim, pod, err := k.objects()
 		if err != nil {
@@ -203,17 +183,9 @@ func (b *bench) kubeCold(ctx context.Context, k *kubeBench, api *sbclient.Client
 		}
 		return nil
 	}
-	for i := range b.opts.KubeN + 1 { // the first round warms up and is not recorded
-		first, second := viaSandboxd, viaAPI
-		if i%2 == 1 {
-			first, second = viaAPI, viaSandboxd
-		}
-		if err := first(i > 0); err != nil {
-			return s, err
-		}
-		if err := second(i > 0); err != nil {
-			return s, err
-		}
+	s, err := coldCreates(ctx, b.opts.KubeN, k.sandboxd(api), viaAPI)
+	if err != nil {
+		return s, err
 	}
 	base := "claim + Pod through the API until ready"
 	note := "the chat's claim (provisioned on create) and Pod, made as sandboxd's runtime makes them (kube.Runtime.ColdObjects), " +
@@ -230,51 +202,23 @@ func (b *bench) kubeCold(ctx context.Context, k *kubeBench, api *sbclient.Client
 // rounds, the sides alternating first.
 func (b *bench) kubeParallel(ctx context.Context, k *kubeBench, api *sbclient.Client) error {
 	n := b.opts.Parallel
-	var sWalls, dWalls []time.Duration
-	for round := range b.opts.KubeRounds {
-		viaSandboxd := func() error {
-			chats := make([]string, n)
-			for i := range chats {
-				chats[i] = uuid.NewString()
+	sWalls, dWalls, err := createsAtOnce(ctx, b.opts.KubeRounds, n, k.sandboxd(api), func() (time.Duration, error) {
+		claims := make([]*corev1.PersistentVolumeClaim, n)
+		pods := make([]*corev1.Pod, n)
+		for i := range n {
+			var err error
+			if claims[i], pods[i], err = k.objects(); err != nil {
+				return 0, err
 			}
-			start := time.Now()
-			err := parallel(ctx, n, n, func(ctx context.Context, i int) error {
-				_, _, err := api.Create(ctx, chats[i], sbclient.CreateBody{})
-				return err
-			})
-			sWalls = append(sWalls, time.Since(start))
-			return errors.Join(err, parallel(ctx, n, 8, func(ctx context.Context, i int) error {
-				return k.forget(ctx, api, chats[i])
-			}))
 		}
-		viaAPI := func() error {
-			claims := make([]*corev1.PersistentVolumeClaim, n)
-			pods := make([]*corev1.Pod, n)
-			for i := range n {
-				var err error
-				if claims[i], pods[i], err = k.objects(); err != nil {
-					return err
-				}
-			}
-			start := time.Now()
-			err := parallel(ctx, n, n, func(ctx context.Context, i int) error {
-				return k.createReady(ctx, claims[i], pods[i])
-			})
-			dWalls = append(dWalls, time.Since(start))
-			return errors.Join(err, parallel(ctx, n, 8, func(ctx context.Context, i int) error {
-				return k.remove(ctx, claims[i], pods[i])
-			}))
-		}
-		first, second := viaSandboxd, viaAPI
-		if round%2 == 1 {
-			first, second = viaAPI, viaSandboxd
-		}
-		if err := first(); err != nil {
-			return err
-		}
-		if err := second(); err != nil {
-			return err
-		}
+		return atOnce(ctx, n, func(ctx context.Context, i int) error {
+			return k.createReady(ctx, claims[i], pods[i])
+		}, func(ctx context.Context, i int) error {
+			return k.remove(ctx, claims[i], pods[i])
+		})
+	})
+	if err != nil {
+		return err
 	}
 	b.add(newRow(kubeRows, fmt.Sprintf("%d distinct creates at once, wall", n), "ms", median(sWalls), median(dWalls),
 		fmt.Sprintf("%d claim + Pod creates at once until ready", n), len(sWalls)))
@@ -297,55 +241,10 @@ func (b *bench) kubePool(ctx context.Context, k *kubeBench, cold createTimes) er
 	}
 	defer srv.kill()
 	want := poolMin(b.opts.PoolEnv)
-	full := func() (float64, error) {
-		for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(50 * time.Millisecond) {
-			m, err := b.poolMetrics(ctx, srv.base)
-			if err != nil {
-				return 0, err
-			}
-			if m.size >= float64(want) {
-				return m.hits, nil
-			}
-			if time.Now().After(deadline) {
-				return 0, fmt.Errorf("the warm pool holds %g Pods two minutes after the last create, want %d", m.size, want)
-			}
-		}
-	}
-	var hit createTimes
-	creates := 0
-	for i := range b.opts.KubeN + 1 {
-		before, err := full()
-		if err != nil {
-			return err
-		}
-		chat := uuid.NewString()
-		t := time.Now()
-		s, _, err := api.Create(ctx, chat, sbclient.CreateBody{})
-		if err != nil {
-			return err
-		}
-		answer := time.Since(t)
-		if err := k.provenReady(ctx, s.ContainerID); err != nil {
-			return err
-		}
-		firstExec := time.Since(t)
-		m, err := b.poolMetrics(ctx, srv.base)
-		if err != nil {
-			return err
-		}
-		if err := k.forget(ctx, api, chat); err != nil {
-			return err
-		}
-		if i == 0 {
-			continue
-		}
-		creates++
-		if m.hits-before == 1 {
-			hit.add(answer, firstExec)
-		}
-	}
-	if len(hit.answer) == 0 {
-		return fmt.Errorf("none of %d creates was served by the pool", creates)
+	hit, creates, err := b.poolCreates(ctx, srv.base, k.sandboxd(api), b.opts.KubeN, want,
+		poolWait{within: 2 * time.Minute, words: "two minutes", poll: 50 * time.Millisecond, what: "Pods"})
+	if err != nil {
+		return err
 	}
 	base := "cold create via sandboxd on the cluster"
 	b.add(newRow(kubeRows, "pool create p50 (answered, exec-ready)", "ms", quantile(hit.answer, 0.5), quantile(cold.answer, 0.5), base, len(hit.answer)))
@@ -354,17 +253,6 @@ func (b *bench) kubePool(ctx context.Context, k *kubeBench, cold createTimes) er
 	b.add(newRow(kubeRows, "pool create p99 (answered, exec-ready)", "ms", quantile(hit.answer, 0.99), quantile(cold.answer, 0.99), base, len(hit.answer)))
 	b.add(newRow(kubeRows, "pool create p50 + first exec", "ms", quantile(hit.firstExec, 0.5), quantile(cold.firstExec, 0.5), base+" + first exec", len(hit.firstExec)))
 	return srv.stop()
-}
-
-// poolMin is the default profile's pool.min that settings set (1 if they do not say).
-func poolMin(settings []string) int {
-	want := 1
-	for _, kv := range settings {
-		if v, ok := strings.CutPrefix(kv, "SANDBOXD_AGENTS_DEFAULT_POOL_MIN="); ok {
-			want, _ = strconv.Atoi(v)
-		}
-	}
-	return want
 }
 
 // kubeExec: `true` in one live sandbox on the cluster through sandboxd's exec API,
@@ -507,6 +395,15 @@ func (k *kubeBench) forget(ctx context.Context, api *sbclient.Client, chat strin
 	}
 	_, err := api.DeleteWorkspace(ctx, chat)
 	return err
+}
+
+// sandboxd: proven exec-ready by a pods/exec of `true`, forgotten with its workspace.
+func (k *kubeBench) sandboxd(api *sbclient.Client) viaSandboxd {
+	return viaSandboxd{
+		api:    api,
+		ready:  k.provenReady,
+		forget: func(ctx context.Context, chat string) error { return k.forget(ctx, api, chat) },
+	}
 }
 
 // provenReady is the exec-readiness check after a timed create: one pods/exec of `true`

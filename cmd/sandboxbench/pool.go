@@ -9,10 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/google/uuid"
-
-	sbclient "github.com/sandboxd/sandboxd/client"
 )
 
 // pool: creates through a sandboxd whose warm pool is on, against the cold creates
@@ -30,61 +26,11 @@ func (b *bench) pool(ctx context.Context, reg registry, cold createTimes) error 
 		return err
 	}
 	defer srv.kill()
-	want := 1
-	for _, kv := range b.opts.PoolEnv {
-		if v, ok := strings.CutPrefix(kv, "SANDBOXD_AGENTS_DEFAULT_POOL_MIN="); ok {
-			want, _ = strconv.Atoi(v)
-		}
-	}
-	full := func() (hits float64, err error) {
-		for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
-			m, err := b.poolMetrics(ctx, srv.base)
-			if err != nil {
-				return 0, err
-			}
-			if m.size >= float64(want) {
-				return m.hits, nil
-			}
-			if time.Now().After(deadline) {
-				return 0, fmt.Errorf("the warm pool holds %g sandboxes a minute after the last create, want %d", m.size, want)
-			}
-		}
-	}
-	var hit createTimes
-	creates := 0
-	for i := range b.opts.N + 1 { // the first create warms up and is not recorded
-		before, err := full()
-		if err != nil {
-			return err
-		}
-		chat := uuid.NewString()
-		t := time.Now()
-		s, _, err := api.Create(ctx, chat, sbclient.CreateBody{})
-		if err != nil {
-			return err
-		}
-		answer := time.Since(t)
-		if err := b.provenReady(ctx, "sandbox", s.ContainerID); err != nil {
-			return err
-		}
-		firstExec := time.Since(t)
-		m, err := b.poolMetrics(ctx, srv.base)
-		if err != nil {
-			return err
-		}
-		if _, err := api.Delete(ctx, chat); err != nil {
-			return err
-		}
-		if i == 0 {
-			continue
-		}
-		creates++
-		if m.hits-before == 1 {
-			hit.add(answer, firstExec)
-		}
-	}
-	if len(hit.answer) == 0 {
-		return fmt.Errorf("none of %d creates was served by the pool", creates)
+	want := poolMin(b.opts.PoolEnv)
+	hit, creates, err := b.poolCreates(ctx, srv.base, b.sandboxdOnDocker(api), b.opts.N, want,
+		poolWait{within: time.Minute, words: "a minute", poll: 10 * time.Millisecond, what: "sandboxes"})
+	if err != nil {
+		return err
 	}
 	base := "cold create via sandboxd"
 	note := fmt.Sprintf("%d of %d creates were pool hits (sandbox_pool_hits_total deltas); only hits are counted. The pool held %d ready sandboxes before each create (polled on /metrics, untimed)",
@@ -98,6 +44,71 @@ func (b *bench) pool(ctx context.Context, reg registry, cold createTimes) error 
 	b.add(newRow(reg.name, "pool create p50 + first exec", "ms", quantile(hit.firstExec, 0.5), quantile(cold.firstExec, 0.5), base+" + first exec", len(hit.firstExec)))
 	b.add(newRow(reg.name, "pool create p99 + first exec", "ms", quantile(hit.firstExec, 0.99), quantile(cold.firstExec, 0.99), base+" + first exec", len(hit.firstExec)))
 	return srv.stop()
+}
+
+// poolWait is how long poolCreates waits for a full pool before each create (within,
+// said in words), how often it polls, and what the pool holds.
+type poolWait struct {
+	within      time.Duration
+	words, what string
+	poll        time.Duration
+}
+
+// poolCreates: n+1 creates through sandboxd (at base) whose pool is on, the first a
+// warm-up, each after the pool holds want (polled on /metrics, untimed). Only the pool
+// hits are returned (sandbox_pool_hits_total grew by one across the create, read after
+// the create was proven exec-ready), with how many creates were counted; none is an error.
+func (b *bench) poolCreates(ctx context.Context, base string, sb viaSandboxd, n, want int, wait poolWait) (hit createTimes, creates int, err error) {
+	full := func() (hits float64, err error) {
+		for deadline := time.Now().Add(wait.within); ; time.Sleep(wait.poll) {
+			m, err := b.poolMetrics(ctx, base)
+			if err != nil {
+				return 0, err
+			}
+			if m.size >= float64(want) {
+				return m.hits, nil
+			}
+			if time.Now().After(deadline) {
+				return 0, fmt.Errorf("the warm pool holds %g %s %s after the last create, want %d", m.size, wait.what, wait.words, want)
+			}
+		}
+	}
+	for i := range n + 1 { // the first create warms up and is not recorded
+		before, err := full()
+		if err != nil {
+			return hit, creates, err
+		}
+		var m poolState
+		answer, firstExec, err := sb.create(ctx, func() (err error) {
+			m, err = b.poolMetrics(ctx, base)
+			return err
+		})
+		if err != nil {
+			return hit, creates, err
+		}
+		if i == 0 {
+			continue
+		}
+		creates++
+		if m.hits-before == 1 {
+			hit.add(answer, firstExec)
+		}
+	}
+	if len(hit.answer) == 0 {
+		return hit, creates, fmt.Errorf("none of %d creates was served by the pool", creates)
+	}
+	return hit, creates, nil
+}
+
+// poolMin is the default profile's pool.min that settings set (1 if they do not say).
+func poolMin(settings []string) int {
+	want := 1
+	for _, kv := range settings {
+		if v, ok := strings.CutPrefix(kv, "SANDBOXD_AGENTS_DEFAULT_POOL_MIN="); ok {
+			want, _ = strconv.Atoi(v)
+		}
+	}
+	return want
 }
 
 // poolState is what /metrics says of the default profile's pool.
