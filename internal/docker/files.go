@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/sandboxd/sandboxd/internal/agentproto"
+	"github.com/sandboxd/sandboxd/internal/hostfiles"
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
 	"github.com/sandboxd/sandboxd/internal/rootfiles"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
@@ -136,20 +137,8 @@ func (f *Files) route(ctx context.Context, s sandbox.Session, name, op string) (
 	return conn, m, area, nil
 }
 
-// filesErr translates an error of package rootfiles into the domain's.
-func filesErr(err error) error {
-	for _, k := range []struct{ from, to error }{
-		{rootfiles.ErrNotFound, sandbox.ErrNotFound},
-		{rootfiles.ErrInvalid, sandbox.ErrInvalid},
-		{rootfiles.ErrTooLarge, sandbox.ErrTooLarge},
-		{rootfiles.ErrFull, sandbox.ErrFull},
-	} {
-		if errors.Is(err, k.from) {
-			return fmt.Errorf("docker: files: %w: %w", err, k.to)
-		}
-	}
-	return fmt.Errorf("docker: files: %w", err)
-}
+// filesErr translates an error of package rootfiles into the domain's (as hostfiles does).
+func filesErr(err error) error { return fmt.Errorf("docker: files: %w", hostfiles.Domain(err)) }
 
 // fileOp opens a stream for m on the channel; errAgentNotStarted when it could not be
 // sent.

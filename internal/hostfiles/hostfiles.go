@@ -158,7 +158,12 @@ func (f *Files) openRoot(s sandbox.Session) (*os.Root, error) {
 
 // Err translates an error of package rootfiles into the domain's: its kind becomes the
 // matching sentinel of package sandbox; any other error stays as it is.
-func Err(err error) error {
+func Err(err error) error { return fmt.Errorf("hostfiles: %w", Domain(err)) }
+
+// Domain is err, an error of package rootfiles, with the sentinel of package sandbox
+// that matches its kind wrapped too; any other error is returned as it is. The Docker
+// runtime's files through the agent translate with it as well.
+func Domain(err error) error {
 	for _, k := range []struct{ from, to error }{
 		{rootfiles.ErrNotFound, sandbox.ErrNotFound},
 		{rootfiles.ErrInvalid, sandbox.ErrInvalid},
@@ -166,10 +171,10 @@ func Err(err error) error {
 		{rootfiles.ErrFull, sandbox.ErrFull},
 	} {
 		if errors.Is(err, k.from) {
-			return fmt.Errorf("hostfiles: %w: %w", err, k.to)
+			return fmt.Errorf("%w: %w", err, k.to)
 		}
 	}
-	return fmt.Errorf("hostfiles: %w", err)
+	return err
 }
 
 // Info describes the entry at rel of area ("" or rootfiles.TmpArea): workspace paths

@@ -14,7 +14,9 @@ import (
 	"time"
 
 	"github.com/sandboxd/sandboxd/internal/execwrap"
+	"github.com/sandboxd/sandboxd/internal/hostfiles"
 	"github.com/sandboxd/sandboxd/internal/lifecycle"
+	"github.com/sandboxd/sandboxd/internal/rootfiles"
 	"github.com/sandboxd/sandboxd/internal/sandbox"
 )
 
@@ -223,36 +225,17 @@ func (r *Runtime) filesOutcome(ctx context.Context, s sandbox.Session, op, name 
 	return fmt.Errorf("kube: %s %q: exit %d: %.200q: %w", op, name, code, first, sandbox.ErrUnavailable)
 }
 
-// relative turns a client's path into the workspace mount and a path relative to it.
-// Paths are relative to the workspace; a leading "/" or the mount point itself is
-// stripped; ".." and NUL are refused (sandbox.ErrInvalid).
+// relative turns a client's path into the workspace mount and a path relative to it, by
+// the rules every runtime's files follow (rootfiles.Resolve; /tmp has no meaning of its
+// own here): a leading "/" or the mount point itself is stripped; ".." and NUL are
+// refused (sandbox.ErrInvalid).
 func (r *Runtime) relative(s sandbox.Session, name string) (root, rel string, err error) {
-	if strings.ContainsRune(name, 0) {
-		return "", "", fmt.Errorf("kube: path contains NUL: %w", sandbox.ErrInvalid)
-	}
 	mount := path.Clean(r.profileOf(s.AgentID).Workspace)
-	p := name
-	switch {
-	case p == mount:
-		p = "."
-	case strings.HasPrefix(p, mount+"/"):
-		p = strings.TrimPrefix(p, mount+"/")
-	default:
-		p = strings.TrimPrefix(p, "/")
+	rel, _, err = rootfiles.Resolve(name, mount, false)
+	if err != nil {
+		return "", "", fmt.Errorf("kube: %w", hostfiles.Domain(err))
 	}
-	if p == "" {
-		p = "."
-	}
-	for _, part := range strings.Split(p, "/") {
-		if part == ".." {
-			return "", "", fmt.Errorf("kube: path %q leaves the workspace: %w", name, sandbox.ErrInvalid)
-		}
-	}
-	p = path.Clean(p)
-	if !fs.ValidPath(p) {
-		return "", "", fmt.Errorf("kube: path %q is not valid: %w", name, sandbox.ErrInvalid)
-	}
-	return mount, p, nil
+	return mount, rel, nil
 }
 
 // parseInfo reads "size rawmode(hex) mtime(unix seconds)" as stat printed it.
